@@ -1,0 +1,5 @@
+"""``python -m jitnet`` is the ``jitnet`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,4 @@
+"""Placeholder: replaced by the CLI work."""
+
+def main(argv=None):
+    raise NotImplementedError

@@ -1,0 +1,27 @@
+"""Tunables read by kernel wrappers (never inside kernels).
+
+Tests patch these (for example ``CUDA_THREADS_PER_BLOCK``) to exercise edge
+cases such as grid-stride loops with tiny blocks.
+"""
+
+import os
+
+#: Target chosen at import when ``JITNET_TARGET`` is unset.
+DEFAULT_TARGET = "cpu"
+
+#: Target named in the environment at import time (may be ``None``).
+ENV_TARGET = os.environ.get("JITNET_TARGET")
+
+#: LLVM fast-math flags for the cpu kernels. ``nnan`` and ``ninf`` are left
+#: out on purpose (as STUMPY does): NaN and inf in the input must propagate,
+#: not be optimised away.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+#: Threads per block for 1-D grid-stride CUDA launches.
+CUDA_THREADS_PER_BLOCK = 256
+
+#: Side of the square 2-D thread blocks used by tiled CUDA kernels.
+CUDA_TILE = 16
+
+#: Default float dtype of parameters and activations.
+DTYPE = "float32"

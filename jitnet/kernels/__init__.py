@@ -1,0 +1,95 @@
+"""The kernel contract: one module per target, each exporting these functions.
+
+``numpy_ref`` (vectorised NumPy, the reference and test oracle), ``cpu``
+(``@njit(parallel=True)``) and ``cuda`` (``@cuda.jit``, imported lazily) export
+every name in :data:`CONTRACT` with the same signature. Arrays are float32 or
+float64, images NCHW. Kernels trust their inputs: layers validate first.
+
+Signatures (``numpy_ref`` holds the full docstrings)::
+
+    # arrays of the target
+    asarray(a, dtype=None) -> array        to_numpy(a) -> np.ndarray
+    empty(shape, dtype) -> array           zeros(shape, dtype) -> array
+
+    # convolution: x (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,) or None
+    conv2d_forward(x, weight, bias, stride, padding, groups) -> y (N, F, HO, WO)
+    conv2d_backward(dy, x, weight, stride, padding, groups) -> (dx, dweight, dbias)
+
+    # max pooling: argmax (N, C, HO, WO) int32, flat index h * W + w into the input plane
+    maxpool2d_forward(x, kernel_size, stride) -> (y, argmax)
+    maxpool2d_backward(dy, argmax, x_shape) -> dx
+
+    # fully connected: x (N, D), weight (M, D), bias (M,) or None; y = x @ weight.T + bias
+    linear_forward(x, weight, bias) -> y (N, M)
+    linear_backward(dy, x, weight) -> (dx, dweight, dbias)
+
+    # maxout: weight (M * pieces, D), row j * pieces + k is piece k of unit j
+    maxout_forward(x, weight, bias, pieces) -> (y (N, M), argmax (N, M) int32 piece index)
+    maxout_backward(dy, x, weight, argmax, pieces) -> (dx, dweight, dbias)
+
+    # element-wise activations, any shape
+    relu_forward(x) -> y                     relu_backward(dy, y) -> dx
+    leaky_relu_forward(x, negative_slope)    leaky_relu_backward(dy, x, negative_slope)
+    sigmoid_forward(x) -> y                  sigmoid_backward(dy, y) -> dx
+    tanh_forward(x) -> y                     tanh_backward(dy, y) -> dx
+    elu_forward(x, alpha) -> y               elu_backward(dy, x, y, alpha) -> dx
+
+    # inverted dropout; the keep mask is a pure function of (seed, flat index),
+    # so every target draws the same mask for the same seed
+    dropout_forward(x, p, seed) -> (y, mask)   mask holds 0 or 1 / (1 - p), x's dtype
+    dropout_backward(dy, mask) -> dx
+
+    # batch norm over (N, H, W) per channel; updates running_mean / running_var
+    # in place when training (unbiased variance, as PyTorch)
+    batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, eps, training)
+        -> (y, mean, invstd)
+    batchnorm2d_backward(dy, x, weight, mean, invstd) -> (dx, dweight, dbias)
+
+    # losses: (value as a Python float, gradient w.r.t. the first argument),
+    # mean reduction as PyTorch's default
+    softmax_cross_entropy(scores, labels) -> (loss, dscores)
+    multiclass_hinge(scores, labels, margin) -> (loss, dscores)
+    bce_with_logits(scores, targets) -> (loss, dscores)
+    mse(pred, target) -> (loss, dpred)
+    l1(pred, target) -> (loss, dpred)
+
+    # optimizer updates, in place on param and state
+    sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay) -> None
+    adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) -> None
+"""
+
+CONTRACT = (
+    "asarray",
+    "to_numpy",
+    "empty",
+    "zeros",
+    "conv2d_forward",
+    "conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "linear_forward",
+    "linear_backward",
+    "maxout_forward",
+    "maxout_backward",
+    "relu_forward",
+    "relu_backward",
+    "leaky_relu_forward",
+    "leaky_relu_backward",
+    "sigmoid_forward",
+    "sigmoid_backward",
+    "tanh_forward",
+    "tanh_backward",
+    "elu_forward",
+    "elu_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm2d_forward",
+    "batchnorm2d_backward",
+    "softmax_cross_entropy",
+    "multiclass_hinge",
+    "bce_with_logits",
+    "mse",
+    "l1",
+    "sgd_update",
+    "adam_update",
+)

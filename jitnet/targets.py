@@ -1,0 +1,117 @@
+"""Targets: where arrays live and kernels run.
+
+``"numpy"`` is the vectorised reference, ``"cpu"`` the parallel Numba kernels
+(the default) and ``"cuda"`` the numba.cuda kernels. Each target is one module
+under :mod:`jitnet.kernels` exporting the same functions (the kernel contract,
+:data:`jitnet.kernels.CONTRACT`); :func:`backend` hands back the active one.
+"""
+
+import contextlib
+import importlib
+
+import numpy as np
+
+from . import config
+
+TARGETS = ("numpy", "cpu", "cuda")
+_MODULE_NAMES = {"numpy": "numpy_ref", "cpu": "cpu", "cuda": "cuda"}
+
+
+class TargetUnavailableError(RuntimeError):
+    """The requested target cannot run here; the message says why and what to do."""
+
+
+def _check_name(name):
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}: expected one of {', '.join(TARGETS)}")
+
+
+def _cuda_unavailable_reason():
+    """``None`` when the cuda target can run, else a sentence saying why not."""
+    try:
+        module = importlib.import_module(".kernels.cuda", __package__)
+    except ImportError as exc:
+        return (
+            f"numba-cuda is not installed ({exc}); install it with "
+            "`pip install 'jitnet[cuda]'` (or set NUMBA_ENABLE_CUDASIM=1 for the simulator)"
+        )
+    return module.unavailable_reason()
+
+
+def available_targets():
+    """Targets usable on this machine: ``["numpy", "cpu"]`` plus ``"cuda"`` when usable."""
+    names = ["numpy", "cpu"]
+    if _cuda_unavailable_reason() is None:
+        names.append("cuda")
+    return names
+
+
+def backend(name=None):
+    """The kernel module of target ``name`` (default: the active target)."""
+    name = _active if name is None else name
+    _check_name(name)
+    if name == "cuda":
+        reason = _cuda_unavailable_reason()
+        if reason is not None:
+            raise TargetUnavailableError(f"the cuda target is unavailable: {reason}")
+    return importlib.import_module(".kernels." + _MODULE_NAMES[name], __package__)
+
+
+def set_target(name):
+    """Make ``name`` ("numpy", "cpu" or "cuda") the active target.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    TargetUnavailableError
+        When the target cannot run here (for cuda: no numba-cuda, no driver, no GPU).
+    """
+    global _active
+    backend(name)  # validates, and raises TargetUnavailableError with the reason
+    _active = name
+
+
+def get_target():
+    """The active target's name."""
+    return _active
+
+
+@contextlib.contextmanager
+def use_target(name):
+    """Switch to target ``name`` inside a ``with`` block; the previous one is restored."""
+    previous = _active
+    set_target(name)
+    try:
+        yield
+    finally:
+        set_target(previous)
+
+
+def is_device_array(a):
+    """True for a numba.cuda device array (anything with ``copy_to_host``)."""
+    return hasattr(a, "copy_to_host")
+
+
+def to_numpy(a):
+    """Any target's array (or a scalar / list) as a ``np.ndarray`` on the host."""
+    if is_device_array(a):
+        return a.copy_to_host()
+    return np.asarray(a)
+
+
+def asarray(a, dtype=None):
+    """A host array as an array of the active target (a device array on cuda)."""
+    return backend().asarray(a, dtype)
+
+
+def _initial_target():
+    name = config.ENV_TARGET or config.DEFAULT_TARGET
+    if name not in TARGETS:
+        raise ValueError(f"JITNET_TARGET={name!r} is not a target: expected one of {', '.join(TARGETS)}")
+    return name
+
+
+_active = _initial_target()
+if _active == "cuda":
+    set_target("cuda")  # fail at import with the reason, not at the first kernel
