@@ -1,0 +1,523 @@
+"""Layers: thin holders of parameters that call the active target's kernels.
+
+Each ``forward`` validates its input, calls one kernel of
+:func:`jitnet.targets.backend` and keeps on ``self`` (``_saved_*``) what its
+``backward`` needs; ``backward(dy)`` returns ``dx`` and overwrites the ``grad`` of
+the layer's parameters. Activations are only ever touched by kernels and by
+``.reshape`` / ``.shape`` / ``.dtype``, so the same code runs on NumPy arrays and on
+numba.cuda device arrays.
+"""
+
+import numpy as np
+
+from .. import config, rng
+from ..targets import backend, to_numpy
+from .module import Module, Parameter, as_input, kaiming_uniform
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# -- validation helpers ------------------------------------------------------------------
+
+
+def _positive_int(owner, name, value, minimum=1):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"{owner} supports square {name} only, got {value!r}")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{owner} expected {name} to be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_input(owner, x, ndim, layout, dtype=None):
+    """Raise ValueError unless ``x`` is a float array of ``ndim`` dims (and ``dtype``)."""
+    x_dtype = np.dtype(x.dtype)
+    if x_dtype not in _FLOATS:
+        raise ValueError(f"{owner} expected a float32 or float64 input, got {x_dtype}")
+    if ndim is not None and len(x.shape) != ndim:
+        raise ValueError(f"{owner} expected a {ndim}-D input {layout}, got shape {tuple(x.shape)}")
+    if dtype is not None and x_dtype != dtype:
+        raise ValueError(
+            f"{owner} expected a {dtype} input (the dtype of its parameters), got {x_dtype}; "
+            f"cast the input or call .to(dtype={x_dtype.name!r}) on the model"
+        )
+
+
+def _check_size(owner, what, expected, got, shape):
+    if got != expected:
+        raise ValueError(f"{owner} expected {expected} {what}, got {got} (input shape {shape})")
+
+
+def _dtype(dtype):
+    dtype = np.dtype(config.DTYPE if dtype is None else dtype)
+    if dtype not in _FLOATS:
+        raise ValueError(f"expected dtype float32 or float64, got {dtype}")
+    return dtype
+
+
+# -- convolution and pooling -------------------------------------------------------------
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation) over NCHW images, as ``torch.nn.Conv2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int
+        Square kernels only.
+    stride : int, default 1
+    padding : int, default 0
+        Zeros on every side.
+    groups : int, default 1
+        Must divide both channel counts; ``groups == in_channels`` is depthwise.
+    bias : bool, default True
+    dtype : {"float32", "float64"}, optional
+        Default :data:`jitnet.config.DTYPE`.
+
+    Attributes
+    ----------
+    weight : Parameter, shape (out_channels, in_channels / groups, k, k)
+    bias : Parameter, shape (out_channels,), or None
+        Both ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, ``fan_in = in_channels/groups*k*k``.
+
+    Notes
+    -----
+    Input ``(N, in_channels, H, W)`` gives ``(N, out_channels, HO, WO)`` with
+    ``HO = (H + 2*padding - k) // stride + 1`` and likewise ``WO``.
+    """
+
+    def __init__(
+        self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
+        bias=True, dtype=None,
+    ):
+        super().__init__()
+        self.in_channels = _positive_int("Conv2d", "in_channels", in_channels)
+        self.out_channels = _positive_int("Conv2d", "out_channels", out_channels)
+        self.kernel_size = _positive_int("Conv2d", "kernel_size", kernel_size)
+        self.stride = _positive_int("Conv2d", "stride", stride)
+        self.padding = _positive_int("Conv2d", "padding", padding, minimum=0)
+        self.groups = _positive_int("Conv2d", "groups", groups)
+        if self.in_channels % self.groups:
+            raise ValueError(
+                f"Conv2d: in_channels ({self.in_channels}) must be divisible by groups "
+                f"({self.groups})"
+            )
+        if self.out_channels % self.groups:
+            raise ValueError(
+                f"Conv2d: out_channels ({self.out_channels}) must be divisible by groups "
+                f"({self.groups})"
+            )
+        dtype = _dtype(dtype)
+        k = self.kernel_size
+        fan_in = self.in_channels // self.groups * k * k
+        self.weight = Parameter(
+            kaiming_uniform((self.out_channels, self.in_channels // self.groups, k, k), fan_in, dtype)
+        )
+        self.bias = Parameter(kaiming_uniform((self.out_channels,), fan_in, dtype)) if bias else None
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("Conv2d", x, 4, "(N, C, H, W)", self.weight.dtype)
+        n, c, h, w = x.shape
+        _check_size("Conv2d", "input channels", self.in_channels, c, tuple(x.shape))
+        k, p = self.kernel_size, self.padding
+        if h + 2 * p < k or w + 2 * p < k:
+            raise ValueError(
+                f"Conv2d kernel size {k} is larger than the padded input "
+                f"{h + 2 * p}x{w + 2 * p} (input shape {tuple(x.shape)}, padding {p})"
+            )
+        self._saved_x = x
+        bias = self.bias.data if self.bias is not None else None
+        return backend().conv2d_forward(x, self.weight.data, bias, self.stride, p, self.groups)
+
+    def backward(self, dy):
+        dx, dweight, dbias = backend().conv2d_backward(
+            dy, self._saved_x, self.weight.data, self.stride, self.padding, self.groups
+        )
+        self.weight.grad = dweight
+        if self.bias is not None:
+            self.bias.grad = dbias
+        return dx
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}"
+        if self.stride != 1:
+            s += f", stride={self.stride}"
+        if self.padding:
+            s += f", padding={self.padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class MaxPool2d(Module):
+    """Max pooling over square windows (no padding), as ``torch.nn.MaxPool2d``.
+
+    Parameters
+    ----------
+    kernel_size : int
+    stride : int, optional
+        Default ``kernel_size`` (non-overlapping windows).
+
+    Notes
+    -----
+    ``(N, C, H, W) -> (N, C, (H - k) // stride + 1, (W - k) // stride + 1)``. Forward
+    records the argmax of every window; backward routes each gradient to it.
+    """
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size = _positive_int("MaxPool2d", "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else _positive_int("MaxPool2d", "stride", stride)
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("MaxPool2d", x, 4, "(N, C, H, W)")
+        k = self.kernel_size
+        if x.shape[2] < k or x.shape[3] < k:
+            raise ValueError(
+                f"MaxPool2d kernel size {k} is larger than the input "
+                f"{x.shape[2]}x{x.shape[3]} (input shape {tuple(x.shape)})"
+            )
+        y, argmax = backend().maxpool2d_forward(x, k, self.stride)
+        self._saved_argmax = argmax
+        self._saved_shape = tuple(x.shape)
+        return y
+
+    def backward(self, dy):
+        return backend().maxpool2d_backward(dy, self._saved_argmax, self._saved_shape)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+# -- fully connected ---------------------------------------------------------------------
+
+
+class Linear(Module):
+    """Fully connected layer, ``y = x @ weight.T + bias``, as ``torch.nn.Linear``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool, default True
+    dtype : {"float32", "float64"}, optional
+
+    Attributes
+    ----------
+    weight : Parameter, shape (out_features, in_features)
+    bias : Parameter, shape (out_features,), or None
+        Both ``U(-1/sqrt(in_features), 1/sqrt(in_features))``.
+
+    Notes
+    -----
+    ``(N, in_features) -> (N, out_features)``.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=None):
+        super().__init__()
+        self.in_features = _positive_int("Linear", "in_features", in_features)
+        self.out_features = _positive_int("Linear", "out_features", out_features)
+        dtype = _dtype(dtype)
+        d = self.in_features
+        self.weight = Parameter(kaiming_uniform((self.out_features, d), d, dtype))
+        self.bias = Parameter(kaiming_uniform((self.out_features,), d, dtype)) if bias else None
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("Linear", x, 2, "(N, in_features)", self.weight.dtype)
+        _check_size("Linear", "input features", self.in_features, x.shape[1], tuple(x.shape))
+        self._saved_x = x
+        bias = self.bias.data if self.bias is not None else None
+        return backend().linear_forward(x, self.weight.data, bias)
+
+    def backward(self, dy):
+        dx, dweight, dbias = backend().linear_backward(dy, self._saved_x, self.weight.data)
+        self.weight.grad = dweight
+        if self.bias is not None:
+            self.bias.grad = dbias
+        return dx
+
+    def extra_repr(self):
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class Maxout(Module):
+    """Maxout units: ``y[:, j] = max_k (x @ W_k.T + b_k)[:, j]``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    pieces : int, default 2
+        Linear pieces per unit.
+    dtype : {"float32", "float64"}, optional
+
+    Attributes
+    ----------
+    weight : Parameter, shape (out_features * pieces, in_features)
+        Row ``j * pieces + k`` is piece ``k`` of unit ``j``.
+    bias : Parameter, shape (out_features * pieces,)
+        Initialised as a Linear layer of ``in_features`` inputs.
+    """
+
+    def __init__(self, in_features, out_features, pieces=2, dtype=None):
+        super().__init__()
+        self.in_features = _positive_int("Maxout", "in_features", in_features)
+        self.out_features = _positive_int("Maxout", "out_features", out_features)
+        self.pieces = _positive_int("Maxout", "pieces", pieces)
+        dtype = _dtype(dtype)
+        rows = self.out_features * self.pieces
+        self.weight = Parameter(kaiming_uniform((rows, self.in_features), self.in_features, dtype))
+        self.bias = Parameter(kaiming_uniform((rows,), self.in_features, dtype))
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("Maxout", x, 2, "(N, in_features)", self.weight.dtype)
+        _check_size("Maxout", "input features", self.in_features, x.shape[1], tuple(x.shape))
+        y, argmax = backend().maxout_forward(x, self.weight.data, self.bias.data, self.pieces)
+        self._saved_x = x
+        self._saved_argmax = argmax
+        return y
+
+    def backward(self, dy):
+        dx, dweight, dbias = backend().maxout_backward(
+            dy, self._saved_x, self.weight.data, self._saved_argmax, self.pieces
+        )
+        self.weight.grad = dweight
+        self.bias.grad = dbias
+        return dx
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, pieces={self.pieces}"
+
+
+class Flatten(Module):
+    """``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``: keeps the batch axis."""
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("Flatten", x, None, "")
+        if len(x.shape) < 2:
+            raise ValueError(f"Flatten expected an input with a batch axis and at least one more, "
+                             f"got shape {tuple(x.shape)}")
+        self._saved_shape = tuple(x.shape)
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._saved_shape)
+
+
+# -- element-wise activations ------------------------------------------------------------
+
+
+class ReLU(Module):
+    """``max(x, 0)``, any shape."""
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("ReLU", x, None, "")
+        self._saved_y = backend().relu_forward(x)
+        return self._saved_y
+
+    def backward(self, dy):
+        return backend().relu_backward(dy, self._saved_y)
+
+
+class LeakyReLU(Module):
+    """``x`` where positive, else ``negative_slope * x``, any shape."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("LeakyReLU", x, None, "")
+        self._saved_x = x
+        return backend().leaky_relu_forward(x, self.negative_slope)
+
+    def backward(self, dy):
+        return backend().leaky_relu_backward(dy, self._saved_x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(Module):
+    """Logistic sigmoid, any shape."""
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("Sigmoid", x, None, "")
+        self._saved_y = backend().sigmoid_forward(x)
+        return self._saved_y
+
+    def backward(self, dy):
+        return backend().sigmoid_backward(dy, self._saved_y)
+
+
+class Tanh(Module):
+    """Hyperbolic tangent, any shape."""
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("Tanh", x, None, "")
+        self._saved_y = backend().tanh_forward(x)
+        return self._saved_y
+
+    def backward(self, dy):
+        return backend().tanh_backward(dy, self._saved_y)
+
+
+class ELU(Module):
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``, any shape."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("ELU", x, None, "")
+        self._saved_x = x
+        self._saved_y = backend().elu_forward(x, self.alpha)
+        return self._saved_y
+
+    def backward(self, dy):
+        return backend().elu_backward(dy, self._saved_x, self._saved_y, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+# -- regularisation and normalisation ----------------------------------------------------
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability ``p`` and scale
+    the rest by ``1 / (1 - p)``; the identity in eval mode.
+
+    Each training forward draws a seed from :func:`jitnet.rng.next_seed`, so
+    :func:`jitnet.manual_seed` makes the masks reproducible, and every target draws
+    the same mask for the same seed.
+    """
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"Dropout expected a probability p in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("Dropout", x, None, "")
+        if not self.training or self.p == 0.0:
+            self._saved_mask = None
+            return x
+        y, self._saved_mask = backend().dropout_forward(x, self.p, rng.next_seed())
+        return y
+
+    def backward(self, dy):
+        if self._saved_mask is None:
+            return dy
+        return backend().dropout_backward(dy, self._saved_mask)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation of NCHW images per channel, as ``torch.nn.BatchNorm2d``.
+
+    Parameters
+    ----------
+    num_features : int
+        Channels ``C``.
+    eps : float, default 1e-5
+    momentum : float, default 0.1
+        Weight of the new batch in the running statistics.
+    dtype : {"float32", "float64"}, optional
+
+    Attributes
+    ----------
+    weight, bias : Parameter, shape (C,)
+        Ones and zeros.
+    running_mean, running_var : array, shape (C,)
+        Buffers (zeros and ones), updated in training mode with the unbiased batch
+        variance, used in eval mode; saved by ``state_dict``.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=None):
+        super().__init__()
+        self.num_features = _positive_int("BatchNorm2d", "num_features", num_features)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        dtype = _dtype(dtype)
+        c = self.num_features
+        b = backend()
+        self.weight = Parameter(b.asarray(np.ones(c, dtype)))
+        self.bias = Parameter(b.asarray(np.zeros(c, dtype)))
+        self.register_buffer("running_mean", b.asarray(np.zeros(c, dtype)))
+        self.register_buffer("running_var", b.asarray(np.ones(c, dtype)))
+
+    def forward(self, x):
+        x = as_input(x)
+        _check_input("BatchNorm2d", x, 4, "(N, C, H, W)", self.weight.dtype)
+        n, c, h, w = x.shape
+        _check_size("BatchNorm2d", "channels", self.num_features, c, tuple(x.shape))
+        if self.training and n * h * w < 2:
+            raise ValueError(
+                f"BatchNorm2d expected more than 1 value per channel when training, "
+                f"got input shape {tuple(x.shape)}"
+            )
+        y, mean, invstd = backend().batchnorm2d_forward(
+            x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
+            self.momentum, self.eps, self.training,
+        )
+        self._saved_x, self._saved_mean, self._saved_invstd = x, mean, invstd
+        self._saved_training = self.training
+        return y
+
+    def backward(self, dy):
+        b = backend()
+        if self._saved_training:
+            dx, dweight, dbias = b.batchnorm2d_backward(
+                dy, self._saved_x, self.weight.data, self._saved_mean, self._saved_invstd
+            )
+        else:
+            dx, dweight, dbias = self._eval_backward(b, dy)
+        self.weight.grad = dweight
+        self.bias.grad = dbias
+        return dx
+
+    def _eval_backward(self, b, dy):
+        """Backward through fixed running statistics: a per-channel affine map.
+
+        ``y = xhat * weight + bias`` with ``xhat = (x - mean) * invstd`` constant in the
+        batch is a depthwise 1x1 convolution, so the conv kernels give it on every
+        target: ``xhat`` is a depthwise conv of ``x``, and the depthwise conv backward
+        of ``xhat`` with weights ``weight * invstd`` returns ``dx = dy * weight *
+        invstd``, ``sum(dy * xhat)`` and ``sum(dy)`` per channel.
+        """
+        c = self.num_features
+        mean = to_numpy(self._saved_mean)
+        invstd = to_numpy(self._saved_invstd)
+        gamma = to_numpy(self.weight.data)
+        dtype = gamma.dtype
+        xhat = b.conv2d_forward(
+            self._saved_x, b.asarray(invstd.reshape(c, 1, 1, 1).astype(dtype)),
+            b.asarray((-mean * invstd).astype(dtype)), 1, 0, c,
+        )
+        scale = b.asarray((gamma * invstd).reshape(c, 1, 1, 1).astype(dtype))
+        dx, dweight, dbias = b.conv2d_backward(dy, xhat, scale, 1, 0, c)
+        return dx, dweight.reshape(c), dbias
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

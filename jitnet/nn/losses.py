@@ -1,0 +1,128 @@
+"""Loss modules: ``loss = loss_fn(scores, target)`` (a Python float, mean reduction),
+then ``loss_fn.backward()`` gives the gradient with respect to ``scores``.
+"""
+
+import numpy as np
+
+from ..targets import backend, is_device_array, to_numpy
+from .layers import _check_input
+from .module import Module, as_input
+
+
+def _check_labels(owner, scores, labels):
+    """Validate integer class labels against ``scores (N, C)``; labels as the target's int64."""
+    host = to_numpy(labels) if is_device_array(labels) else np.asarray(labels)
+    n, c = scores.shape
+    if host.dtype.kind not in "iu":
+        raise ValueError(f"{owner} expected integer class labels, got dtype {host.dtype}")
+    if host.shape != (n,):
+        raise ValueError(
+            f"{owner} expected labels of shape ({n},) for scores of shape {(n, c)}, "
+            f"got {host.shape}"
+        )
+    if n and (host.min() < 0 or host.max() >= c):
+        raise ValueError(
+            f"{owner} expected labels in [0, {c - 1}] for {c} classes, "
+            f"got values in [{host.min()}, {host.max()}]"
+        )
+    return backend().asarray(host, np.int64)
+
+
+def _check_target(owner, pred, target):
+    """Validate a regression / probability target of ``pred``'s shape; cast to its dtype."""
+    if is_device_array(target):
+        host = to_numpy(target)
+    else:
+        host = np.asarray(target)
+    if host.shape != tuple(pred.shape):
+        raise ValueError(
+            f"{owner} expected a target of shape {tuple(pred.shape)} (the input's), "
+            f"got {host.shape}"
+        )
+    if host.dtype.kind not in "fiub":
+        raise ValueError(f"{owner} expected a numeric target, got dtype {host.dtype}")
+    return backend().asarray(host, pred.dtype)
+
+
+class _Loss(Module):
+    """Base: ``__call__`` returns the loss value and keeps the gradient for ``backward``."""
+
+    def backward(self, dy=None):
+        """Gradient of the loss with respect to the scores, shape of the scores."""
+        if getattr(self, "_saved_grad", None) is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before the forward pass")
+        return self._saved_grad
+
+
+class SoftmaxCrossEntropyLoss(_Loss):
+    """``mean_n(-log softmax(scores[n])[y[n]])``, computed through log-sum-exp.
+
+    ``scores`` is ``(N, C)`` float, ``y`` is ``(N,)`` integer in ``[0, C)``. The same as
+    ``torch.nn.CrossEntropyLoss()``.
+    """
+
+    def forward(self, scores, labels):
+        scores = as_input(scores)
+        _check_input(type(self).__name__, scores, 2, "(N, C)")
+        labels = _check_labels(type(self).__name__, scores, labels)
+        loss, self._saved_grad = backend().softmax_cross_entropy(scores, labels)
+        return loss
+
+
+class MulticlassHingeLoss(_Loss):
+    """Multiclass SVM loss, ``mean_n sum_{j != y_n} max(0, s_j - s_{y_n} + margin)``.
+
+    Unlike ``torch.nn.MultiMarginLoss`` the sum over classes is not divided by ``C``
+    (this is the loss of the cs231n SVM classifier).
+    """
+
+    def __init__(self, margin=1.0):
+        super().__init__()
+        self.margin = float(margin)
+
+    def forward(self, scores, labels):
+        scores = as_input(scores)
+        _check_input(type(self).__name__, scores, 2, "(N, C)")
+        labels = _check_labels(type(self).__name__, scores, labels)
+        loss, self._saved_grad = backend().multiclass_hinge(scores, labels, self.margin)
+        return loss
+
+    def extra_repr(self):
+        return f"margin={self.margin}"
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Sigmoid + binary cross-entropy per element, mean over all elements.
+
+    ``targets`` has the shape of ``scores`` and holds probabilities in ``[0, 1]``;
+    stable for large ``|scores|``, as ``torch.nn.BCEWithLogitsLoss()``.
+    """
+
+    def forward(self, scores, targets):
+        scores = as_input(scores)
+        _check_input(type(self).__name__, scores, None, "")
+        targets = _check_target(type(self).__name__, scores, targets)
+        loss, self._saved_grad = backend().bce_with_logits(scores, targets)
+        return loss
+
+
+class MSELoss(_Loss):
+    """Mean over all elements of ``(pred - target)**2``, as ``torch.nn.MSELoss()``."""
+
+    def forward(self, pred, target):
+        pred = as_input(pred)
+        _check_input(type(self).__name__, pred, None, "")
+        target = _check_target(type(self).__name__, pred, target)
+        loss, self._saved_grad = backend().mse(pred, target)
+        return loss
+
+
+class L1Loss(_Loss):
+    """Mean over all elements of ``|pred - target|``, as ``torch.nn.L1Loss()``."""
+
+    def forward(self, pred, target):
+        pred = as_input(pred)
+        _check_input(type(self).__name__, pred, None, "")
+        target = _check_target(type(self).__name__, pred, target)
+        loss, self._saved_grad = backend().l1(pred, target)
+        return loss

@@ -1,0 +1,293 @@
+"""Module, Parameter and Sequential: the containers every layer builds on.
+
+A :class:`Module` holds :class:`Parameter` objects and child modules, runs its
+forward pass on the kernels of the active target and keeps what its backward pass
+needs on ``self``. ``backward(dy)`` returns the gradient with respect to the input
+and *overwrites* ``param.grad`` of every parameter it owns (gradients are not
+accumulated across calls, so ``zero_grad`` is never needed between steps).
+"""
+
+import numpy as np
+
+from .. import rng
+from ..targets import backend, get_target, is_device_array, to_numpy
+
+
+class Parameter:
+    """A trainable array with its gradient and its optimizer state.
+
+    Attributes
+    ----------
+    data : array of the target
+        The values (``np.ndarray`` on "numpy" and "cpu", a device array on "cuda").
+    grad : array of the target, or None
+        Set (overwritten) by the owning module's ``backward``.
+    name : str
+        The attribute name in its module (``"weight"``, ``"bias"``).
+    state : dict
+        Per-parameter optimizer buffers (``"momentum_buffer"``, ``"exp_avg"``,
+        ``"step"``, ...), kept here so that :meth:`Module.to` moves them along with
+        ``data`` and ``grad``.
+    """
+
+    def __init__(self, data, name=""):
+        self.data = data
+        self.grad = None
+        self.name = name
+        self.state = {}
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return np.dtype(self.data.dtype)
+
+    def __repr__(self):
+        return f"Parameter(name={self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _move(a, target, dtype):
+    """``a`` (any target's array) as an array of ``target``, optionally cast."""
+    if a is None:
+        return None
+    host = to_numpy(a)
+    if dtype is not None and host.dtype.kind == "f":
+        host = host.astype(dtype)
+    return backend(target).asarray(host)
+
+
+class Module:
+    """Base class of layers and containers.
+
+    Subclasses assign :class:`Parameter` and :class:`Module` attributes in
+    ``__init__`` (after ``super().__init__()``); they are registered in assignment
+    order, which is the order of :meth:`parameters`. Arrays that are state but not
+    trained (BatchNorm's running statistics) are registered with
+    :meth:`register_buffer`.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            value.name = name
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self._buffers:
+            self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, array):
+        """Register a non-trained array saved in :meth:`state_dict` and moved by :meth:`to`."""
+        self._buffers[name] = array
+        object.__setattr__(self, name, array)
+
+    # -- forward / backward -------------------------------------------------------------
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def __call__(self, *args):
+        return self.forward(*args)
+
+    # -- parameters and state -----------------------------------------------------------
+
+    def named_parameters(self, prefix=""):
+        """Yield ``(dotted_name, Parameter)``: this module's own, then its children's."""
+        for name, p in self._parameters.items():
+            yield prefix + name, p
+        for name, child in self._modules.items():
+            yield from child.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        """All parameters, layer by layer, ``weight`` before ``bias`` (PyTorch's order)."""
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        for name in self._buffers:
+            yield prefix + name, getattr(self, name)
+        for name, child in self._modules.items():
+            yield from child.named_buffers(prefix + name + ".")
+
+    def modules(self):
+        """This module and all its descendants, depth first."""
+        yield self
+        for child in self._modules.values():
+            yield from child.modules()
+
+    def state_dict(self):
+        """Parameters and buffers as host copies: ``{"0.weight": np.ndarray, ...}``."""
+        state = {}
+        for module_prefix, module in self._prefixed_modules():
+            for name, p in module._parameters.items():
+                state[module_prefix + name] = np.array(to_numpy(p.data))
+            for name in module._buffers:
+                state[module_prefix + name] = np.array(to_numpy(getattr(module, name)))
+        return state
+
+    def load_state_dict(self, state):
+        """Copy arrays from ``state`` (as made by :meth:`state_dict`) into this module.
+
+        Arrays go to the active target in each parameter's current dtype.
+
+        Raises
+        ------
+        ValueError
+            When a key is missing or unexpected, or a shape differs.
+        """
+        expected = {}
+        for module_prefix, module in self._prefixed_modules():
+            for name, p in module._parameters.items():
+                expected[module_prefix + name] = (module, name, p)
+            for name in module._buffers:
+                expected[module_prefix + name] = (module, name, None)
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(
+                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for key, (module, name, p) in expected.items():
+            current = p.data if p is not None else getattr(module, name)
+            value = np.asarray(state[key])
+            if value.shape != tuple(current.shape):
+                raise ValueError(
+                    f"load_state_dict: {key} expected shape {tuple(current.shape)}, "
+                    f"got {value.shape}"
+                )
+            array = backend().asarray(value.astype(current.dtype))
+            if p is not None:
+                p.data = array
+            else:
+                setattr(module, name, array)
+
+    def _prefixed_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child._prefixed_modules(prefix + name + ".")
+
+    # -- modes and placement ------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Training mode (Dropout drops, BatchNorm uses batch statistics); returns self."""
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        """Evaluation mode (Dropout is the identity, BatchNorm uses running statistics)."""
+        return self.train(False)
+
+    def to(self, target=None, dtype=None):
+        """Move parameters, gradients, optimizer state and buffers; returns self.
+
+        Parameters
+        ----------
+        target : {"numpy", "cpu", "cuda"}, optional
+            Where the arrays go (default: the active target). This moves arrays only:
+            make ``target`` the active one (``jitnet.set_target``) to run the model
+            there.
+        dtype : dtype, optional
+            Cast floating arrays, e.g. ``np.float64`` for gradient checks.
+        """
+        target = get_target() if target is None else target
+        backend(target)  # fail early (unknown or unavailable target)
+        for m in self.modules():
+            for p in m._parameters.values():
+                p.data = _move(p.data, target, dtype)
+                p.grad = _move(p.grad, target, dtype)
+                for key, value in p.state.items():
+                    if isinstance(value, np.ndarray) or is_device_array(value):
+                        p.state[key] = _move(value, target, dtype)
+            for name in m._buffers:
+                setattr(m, name, _move(getattr(m, name), target, dtype))
+            m._clear_cache()
+        return self
+
+    def _clear_cache(self):
+        """Drop arrays kept for backward (they may live on another target)."""
+        for name in [k for k in vars(self) if k.startswith("_saved_")]:
+            object.__setattr__(self, name, None)
+
+    # -- printing -----------------------------------------------------------------------
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in self._modules.items():
+            child_repr = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_repr}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    Children are named ``"0"``, ``"1"``, ... so ``state_dict`` keys read
+    ``"0.weight"``, as in PyTorch.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise ValueError(f"Sequential expected Module arguments, got {type(m).__name__}")
+            setattr(self, str(i), m)
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def backward(self, dy):
+        for m in reversed(list(self._modules.values())):
+            dy = m.backward(dy)
+        return dy
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+# -- initialisation and input handling shared by the layers ------------------------------
+
+
+def kaiming_uniform(shape, fan_in, dtype):
+    """PyTorch's default init, ``kaiming_uniform_(a=sqrt(5))``: ``U(-b, b)``, ``b = 1/sqrt(fan_in)``.
+
+    Drawn on the host from :func:`jitnet.rng.generator` (so :func:`jitnet.manual_seed`
+    makes it reproducible), then placed on the active target. The same bound is
+    PyTorch's bias init.
+    """
+    bound = 1.0 / np.sqrt(fan_in) if fan_in > 0 else 0.0
+    values = rng.generator().uniform(-bound, bound, size=shape).astype(dtype)
+    return backend().asarray(values)
+
+
+def as_input(x):
+    """``x`` as an array of the active target (host arrays are converted, not copied)."""
+    if isinstance(x, np.ndarray):
+        return backend().asarray(x)
+    if is_device_array(x):
+        return x
+    return backend().asarray(np.asarray(x))
