@@ -1,4 +1,374 @@
-"""Placeholder: replaced by the CLI work."""
+"""The ``jitnet`` command: ``train``, ``compare``, ``bench`` and ``info``.
+
+``python -m jitnet`` is the same program. Errors a user can fix (a missing data
+folder, an unavailable target, a corrupt checkpoint) print one line and exit
+with a non-zero status; set ``JITNET_DEBUG=1`` to see the traceback instead.
+
+Exit status: 0 success, 2 bad input or unavailable target, 3 training diverged,
+130 interrupted (Ctrl-C; the checkpoint of the last completed epoch is kept).
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, targets
+from .targets import TargetUnavailableError
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+#: Default size of the synthetic data set (``--n-train`` / ``--n-test``).
+SYNTHETIC_TRAIN = 5000
+SYNTHETIC_TEST = 1000
+
+
+# -------------------------------------------------------------------------- parser
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: X)" to an option's help unless its text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" not in text and action.default not in (None, False, argparse.SUPPRESS)
+                and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
+
+
+def build_parser():
+    """The argument parser of the ``jitnet`` command."""
+    parser = argparse.ArgumentParser(
+        prog="jitnet", formatter_class=_Formatter,
+        description="Train convolutional networks on readable Numba kernels and compare a "
+                    "ConvNet with a HoG + linear classifier.",
+        epilog="Exit status: 0 ok, 2 bad input or unavailable target, 3 training diverged, "
+               "130 interrupted. JITNET_DEBUG=1 shows tracebacks.")
+    parser.add_argument("--version", action="version", version=f"jitnet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    train = commands.add_parser(
+        "train", formatter_class=_Formatter, help="train one model, write metrics and checkpoint",
+        description="Train one model on one data set and write OUT/metrics.json (and, for the "
+                    "ConvNet, OUT/checkpoint.npz after every epoch).")
+    train.add_argument("--model", choices=("convnet", "hog-linear"), default="convnet",
+                       help="the ConvNet (BatchNorm, SGD, cosine schedule, crop + flip) or "
+                            "HoG features into a linear classifier")
+    _add_data_options(train)
+    _add_budget_options(train)
+    train.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="output folder (default: runs/<model>)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run whose checkpoint is in OUT "
+                            "(ConvNet only); ends with exactly the parameters of an "
+                            "uninterrupted run")
+    train.set_defaults(func=cmd_train)
+
+    compare = commands.add_parser(
+        "compare", formatter_class=_Formatter,
+        help="train HoG-linear and the ConvNet on the same data, write a report",
+        description="Train the HoG-linear classifier and the ConvNet on the same data and "
+                    "target; print a side-by-side table and write OUT/report.json, "
+                    "OUT/report.md and pictures (learning curves, confusion matrices, "
+                    "first-layer filters, HoG pictures, example predictions).")
+    _add_data_options(compare)
+    _add_budget_options(compare)
+    compare.add_argument("--out", type=Path, default=Path("runs/compare"), metavar="DIR",
+                         help="output folder")
+    compare.set_defaults(func=cmd_compare)
+
+    bench = commands.add_parser(
+        "bench", formatter_class=_Formatter,
+        help="time the kernels and a ConvNet training step on a target against numpy",
+        description="Time each ConvNet layer kernel and a whole training step (forward, "
+                    "backward, SGD update) on --target and on the numpy reference; medians "
+                    "of a few repetitions after a warm-up call that compiles.")
+    _add_target_option(bench)
+    bench.add_argument("--batch-size", type=_positive_int, default=64, metavar="B",
+                       help="images per batch")
+    bench.add_argument("--repeat", type=_positive_int, default=5, metavar="N",
+                       help="timed repetitions (the median is reported)")
+    bench.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="also write OUT/bench.json (default: print only)")
+    bench.set_defaults(func=cmd_bench)
+
+    info = commands.add_parser(
+        "info", formatter_class=_Formatter,
+        help="versions, threads, targets and GPU",
+        description="Print jitnet, Python, NumPy and Numba versions, Numba's thread count and "
+                    "threading layer, the available targets, and the GPU (or why there is "
+                    "none).")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def _add_target_option(parser):
+    parser.add_argument("--target", choices=targets.TARGETS, default=targets.get_target(),
+                        help="where kernels run: numpy (reference), cpu (Numba, parallel) or "
+                             "cuda (numba.cuda); the default comes from JITNET_TARGET, else cpu")
+
+
+def _add_data_options(parser):
+    parser.add_argument("--data", choices=("synthetic", "cifar10"), default="synthetic",
+                        help="the embedded synthetic CIFAR-style set (generated with seed 0) "
+                             "or real CIFAR-10 from --data-dir")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), metavar="DIR",
+                        help="folder holding cifar-10-batches-py (or that folder itself)")
+    parser.add_argument("--n-train", type=_positive_int, default=None, metavar="N",
+                        help=f"training images: the synthetic set's size (default "
+                             f"{SYNTHETIC_TRAIN}), or the first N of CIFAR-10 (default all)")
+    parser.add_argument("--n-test", type=_positive_int, default=None, metavar="N",
+                        help=f"test images, likewise (synthetic default {SYNTHETIC_TEST})")
+    _add_target_option(parser)
+
+
+def _add_budget_options(parser):
+    parser.add_argument("--epochs", type=_non_negative_int, default=None, metavar="N",
+                        help="ConvNet epochs; default about 150,000 images seen, between 10 "
+                             "and 30 epochs (30 on the 5,000-image synthetic set, 10 on full "
+                             "CIFAR-10). For hog-linear: the classifier's own epochs")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                        help="ConvNet images per step (default 64)")
+    parser.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
+                        help="peak learning rate (ConvNet default 0.05, cosine decay to 0; "
+                             "hog-linear: the classifier's own)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                        help="seeds initialisation, shuffling and augmentation")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or per-epoch lines")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+# ---------------------------------------------------------------------------- main
+
 
 def main(argv=None):
-    raise NotImplementedError
+    """Run the ``jitnet`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (status 2)
+        return exc.code if isinstance(exc.code, int) else 2
+    from .train import CheckpointError, TrainingDiverged
+
+    debug = os.environ.get("JITNET_DEBUG") == "1"
+    try:
+        if getattr(args, "target", None) is not None:
+            targets.set_target(args.target)
+        return args.func(args)
+    except KeyboardInterrupt as exc:
+        message = str(exc) or "interrupted"
+        print(f"jitnet: {message}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except TrainingDiverged as exc:
+        if debug:
+            raise
+        print(f"jitnet: {exc}", file=sys.stderr, flush=True)
+        return EXIT_DIVERGED
+    except (TargetUnavailableError, CheckpointError, OSError, ValueError) as exc:
+        # DataError is a ValueError or OSError subclass in jitnet.data; all of these are
+        # about the user's input or machine, so a traceback would only hide the message
+        if debug:
+            raise
+        print(f"jitnet: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+
+
+def _one_line(exc):
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    return " ".join(text.split())
+
+
+# ------------------------------------------------------------------------ commands
+
+
+def load_data(args):
+    """``(x_train, y_train, x_test, y_test)`` for the ``--data`` options."""
+    from . import data
+
+    if args.data == "synthetic":
+        n_train = args.n_train or SYNTHETIC_TRAIN
+        n_test = args.n_test or SYNTHETIC_TEST
+        return data.synthetic_cifar(n_train=n_train, n_test=n_test, seed=0)
+    root = Path(args.data_dir)
+    if not root.exists():
+        raise FileNotFoundError(
+            f"CIFAR-10 folder {root} not found; pass --data-dir (the folder holding "
+            "cifar-10-batches-py) or download it with "
+            f"python -c \"import jitnet; jitnet.data.download_cifar10('{root}')\"")
+    x_train, y_train, x_test, y_test = data.load_cifar10(root)
+    if args.n_train:
+        x_train, y_train = x_train[:args.n_train], y_train[:args.n_train]
+    if args.n_test:
+        x_test, y_test = x_test[:args.n_test], y_test[:args.n_test]
+    return x_train, y_train, x_test, y_test
+
+
+def _describe(args, x_train, x_test):
+    return (f"{args.data} ({len(x_train)} train / {len(x_test)} test images) "
+            f"on the {targets.get_target()} target")
+
+
+def cmd_train(args):
+    """``jitnet train``."""
+    from . import train
+
+    if args.resume and args.model != "convnet":
+        raise ValueError("--resume is for --model convnet (hog-linear fits in one go)")
+    out = args.out if args.out is not None else Path("runs") / args.model
+    x_train, y_train, x_test, y_test = load_data(args)
+    if not args.quiet:
+        print(f"training {args.model} on {_describe(args, x_train, x_test)}; writing to {out}",
+              file=sys.stderr, flush=True)
+    if args.model == "convnet":
+        result = train.train_convnet(
+            x_train, y_train, x_test, y_test, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, seed=args.seed, out_dir=out, resume=args.resume, quiet=args.quiet)
+    else:
+        result = train.train_hog_linear(
+            x_train, y_train, x_test, y_test, epochs=args.epochs, lr=args.lr, seed=args.seed,
+            out_dir=out, quiet=args.quiet)
+    m = result.metrics
+    print(f"{args.model}: test accuracy {100 * m['test_accuracy']:.1f}%, "
+          f"{m['train_seconds']:.1f} s training; metrics in {out / 'metrics.json'}")
+    return 0
+
+
+def cmd_compare(args):
+    """``jitnet compare``."""
+    from . import report, train
+
+    out = args.out
+    x_train, y_train, x_test, y_test = load_data(args)
+    if not args.quiet:
+        print(f"comparing hog-linear and convnet on {_describe(args, x_train, x_test)}",
+              file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    hog = train.train_hog_linear(x_train, y_train, x_test, y_test, seed=args.seed,
+                                 out_dir=out / "hog_linear", quiet=args.quiet)
+    net = train.train_convnet(
+        x_train, y_train, x_test, y_test, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, out_dir=out / "convnet", quiet=args.quiet)
+    wall = time.perf_counter() - start
+    class_names = _class_names(args)
+    written = report.write_report(
+        out, {"hog_linear": hog, "convnet": net}, x_test, y_test, class_names=class_names,
+        data=args.data, wall_seconds=wall)
+    print(report.comparison_table({"hog_linear": hog.metrics, "convnet": net.metrics}))
+    print(f"\nreport: {written}  (wall time {wall:.0f} s)")
+    return 0
+
+
+def _class_names(args):
+    from . import data
+
+    if args.data == "synthetic":
+        return list(data.CLASS_NAMES)
+    return list(getattr(data, "CIFAR10_CLASSES", None) or (
+        "airplane", "automobile", "bird", "cat", "deer",
+        "dog", "frog", "horse", "ship", "truck"))
+
+
+def cmd_bench(args):
+    """``jitnet bench``."""
+    from . import report
+
+    rows = report.benchmark(args.target, batch_size=args.batch_size, repeat=args.repeat)
+    print(report.bench_table(rows, args.target, args.batch_size))
+    if args.out is not None:
+        from .train import write_json
+
+        write_json(Path(args.out) / "bench.json", {
+            "target": args.target, "batch_size": args.batch_size, "repeat": args.repeat,
+            "machine": _machine(), "rows": rows})
+        print(f"\nwritten: {Path(args.out) / 'bench.json'}")
+    return 0
+
+
+def _machine():
+    return {"processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def cmd_info(args):
+    """``jitnet info``."""
+    import numba
+
+    lines = [
+        ("jitnet", __version__),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("numpy", np.__version__),
+        ("numba", numba.__version__),
+        ("platform", f"{platform.platform()}, {os.cpu_count()} CPUs"),
+        ("NUMBA_NUM_THREADS", str(numba.config.NUMBA_NUM_THREADS)),
+        ("threading layer", _threading_layer()),
+        ("active target", targets.get_target()),
+        ("available targets", ", ".join(targets.available_targets())),
+    ]
+    lines += _gpu_lines()
+    width = max(len(key) for key, _ in lines)
+    for key, value in lines:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _threading_layer():
+    """Numba's threading layer, known only once a parallel function has run."""
+    import numba
+
+    @numba.njit(parallel=True)
+    def _sum(x):
+        total = 0.0
+        for i in numba.prange(x.shape[0]):  # a reduction numba privatises per thread
+            total += x[i]
+        return total
+
+    try:
+        _sum(np.ones(8))
+        return numba.threading_layer()
+    except Exception as exc:  # no layer (tbb/omp/workqueue) could start: say so
+        return f"unavailable ({_one_line(exc)})"
+
+
+def _gpu_lines():
+    try:
+        module = targets.backend("cuda")
+    except TargetUnavailableError as exc:
+        reason = _one_line(exc).replace("the cuda target is unavailable: ", "")
+        return [("cuda", f"unavailable: {reason}")]
+    try:
+        details = module.device_info()
+    except Exception as exc:  # informational only: report, do not fail
+        return [("cuda", f"available, but device_info failed: {_one_line(exc)}")]
+    if isinstance(details, dict):
+        return [(f"gpu {key}", str(value)) for key, value in details.items()]
+    return [("gpu", str(details))]

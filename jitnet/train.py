@@ -1,0 +1,744 @@
+"""The training loop: epochs, evaluation, history, checkpoints and resuming.
+
+:func:`fit` trains any :class:`jitnet.nn.Module` with an explicit backward pass
+on the active target::
+
+    for x, y in loader:                       # one epoch
+        scores = model(x)
+        loss = loss_fn(scores, y)             # a Python float
+        optimizer.zero_grad()
+        model.backward(loss_fn.backward())
+        optimizer.step()
+
+and after each epoch evaluates on the test set (eval mode, batched), appends an
+entry to the history and writes ``OUT/checkpoint.npz`` atomically. A checkpoint
+holds everything the next epoch depends on (parameters and buffers, optimizer
+and schedule state, jitnet's generator, the loader's generator, the history),
+so ``resume=True`` ends with exactly the parameters of an uninterrupted run.
+
+A checkpoint is a plain ``.npz``: arrays under ``model/<name>`` and
+``optimizer/<i>``, and JSON strings for everything else; it is read with
+``allow_pickle=False``, so loading one runs no code.
+"""
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import rng
+from .targets import asarray, get_target, to_numpy
+
+#: Version tag written into every checkpoint.
+CHECKPOINT_FORMAT = "jitnet-checkpoint-1"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``str(exc)`` says where the checkpoint is."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_write(path, write):
+    """Write a file so that ``path`` is either the old or the complete new file.
+
+    ``write(f)`` fills a temporary file in the same folder, which then replaces
+    ``path`` with :func:`os.replace` (atomic on POSIX and Windows): a crash or
+    Ctrl-C mid-write never leaves a broken file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+# --------------------------------------------------------------------- state trees
+
+
+def _pack(obj, arrays, prefix):
+    """A JSON-able skeleton of a nested state; arrays go into ``arrays``.
+
+    Optimizer and schedule states are nests of dicts, lists, numbers and arrays
+    (on any target). Arrays are replaced by ``{"__array__": key}`` and stored
+    under that key in the ``.npz``, so the file needs no pickle.
+    """
+    if isinstance(obj, dict):
+        return {"__dict__": [[_pack(k, arrays, prefix), _pack(v, arrays, prefix)]
+                             for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_pack(v, arrays, prefix) for v in obj],
+                "tuple": isinstance(obj, tuple)}
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        # JSON has no NaN/inf; repr round-trips every float64 exactly
+        return {"__float__": repr(float(obj))}
+    key = f"{prefix}/{len(arrays)}"
+    arrays[key] = to_numpy(obj)
+    return {"__array__": key}
+
+
+def _unpack(obj, arrays):
+    """Inverse of :func:`_pack`; arrays come back as host ``np.ndarray``."""
+    if isinstance(obj, dict):
+        if "__dict__" in obj:
+            return {_unpack(k, arrays): _unpack(v, arrays) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            items = [_unpack(v, arrays) for v in obj["__list__"]]
+            return tuple(items) if obj.get("tuple") else items
+        if "__float__" in obj:
+            return float(obj["__float__"])
+        return arrays[obj["__array__"]]
+    return obj
+
+
+def _loader_state(loader):
+    """The state of the loader's random generator (shuffling, augmentation)."""
+    if hasattr(loader, "state_dict"):
+        return loader.state_dict()
+    generator = _loader_generator(loader)
+    return None if generator is None else generator.bit_generator.state
+
+
+def _set_loader_state(loader, state):
+    if state is None:
+        return
+    if hasattr(loader, "load_state_dict"):
+        loader.load_state_dict(state)
+        return
+    generator = _loader_generator(loader)
+    if generator is not None:
+        generator.bit_generator.state = state
+
+
+def _loader_generator(loader):
+    for name in ("generator", "rng", "_generator", "_rng"):
+        generator = getattr(loader, name, None)
+        if isinstance(generator, np.random.Generator):
+            return generator
+    return None
+
+
+# --------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch, loader=None,
+                    history=(), meta=None):
+    """Write a checkpoint atomically (see the module docstring for its contents).
+
+    Parameters
+    ----------
+    path : str or Path
+        Usually ``OUT/checkpoint.npz``.
+    model : jitnet.nn.Module
+        Its ``state_dict()`` (parameters and buffers) is saved.
+    optimizer, scheduler : optional
+        Saved through their ``state_dict()``.
+    epoch : int
+        Number of completed epochs.
+    loader : jitnet.data.DataLoader, optional
+        Its generator state is saved so that the next epoch shuffles the same way.
+    history : list of dict
+        One entry per completed epoch.
+    meta : dict, optional
+        Anything JSON-able (model name, target, configuration).
+    """
+    arrays = {}
+    for name, value in model.state_dict().items():
+        arrays["model/" + name] = to_numpy(value)
+    fields = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": int(epoch),
+        "optimizer": _pack(optimizer.state_dict(), arrays, "optimizer")
+        if optimizer is not None else None,
+        "scheduler": _pack(_scheduler_state(scheduler), arrays, "scheduler")
+        if scheduler is not None else None,
+        "rng": _pack(rng.get_state(), arrays, "rng"),
+        "loader": _pack(_loader_state(loader), arrays, "loader") if loader is not None else None,
+        "history": list(history),
+        "meta": meta or {},
+    }
+    for key, value in fields.items():
+        arrays[key] = np.array(json.dumps(value, default=_json_default))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """Read a checkpoint into a dict; raise :class:`CheckpointError` naming the file.
+
+    Returns
+    -------
+    dict
+        ``model`` (name -> ``np.ndarray``), ``optimizer``, ``scheduler``, ``rng``,
+        ``loader`` (states as saved), ``epoch`` (int), ``history`` (list), ``meta``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        fields = {key: json.loads(str(arrays[key])) for key in
+                  ("format", "epoch", "optimizer", "scheduler", "rng", "loader", "history",
+                   "meta")}
+    except Exception as exc:  # zip, npy, JSON and key errors all mean "not a checkpoint"
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
+            "delete it to start again") from None
+    if fields["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a {fields['format']!r} file, "
+                              f"expected {CHECKPOINT_FORMAT!r}")
+    state = {
+        "model": {key[len("model/"):]: value for key, value in arrays.items()
+                  if key.startswith("model/")},
+        "epoch": fields["epoch"],
+        "history": fields["history"],
+        "meta": fields["meta"],
+    }
+    for key in ("optimizer", "scheduler", "rng", "loader"):
+        state[key] = _unpack(fields[key], arrays)
+    return state
+
+
+def _scheduler_state(scheduler):
+    if hasattr(scheduler, "state_dict"):
+        return scheduler.state_dict()
+    return {key: value for key, value in vars(scheduler).items()
+            if isinstance(value, (int, float, list, tuple)) and not key.startswith("_")}
+
+
+def _restore(state, path, model, optimizer, scheduler, loader):
+    try:
+        model.load_state_dict(state["model"])
+        if optimizer is not None and state["optimizer"] is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state["scheduler"] is not None:
+            if hasattr(scheduler, "load_state_dict"):
+                scheduler.load_state_dict(state["scheduler"])
+            else:
+                vars(scheduler).update(state["scheduler"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this model or optimizer: {exc}") \
+            from None
+    rng.set_state(state["rng"])
+    if loader is not None:
+        _set_loader_state(loader, state["loader"])
+
+
+# ---------------------------------------------------------------------- evaluation
+
+
+def predict(model, x, *, batch_size=256, transform=None):
+    """Class predictions of ``model`` for images ``x``, in eval mode, batch by batch.
+
+    Parameters
+    ----------
+    model : jitnet.nn.Module
+        Returns scores ``(B, C)`` for a batch.
+    x : np.ndarray
+        Images ``(N, 3, H, W)`` (uint8 or float).
+    batch_size : int
+        Images per forward pass.
+    transform : callable, optional
+        Applied to each batch before the model (for example normalisation).
+
+    Returns
+    -------
+    np.ndarray
+        ``(N,)`` int64 predicted labels. The model is left in eval mode.
+    """
+    model.eval()
+    out = np.empty(len(x), dtype=np.int64)
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size]
+        if transform is not None:
+            xb = transform(xb)
+        scores = to_numpy(model(asarray(np.ascontiguousarray(xb, dtype=np.float32))))
+        out[start:start + batch_size] = scores.argmax(axis=1)
+    return out
+
+
+def confusion_matrix(y_true, y_pred, num_classes=10):
+    """``(num_classes, num_classes)`` int64 counts: row = true class, column = predicted."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return matrix
+
+
+def count_parameters(model):
+    """Number of trainable scalars of ``model``."""
+    return int(sum(int(np.prod(p.data.shape)) for p in model.parameters()))
+
+
+# ------------------------------------------------------------------------ training
+
+
+def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, scheduler=None,
+        out_dir=None, resume=False, quiet=False, eval_transform=None, eval_batch_size=256,
+        model_name="model", config=None, progress=None):
+    """Train ``model`` for ``epochs`` epochs, evaluating on the test set after each.
+
+    Parameters
+    ----------
+    model : jitnet.nn.Module
+        On the active target (:func:`jitnet.get_target`).
+    loss_fn : jitnet.nn loss
+        ``loss_fn(scores, y)`` returns a float, ``loss_fn.backward()`` the score gradient.
+    optimizer : jitnet.optim optimizer
+        Over ``model.parameters()``.
+    train_loader : jitnet.data.DataLoader
+        Yields ``(x, y)`` batches: float32 ``(B, 3, H, W)`` images (already
+        transformed) and int64 ``(B,)`` labels.
+    x_test : np.ndarray
+        ``(M, 3, H, W)`` test images (raw; ``eval_transform`` is applied per batch).
+    y_test : np.ndarray
+        ``(M,)`` int labels.
+    epochs : int
+        Total number of epochs (a resumed run counts those already done).
+    scheduler : jitnet.optim schedule, optional
+        Stepped once at the end of every epoch.
+    out_dir : str or Path, optional
+        Where ``checkpoint.npz`` is written after every epoch. ``None``: no files.
+    resume : bool
+        Continue from ``out_dir/checkpoint.npz``; raises :class:`CheckpointError`
+        when it is missing or unreadable.
+    quiet : bool
+        No progress bar and no per-epoch lines.
+    eval_transform : callable, optional
+        Applied to each test batch (normalisation).
+    eval_batch_size : int
+        Images per forward pass during evaluation.
+    model_name : str
+        Recorded in the metrics and the checkpoint.
+    config : dict, optional
+        The run's settings, recorded in the metrics and the checkpoint.
+    progress : file, optional
+        Where per-epoch lines go (default ``sys.stderr``).
+
+    Returns
+    -------
+    dict
+        The metrics: ``model``, ``target``, ``test_accuracy`` (after the last
+        epoch), ``train_seconds`` (summed over epochs, including resumed ones),
+        ``images_per_second``, ``parameters``, ``epochs``, ``config``,
+        ``history`` (one dict per epoch: ``epoch``, ``loss``, ``train_accuracy``,
+        ``test_accuracy``, ``seconds``, ``images_per_second``, ``lr``).
+
+    Raises
+    ------
+    TrainingDiverged
+        When the loss becomes NaN or infinite; the checkpoint on disk is the
+        last good epoch.
+    TrainingInterrupted
+        On Ctrl-C, after making sure the last completed epoch is saved.
+    """
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    progress = sys.stderr if progress is None else progress
+    target = get_target()
+    path = None if out_dir is None else Path(out_dir) / "checkpoint.npz"
+    meta = {"model": model_name, "target": target, "config": config or {}}
+    history, start = [], 0
+    if resume:
+        if path is None:
+            raise ValueError("resume=True needs an out_dir holding checkpoint.npz")
+        state = load_checkpoint(path)
+        _restore(state, path, model, optimizer, scheduler, train_loader)
+        history, start = list(state["history"]), int(state["epoch"])
+        if not quiet:
+            print(f"resuming {path} after epoch {start}", file=progress, flush=True)
+
+    saved = [start]  # epochs held by the checkpoint on disk
+
+    def save(epoch_done):
+        if path is not None:
+            save_checkpoint(path, model, optimizer, scheduler, epoch=epoch_done,
+                            loader=train_loader, history=history, meta=meta)
+            saved[0] = epoch_done
+
+    if not resume:
+        save(0)  # so that Ctrl-C in the first epoch still leaves a checkpoint to resume
+    bar_off = quiet or not _isatty(progress)
+    epoch = start
+    try:
+        for epoch in range(start, epochs):
+            history.append(_train_epoch(model, loss_fn, optimizer, train_loader, epoch, epochs,
+                                        bar_off, path, progress))
+            if scheduler is not None:
+                scheduler.step()
+            predictions = predict(model, x_test, batch_size=eval_batch_size,
+                                  transform=eval_transform)
+            history[-1]["test_accuracy"] = float(np.mean(predictions == np.asarray(y_test)))
+            save(epoch + 1)
+            if not quiet:
+                print(_epoch_line(history[-1], epochs), file=progress, flush=True)
+    except KeyboardInterrupt:
+        # the parameters in memory are mid-epoch; the checkpoint on disk (written
+        # atomically after every epoch) is the state to continue from exactly
+        if path is None:
+            raise TrainingInterrupted(f"interrupted in epoch {epoch + 1}") from None
+        raise TrainingInterrupted(
+            f"interrupted in epoch {epoch + 1}; saved {path} after epoch {saved[0]} "
+            "(continue with --resume)") from None
+
+    test_accuracy = history[-1]["test_accuracy"] if history else float(np.mean(
+        predict(model, x_test, batch_size=eval_batch_size, transform=eval_transform)
+        == np.asarray(y_test)))
+    seconds = float(sum(h["seconds"] for h in history))
+    images = float(sum(h["images"] for h in history))
+    return {
+        "model": model_name,
+        "target": target,
+        "test_accuracy": test_accuracy,
+        "train_seconds": seconds,
+        "images_per_second": images / seconds if seconds > 0 else 0.0,
+        "parameters": count_parameters(model),
+        "epochs": len(history),
+        "config": config or {},
+        "history": history,
+    }
+
+
+def _train_epoch(model, loss_fn, optimizer, loader, epoch, epochs, bar_off, path, progress):
+    """One pass over ``loader``; returns the history entry (without test accuracy)."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    lr = getattr(optimizer, "lr", None)
+    start = time.perf_counter()
+    with tqdm(total=_len(loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+              disable=bar_off, leave=False, file=progress) as bar:
+        for batch, (xb, yb) in enumerate(loader):
+            yb = np.asarray(yb)
+            scores = model(asarray(np.ascontiguousarray(xb, dtype=np.float32)))
+            loss = float(loss_fn(scores, asarray(yb, yb.dtype)))
+            if not math.isfinite(loss):
+                kept = f"; the last good checkpoint is kept at {path}" if path else ""
+                raise TrainingDiverged(
+                    f"training diverged: the loss became {loss} in epoch {epoch + 1}, "
+                    f"batch {batch + 1} (learning rate {lr}); lower the learning rate{kept}")
+            optimizer.zero_grad()
+            model.backward(loss_fn.backward())
+            optimizer.step()
+            n = len(yb)
+            total_loss += loss * n
+            correct += int(np.sum(to_numpy(scores).argmax(axis=1) == yb))
+            seen += n
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",
+                            refresh=False)
+    seconds = time.perf_counter() - start
+    return {
+        "epoch": epoch + 1,
+        "loss": total_loss / max(seen, 1),
+        "train_accuracy": correct / max(seen, 1),
+        "test_accuracy": None,
+        "seconds": seconds,
+        "images": seen,
+        "images_per_second": seen / seconds if seconds > 0 else 0.0,
+        "lr": None if lr is None else float(lr),
+    }
+
+
+def _epoch_line(entry, epochs):
+    return (f"epoch {entry['epoch']}/{epochs}  loss {entry['loss']:.4f}  "
+            f"train {100 * entry['train_accuracy']:.1f}%  "
+            f"test {100 * entry['test_accuracy']:.1f}%  {entry['seconds']:.1f} s  "
+            f"{entry['images_per_second']:.0f} img/s")
+
+
+def _len(loader):
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------- recipes
+
+#: ConvNet recipe defaults (see ``docs/README_draft.md`` for the measurements).
+CONVNET_DEFAULTS = {
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "batchnorm": True,
+    "augment": True,
+    "schedule": "cosine",
+}
+
+
+def default_epochs(n_train):
+    """Default ConvNet epochs for a training set of ``n_train`` images.
+
+    About 150,000 training images seen in all, between 10 and 30 epochs: 30
+    epochs on the 5,000-image synthetic set and on small CIFAR subsets (where
+    more epochs keep helping), 10 on the full 50,000-image CIFAR-10.
+    """
+    return int(min(30, max(10, round(150_000 / max(n_train, 1)))))
+
+
+def channel_stats(x):
+    """Per-channel mean and standard deviation of uint8 images, scaled to [0, 1].
+
+    Parameters
+    ----------
+    x : np.ndarray
+        ``(N, C, H, W)`` uint8 images.
+
+    Returns
+    -------
+    (np.ndarray, np.ndarray)
+        ``(C,)`` float32 means and standard deviations.
+    """
+    x = np.asarray(x)
+    mean = np.zeros(x.shape[1])
+    square = np.zeros(x.shape[1])
+    # in chunks: a float64 copy of 50,000 images would take 1.2 GB
+    for start in range(0, len(x), 4096):
+        chunk = x[start:start + 4096].astype(np.float64) / 255.0
+        mean += chunk.sum(axis=(0, 2, 3))
+        square += (chunk * chunk).sum(axis=(0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean /= count
+    std = np.sqrt(np.maximum(square / count - mean * mean, 1e-12))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+class TrainResult:
+    """What a recipe hands back: the trained model, its metrics and test predictions.
+
+    Attributes
+    ----------
+    model : object
+        The trained model (a ``jitnet.nn.Module`` or a ``HogLinearClassifier``).
+    metrics : dict
+        As written to ``metrics.json``.
+    predictions : np.ndarray
+        ``(M,)`` int64 predicted labels of the test images.
+    transform : callable or None
+        The evaluation transform the model expects (normalisation), if any.
+    """
+
+    def __init__(self, model, metrics, predictions, transform=None):
+        self.model = model
+        self.metrics = metrics
+        self.predictions = predictions
+        self.transform = transform
+
+
+def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=None, lr=None,
+                  seed=0, out_dir=None, resume=False, quiet=False, **options):
+    """Train the reference ConvNet with jitnet's default recipe on the active target.
+
+    The recipe (``CONVNET_DEFAULTS``): BatchNorm after each convolution, SGD
+    with Nesterov momentum 0.9 and weight decay 5e-4, a cosine learning-rate
+    schedule, random crops (padding 4) and horizontal flips, inputs normalised
+    by the training set's channel statistics.
+
+    Parameters
+    ----------
+    x_train, x_test : np.ndarray
+        ``(N, 3, 32, 32)`` uint8 images.
+    y_train, y_test : np.ndarray
+        ``(N,)`` int labels.
+    epochs : int, optional
+        Default :func:`default_epochs` of the training-set size.
+    batch_size, lr : optional
+        Override ``CONVNET_DEFAULTS``.
+    seed : int
+        Seeds initialisation, shuffling and augmentation.
+    out_dir : str or Path, optional
+        Writes ``checkpoint.npz`` and ``metrics.json`` there.
+    resume, quiet : bool
+        As :func:`fit`.
+    **options
+        Any other key of ``CONVNET_DEFAULTS``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from . import data, models, nn, optim
+
+    unknown = set(options) - set(CONVNET_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown ConvNet options {sorted(unknown)}; "
+                         f"expected some of {sorted(CONVNET_DEFAULTS)}")
+    settings = dict(CONVNET_DEFAULTS, **options)
+    if batch_size is not None:
+        settings["batch_size"] = int(batch_size)
+    if lr is not None:
+        settings["lr"] = float(lr)
+    epochs = default_epochs(len(x_train)) if epochs is None else int(epochs)
+    mean, std = channel_stats(x_train)
+    settings.update(epochs=epochs, seed=int(seed), mean=mean.tolist(), std=std.tolist(),
+                    n_train=int(len(x_train)), n_test=int(len(x_test)))
+
+    rng.manual_seed(int(seed))
+    model = models.convnet(num_classes=10, batchnorm=settings["batchnorm"])
+    model.to(get_target())
+    optimizer = optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
+                          nesterov=settings["nesterov"], weight_decay=settings["weight_decay"])
+    scheduler = _schedule(optim, optimizer, settings["schedule"], epochs)
+    T = data.transforms
+    normalize = T.Normalize(mean, std)
+    train_transform = (T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), normalize])
+                       if settings["augment"] else normalize)
+    loader = data.DataLoader(x_train, y_train, batch_size=settings["batch_size"], shuffle=True,
+                             drop_last=False, transform=train_transform, seed=int(seed))
+    metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x_test, y_test,
+                  epochs=epochs, scheduler=scheduler, out_dir=out_dir, resume=resume,
+                  quiet=quiet, eval_transform=normalize, model_name="convnet",
+                  config=settings)
+    predictions = predict(model, x_test, transform=normalize)
+    metrics["confusion_matrix"] = confusion_matrix(y_test, predictions).tolist()
+    if out_dir is not None:
+        write_json(Path(out_dir) / "metrics.json", metrics)
+    return TrainResult(model, metrics, predictions, normalize)
+
+
+def _schedule(optim, optimizer, name, epochs):
+    if name == "cosine":
+        return optim.CosineLR(optimizer, max(epochs, 1))
+    if name == "step":
+        return optim.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.1)
+    if name in (None, "none", "constant"):
+        return None
+    raise ValueError(f"unknown schedule {name!r}: expected 'cosine', 'step' or 'none'")
+
+
+def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None, seed=0,
+                     out_dir=None, quiet=False, **options):
+    """Fit ``HogLinearClassifier`` (HoG + colour features into one linear layer).
+
+    Parameters
+    ----------
+    x_train, x_test : np.ndarray
+        ``(N, 3, 32, 32)`` uint8 images.
+    y_train, y_test : np.ndarray
+        ``(N,)`` int labels.
+    epochs, lr : optional
+        Override the classifier's defaults.
+    seed : int
+        Seeds the classifier.
+    out_dir : str or Path, optional
+        Writes ``metrics.json`` there.
+    quiet : bool
+        No progress output.
+    **options
+        Passed to ``HogLinearClassifier``.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from . import models
+
+    if epochs is not None:
+        options["epochs"] = int(epochs)
+    if lr is not None:
+        options["lr"] = float(lr)
+    classifier = models.HogLinearClassifier(seed=int(seed), **options)
+    if "verbose" in classifier.get_params() if hasattr(classifier, "get_params") else False:
+        classifier.set_params(verbose=not quiet)
+    start = time.perf_counter()
+    classifier.fit(x_train, y_train)
+    seconds = getattr(classifier, "fit_seconds_", None) or time.perf_counter() - start
+    predictions = np.asarray(classifier.predict(x_test), dtype=np.int64)
+    accuracy = float(np.mean(predictions == np.asarray(y_test)))
+    history = [dict(entry) for entry in getattr(classifier, "history_", [])]
+    config = {key: value for key, value in _params(classifier).items()
+              if isinstance(value, (int, float, str, bool, type(None), tuple, list))}
+    config.update(n_train=int(len(x_train)), n_test=int(len(x_test)))
+    metrics = {
+        "model": "hog-linear",
+        "target": get_target(),
+        "test_accuracy": accuracy,
+        "train_seconds": float(seconds),
+        "images_per_second": len(x_train) * max(len(history), 1) / seconds if seconds else 0.0,
+        "parameters": _hog_parameters(classifier),
+        "epochs": len(history),
+        "config": config,
+        "history": history,
+        "confusion_matrix": confusion_matrix(y_test, predictions).tolist(),
+    }
+    if not quiet:
+        print(f"hog-linear: test accuracy {100 * accuracy:.1f}% in {seconds:.1f} s",
+              file=sys.stderr, flush=True)
+    if out_dir is not None:
+        write_json(Path(out_dir) / "metrics.json", metrics)
+    return TrainResult(classifier, metrics, predictions)
+
+
+def _params(estimator):
+    if hasattr(estimator, "get_params"):
+        return estimator.get_params()
+    return {key: value for key, value in vars(estimator).items() if not key.endswith("_")}
+
+
+def _hog_parameters(classifier):
+    for name in ("coef_", "weight_"):
+        value = getattr(classifier, name, None)
+        if value is not None:
+            count = int(np.size(value))
+            bias = getattr(classifier, "intercept_", None)
+            return count + (int(np.size(bias)) if bias is not None else 0)
+    model = getattr(classifier, "model_", None)
+    if model is not None and hasattr(model, "parameters"):
+        return count_parameters(model)
+    return None

@@ -1,0 +1,254 @@
+"""Tests of jitnet.train: the loop, history, checkpoints, exact resuming, the NaN guard."""
+
+import json
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet import nn, optim
+from jitnet.train import (
+    CheckpointError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    atomic_write,
+    channel_stats,
+    confusion_matrix,
+    default_epochs,
+    fit,
+    load_checkpoint,
+    predict,
+    save_checkpoint,
+)
+
+TARGETS = ["numpy", "cpu"]
+
+
+def _data(n=48, size=8, seed=0):
+    r = np.random.default_rng(seed)
+    x = r.integers(0, 256, (n, 3, size, size)).astype(np.uint8)
+    y = r.integers(0, 10, n).astype(np.int64)
+    # make the labels learnable: brighten one channel by class
+    x[:, y % 3] = np.clip(x[:, y % 3].astype(int) + 40, 0, 255).astype(np.uint8)
+    return x, y
+
+
+def _scale(batch):
+    return np.asarray(batch, dtype=np.float32) / 255.0
+
+
+class _Loader:
+    """A minimal loader with its own generator and random flips (the fit contract only)."""
+
+    def __init__(self, x, y, batch_size, seed):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.generator = np.random.default_rng(seed)
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        order = self.generator.permutation(len(self.x))
+        for start in range(0, len(order), self.batch_size):
+            index = order[start:start + self.batch_size]
+            xb = _scale(self.x[index])
+            flip = self.generator.random(len(index)) < 0.5
+            xb[flip] = xb[flip][..., ::-1]
+            yield np.ascontiguousarray(xb), self.y[index]
+
+
+def _tiny_model():
+    # BatchNorm (buffers) and Dropout (jitnet's generator) so resuming must restore both
+    return nn.Sequential(
+        nn.Conv2d(3, 4, kernel_size=3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.25), nn.Linear(4 * 4 * 4, 10),
+    )
+
+
+def _setup(x, y, seed=0, loader=None):
+    jitnet.manual_seed(seed)
+    model = _tiny_model().to()
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                          weight_decay=5e-4)
+    scheduler = optim.CosineLR(optimizer, 3)
+    if loader is None:
+        loader = _Loader(x, y, 16, seed)
+    return model, optimizer, scheduler, loader
+
+
+def _run(x, y, epochs, out_dir=None, resume=False, loader=None):
+    model, optimizer, scheduler, loader = _setup(x, y, loader=loader)
+    metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x[:16], y[:16],
+                  epochs=epochs, scheduler=scheduler, out_dir=out_dir, resume=resume,
+                  quiet=True, eval_transform=_scale, model_name="tiny")
+    return model, optimizer, metrics
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_fit_history_and_checkpoint(target, tmp_path):
+    x, y = _data()
+    with jitnet.use_target(target):
+        model, _, metrics = _run(x, y, 2, out_dir=tmp_path)
+    assert metrics["model"] == "tiny" and metrics["target"] == target
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2
+    for i, entry in enumerate(metrics["history"]):
+        assert entry["epoch"] == i + 1
+        for key in ("loss", "train_accuracy", "test_accuracy", "seconds", "images_per_second"):
+            assert np.isfinite(entry[key]), key
+        assert 0 <= entry["train_accuracy"] <= 1 and 0 <= entry["test_accuracy"] <= 1
+    assert metrics["test_accuracy"] == metrics["history"][-1]["test_accuracy"]
+    assert metrics["parameters"] == sum(p.data.size for p in model.parameters())
+    json.dumps(metrics)  # JSON-able as written to metrics.json
+    state = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert set(state["model"]) == set(model.state_dict())  # parameters and BN buffers
+    assert state["scheduler"]["last_epoch"] == 2
+    # no temporary files left beside the checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_resume_is_bitwise_equal_to_uninterrupted(target, tmp_path):
+    x, y = _data()
+    with jitnet.use_target(target):
+        straight, opt_a, _ = _run(x, y, 3, out_dir=tmp_path / "a")
+        _run(x, y, 1, out_dir=tmp_path / "b")
+        resumed, opt_b, metrics = _run(x, y, 3, out_dir=tmp_path / "b", resume=True)
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for pa, pb in zip(opt_a.params, opt_b.params):
+        np.testing.assert_array_equal(jitnet.to_numpy(pa.state["momentum_buffer"]),
+                                      jitnet.to_numpy(pb.state["momentum_buffer"]))
+    assert opt_a.lr == opt_b.lr
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+
+
+def test_resume_with_jitnet_dataloader(tmp_path):
+    x, y = _data()
+    T = jitnet.data.transforms
+    transform = T.Compose([T.RandomCrop(8, padding=2), T.RandomHorizontalFlip(),
+                           T.Normalize(*channel_stats(x))])
+
+    def loader():
+        return jitnet.data.DataLoader(x, y, batch_size=16, shuffle=True, drop_last=False,
+                                      transform=transform, seed=3)
+
+    with jitnet.use_target("cpu"):
+        straight, _, _ = _run(x, y, 2, out_dir=tmp_path / "a", loader=loader())
+        _run(x, y, 1, out_dir=tmp_path / "b", loader=loader())
+        resumed, _, _ = _run(x, y, 2, out_dir=tmp_path / "b", resume=True, loader=loader())
+    for key, value in straight.state_dict().items():
+        np.testing.assert_array_equal(value, resumed.state_dict()[key], err_msg=key)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        _run(x, y, 1, out_dir=tmp_path)
+        before = (tmp_path / "checkpoint.npz").read_bytes()
+        calls = {"n": 0}
+        original = nn.SoftmaxCrossEntropyLoss.forward
+
+        def poisoned(self, scores, labels):
+            calls["n"] += 1
+            value = original(self, scores, labels)
+            return float("nan") if calls["n"] == 2 else value
+
+        monkeypatch.setattr(nn.SoftmaxCrossEntropyLoss, "forward", poisoned)
+        with pytest.raises(TrainingDiverged, match="nan.*epoch 2, batch 2"):
+            _run(x, y, 3, out_dir=tmp_path, resume=True)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 1
+
+
+def test_huge_learning_rate_diverges(tmp_path):
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        jitnet.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+        optimizer = optim.SGD(model.parameters(), lr=1e38)
+        with pytest.raises(TrainingDiverged, match="learning rate"):
+            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _Loader(x, y, 8, 0), x, y,
+                epochs=5, out_dir=tmp_path, quiet=True, eval_transform=_scale)
+
+
+def test_keyboard_interrupt_keeps_checkpoint(tmp_path):
+    x, y = _data()
+
+    class Interrupting(_Loader):
+        def __iter__(self):
+            for i, batch in enumerate(super().__iter__()):
+                if i == 1:
+                    raise KeyboardInterrupt
+                yield batch
+
+    with jitnet.use_target("numpy"):
+        model, optimizer, scheduler, _ = _setup(x, y)
+        with pytest.raises(TrainingInterrupted, match="after epoch 0"):
+            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, Interrupting(x, y, 16, 0),
+                x, y, epochs=2, scheduler=scheduler, out_dir=tmp_path, quiet=True,
+                eval_transform=_scale)
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 0
+
+
+def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        with pytest.raises(CheckpointError, match="no checkpoint at .*checkpoint.npz"):
+            _run(x, y, 1, out_dir=tmp_path, resume=True)
+        (tmp_path / "checkpoint.npz").write_bytes(b"not a zip file")
+        with pytest.raises(CheckpointError, match="cannot read checkpoint .*checkpoint.npz"):
+            _run(x, y, 1, out_dir=tmp_path, resume=True)
+
+
+def test_checkpoint_round_trip_of_nested_state(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2))
+    optimizer = optim.Adam(model.parameters(), lr=0.1)
+    model(np.ones((4, 3), np.float32))
+    optimizer.step()  # no gradients yet: state stays empty, still saved
+    save_checkpoint(tmp_path / "c.npz", model, optimizer, epoch=7,
+                    history=[{"loss": 1.5}], meta={"x": [1, 2.5, None]})
+    state = load_checkpoint(tmp_path / "c.npz")
+    assert state["epoch"] == 7 and state["history"] == [{"loss": 1.5}]
+    assert state["meta"] == {"x": [1, 2.5, None]}
+    assert state["optimizer"]["betas"] == (0.9, 0.999)
+    assert state["optimizer"]["lr"] == 0.1
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(state["model"][key], value)
+
+
+def test_atomic_write_leaves_old_file_on_error(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+
+    def broken(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_predict_confusion_and_helpers():
+    x, y = _data(20)
+    jitnet.manual_seed(0)
+    with jitnet.use_target("numpy"):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+        pred = predict(model, x, batch_size=7, transform=_scale)
+        scores = jitnet.to_numpy(model(_scale(x)))
+    np.testing.assert_array_equal(pred, scores.argmax(axis=1))
+    matrix = confusion_matrix(y, pred)
+    assert matrix.sum() == 20 and np.trace(matrix) == np.sum(pred == y)
+    mean, std = channel_stats(x)
+    np.testing.assert_allclose(mean, (x / 255.0).mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(std, (x / 255.0).std(axis=(0, 2, 3)), rtol=1e-4)
+    assert default_epochs(5000) == 30 and default_epochs(50000) == 10
+
+
+def test_fit_rejects_bad_epochs():
+    with pytest.raises(ValueError, match="epochs"):
+        fit(None, None, None, None, None, None, epochs=-1)
