@@ -1,0 +1,1142 @@
+"""The ``"cpu"`` target: parallel Numba kernels.
+
+Every public function has the signature of its twin in :mod:`.numpy_ref` (the
+reference and test oracle). A public function is a thin wrapper that
+normalises arguments and allocates outputs; the work happens in an
+``@njit(parallel=True, cache=True)`` core named ``_<name>`` (STUMPY style).
+
+Race freedom: every ``prange`` below carries a comment naming the output
+slice its iterations own. Reductions across the parallel axis (weight and
+bias gradients, batch-norm statistics, loss sums) are arranged so that each
+iteration owns one output element or row and sums in a fixed order, so
+results are bitwise reproducible whatever the thread count.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+
+_JIT = dict(parallel=True, cache=True, fastmath=config.FASTMATH)
+# Exact kernels (losses, dropout masks, optimizer steps) keep IEEE semantics so
+# that every target rounds the same way.
+_JIT_EXACT = dict(parallel=True, cache=True)
+# Glue that only calls BLAS and other kernels: nothing of its own to parallelise.
+_JIT_SERIAL = dict(cache=True, fastmath=config.FASTMATH)
+
+
+def _pair(v):
+    """``v`` as a pair of ints (an int means the same value for height and width)."""
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+# --------------------------------------------------------------------------
+# arrays of the target
+# --------------------------------------------------------------------------
+
+
+def asarray(a, dtype=None):
+    """``a`` as a C-contiguous host array (of ``dtype`` when given)."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def to_numpy(a):
+    """The array itself: the cpu target's arrays already are ``np.ndarray``."""
+    return np.asarray(a)
+
+
+def empty(shape, dtype):
+    """Uninitialised host array of ``shape`` and ``dtype``."""
+    return np.empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    """Zero-filled host array of ``shape`` and ``dtype``."""
+    return np.zeros(shape, dtype=dtype)
+
+
+# --------------------------------------------------------------------------
+# convolution
+# --------------------------------------------------------------------------
+
+
+def _conv_out_size(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def _pad_input(x, ph, pw):
+    """``x`` (N, C, H, W) zero-padded to (N, C, H + 2 ph, W + 2 pw), C-contiguous."""
+    if ph == 0 and pw == 0:
+        return np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+    xp[:, :, ph : ph + h, pw : pw + w] = x
+    return xp
+
+
+@njit(**_JIT)
+def _conv2d_forward(xp, weight, bias, y, sh, sw, groups):
+    n_img, n_out, ho_n, wo_n = y.shape
+    c_per_group = weight.shape[1]
+    kh_n, kw_n = weight.shape[2], weight.shape[3]
+    f_per_group = n_out // groups
+    # No race: iteration t owns the output plane y[n, f].
+    for t in prange(n_img * n_out):
+        n = t // n_out
+        f = t % n_out
+        c0 = (f // f_per_group) * c_per_group
+        out = y[n, f]
+        out[:, :] = bias[f]
+        for c in range(c_per_group):
+            plane = xp[n, c0 + c]
+            for kh in range(kh_n):
+                for kw in range(kw_n):
+                    wv = weight[f, c, kh, kw]
+                    for ho in range(ho_n):
+                        row = plane[ho * sh + kh]
+                        for wo in range(wo_n):
+                            out[ho, wo] += wv * row[wo * sw + kw]
+
+
+def conv2d_forward(x, weight, bias, stride, padding, groups):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W), float32 or float64
+    weight : ndarray, (F, C // groups, KH, KW), x's dtype
+    bias : ndarray, (F,), or None
+    stride, padding : int or (int, int)
+    groups : int, divides C and F
+
+    Returns
+    -------
+    y : ndarray, (N, F, HO, WO), x's dtype,
+        ``HO = (H + 2 * padding - KH) // stride + 1`` (likewise WO).
+    """
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    n, _, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    ho = _conv_out_size(h, kh, sh, ph)
+    wo = _conv_out_size(w, kw, sw, pw)
+    xp = _pad_input(x, ph, pw)
+    b = np.zeros(f, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+    y = np.empty((n, f, ho, wo), dtype=x.dtype)
+    _conv2d_forward(xp, np.ascontiguousarray(weight, dtype=x.dtype), b, y, sh, sw, int(groups))
+    return y
+
+
+@njit(**_JIT)
+def _dilate_pad(dy, out, sh, sw, top, left):
+    """Scatter ``dy`` (N, F, HO, WO) into zeroed ``out`` at (top + ho * sh, left + wo * sw)."""
+    n_img, n_ch, ho_n, wo_n = dy.shape
+    h_n, w_n = out.shape[2], out.shape[3]
+    # No race: iteration t owns the plane out[n, c].
+    for t in prange(n_img * n_ch):
+        n = t // n_ch
+        c = t % n_ch
+        for ho in range(ho_n):
+            i = top + ho * sh
+            if i < 0 or i >= h_n:
+                continue
+            for wo in range(wo_n):
+                j = left + wo * sw
+                if j >= 0 and j < w_n:
+                    out[n, c, i, j] = dy[n, c, ho, wo]
+
+
+@njit(**_JIT)
+def _transpose_flip_weight(weight, out, groups):
+    """``out[g * Cg + c, fg, a, b] = weight[g * Fg + fg, c, KH-1-a, KW-1-b]``."""
+    n_out, c_per_group, kh_n, kw_n = weight.shape
+    f_per_group = n_out // groups
+    # No race: iteration f owns the entries of ``out`` that come from weight[f].
+    for f in prange(n_out):
+        g = f // f_per_group
+        fg = f % f_per_group
+        for c in range(c_per_group):
+            for a in range(kh_n):
+                for b in range(kw_n):
+                    out[g * c_per_group + c, fg, a, b] = weight[f, c, kh_n - 1 - a, kw_n - 1 - b]
+
+
+@njit(**_JIT)
+def _conv2d_backward_weight(dy, xp, dweight, dbias, sh, sw, groups):
+    n_img, n_out, ho_n, wo_n = dy.shape
+    c_per_group, kh_n, kw_n = dweight.shape[1], dweight.shape[2], dweight.shape[3]
+    f_per_group = n_out // groups
+    # No race: iteration f owns dweight[f] and dbias[f]; each sums over the
+    # batch in a fixed order, so the result does not depend on the thread count.
+    for f in prange(n_out):
+        c0 = (f // f_per_group) * c_per_group
+        sb = dy.dtype.type(0)
+        for n in range(n_img):
+            for ho in range(ho_n):
+                for wo in range(wo_n):
+                    sb += dy[n, f, ho, wo]
+        dbias[f] = sb
+        for c in range(c_per_group):
+            for kh in range(kh_n):
+                for kw in range(kw_n):
+                    acc = dy.dtype.type(0)
+                    for n in range(n_img):
+                        plane = xp[n, c0 + c]
+                        g = dy[n, f]
+                        for ho in range(ho_n):
+                            row = plane[ho * sh + kh]
+                            for wo in range(wo_n):
+                                acc += g[ho, wo] * row[wo * sw + kw]
+                    dweight[f, c, kh, kw] = acc
+
+
+def conv2d_backward(dy, x, weight, stride, padding, groups):
+    """Gradients of :func:`conv2d_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray, (N, F, HO, WO)
+        Upstream gradient.
+    x : ndarray, (N, C, H, W)
+        The forward input.
+    weight : ndarray, (F, C // groups, KH, KW)
+    stride, padding : int or (int, int)
+    groups : int
+
+    Returns
+    -------
+    dx : ndarray, (N, C, H, W)
+    dweight : ndarray, (F, C // groups, KH, KW)
+    dbias : ndarray, (F,)
+
+    Notes
+    -----
+    ``dx`` is the forward convolution of ``dy`` dilated by the stride (zeros
+    between rows and columns) and padded by ``K - 1 - padding``, with the
+    weight flipped in space and its in/out channels swapped within each group.
+    """
+    sh, sw = _pair(stride)
+    ph, pw = _pair(padding)
+    groups = int(groups)
+    dtype = x.dtype
+    dy = np.ascontiguousarray(dy, dtype=dtype)
+    weight = np.ascontiguousarray(weight, dtype=dtype)
+    n, c, h, w = x.shape
+    f, cg, kh, kw = weight.shape
+    # dx: correlate the dilated, padded dy with the flipped, transposed weight.
+    dyd = np.zeros((n, f, h + kh - 1, w + kw - 1), dtype=dtype)
+    _dilate_pad(dy, dyd, sh, sw, kh - 1 - ph, kw - 1 - pw)
+    wt = np.empty((c, f // groups, kh, kw), dtype=dtype)
+    _transpose_flip_weight(weight, wt, groups)
+    dx = np.empty((n, c, h, w), dtype=dtype)
+    _conv2d_forward(dyd, wt, np.zeros(c, dtype=dtype), dx, 1, 1, groups)
+    # dweight, dbias
+    xp = _pad_input(x, ph, pw)
+    dweight = np.empty_like(weight)
+    dbias = np.empty(f, dtype=dtype)
+    _conv2d_backward_weight(dy, xp, dweight, dbias, sh, sw, groups)
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------
+# max pooling
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _maxpool2d_forward(x, y, argmax, kh_n, kw_n, sh, sw):
+    n_img, n_ch, ho_n, wo_n = y.shape
+    w_n = x.shape[3]
+    # No race: iteration t owns the output planes y[n, c] and argmax[n, c].
+    for t in prange(n_img * n_ch):
+        n = t // n_ch
+        c = t % n_ch
+        plane = x[n, c]
+        for ho in range(ho_n):
+            for wo in range(wo_n):
+                h0 = ho * sh
+                w0 = wo * sw
+                best = plane[h0, w0]
+                at = h0 * w_n + w0
+                for i in range(kh_n):
+                    for j in range(kw_n):
+                        v = plane[h0 + i, w0 + j]
+                        # Strict ">" keeps the first maximum (as PyTorch);
+                        # a NaN wins so that it propagates.
+                        if v > best or (v != v and best == best):
+                            best = v
+                            at = (h0 + i) * w_n + w0 + j
+                y[n, c, ho, wo] = best
+                argmax[n, c, ho, wo] = at
+
+
+def maxpool2d_forward(x, kernel_size, stride):
+    """Max pooling without padding; records where each maximum came from.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), or None for ``kernel_size``
+
+    Returns
+    -------
+    y : ndarray, (N, C, HO, WO), ``HO = (H - KH) // stride + 1``
+    argmax : ndarray, (N, C, HO, WO), int32
+        Flat index ``h * W + w`` of the (first) maximum in the input plane.
+    """
+    kh, kw = _pair(kernel_size)
+    sh, sw = _pair(kernel_size if stride is None else stride)
+    x = np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    ho = (h - kh) // sh + 1
+    wo = (w - kw) // sw + 1
+    y = np.empty((n, c, ho, wo), dtype=x.dtype)
+    argmax = np.empty((n, c, ho, wo), dtype=np.int32)
+    _maxpool2d_forward(x, y, argmax, kh, kw, sh, sw)
+    return y, argmax
+
+
+@njit(**_JIT)
+def _maxpool2d_backward(dy, argmax, dx):
+    n_img, n_ch, ho_n, wo_n = dy.shape
+    w_n = dx.shape[3]
+    # No race: iteration t owns the input plane dx[n, c]; overlapping windows
+    # (stride < kernel) add into it sequentially within the iteration.
+    for t in prange(n_img * n_ch):
+        n = t // n_ch
+        c = t % n_ch
+        plane = dx[n, c]
+        plane[:, :] = 0
+        for ho in range(ho_n):
+            for wo in range(wo_n):
+                at = argmax[n, c, ho, wo]
+                plane[at // w_n, at % w_n] += dy[n, c, ho, wo]
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    """Route each output gradient to the input element that won its window.
+
+    Parameters
+    ----------
+    dy : ndarray, (N, C, HO, WO)
+    argmax : ndarray, (N, C, HO, WO), int32, from :func:`maxpool2d_forward`
+    x_shape : tuple, (N, C, H, W)
+
+    Returns
+    -------
+    dx : ndarray, x_shape, dy's dtype
+    """
+    dy = np.ascontiguousarray(dy)
+    dx = np.empty(tuple(int(s) for s in x_shape), dtype=dy.dtype)
+    _maxpool2d_backward(dy, np.ascontiguousarray(argmax, dtype=np.int32), dx)
+    return dx
+
+
+# --------------------------------------------------------------------------
+# fully connected and maxout
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _linear_forward(x, weight, bias, y):
+    # np.dot inside njit calls BLAS (sgemm / dgemm).
+    np.dot(x, weight.T, y)
+    n_img, m = y.shape
+    # No race: iteration i owns the row y[i].
+    for i in prange(n_img):
+        for j in range(m):
+            y[i, j] += bias[j]
+
+
+def linear_forward(x, weight, bias):
+    """Batched fully connected layer, ``y = x @ weight.T + bias``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, D)
+    weight : ndarray, (M, D)
+    bias : ndarray, (M,), or None
+
+    Returns
+    -------
+    y : ndarray, (N, M), x's dtype
+    """
+    x = np.ascontiguousarray(x)
+    weight = np.ascontiguousarray(weight, dtype=x.dtype)
+    m = weight.shape[0]
+    b = np.zeros(m, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+    y = np.empty((x.shape[0], m), dtype=x.dtype)
+    _linear_forward(x, weight, b, y)
+    return y
+
+
+@njit(**_JIT)
+def _column_sums(a, out):
+    n_rows, n_cols = a.shape
+    # No race: iteration j owns out[j]; rows are added in order.
+    for j in prange(n_cols):
+        s = a.dtype.type(0)
+        for i in range(n_rows):
+            s += a[i, j]
+        out[j] = s
+
+
+@njit(**_JIT_SERIAL)
+def _linear_backward(dy, x, weight, dx, dweight, dbias):
+    np.dot(dy, weight, dx)
+    np.dot(dy.T, x, dweight)
+    _column_sums(dy, dbias)
+
+
+def linear_backward(dy, x, weight):
+    """Gradients of :func:`linear_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray, (N, M)
+    x : ndarray, (N, D)
+    weight : ndarray, (M, D)
+
+    Returns
+    -------
+    dx : ndarray, (N, D), ``dy @ weight``
+    dweight : ndarray, (M, D), ``dy.T @ x``
+    dbias : ndarray, (M,), ``dy.sum(0)``
+    """
+    x = np.ascontiguousarray(x)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    weight = np.ascontiguousarray(weight, dtype=x.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    dweight = np.empty(weight.shape, dtype=x.dtype)
+    dbias = np.empty(weight.shape[0], dtype=x.dtype)
+    _linear_backward(dy, x, weight, dx, dweight, dbias)
+    return dx, dweight, dbias
+
+
+@njit(**_JIT)
+def _maxout_select(z, y, argmax, pieces):
+    n_img, m = y.shape
+    # No race: iteration i owns the rows y[i] and argmax[i].
+    for i in prange(n_img):
+        for j in range(m):
+            best = z[i, j * pieces]
+            at = 0
+            for k in range(1, pieces):
+                v = z[i, j * pieces + k]
+                # First maximum wins; a NaN wins so that it propagates.
+                if v > best or (v != v and best == best):
+                    best = v
+                    at = k
+            y[i, j] = best
+            argmax[i, j] = at
+
+
+def maxout_forward(x, weight, bias, pieces):
+    """Maxout units, ``y[n, j] = max_k (x[n] @ weight[j*pieces + k] + bias[j*pieces + k])``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, D)
+    weight : ndarray, (M * pieces, D); row ``j * pieces + k`` is piece k of unit j
+    bias : ndarray, (M * pieces,), or None
+    pieces : int
+
+    Returns
+    -------
+    y : ndarray, (N, M), x's dtype
+    argmax : ndarray, (N, M), int32, winning piece (first on ties)
+    """
+    pieces = int(pieces)
+    z = linear_forward(x, weight, bias)
+    m = z.shape[1] // pieces
+    y = np.empty((z.shape[0], m), dtype=z.dtype)
+    argmax = np.empty((z.shape[0], m), dtype=np.int32)
+    _maxout_select(z, y, argmax, pieces)
+    return y, argmax
+
+
+@njit(**_JIT)
+def _maxout_scatter(dy, argmax, dz, pieces):
+    n_img, m = dy.shape
+    # No race: iteration i owns the row dz[i].
+    for i in prange(n_img):
+        for j in range(m):
+            for k in range(pieces):
+                dz[i, j * pieces + k] = 0
+            dz[i, j * pieces + argmax[i, j]] = dy[i, j]
+
+
+def maxout_backward(dy, x, weight, argmax, pieces):
+    """Gradients of :func:`maxout_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray, (N, M)
+    x : ndarray, (N, D)
+    weight : ndarray, (M * pieces, D)
+    argmax : ndarray, (N, M), int32
+    pieces : int
+
+    Returns
+    -------
+    dx : ndarray, (N, D)
+    dweight : ndarray, (M * pieces, D)
+    dbias : ndarray, (M * pieces,)
+    """
+    pieces = int(pieces)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    dz = np.empty((dy.shape[0], dy.shape[1] * pieces), dtype=dy.dtype)
+    _maxout_scatter(dy, np.ascontiguousarray(argmax, dtype=np.int32), dz, pieces)
+    return linear_backward(dz, x, weight)
+
+
+# --------------------------------------------------------------------------
+# element-wise activations: any shape, computed on the flat C-order view
+# --------------------------------------------------------------------------
+
+
+def _flat(a):
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+@njit(**_JIT)
+def _relu_forward(x, y):
+    zero = x.dtype.type(0)
+    # No race: iteration i owns y[i] (likewise in every element-wise kernel below).
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if (v > zero or v != v) else zero
+
+
+@njit(**_JIT)
+def _relu_backward(dy, y, dx):
+    zero = dy.dtype.type(0)
+    for i in prange(dy.size):  # no race: owns dx[i]
+        dx[i] = dy[i] if y[i] > zero else zero
+
+
+@njit(**_JIT)
+def _leaky_relu_forward(x, slope, y):
+    s = x.dtype.type(slope)
+    for i in prange(x.size):  # no race: owns y[i]
+        v = x[i]
+        y[i] = v if v > 0 else v * s
+
+
+@njit(**_JIT)
+def _leaky_relu_backward(dy, x, slope, dx):
+    s = dy.dtype.type(slope)
+    for i in prange(dy.size):  # no race: owns dx[i]
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * s
+
+
+@njit(**_JIT)
+def _sigmoid_forward(x, y):
+    one = x.dtype.type(1)
+    for i in prange(x.size):  # no race: owns y[i]
+        v = x[i]
+        e = np.exp(-abs(v))  # in (0, 1]: never overflows
+        y[i] = one / (one + e) if v >= 0 else e / (one + e)
+
+
+@njit(**_JIT)
+def _sigmoid_backward(dy, y, dx):
+    one = dy.dtype.type(1)
+    for i in prange(dy.size):  # no race: owns dx[i]
+        dx[i] = dy[i] * y[i] * (one - y[i])
+
+
+@njit(**_JIT)
+def _tanh_forward(x, y):
+    for i in prange(x.size):  # no race: owns y[i]
+        y[i] = np.tanh(x[i])
+
+
+@njit(**_JIT)
+def _tanh_backward(dy, y, dx):
+    one = dy.dtype.type(1)
+    for i in prange(dy.size):  # no race: owns dx[i]
+        dx[i] = dy[i] * (one - y[i] * y[i])
+
+
+@njit(**_JIT)
+def _elu_forward(x, alpha, y):
+    a = x.dtype.type(alpha)
+    for i in prange(x.size):  # no race: owns y[i]
+        v = x[i]
+        y[i] = v if v > 0 else a * np.expm1(v)
+
+
+@njit(**_JIT)
+def _elu_backward(dy, x, y, alpha, dx):
+    a = dy.dtype.type(alpha)
+    for i in prange(dy.size):  # no race: owns dx[i]
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * (y[i] + a)
+
+
+def relu_forward(x):
+    """``max(x, 0)`` element-wise; NaN stays NaN. Any shape, x's dtype."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    _relu_forward(_flat(x), y.reshape(-1))
+    return y
+
+
+def relu_backward(dy, y):
+    """``dy`` where the forward output ``y > 0``, else 0. Any shape, dy's dtype."""
+    dx = np.empty(dy.shape, dtype=dy.dtype)
+    _relu_backward(_flat(dy), _flat(y), dx.reshape(-1))
+    return dx
+
+
+def leaky_relu_forward(x, negative_slope):
+    """``x`` where ``x > 0``, else ``negative_slope * x``. Any shape, x's dtype."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    _leaky_relu_forward(_flat(x), float(negative_slope), y.reshape(-1))
+    return y
+
+
+def leaky_relu_backward(dy, x, negative_slope):
+    """``dy`` where the forward input ``x > 0``, else ``negative_slope * dy``."""
+    dx = np.empty(dy.shape, dtype=dy.dtype)
+    _leaky_relu_backward(_flat(dy), _flat(x), float(negative_slope), dx.reshape(-1))
+    return dx
+
+
+def sigmoid_forward(x):
+    """Logistic sigmoid, without overflow for large ``|x|``. Any shape, x's dtype."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    _sigmoid_forward(_flat(x), y.reshape(-1))
+    return y
+
+
+def sigmoid_backward(dy, y):
+    """``dy * y * (1 - y)`` with ``y`` the forward output."""
+    dx = np.empty(dy.shape, dtype=dy.dtype)
+    _sigmoid_backward(_flat(dy), _flat(y), dx.reshape(-1))
+    return dx
+
+
+def tanh_forward(x):
+    """Hyperbolic tangent. Any shape, x's dtype."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    _tanh_forward(_flat(x), y.reshape(-1))
+    return y
+
+
+def tanh_backward(dy, y):
+    """``dy * (1 - y**2)`` with ``y`` the forward output."""
+    dx = np.empty(dy.shape, dtype=dy.dtype)
+    _tanh_backward(_flat(dy), _flat(y), dx.reshape(-1))
+    return dx
+
+
+def elu_forward(x, alpha):
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``. Any shape, x's dtype."""
+    y = np.empty(x.shape, dtype=x.dtype)
+    _elu_forward(_flat(x), float(alpha), y.reshape(-1))
+    return y
+
+
+def elu_backward(dy, x, y, alpha):
+    """``dy`` where ``x > 0``, else ``dy * (y + alpha)`` (``= dy * alpha * exp(x)``)."""
+    dx = np.empty(dy.shape, dtype=dy.dtype)
+    _elu_backward(_flat(dy), _flat(x), _flat(y), float(alpha), dx.reshape(-1))
+    return dx
+
+
+# --------------------------------------------------------------------------
+# dropout: splitmix64 of (seed, flat index), the formula of numpy_ref
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT_EXACT)
+def _dropout_forward(x, p, seed, y, mask):
+    scale = x.dtype.type(0.0 if p >= 1.0 else 1.0 / (1.0 - p))
+    zero = x.dtype.type(0)
+    s = np.uint64(seed)
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    mix1 = np.uint64(0xBF58476D1CE4E5B9)
+    mix2 = np.uint64(0x94D049BB133111EB)
+    # No race: iteration i owns y[i] and mask[i]; the mask depends only on
+    # (seed, i), so it is the same whatever the thread layout.
+    for i in prange(x.size):
+        z = s + np.uint64(i + 1) * golden  # uint64 wraps modulo 2**64
+        z = (z ^ (z >> np.uint64(30))) * mix1
+        z = (z ^ (z >> np.uint64(27))) * mix2
+        z = z ^ (z >> np.uint64(31))
+        u = np.float64(z >> np.uint64(11)) * 1.1102230246251565e-16  # 2**-53
+        m = scale if u >= p else zero
+        mask[i] = m
+        y[i] = x[i] * m
+
+
+def dropout_forward(x, p, seed):
+    """Inverted dropout; the keep mask is splitmix64 of (seed, flat index).
+
+    Parameters
+    ----------
+    x : ndarray, any shape, float32 or float64
+    p : float, drop probability in [0, 1]
+    seed : int, in [0, 2**63)
+
+    Returns
+    -------
+    y : ndarray, x's shape, ``x * mask``
+    mask : ndarray, x's shape and dtype, ``1 / (1 - p)`` where kept, else 0
+
+    Notes
+    -----
+    Element ``i`` (C order) is kept when ``u >= p`` with ``u`` the top 53 bits of
+    splitmix64(seed + (i + 1) * 0x9E3779B97F4A7C15) scaled to [0, 1): the formula of
+    :func:`jitnet.kernels.numpy_ref.dropout_forward`, so masks agree bit for bit.
+    """
+    y = np.empty(x.shape, dtype=x.dtype)
+    mask = np.empty(x.shape, dtype=x.dtype)
+    _dropout_forward(_flat(x), float(p), np.uint64(seed), y.reshape(-1), mask.reshape(-1))
+    return y, mask
+
+
+@njit(**_JIT_EXACT)
+def _multiply(a, b, out):
+    for i in prange(a.size):  # no race: owns out[i]
+        out[i] = a[i] * b[i]
+
+
+def dropout_backward(dy, mask):
+    """``dy * mask``, with ``mask`` from :func:`dropout_forward`."""
+    dx = np.empty(dy.shape, dtype=dy.dtype)
+    _multiply(_flat(dy), _flat(mask), dx.reshape(-1))
+    return dx
+
+
+# --------------------------------------------------------------------------
+# batch normalisation
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT)
+def _batchnorm2d_stats(x, mean, var):
+    n_img, n_ch = x.shape[0], x.shape[1]
+    count = x.shape[2] * x.shape[3] * n_img
+    # No race: iteration c owns mean[c] and var[c]. Sums run in float64 in a
+    # fixed order (two passes: mean, then squared deviations).
+    for c in prange(n_ch):
+        s = 0.0
+        for n in range(n_img):
+            plane = x[n, c]
+            for i in range(plane.shape[0]):
+                for j in range(plane.shape[1]):
+                    s += plane[i, j]
+        mu = s / count
+        q = 0.0
+        for n in range(n_img):
+            plane = x[n, c]
+            for i in range(plane.shape[0]):
+                for j in range(plane.shape[1]):
+                    d = plane[i, j] - mu
+                    q += d * d
+        mean[c] = mu
+        var[c] = q / count
+
+
+@njit(**_JIT)
+def _batchnorm2d_apply(x, scale, shift, y):
+    n_img, n_ch = x.shape[0], x.shape[1]
+    # No race: iteration t owns the plane y[n, c].
+    for t in prange(n_img * n_ch):
+        n = t // n_ch
+        c = t % n_ch
+        a = scale[c]
+        b = shift[c]
+        src = x[n, c]
+        dst = y[n, c]
+        for i in range(src.shape[0]):
+            for j in range(src.shape[1]):
+                dst[i, j] = src[i, j] * a + b
+
+
+def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, eps, training):
+    """Batch normalisation per channel over the (N, H, W) axes.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W)
+    weight, bias : ndarray, (C,)
+    running_mean, running_var : ndarray, (C,)
+        Updated in place when ``training`` (unbiased variance, as PyTorch).
+    momentum, eps : float
+    training : bool
+        Batch statistics when true, running statistics when false.
+
+    Returns
+    -------
+    y : ndarray, (N, C, H, W), ``(x - mean) * invstd * weight + bias``
+    mean : ndarray, (C,), the mean used
+    invstd : ndarray, (C,), ``1 / sqrt(var + eps)`` (biased batch variance)
+    """
+    x = np.ascontiguousarray(x)
+    dtype = x.dtype
+    if training:
+        n = x.size // x.shape[1]
+        mean64 = np.empty(x.shape[1])
+        var64 = np.empty(x.shape[1])
+        _batchnorm2d_stats(x, mean64, var64)
+        mean = mean64.astype(dtype)
+        var = var64.astype(dtype)
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += (momentum * n / max(n - 1, 1)) * var
+    else:
+        mean = np.array(running_mean, dtype=dtype)
+        var = running_var
+    invstd = (1 / np.sqrt(var + eps)).astype(dtype, copy=False)
+    scale = np.ascontiguousarray(weight * invstd, dtype=dtype)
+    shift = np.ascontiguousarray(bias - mean * weight * invstd, dtype=dtype)
+    y = np.empty_like(x)
+    _batchnorm2d_apply(x, scale, shift, y)
+    return y, mean, invstd
+
+
+@njit(**_JIT)
+def _batchnorm2d_backward(dy, x, weight, mean, invstd, dx, dweight, dbias):
+    n_img, n_ch = x.shape[0], x.shape[1]
+    count = x.shape[2] * x.shape[3] * n_img
+    # No race: iteration c owns channel c of dx, dweight and dbias; its sums
+    # run in float64 in a fixed order.
+    for c in prange(n_ch):
+        mu = mean[c]
+        istd = invstd[c]
+        sb = 0.0
+        sw = 0.0
+        for n in range(n_img):
+            for i in range(x.shape[2]):
+                for j in range(x.shape[3]):
+                    g = dy[n, c, i, j]
+                    sb += g
+                    sw += g * ((x[n, c, i, j] - mu) * istd)
+        dbias[c] = sb
+        dweight[c] = sw
+        k = weight[c] * istd
+        mb = sb / count
+        mw = sw / count
+        for n in range(n_img):
+            for i in range(x.shape[2]):
+                for j in range(x.shape[3]):
+                    xhat = (x[n, c, i, j] - mu) * istd
+                    dx[n, c, i, j] = k * (dy[n, c, i, j] - mb - xhat * mw)
+
+
+def batchnorm2d_backward(dy, x, weight, mean, invstd):
+    """Gradients of :func:`batchnorm2d_forward` in training mode.
+
+    Parameters
+    ----------
+    dy, x : ndarray, (N, C, H, W)
+    weight, mean, invstd : ndarray, (C,)
+
+    Returns
+    -------
+    dx : ndarray, (N, C, H, W)
+    dweight, dbias : ndarray, (C,)
+    """
+    x = np.ascontiguousarray(x)
+    dtype = x.dtype
+    dy = np.ascontiguousarray(dy, dtype=dtype)
+    dx = np.empty_like(x)
+    dweight = np.empty(x.shape[1], dtype=dtype)
+    dbias = np.empty(x.shape[1], dtype=dtype)
+    _batchnorm2d_backward(
+        dy,
+        x,
+        np.ascontiguousarray(weight, dtype=dtype),
+        np.ascontiguousarray(mean, dtype=dtype),
+        np.ascontiguousarray(invstd, dtype=dtype),
+        dx,
+        dweight,
+        dbias,
+    )
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------
+# losses: (Python float, gradient), mean reduction
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT_EXACT)
+def _softmax_cross_entropy(scores, labels, dscores, row_loss):
+    n_img, n_cls = scores.shape
+    inv_n = scores.dtype.type(1.0 / n_img)
+    # No race: iteration i owns row i of dscores and row_loss[i].
+    for i in prange(n_img):
+        top = scores[i, 0]
+        for j in range(1, n_cls):
+            top = max(top, scores[i, j])
+        total = scores.dtype.type(0)
+        for j in range(n_cls):
+            e = np.exp(scores[i, j] - top)
+            dscores[i, j] = e
+            total += e
+        y = labels[i]
+        row_loss[i] = -((scores[i, y] - top) - np.log(total))
+        for j in range(n_cls):
+            dscores[i, j] = dscores[i, j] / total
+        dscores[i, y] -= 1
+        for j in range(n_cls):
+            dscores[i, j] *= inv_n
+
+
+def softmax_cross_entropy(scores, labels):
+    """Softmax cross-entropy, ``mean_n(-log softmax(scores[n])[labels[n]])``.
+
+    Parameters
+    ----------
+    scores : ndarray, (N, C)
+    labels : ndarray, (N,), integers in [0, C)
+
+    Returns
+    -------
+    loss : float
+    dscores : ndarray, (N, C), ``(softmax(scores) - onehot(labels)) / N``
+    """
+    scores = np.ascontiguousarray(scores)
+    dscores = np.empty_like(scores)
+    row_loss = np.empty(scores.shape[0], dtype=np.float64)
+    _softmax_cross_entropy(scores, np.ascontiguousarray(labels, dtype=np.int64), dscores, row_loss)
+    return float(row_loss.sum() / scores.shape[0]), dscores
+
+
+@njit(**_JIT_EXACT)
+def _multiclass_hinge(scores, labels, margin, dscores, row_loss):
+    n_img, n_cls = scores.shape
+    inv_n = scores.dtype.type(1.0 / n_img)
+    mgn = scores.dtype.type(margin)
+    zero = scores.dtype.type(0)
+    # No race: iteration i owns row i of dscores and row_loss[i].
+    for i in prange(n_img):
+        y = labels[i]
+        correct = scores[i, y]
+        total = 0.0
+        count = 0
+        for j in range(n_cls):
+            d = scores[i, j] - correct + mgn
+            if j != y and d > 0:
+                total += d
+                count += 1
+                dscores[i, j] = inv_n
+            else:
+                dscores[i, j] = zero
+        dscores[i, y] = -count * inv_n
+        row_loss[i] = total
+
+
+def multiclass_hinge(scores, labels, margin):
+    """Multiclass SVM loss, ``mean_n sum_{j != y_n} max(0, s_j - s_{y_n} + margin)``.
+
+    Parameters
+    ----------
+    scores : ndarray, (N, C)
+    labels : ndarray, (N,), integers in [0, C)
+    margin : float
+
+    Returns
+    -------
+    loss : float
+    dscores : ndarray, (N, C), ``1/N`` where the margin is positive, minus their count at y
+    """
+    scores = np.ascontiguousarray(scores)
+    dscores = np.empty_like(scores)
+    row_loss = np.empty(scores.shape[0], dtype=np.float64)
+    _multiclass_hinge(
+        scores, np.ascontiguousarray(labels, dtype=np.int64), float(margin), dscores, row_loss
+    )
+    return float(row_loss.sum() / scores.shape[0]), dscores
+
+
+@njit(**_JIT_EXACT)
+def _bce_with_logits(s, t, ds, parts):
+    size = s.size
+    inv = s.dtype.type(1.0 / size)
+    one = s.dtype.type(1)
+    n_parts = parts.size
+    chunk = (size + n_parts - 1) // n_parts
+    # No race: iteration k owns the chunk [k * chunk, (k + 1) * chunk) of ds
+    # and parts[k]; the partial sums are added in order by the caller.
+    for k in prange(n_parts):
+        acc = 0.0
+        for i in range(k * chunk, min(size, (k + 1) * chunk)):
+            v = s[i]
+            tv = t[i]
+            e = np.exp(-abs(v))
+            acc += max(v, 0) - v * tv + np.log1p(e)
+            sig = one / (one + e) if v >= 0 else e / (one + e)
+            ds[i] = (sig - tv) * inv
+        parts[k] = acc
+
+
+def bce_with_logits(scores, targets):
+    """Sigmoid + binary cross-entropy per element, mean over all elements.
+
+    Parameters
+    ----------
+    scores : ndarray, any shape (logits)
+    targets : ndarray, scores' shape, probabilities in [0, 1]
+
+    Returns
+    -------
+    loss : float, ``mean(max(s, 0) - s * t + log1p(exp(-|s|)))``
+    dscores : ndarray, scores' shape, ``(sigmoid(s) - t) / scores.size``
+    """
+    s = _flat(scores)
+    ds = np.empty(scores.shape, dtype=s.dtype)
+    parts = np.empty(64)
+    _bce_with_logits(s, _flat(np.asarray(targets, dtype=s.dtype)), ds.reshape(-1), parts)
+    return float(parts.sum() / s.size), ds
+
+
+@njit(**_JIT_EXACT)
+def _regression(p, t, l1, dp, parts):
+    size = p.size
+    scale = p.dtype.type((1.0 if l1 else 2.0) / size)
+    zero = p.dtype.type(0)
+    one = p.dtype.type(1)
+    n_parts = parts.size
+    chunk = (size + n_parts - 1) // n_parts
+    # No race: iteration k owns the chunk [k * chunk, (k + 1) * chunk) of dp
+    # and parts[k]; the partial sums are added in order by the caller.
+    for k in prange(n_parts):
+        acc = 0.0
+        for i in range(k * chunk, min(size, (k + 1) * chunk)):
+            d = p[i] - t[i]
+            if l1:
+                acc += abs(d)
+                sign = one if d > 0 else (-one if d < 0 else (zero if d == 0 else d))
+                dp[i] = sign * scale
+            else:
+                acc += d * d
+                dp[i] = d * scale
+        parts[k] = acc
+
+
+def mse(pred, target):
+    """Mean squared error over all elements.
+
+    Returns
+    -------
+    loss : float, ``mean((pred - target)**2)``
+    dpred : ndarray, pred's shape, ``2 * (pred - target) / pred.size``
+    """
+    p = _flat(pred)
+    dp = np.empty(pred.shape, dtype=p.dtype)
+    parts = np.empty(64)
+    _regression(p, _flat(np.asarray(target, dtype=p.dtype)), False, dp.reshape(-1), parts)
+    return float(parts.sum() / p.size), dp
+
+
+def l1(pred, target):
+    """Mean absolute error over all elements.
+
+    Returns
+    -------
+    loss : float, ``mean(|pred - target|)``
+    dpred : ndarray, pred's shape, ``sign(pred - target) / pred.size`` (0 where equal)
+    """
+    p = _flat(pred)
+    dp = np.empty(pred.shape, dtype=p.dtype)
+    parts = np.empty(64)
+    _regression(p, _flat(np.asarray(target, dtype=p.dtype)), True, dp.reshape(-1), parts)
+    return float(parts.sum() / p.size), dp
+
+
+# --------------------------------------------------------------------------
+# optimizer updates, in place
+# --------------------------------------------------------------------------
+
+
+@njit(**_JIT_EXACT)
+def _sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    t = param.dtype.type
+    lr_, mom, wd = t(lr), t(momentum), t(weight_decay)
+    # No race: iteration i owns param[i] and velocity[i].
+    for i in prange(param.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + wd * param[i]
+        if momentum != 0:
+            v = velocity[i] * mom + g
+            velocity[i] = v
+            g = g + mom * v if nesterov else v
+        param[i] -= lr_ * g
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """One SGD step in place, as ``torch.optim.SGD`` (no dampening).
+
+    Parameters
+    ----------
+    param : ndarray, any shape, C-contiguous; updated in place
+    grad : ndarray, param's shape
+    velocity : ndarray, param's shape, or None when ``momentum == 0``; updated in place
+    lr, momentum, weight_decay : float
+    nesterov : bool
+    """
+    flat = param.reshape(-1)  # a view: param is contiguous
+    vel = flat if velocity is None else velocity.reshape(-1)
+    _sgd_update(
+        flat,
+        _flat(np.asarray(grad, dtype=param.dtype)),
+        vel,
+        float(lr),
+        float(momentum) if velocity is not None else 0.0,
+        bool(nesterov),
+        float(weight_decay),
+    )
+
+
+@njit(**_JIT_EXACT)
+def _adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    t = param.dtype.type
+    b1, b2, wd = t(beta1), t(beta2), t(weight_decay)
+    one_b1, one_b2 = t(1 - beta1), t(1 - beta2)
+    step_size = t(lr / (1 - beta1**step))
+    bc2 = t(np.sqrt(1 - beta2**step))
+    eps_ = t(eps)
+    # No race: iteration i owns param[i], m[i] and v[i].
+    for i in prange(param.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + wd * param[i]
+        mi = m[i] * b1 + one_b1 * g
+        vi = v[i] * b2 + one_b2 * (g * g)
+        m[i] = mi
+        v[i] = vi
+        param[i] -= step_size * mi / (np.sqrt(vi) / bc2 + eps_)
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """One Adam step in place, as ``torch.optim.Adam`` (L2 weight decay, not AdamW).
+
+    Parameters
+    ----------
+    param : ndarray, any shape, C-contiguous; updated in place
+    grad : ndarray, param's shape
+    m, v : ndarray, param's shape; moment estimates, updated in place
+    lr, beta1, beta2, eps, weight_decay : float
+    step : int, number of this step, from 1
+    """
+    _adam_update(
+        param.reshape(-1),
+        _flat(np.asarray(grad, dtype=param.dtype)),
+        m.reshape(-1),
+        v.reshape(-1),
+        float(lr),
+        float(beta1),
+        float(beta2),
+        float(eps),
+        float(weight_decay),
+        int(step),
+    )
