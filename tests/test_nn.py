@@ -1,0 +1,386 @@
+"""jitnet.nn layers and losses against PyTorch, on every target whose kernels are ready."""
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet import nn
+from jitnet.kernels import CONTRACT
+from jitnet.targets import backend
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+@pytest.fixture(params=jitnet.available_targets())
+def target(request):
+    """Each available target whose kernel module imports and exports the whole contract."""
+    name = request.param
+    try:
+        module = backend(name)
+    except (ImportError, jitnet.TargetUnavailableError) as exc:
+        pytest.skip(f"target {name} not ready: {exc}")
+    missing = [n for n in CONTRACT if not hasattr(module, n)]
+    if missing:
+        pytest.skip(f"target {name} lacks {missing}")
+    with jitnet.use_target(name):
+        jitnet.manual_seed(0)
+        yield name
+
+
+def scaled_error(a, b):
+    """``max|a - b| / max|b|``: relative to the array's scale, robust to zeros."""
+    a = np.asarray(jitnet.to_numpy(a), np.float64)
+    b = np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+
+
+def tolerance(dtype):
+    return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
+
+
+def compare_with_torch(ours, theirs, x, rng, dtype):
+    """Forward, input gradient and parameter gradients of ``ours`` vs a float64 torch module.
+
+    ``theirs`` gets ``ours``' parameters copied by position first.
+    """
+    theirs = theirs.double()
+    theirs.zero_grad()
+    with torch.no_grad():
+        for p, tp in zip(ours.parameters(), theirs.parameters()):
+            tp.copy_(torch.tensor(jitnet.to_numpy(p.data), dtype=torch.float64))
+    y = ours(x.astype(dtype))
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    ty = theirs(tx)
+    assert y.dtype == np.dtype(dtype) and tuple(y.shape) == tuple(ty.shape)
+    dy = rng.standard_normal(ty.shape)
+    ty.backward(torch.tensor(dy))
+    dx = ours.backward(jitnet.asarray(dy.astype(dtype)))
+    tol = tolerance(dtype)
+    assert scaled_error(y, ty.detach().numpy()) < tol
+    assert scaled_error(dx, tx.grad.numpy()) < tol
+    tparams = list(theirs.parameters())
+    assert len(tparams) == len(ours.parameters())
+    for p, tp in zip(ours.parameters(), tparams):
+        assert p.grad is not None and p.grad.dtype == np.dtype(dtype)
+        assert scaled_error(p.grad, tp.grad.numpy()) < tol, p.name
+
+
+DTYPES = ["float32", "float64"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "c, f, k, stride, padding, groups, bias",
+    [(3, 4, 3, 1, 1, 1, True), (4, 6, 3, 2, 0, 2, True), (4, 4, 3, 1, 2, 4, False),
+     (3, 5, 1, 2, 0, 1, True), (2, 3, 5, 1, 2, 1, True)],
+)
+def test_conv2d(target, rng, dtype, c, f, k, stride, padding, groups, bias):
+    ours = nn.Conv2d(c, f, k, stride=stride, padding=padding, groups=groups, bias=bias, dtype=dtype)
+    theirs = torch.nn.Conv2d(c, f, k, stride=stride, padding=padding, groups=groups, bias=bias)
+    compare_with_torch(ours, theirs, rng.standard_normal((2, c, 7, 6)), rng, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, stride", [(2, None), (3, 2), (3, 1)])
+def test_maxpool2d(target, rng, dtype, k, stride):
+    compare_with_torch(
+        nn.MaxPool2d(k, stride), torch.nn.MaxPool2d(k, stride), rng.standard_normal((2, 3, 7, 6)), rng, dtype
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(target, rng, dtype, bias):
+    compare_with_torch(
+        nn.Linear(7, 5, bias=bias, dtype=dtype), torch.nn.Linear(7, 5, bias=bias),
+        rng.standard_normal((4, 7)), rng, dtype,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [(nn.ReLU, torch.nn.ReLU), (nn.Sigmoid, torch.nn.Sigmoid), (nn.Tanh, torch.nn.Tanh),
+     (lambda: nn.LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2)),
+     (lambda: nn.ELU(0.5), lambda: torch.nn.ELU(0.5)), (nn.Flatten, torch.nn.Flatten)],
+    ids=["relu", "sigmoid", "tanh", "leaky_relu", "elu", "flatten"],
+)
+def test_parameterless_layers(target, rng, dtype, ours, theirs):
+    compare_with_torch(ours(), theirs(), 2 * rng.standard_normal((2, 3, 4, 5)), rng, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm2d_training_and_eval(target, rng, dtype):
+    ours, theirs = nn.BatchNorm2d(3, momentum=0.2, dtype=dtype), torch.nn.BatchNorm2d(3, momentum=0.2)
+    x = 3 * rng.standard_normal((4, 3, 5, 5)) + 1
+    compare_with_torch(ours, theirs, x, rng, dtype)
+    state = ours.state_dict()
+    tol = tolerance(dtype)
+    assert scaled_error(state["running_mean"], theirs.running_mean.numpy()) < tol
+    assert scaled_error(state["running_var"], theirs.running_var.numpy()) < tol
+    # eval mode: running statistics, and the backward of a fixed affine map
+    ours.eval()
+    theirs.eval()
+    compare_with_torch(ours, theirs, rng.standard_normal((2, 3, 5, 5)), rng, dtype)
+
+
+def test_batchnorm2d_rejects_single_value_per_channel_in_training(target):
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        nn.BatchNorm2d(2)(np.ones((1, 2, 1, 1), np.float32))
+    assert nn.BatchNorm2d(2).eval()(np.ones((1, 2, 1, 1), np.float32)).shape == (1, 2, 1, 1)
+
+
+def test_maxout(target, rng):
+    layer = nn.Maxout(5, 3, pieces=4, dtype="float64")
+    x = rng.standard_normal((6, 5))
+    y = jitnet.to_numpy(layer(x))
+    w, b = jitnet.to_numpy(layer.weight.data), jitnet.to_numpy(layer.bias.data)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = F.linear(tx, tw, tb).reshape(6, 3, 4).max(dim=2).values
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(dy))
+    assert scaled_error(y, ty.detach().numpy()) < 1e-12
+    assert scaled_error(layer.backward(jitnet.asarray(dy)), tx.grad.numpy()) < 1e-12
+    assert scaled_error(layer.weight.grad, tw.grad.numpy()) < 1e-12
+    assert scaled_error(layer.bias.grad, tb.grad.numpy()) < 1e-12
+
+
+def test_dropout_train_and_eval(target, rng):
+    layer = nn.Dropout(0.25)
+    x = rng.standard_normal((8, 50)).astype(np.float32)
+    jitnet.manual_seed(3)
+    y = jitnet.to_numpy(layer(x))
+    jitnet.manual_seed(3)
+    seed = jitnet.rng.next_seed()
+    _, mask = backend("numpy").dropout_forward(x, 0.25, seed)
+    np.testing.assert_allclose(y, x * mask, rtol=1e-6)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    np.testing.assert_allclose(jitnet.to_numpy(layer.backward(jitnet.asarray(dy))), dy * mask, rtol=1e-6)
+    y2 = jitnet.to_numpy(layer(x))
+    assert not np.array_equal(y, y2)  # a fresh seed on every training forward
+    layer.eval()
+    np.testing.assert_array_equal(jitnet.to_numpy(layer(x)), x)
+    np.testing.assert_array_equal(jitnet.to_numpy(layer.backward(jitnet.asarray(dy))), dy)
+
+
+# -- losses --------------------------------------------------------------------------------
+
+LOSSES = {
+    "cross_entropy": (nn.SoftmaxCrossEntropyLoss, lambda s, y: F.cross_entropy(s, y), "labels"),
+    "hinge": (
+        lambda: nn.MulticlassHingeLoss(margin=0.5),
+        lambda s, y: F.multi_margin_loss(s, y, margin=0.5) * s.shape[1],
+        "labels",
+    ),
+    "bce": (nn.BCEWithLogitsLoss, F.binary_cross_entropy_with_logits, "probabilities"),
+    "mse": (nn.MSELoss, F.mse_loss, "values"),
+    "l1": (nn.L1Loss, F.l1_loss, "values"),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_losses(target, rng, dtype, name):
+    make, torch_loss, kind = LOSSES[name]
+    scores = 2 * rng.standard_normal((6, 4))
+    target_values = {
+        "labels": rng.integers(0, 4, 6),
+        "probabilities": rng.random((6, 4)),
+        "values": rng.standard_normal((6, 4)),
+    }[kind]
+    loss_fn = make()
+    loss = loss_fn(scores.astype(dtype), target_values)
+    assert isinstance(loss, float)
+    ts = torch.tensor(scores, requires_grad=True)
+    tl = torch_loss(ts, torch.tensor(target_values))
+    tl.backward()
+    tol = tolerance(dtype)
+    assert abs(loss - tl.item()) <= tol * max(1.0, abs(tl.item()))
+    grad = loss_fn.backward()
+    assert grad.dtype == np.dtype(dtype)
+    assert scaled_error(grad, ts.grad.numpy()) < tol
+
+
+def test_loss_validation(target):
+    loss_fn = nn.SoftmaxCrossEntropyLoss()
+    scores = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\] for 4 classes, got values in \[0, 4\]"):
+        loss_fn(scores, np.array([0, 1, 4]))
+    with pytest.raises(ValueError, match=r"labels of shape \(3,\) for scores of shape \(3, 4\), got \(2,\)"):
+        loss_fn(scores, np.array([0, 1]))
+    with pytest.raises(ValueError, match="integer class labels, got dtype float64"):
+        loss_fn(scores, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"2-D input \(N, C\), got shape \(4,\)"):
+        loss_fn(np.zeros(4, np.float32), np.array([0]))
+    with pytest.raises(ValueError, match=r"target of shape \(3, 4\) \(the input's\), got \(3,\)"):
+        nn.MSELoss()(scores, np.zeros(3))
+    with pytest.raises(RuntimeError, match="before the forward pass"):
+        nn.L1Loss().backward()
+
+
+# -- module behaviour ----------------------------------------------------------------------
+
+
+def small_model(dtype="float32", batchnorm=True):
+    layers = [nn.Conv2d(3, 4, 3, padding=1, dtype=dtype)]
+    if batchnorm:
+        layers.append(nn.BatchNorm2d(4, dtype=dtype))
+    layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 3 * 3, 5, dtype=dtype)]
+    return nn.Sequential(*layers)
+
+
+def test_parameter_order_and_names_match_torch():
+    ours = small_model()
+    theirs = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(36, 5),
+    )
+    names = [n for n, _ in ours.named_parameters()]
+    assert names == [n for n, _ in theirs.named_parameters()]
+    assert [p.shape for p in ours.parameters()] == [tuple(p.shape) for p in theirs.parameters()]
+    assert [p.name for p in ours.parameters()] == ["weight", "bias"] * 3
+    torch_keys = [k for k in theirs.state_dict() if not k.endswith("num_batches_tracked")]
+    assert sorted(ours.state_dict()) == sorted(torch_keys)
+
+
+def test_init_is_kaiming_uniform_and_seeded():
+    jitnet.manual_seed(5)
+    a = nn.Conv2d(8, 16, 3, groups=2)
+    jitnet.manual_seed(5)
+    b = nn.Conv2d(8, 16, 3, groups=2)
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+    bound = 1 / np.sqrt(4 * 9)
+    w = jitnet.to_numpy(a.weight.data)
+    assert w.dtype == np.float32 and np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert np.abs(jitnet.to_numpy(a.bias.data)).max() <= bound
+    assert abs(w.std() - bound / np.sqrt(3)) < 0.1 * bound
+
+
+def test_state_dict_round_trip(target, rng):
+    a, b = small_model(), small_model()
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    a(x)  # updates BatchNorm's running statistics
+    state = a.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    b.load_state_dict(state)
+    a.eval()
+    b.eval()
+    np.testing.assert_array_equal(jitnet.to_numpy(a(x)), jitnet.to_numpy(b(x)))
+    state["0.weight"][:] = 0  # a copy: the model is untouched
+    assert np.abs(jitnet.to_numpy(a[0].weight.data)).max() > 0
+
+
+def test_load_state_dict_errors():
+    model = small_model()
+    state = model.state_dict()
+    bad = dict(state, **{"5.weight": np.zeros((5, 35), np.float32)})
+    with pytest.raises(ValueError, match=r"5.weight expected shape \(5, 36\), got \(5, 35\)"):
+        model.load_state_dict(bad)
+    del state["1.running_var"]
+    state["9.weight"] = np.zeros(1)
+    with pytest.raises(ValueError, match=r"missing keys \['1.running_var'\], unexpected keys \['9.weight'\]"):
+        model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("destination", ["numpy", "cpu"])
+def test_to_moves_data_grad_and_optimizer_state(rng, destination):
+    jitnet.manual_seed(1)
+    with jitnet.use_target("numpy"):
+        model = small_model()
+        loss_fn = nn.SoftmaxCrossEntropyLoss()
+        x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+        loss_fn(model(x), np.array([1, 3]))
+        model.backward(loss_fn.backward())
+        opt = jitnet.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        opt.step()
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    grads = [jitnet.to_numpy(p.grad).copy() for p in model.parameters()]
+    assert model.to(destination) is model
+    after = model.state_dict()
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+    for p, g in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.grad), g)
+        assert "momentum_buffer" in p.state
+    model.to(destination, dtype="float64")
+    assert all(p.dtype == np.float64 for p in model.parameters())
+    assert all(p.state["momentum_buffer"].dtype == np.float64 for p in model.parameters())
+    assert model.state_dict()["1.running_var"].dtype == np.float64
+
+
+def test_train_eval_and_repr():
+    model = small_model()
+    assert all(m.training for m in model.modules())
+    assert model.eval() is model and not any(m.training for m in model.modules())
+    model.train()
+    assert model[1].training
+    text = repr(model)
+    assert "(0): Conv2d(3, 4, kernel_size=3, padding=1)" in text
+    assert "(5): Linear(in_features=36, out_features=5, bias=True)" in text
+    assert len(model) == 6 and isinstance(list(model)[2], nn.ReLU)
+
+
+def test_gradients_are_overwritten_not_accumulated(target, rng):
+    layer = nn.Linear(3, 2, dtype="float64")
+    x = rng.standard_normal((4, 3))
+    dy = rng.standard_normal((4, 2))
+    layer(x)
+    layer.backward(jitnet.asarray(dy))
+    first = jitnet.to_numpy(layer.weight.grad).copy()
+    layer(x)
+    layer.backward(jitnet.asarray(dy))
+    np.testing.assert_allclose(jitnet.to_numpy(layer.weight.grad), first)
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match=r"in_channels \(3\) must be divisible by groups \(2\)"):
+        nn.Conv2d(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match=r"out_channels \(3\) must be divisible by groups \(2\)"):
+        nn.Conv2d(4, 3, 3, groups=2)
+    with pytest.raises(ValueError, match="kernel_size to be an int >= 1, got 0"):
+        nn.Conv2d(3, 4, 0)
+    with pytest.raises(ValueError, match="padding to be an int >= 0, got -1"):
+        nn.Conv2d(3, 4, 3, padding=-1)
+    with pytest.raises(ValueError, match=r"probability p in \[0, 1\], got 1.5"):
+        nn.Dropout(1.5)
+    with pytest.raises(ValueError, match="dtype float32 or float64, got int32"):
+        nn.Linear(2, 3, dtype="int32")
+
+
+def test_forward_validation(target):
+    conv = nn.Conv2d(3, 4, 5)
+    with pytest.raises(ValueError, match=r"Conv2d expected a 4-D input \(N, C, H, W\), got shape \(3, 8, 8\)"):
+        conv(np.zeros((3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d expected 3 input channels, got 4 \(input shape \(2, 4, 8, 8\)\)"):
+        conv(np.zeros((2, 4, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="Conv2d expected a float32 or float64 input, got uint8"):
+        conv(np.zeros((2, 3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="Conv2d expected a float32 input .* got float64"):
+        conv(np.zeros((2, 3, 8, 8)))
+    with pytest.raises(ValueError, match=r"kernel size 5 is larger than the padded input 4x8"):
+        conv(np.zeros((2, 3, 4, 8), np.float32))
+    with pytest.raises(ValueError, match=r"Linear expected 6 input features, got 5 \(input shape \(2, 5\)\)"):
+        nn.Linear(6, 2)(np.zeros((2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"MaxPool2d kernel size 3 is larger than the input 2x5"):
+        nn.MaxPool2d(3)(np.zeros((1, 1, 2, 5), np.float32))
+    with pytest.raises(ValueError, match=r"BatchNorm2d expected 2 channels, got 3"):
+        nn.BatchNorm2d(2)(np.zeros((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"Flatten expected an input with a batch axis"):
+        nn.Flatten()(np.zeros(3, np.float32))
+
+
+def test_nan_propagates(target):
+    x = np.zeros((1, 2, 6, 6), np.float32)
+    x[0, 1, 2, 3] = np.nan
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(27, 4))
+    hidden = jitnet.to_numpy(model[0](x))
+    assert np.isnan(hidden[0, :, 1:4, 2:5]).all() and not np.isnan(hidden[0, :, 5, 0]).any()
+    scores = jitnet.to_numpy(model(x))
+    assert np.isnan(scores).all()
+    assert np.isnan(nn.SoftmaxCrossEntropyLoss()(scores, np.array([0])))
