@@ -1,0 +1,522 @@
+"""Batched histograms of oriented gradients, equal to ``skimage.feature.hog`` row by row.
+
+Each image goes through scikit-image's four stages, reproduced to the rounding:
+
+1. Gradients by centred differences ``x[i + 1] - x[i - 1]`` with zero on the
+   border rows and columns, in the image's float dtype (float32 for float32
+   input, float64 otherwise; integer images are *not* rescaled). For colour
+   images each pixel takes the gradient of the channel with the largest
+   magnitude ``hypot(g_row, g_col)`` (the first such channel on ties).
+2. Orientation ``atan2(g_row, g_col)`` in degrees modulo 180 and magnitude
+   ``hypot(g_col, g_row)`` in float64; a pixel votes its magnitude into the bin
+   ``i`` with ``lo_i <= angle < lo_{i+1}``, ``lo_i = 180 / orientations * i``.
+3. A cell's histogram is the *mean* vote over its pixels: skimage's Cython
+   sums in a C ``float`` (float32) and divides by the cell area in float32;
+   pixels beyond the last whole cell are ignored.
+4. Overlapping blocks of ``cells_per_block`` cells normalised by ``L1``,
+   ``L1-sqrt``, ``L2`` or ``L2-Hys`` (clip at 0.2, renormalise), ``eps = 1e-5``,
+   in float64; features ordered ``(block_row, block_col, cell_row, cell_col,
+   orientation)``.
+
+The cpu kernel runs one ``prange`` iteration per image; the numpy target runs
+the same computation vectorised over the whole batch (the reference).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..targets import backend, get_target, to_numpy
+
+BLOCK_NORMS = ("L1", "L1-sqrt", "L2", "L2-Hys")
+_EPS = 1e-5
+_HYS_CLIP = 0.2
+# atan2 in radians -> degrees, the constant numpy's rad2deg multiplies by
+_DEGREES = 180 / np.pi
+# NumPy's arctan2 (SIMD, as skimage calls it) rounds its own way: a gradient whose
+# direction lies this close to a bin edge (|sine of the angle to it|, about 6e-9
+# degrees) may land in another bin than skimage's, so its image is redone with NumPy
+_AMBIGUOUS_SINE = 1e-10
+# returned by _bin_by_angle for a NaN angle, which skimage counts in every bin
+_ALL_BINS = -2
+# squared channel magnitudes closer than this (relative) are compared by hypot
+_NEAR_TIE = 1e-5
+
+
+# ---------------------------------------------------------------- validation
+def _pair(value, name):
+    """``value`` as a pair of positive ints (an int ``k`` means ``(k, k)``)."""
+    if isinstance(value, (int, np.integer)):
+        value = (value, value)
+    try:
+        pair = tuple(int(v) for v in value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if len(pair) != 2 or min(pair) < 1 or any(p != v for p, v in zip(pair, value)):
+        raise ValueError(f"{name} must be a pair of positive ints, got {value!r}")
+    return pair
+
+
+def _work_dtype(dtype):
+    """skimage's ``_supported_float_type``: float32 stays float32, the rest float64."""
+    if dtype in (np.float16, np.float32):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _as_nchw(images, channel_axis, name):
+    """The batch as an ``(N, C, H, W)`` view (no copy for uint8, float32 and float64).
+
+    Grey batches ``(N, H, W)`` get ``C = 1``; ``channel_axis`` counts in the
+    batch array (``1`` for NCHW, ``-1`` or ``3`` for NHWC). Other dtypes are
+    converted to their working float dtype (see :func:`_work_dtype`).
+    """
+    images = to_numpy(images)
+    if images.dtype.kind not in "uif" or images.dtype.kind == "b":
+        raise ValueError(f"{name} expected a real-valued image array, got dtype {images.dtype}")
+    if channel_axis is None:
+        if images.ndim != 3:
+            raise ValueError(
+                f"{name} expected grey images (N, H, W) with channel_axis=None, got "
+                f"{images.ndim}-D input of shape {images.shape} (pass channel_axis for colour)"
+            )
+        batch = images[:, None]
+    else:
+        if images.ndim != 4:
+            raise ValueError(
+                f"{name} expected colour images (N, C, H, W) or (N, H, W, C) with "
+                f"channel_axis={channel_axis}, got {images.ndim}-D input of shape {images.shape}"
+            )
+        if not isinstance(channel_axis, (int, np.integer)) or not -4 <= channel_axis < 4:
+            raise ValueError(
+                f"{name}: channel_axis={channel_axis!r} does not exist for input of shape "
+                f"{images.shape} (expected 1, 2, 3, -1, -2 or -3)"
+            )
+        axis = int(channel_axis) % 4
+        if axis == 0:
+            raise ValueError(
+                f"{name}: channel_axis={channel_axis} names the batch axis; expected the "
+                f"colour axis (1 for NCHW, -1 for NHWC), input shape {images.shape}"
+            )
+        batch = np.moveaxis(images, axis, 1)
+    if batch.shape[0] == 0:
+        raise ValueError(f"{name} expected at least one image, got shape {images.shape}")
+    if batch.dtype not in (np.uint8, np.float32, np.float64):
+        batch = batch.astype(_work_dtype(batch.dtype))
+    return batch
+
+
+def _geometry(shape, orientations, pixels_per_cell, cells_per_block, block_norm):
+    """Validated ``(orientations, (c_row, c_col), (b_row, b_col), norm_code, n_cells)``."""
+    if not isinstance(orientations, (int, np.integer)) or orientations < 1:
+        raise ValueError(f"orientations must be a positive int, got {orientations!r}")
+    if block_norm not in BLOCK_NORMS:
+        raise ValueError(f"unknown block_norm {block_norm!r}: expected one of {BLOCK_NORMS}")
+    c_row, c_col = _pair(pixels_per_cell, "pixels_per_cell")
+    b_row, b_col = _pair(cells_per_block, "cells_per_block")
+    height, width = shape[-2:]
+    n_cells = (height // c_row, width // c_col)
+    if n_cells[0] < b_row or n_cells[1] < b_col:
+        raise ValueError(
+            f"images of {height}x{width} pixels are too small for one block of "
+            f"{b_row}x{b_col} cells of {c_row}x{c_col} pixels: they need at least "
+            f"{b_row * c_row} rows and {b_col * c_col} columns"
+        )
+    code = BLOCK_NORMS.index(block_norm)
+    return int(orientations), (c_row, c_col), (b_row, b_col), code, n_cells
+
+
+def _bin_bounds(orientations):
+    """Lower bin edges ``lo_0 .. lo_n`` in degrees, computed as skimage's Cython does."""
+    return np.array([180.0 / orientations * i for i in range(orientations + 1)])
+
+
+def n_hog_features(image_shape, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)):
+    """Length of the HoG vector of one ``(H, W)`` image (the ``F`` of :func:`hog`)."""
+    c_row, c_col = _pair(pixels_per_cell, "pixels_per_cell")
+    b_row, b_col = _pair(cells_per_block, "cells_per_block")
+    n_blocks_row = image_shape[-2] // c_row - b_row + 1
+    n_blocks_col = image_shape[-1] // c_col - b_col + 1
+    return max(n_blocks_row, 0) * max(n_blocks_col, 0) * b_row * b_col * orientations
+
+
+# ---------------------------------------------------------------- cpu kernel
+@njit(cache=True)
+def _normalize_blocks(hist, n, b_row, b_col, norm_code, out):
+    """Normalise every block of image ``n``'s cell histograms into ``out[n]`` (float64 math)."""
+    n_cells_row, n_cells_col, n_orient = hist.shape[1], hist.shape[2], hist.shape[3]
+    block_size = b_row * b_col * n_orient
+    n_blocks_col = n_cells_col - b_col + 1
+    for block_r in range(n_cells_row - b_row + 1):
+        for block_c in range(n_blocks_col):
+            base = (block_r * n_blocks_col + block_c) * block_size
+            total = 0.0
+            for i in range(b_row):
+                for j in range(b_col):
+                    for o in range(n_orient):
+                        v = np.float64(hist[n, block_r + i, block_c + j, o])
+                        total += abs(v) if norm_code <= 1 else v * v
+            if norm_code <= 1:
+                denom = total + _EPS
+            else:
+                denom = math.sqrt(total + _EPS * _EPS)
+            # L2-Hys: clip the L2-normalised block, then renormalise it
+            clipped = 0.0
+            if norm_code == 3:
+                for i in range(b_row):
+                    for j in range(b_col):
+                        for o in range(n_orient):
+                            v = min(np.float64(hist[n, block_r + i, block_c + j, o]) / denom,
+                                    _HYS_CLIP)
+                            clipped += v * v
+                clipped = math.sqrt(clipped + _EPS * _EPS)
+            k = base
+            for i in range(b_row):
+                for j in range(b_col):
+                    for o in range(n_orient):
+                        v = np.float64(hist[n, block_r + i, block_c + j, o]) / denom
+                        if norm_code == 1:
+                            v = math.sqrt(v)
+                        elif norm_code == 3:
+                            v = min(v, _HYS_CLIP) / clipped
+                        out[n, k] = v
+                        k += 1
+
+
+@njit(cache=True)
+def _strongest_gradient(images, n, r, x, zero):
+    """``(g_row, g_col)`` at pixel ``(r, x)`` of image ``n``, from its strongest channel.
+
+    Differences are taken in ``zero``'s dtype (adding ``zero`` converts uint8
+    exactly), zero on the border. Channels are compared by squared magnitude in
+    float64; near ties are settled by ``hypot`` in the image dtype, which is
+    what skimage's ``argmax`` compares (first maximum wins, NaN beats all).
+    """
+    n_channels, height, width = images.shape[1], images.shape[2], images.shape[3]
+    g_row = zero
+    g_col = zero
+    best = 0.0
+    for ch in range(n_channels):
+        gr = zero
+        gc = zero
+        if 0 < r < height - 1:
+            gr = (images[n, ch, r + 1, x] + zero) - (images[n, ch, r - 1, x] + zero)
+        if 0 < x < width - 1:
+            gc = (images[n, ch, r, x + 1] + zero) - (images[n, ch, r, x - 1] + zero)
+        square = np.float64(gr) * np.float64(gr) + np.float64(gc) * np.float64(gc)
+        if ch == 0 or (best == best and square != square):
+            pick = True
+        elif best != best:
+            pick = False
+        elif abs(square - best) <= _NEAR_TIE * best:
+            pick = math.hypot(gr, gc) > math.hypot(g_row, g_col)
+        else:
+            pick = square > best
+        if pick:
+            best = square
+            g_row = gr
+            g_col = gc
+    return g_row, g_col
+
+
+@njit(cache=True)
+def _bin_by_angle(g_row, g_col, bounds):
+    """skimage's bin of one gradient via its angle; ``-1``: no bin, ``_ALL_BINS``: NaN.
+
+    Used where libm's atan2 agrees with NumPy's bit for bit: zero, axis-aligned
+    and diagonal gradients, and non-finite ones.
+    """
+    n_orient = bounds.shape[0] - 1
+    angle = (math.atan2(g_row, g_col) * _DEGREES) % 180.0
+    if angle != angle:
+        return _ALL_BINS
+    b = min(int(angle * n_orient / 180.0), n_orient - 1)
+    while b > 0 and angle < bounds[b]:
+        b -= 1
+    while b < n_orient and angle >= bounds[b + 1]:
+        b += 1
+    return b if b < n_orient else -1
+
+
+@njit(cache=True)
+def _bin_by_direction(g_row, g_col, magnitude, edge_cos, edge_sin):
+    """Bin of a finite, generic gradient without atan2, and whether it is near an edge.
+
+    Folded into the upper half plane, the gradient's angle is at or past edge
+    ``k`` exactly when ``sin(angle - edge_k) = g_row cos_k - g_col sin_k >= 0``.
+    Within ``_AMBIGUOUS_SINE * magnitude`` of an edge the answer depends on how
+    skimage's arctan2 rounds, and the caller redoes the image with NumPy.
+    """
+    n_orient = edge_cos.shape[0] - 1
+    if g_row < 0.0:
+        g_row = -g_row
+        g_col = -g_col
+    b = 0
+    while b + 1 < n_orient and g_row * edge_cos[b + 1] - g_col * edge_sin[b + 1] >= 0.0:
+        b += 1
+    lower = abs(g_row * edge_cos[b] - g_col * edge_sin[b])
+    upper = abs(g_row * edge_cos[b + 1] - g_col * edge_sin[b + 1])
+    return b, min(lower, upper) <= _AMBIGUOUS_SINE * magnitude
+
+
+@njit(parallel=True, cache=True)
+def _hog_cpu(images, zero, bounds, edge_cos, edge_sin, c_row, c_col, b_row, b_col, norm_code,
+             hist, out, ambiguous):
+    """HoG of a batch: cell histograms into ``hist``, normalised blocks into ``out``.
+
+    Parameters
+    ----------
+    images : (N, C, H, W) uint8, float32 or float64, any strides
+    zero : float32 or float64 scalar
+        Zero of the working dtype (float32 for float32 images, else float64):
+        gradients are computed in it, as skimage does after its ``astype``.
+    bounds : (orientations + 1,) float64
+        Lower bin edges in degrees, as skimage computes them.
+    edge_cos, edge_sin : (orientations + 1,) float64
+        Cosine and sine of those edges (for :func:`_bin_by_direction`).
+    c_row, c_col, b_row, b_col : int
+        Pixels per cell and cells per block.
+    norm_code : int
+        Index into :data:`BLOCK_NORMS`.
+    hist : (N, n_cells_row, n_cells_col, orientations) float32
+        Workspace, overwritten with the unnormalised cell histograms (mean votes).
+    out : (N, F) float32
+        The features, overwritten.
+    ambiguous : (N,) int64
+        Overwritten with the number of pixels per image whose direction lies within
+        ``_AMBIGUOUS_SINE`` of a bin edge (see there).
+    """
+    n_images = images.shape[0]
+    n_cells_row, n_cells_col, n_orient = hist.shape[1], hist.shape[2], hist.shape[3]
+    area = np.float32(c_row * c_col)
+    # no race: iteration n writes only hist[n] and out[n]
+    for n in prange(n_images):
+        hist[n] = 0.0
+        ambiguous[n] = 0
+        for cell_r in range(n_cells_row):
+            for cell_c in range(n_cells_col):
+                for r in range(cell_r * c_row, (cell_r + 1) * c_row):
+                    for x in range(cell_c * c_col, (cell_c + 1) * c_col):
+                        g_row, g_col = _strongest_gradient(images, n, r, x, zero)
+                        g_row64 = np.float64(g_row)
+                        g_col64 = np.float64(g_col)
+                        # sqrt of the sum of squares is within an ulp of skimage's hypot
+                        mag64 = math.sqrt(g_row64 * g_row64 + g_col64 * g_col64)
+                        if (g_row64 == 0.0 or g_col64 == 0.0 or abs(g_row64) == abs(g_col64)
+                                or not mag64 < math.inf):
+                            b = _bin_by_angle(g_row64, g_col64, bounds)
+                        else:
+                            b, near_edge = _bin_by_direction(g_row64, g_col64, mag64, edge_cos,
+                                                             edge_sin)
+                            if near_edge:
+                                ambiguous[n] += 1
+                        if b == _ALL_BINS:
+                            # skimage's bin test is false for a NaN angle: it votes in every bin
+                            for o in range(n_orient):
+                                hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] + mag64
+                        elif b >= 0:
+                            # float32 accumulation, as skimage's C ``float total``
+                            hist[n, cell_r, cell_c, b] = hist[n, cell_r, cell_c, b] + mag64
+                for o in range(n_orient):
+                    # the mean vote, divided in float32 as skimage's ``total / (rows * cols)``
+                    hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] / area
+        _normalize_blocks(hist, n, b_row, b_col, norm_code, out)
+
+
+# ---------------------------------------------------------------- numpy reference
+def _gradients_numpy(batch):
+    """Per-pixel ``(g_row, g_col)`` of the strongest channel, ``(N, H, W)`` each."""
+    g_row = np.zeros_like(batch)
+    g_col = np.zeros_like(batch)
+    g_row[:, :, 1:-1, :] = batch[:, :, 2:, :] - batch[:, :, :-2, :]
+    g_col[:, :, :, 1:-1] = batch[:, :, :, 2:] - batch[:, :, :, :-2]
+    if batch.shape[1] == 1:
+        return g_row[:, 0], g_col[:, 0]
+    pick = np.hypot(g_row, g_col).argmax(axis=1)[:, None]
+    return (np.take_along_axis(g_row, pick, 1)[:, 0], np.take_along_axis(g_col, pick, 1)[:, 0])
+
+
+def _cell_histograms_numpy(batch, orientations, c_row, c_col, n_cells):
+    """Unnormalised cell histograms ``(N, n_cells_row, n_cells_col, orientations)`` float64."""
+    g_row, g_col = _gradients_numpy(batch.astype(_work_dtype(batch.dtype)))
+    g_row = np.ascontiguousarray(g_row, dtype=np.float64)
+    g_col = np.ascontiguousarray(g_col, dtype=np.float64)
+    n_images = batch.shape[0]
+    n_cells_row, n_cells_col = n_cells
+
+    def cells(a):  # (N, H, W) -> (N, cells_row, c_row, cells_col, c_col)
+        a = a[:, : n_cells_row * c_row, : n_cells_col * c_col]
+        return a.reshape(n_images, n_cells_row, c_row, n_cells_col, c_col)
+
+    # on whole contiguous planes, as skimage calls them (SIMD arctan2 rounds its own way)
+    magnitude = cells(np.hypot(g_col, g_row))
+    angle = cells(np.rad2deg(np.arctan2(g_row, g_col)) % 180)
+    bounds = _bin_bounds(orientations)
+    # bin b holds bounds[b] <= angle < bounds[b + 1]; b == orientations falls out
+    bins = np.searchsorted(bounds[1:], angle, side="right")
+    nan = np.isnan(angle)
+    bins[nan] = orientations
+    cell_index = (
+        np.arange(n_images)[:, None, None, None, None] * n_cells_row
+        + np.arange(n_cells_row)[None, :, None, None, None]
+    ) * n_cells_col + np.arange(n_cells_col)[None, None, None, :, None]
+    flat = (cell_index * (orientations + 1) + bins).ravel()
+    size = n_images * n_cells_row * n_cells_col * (orientations + 1)
+    hist = np.bincount(flat, weights=magnitude.ravel(), minlength=size)
+    hist = hist.reshape(n_images, n_cells_row, n_cells_col, orientations + 1)[..., :orientations]
+    # skimage's bin test is false for NaN angles: they vote in every bin
+    nan_votes = np.where(nan, magnitude, 0.0).sum(axis=(2, 4))
+    return (hist + nan_votes[..., None]) / (c_row * c_col)
+
+
+def _normalize_blocks_numpy(hist, b_row, b_col, block_norm):
+    """``(N, F)`` float32 normalised blocks from ``(N, cr, cc, o)`` histograms."""
+    n_images = hist.shape[0]
+    blocks = np.lib.stride_tricks.sliding_window_view(hist, (b_row, b_col), axis=(1, 2))
+    blocks = blocks.transpose(0, 1, 2, 4, 5, 3)  # (N, blocks_r, blocks_c, b_row, b_col, o)
+    axes = (3, 4, 5)
+    if block_norm in ("L1", "L1-sqrt"):
+        out = blocks / (np.abs(blocks).sum(axis=axes, keepdims=True) + _EPS)
+        if block_norm == "L1-sqrt":
+            out = np.sqrt(out)
+    else:
+        out = blocks / np.sqrt((blocks**2).sum(axis=axes, keepdims=True) + _EPS**2)
+        if block_norm == "L2-Hys":
+            out = np.minimum(out, _HYS_CLIP)
+            out = out / np.sqrt((out**2).sum(axis=axes, keepdims=True) + _EPS**2)
+    return out.reshape(n_images, -1).astype(np.float32)
+
+
+# ---------------------------------------------------------------- public
+def _cell_histograms_and_features(batch, orientations, cells, blocks, code, n_cells, target):
+    c_row, c_col = cells
+    b_row, b_col = blocks
+    if target == "numpy":
+        hist = _cell_histograms_numpy(batch, orientations, c_row, c_col, n_cells)
+        return hist, _normalize_blocks_numpy(hist, b_row, b_col, BLOCK_NORMS[code])
+    n_images = batch.shape[0]
+    hist = np.empty((n_images, *n_cells, orientations), dtype=np.float32)
+    n_features = n_hog_features(batch.shape, orientations, cells, blocks)
+    out = np.empty((n_images, n_features), dtype=np.float32)
+    ambiguous = np.empty(n_images, dtype=np.int64)
+    zero = _work_dtype(batch.dtype).type(0)
+    bounds = _bin_bounds(orientations)
+    edges = np.deg2rad(bounds)
+    _hog_cpu(batch, zero, bounds, np.cos(edges), np.sin(edges), c_row, c_col, b_row, b_col, code,
+             hist, out, ambiguous)
+    redo = np.flatnonzero(ambiguous)
+    if redo.size:
+        # rare: an angle within an ulp-sized distance of a bin edge (see _AMBIGUOUS_DEGREES)
+        hist[redo], out[redo] = _cell_histograms_and_features(
+            batch[redo], orientations, cells, blocks, code, n_cells, "numpy")
+    return hist, out
+
+
+def hog(
+    images,
+    orientations=9,
+    pixels_per_cell=(8, 8),
+    cells_per_block=(2, 2),
+    block_norm="L2-Hys",
+    channel_axis=None,
+):
+    """Histogram-of-oriented-gradients features of a batch of images.
+
+    Row ``i`` equals ``skimage.feature.hog(images[i], orientations,
+    pixels_per_cell, cells_per_block, block_norm, channel_axis=<image axis>)``
+    (to float32 rounding), in the same feature order.
+
+    Parameters
+    ----------
+    images : (N, H, W), (N, C, H, W) or (N, H, W, C) array, any real dtype
+        Integer images are used as they are (not rescaled to [0, 1]), as skimage does.
+    orientations : int
+        Number of orientation bins over [0, 180) degrees.
+    pixels_per_cell : int or (int, int)
+        Cell size ``(rows, cols)`` in pixels.
+    cells_per_block : int or (int, int)
+        Block size ``(rows, cols)`` in cells; blocks slide by one cell.
+    block_norm : {"L1", "L1-sqrt", "L2", "L2-Hys"}
+        Block normalisation (``eps = 1e-5``; L2-Hys clips at 0.2).
+    channel_axis : int or None
+        Colour axis of the batch array: ``1`` for NCHW, ``-1`` for NHWC, ``None``
+        for grey ``(N, H, W)``. Per pixel the channel with the largest gradient
+        magnitude is used.
+
+    Returns
+    -------
+    (N, F) float32 array of the active target
+        ``F = blocks_row * blocks_col * cells_per_block[0] * cells_per_block[1] *
+        orientations`` with ``blocks_row = H // pixels_per_cell[0] -
+        cells_per_block[0] + 1`` (likewise for columns).
+
+    Raises
+    ------
+    ValueError
+        For the wrong number of dimensions, a ``channel_axis`` the input lacks,
+        an unknown ``block_norm`` or images smaller than one block.
+
+    Notes
+    -----
+    The "cpu" target runs one ``@njit(parallel=True)`` kernel over the batch, the
+    "numpy" target a vectorised NumPy version. On "cuda" the cpu kernel runs and
+    the features are copied to the device.
+    """
+    batch = _as_nchw(images, channel_axis, "hog")
+    orientations, cells, blocks, code, n_cells = _geometry(
+        batch.shape, orientations, pixels_per_cell, cells_per_block, block_norm
+    )
+    target = get_target()
+    _, out = _cell_histograms_and_features(batch, orientations, cells, blocks, code, n_cells,
+                                           target)
+    if target == "cuda":
+        # TODO(cuda): a numba.cuda twin of _hog_cpu in jitnet/kernels/cuda.py
+        return backend().asarray(out)
+    return out
+
+
+def hog_image(image, orientations=9, pixels_per_cell=(8, 8), channel_axis=None):
+    """Picture of one image's cell histograms, as ``skimage.feature.hog(visualize=True)``.
+
+    Each cell gets one line segment per orientation bin through its centre,
+    perpendicular to the bin's middle angle, with brightness equal to the
+    bin's (unnormalised) gradient total.
+
+    Parameters
+    ----------
+    image : (H, W), (C, H, W) or (H, W, C) array
+        One image (no batch axis); ``channel_axis`` is its colour axis.
+    orientations, pixels_per_cell
+        As in :func:`hog`.
+    channel_axis : int or None
+        ``0`` for CHW, ``-1`` for HWC, ``None`` for grey.
+
+    Returns
+    -------
+    (H, W) float64 array
+    """
+    from skimage import draw
+
+    image = to_numpy(image)
+    batch_axis = None if channel_axis is None else (
+        channel_axis + 1 if channel_axis >= 0 else channel_axis
+    )
+    batch = _as_nchw(image[None], batch_axis, "hog_image")
+    orientations, (c_row, c_col), _, _, n_cells = _geometry(
+        batch.shape, orientations, pixels_per_cell, (1, 1), "L1"
+    )
+    hist = _cell_histograms_numpy(batch, orientations, c_row, c_col, n_cells)[0]
+    height, width = batch.shape[2:]
+    radius = min(c_row, c_col) // 2 - 1
+    middles = np.pi * (np.arange(orientations) + 0.5) / orientations
+    picture = np.zeros((height, width))
+    for r in range(n_cells[0]):
+        for c in range(n_cells[1]):
+            centre_r, centre_c = r * c_row + c_row // 2, c * c_col + c_col // 2
+            for o, angle in enumerate(middles):
+                dr, dc = radius * np.sin(angle), radius * np.cos(angle)
+                rr, cc = draw.line(int(centre_r - dc), int(centre_c + dr),
+                                   int(centre_r + dc), int(centre_c - dr))
+                picture[rr, cc] += hist[r, c, o]
+    return picture
