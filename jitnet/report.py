@@ -198,8 +198,7 @@ def plot_hog(images, path, count=6):
     fig, axes = plt.subplots(2, len(images), figsize=(1.7 * len(images), 3.6))
     axes = np.asarray(axes).reshape(2, len(images))
     for i, image in enumerate(images):
-        grey = image.astype(np.float64).mean(axis=0)
-        picture = np.asarray(features.hog_image(grey))
+        picture = np.asarray(features.hog_image(image, channel_axis=0))
         axes[0, i].imshow(image.transpose(1, 2, 0), interpolation="nearest")
         axes[1, i].imshow(picture, cmap="gray", interpolation="nearest")
         for ax in axes[:, i]:
