@@ -1,0 +1,327 @@
+"""The ``cpu`` kernels against the NumPy reference, on random odd shapes.
+
+Tolerances are relative to the norm of the expected array: the kernels sum in
+a different order from BLAS, so float32 results differ in the last bits.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jitnet.kernels import CONTRACT, cpu
+from jitnet.kernels import numpy_ref as ref
+
+DTYPES = (np.float32, np.float64)
+RTOL = {np.float32: 2e-5, np.float64: 1e-12}
+SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)
+
+
+def assert_close(actual, expected, dtype=None):
+    """``|actual - expected| <= rtol * |expected|`` in the 2-norm, same shape and dtype."""
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    assert actual.shape == expected.shape
+    if dtype is not None:
+        assert actual.dtype == dtype
+    rtol = RTOL[np.dtype(dtype or expected.dtype).type]
+    err = np.linalg.norm((actual - expected).ravel().astype(np.float64))
+    scale = np.linalg.norm(expected.ravel().astype(np.float64))
+    assert err <= rtol * scale + 1e-30, f"relative error {err / max(scale, 1e-30):.3g}"
+
+
+def assert_all_close(actual, expected, dtype):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert_close(a, e, dtype)
+
+
+def test_contract_names_and_signatures():
+    for name in CONTRACT:
+        assert hasattr(cpu, name), name
+        assert inspect.signature(getattr(cpu, name)) == inspect.signature(getattr(ref, name)), name
+
+
+# --------------------------------------------------------------------------
+# convolution
+# --------------------------------------------------------------------------
+
+
+def _conv_case(rng, dtype, n, c, h, w, f, k, stride, padding, groups):
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((f, c // groups, k, k)).astype(dtype)
+    bias = rng.standard_normal(f).astype(dtype)
+    return x, weight, bias
+
+
+def _check_conv(rng, dtype, n, c, h, w, f, k, stride, padding, groups, with_bias=True):
+    x, weight, bias = _conv_case(rng, dtype, n, c, h, w, f, k, stride, padding, groups)
+    bias = bias if with_bias else None
+    y = cpu.conv2d_forward(x, weight, bias, stride, padding, groups)
+    assert_close(y, ref.conv2d_forward(x, weight, bias, stride, padding, groups), dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = cpu.conv2d_backward(dy, x, weight, stride, padding, groups)
+    want = ref.conv2d_backward(dy, x, weight, stride, padding, groups)
+    assert_all_close(got, want, dtype)
+
+
+# (N, C, H, W, F, K, stride, padding, groups): batch of 1, stride 2, padding
+# 0..2, kernels 1/3/5, depthwise, groups=2, non-square planes.
+CONV_CASES = [
+    (1, 3, 7, 9, 4, 3, 1, 1, 1),
+    (2, 4, 8, 5, 6, 3, 2, 2, 2),
+    (3, 4, 6, 6, 4, 5, 1, 2, 4),  # depthwise
+    (2, 6, 5, 7, 4, 1, 2, 0, 2),  # 1x1, strided
+    (2, 3, 9, 9, 5, 3, 2, 0, 1),
+    (1, 5, 11, 4, 3, 5, 2, 1, 1),
+    (2, 3, 32, 32, 8, 3, 1, 1, 1),  # the reference net's first layer, narrower
+    (2, 8, 16, 16, 16, 3, 1, 1, 1),  # the second layer, narrower
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_fixed_cases(rng, dtype, case):
+    _check_conv(rng, dtype, *case)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_without_bias(rng, dtype):
+    _check_conv(rng, dtype, 2, 4, 6, 7, 4, 3, 1, 1, 2, with_bias=False)
+
+
+@st.composite
+def conv_shapes(draw):
+    groups = draw(st.sampled_from([1, 2, 3]))
+    c = groups * draw(st.integers(1, 3))
+    f = groups * draw(st.integers(1, 3))
+    k = draw(st.sampled_from([1, 2, 3, 5]))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, k - 2 * padding), 10))
+    w = draw(st.integers(max(1, k - 2 * padding), 10))
+    n = draw(st.integers(1, 3))
+    return n, c, h, w, f, k, stride, padding, groups
+
+
+@SETTINGS
+@given(shape=conv_shapes(), use_float64=st.booleans())
+def test_conv2d_random_shapes(shape, use_float64):
+    dtype = np.float64 if use_float64 else np.float32
+    _check_conv(np.random.default_rng(sum(shape)), dtype, *shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_is_deterministic(rng, dtype):
+    x, weight, bias = _conv_case(rng, dtype, 3, 6, 10, 9, 8, 3, 1, 1, 2)
+    y1 = cpu.conv2d_forward(x, weight, bias, 1, 1, 2)
+    y2 = cpu.conv2d_forward(x, weight, bias, 1, 1, 2)
+    assert np.array_equal(y1, y2)
+    dy = rng.standard_normal(y1.shape).astype(dtype)
+    g1 = cpu.conv2d_backward(dy, x, weight, 1, 1, 2)
+    g2 = cpu.conv2d_backward(dy, x, weight, 1, 1, 2)
+    for a, b in zip(g1, g2):
+        assert np.array_equal(a, b)
+
+
+def test_conv2d_matches_torch_float64(rng):
+    torch = pytest.importorskip("torch")
+    x, weight, bias = _conv_case(rng, np.float64, 2, 4, 9, 7, 6, 3, 2, 1, 2)
+    y = cpu.conv2d_forward(x, weight, bias, 2, 1, 2)
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(weight, requires_grad=True)
+    tb = torch.tensor(bias, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, tb, stride=2, padding=1, groups=2)
+    assert_close(y, ty.detach().numpy())
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(dy))
+    dx, dw, db = cpu.conv2d_backward(dy, x, weight, 2, 1, 2)
+    assert_all_close((dx, dw, db), (tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()), np.float64)
+
+
+# --------------------------------------------------------------------------
+# max pooling
+# --------------------------------------------------------------------------
+
+
+def _check_pool(x, k, s):
+    y, argmax = cpu.maxpool2d_forward(x, k, s)
+    y_ref, argmax_ref = ref.maxpool2d_forward(x, k, s)
+    assert argmax.dtype == np.int32
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = np.random.default_rng(0).standard_normal(y.shape).astype(x.dtype)
+    assert_close(cpu.maxpool2d_backward(dy, argmax, x.shape), ref.maxpool2d_backward(dy, argmax, x.shape), x.dtype)
+
+
+@st.composite
+def pool_shapes(draw):
+    k = draw(st.integers(1, 4))
+    s = draw(st.integers(1, 4))
+    h = draw(st.integers(k, 11))
+    w = draw(st.integers(k, 11))
+    return draw(st.integers(1, 3)), draw(st.integers(1, 4)), h, w, k, s
+
+
+@SETTINGS
+@given(shape=pool_shapes(), use_float64=st.booleans(), ties=st.booleans())
+def test_maxpool2d_random_shapes(shape, use_float64, ties):
+    n, c, h, w, k, s = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((n, c, h, w))
+    if ties:  # few distinct values: ties everywhere, the first maximum must win
+        x = np.round(x)
+    _check_pool(x.astype(np.float64 if use_float64 else np.float32), k, s)
+
+
+def test_maxpool2d_overlapping_windows_add_gradients(rng):
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    _check_pool(x, 3, 1)
+    _check_pool(np.zeros((1, 2, 5, 5), np.float32), 3, 1)  # all ties
+
+
+def test_maxpool2d_propagates_nan(rng):
+    x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    x[0, 0, 1, 0] = np.nan
+    x[0, 0, 0, 1] = np.nan
+    y, argmax = cpu.maxpool2d_forward(x, 2, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and argmax[0, 0, 0, 0] == 1  # first NaN wins
+    assert not np.isnan(y[0, 0, 1, 1])
+
+
+# --------------------------------------------------------------------------
+# fully connected and maxout
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear(rng, dtype, with_bias):
+    x = rng.standard_normal((5, 7)).astype(dtype)
+    weight = rng.standard_normal((3, 7)).astype(dtype)
+    bias = rng.standard_normal(3).astype(dtype) if with_bias else None
+    assert_close(cpu.linear_forward(x, weight, bias), ref.linear_forward(x, weight, bias), dtype)
+    dy = rng.standard_normal((5, 3)).astype(dtype)
+    assert_all_close(cpu.linear_backward(dy, x, weight), ref.linear_backward(dy, x, weight), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxout(rng, dtype):
+    x = rng.standard_normal((4, 6)).astype(dtype)
+    weight = rng.standard_normal((5 * 3, 6)).astype(dtype)
+    bias = rng.standard_normal(15).astype(dtype)
+    y, argmax = cpu.maxout_forward(x, weight, bias, 3)
+    y_ref, argmax_ref = ref.maxout_forward(x, weight, bias, 3)
+    assert argmax.dtype == np.int32
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    assert_close(y, y_ref, dtype)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = cpu.maxout_backward(dy, x, weight, argmax, 3)
+    assert_all_close(got, ref.maxout_backward(dy, x, weight, argmax, 3), dtype)
+
+
+# --------------------------------------------------------------------------
+# activations, dropout, batch norm
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activations(rng, dtype):
+    x = (3 * rng.standard_normal((3, 4, 5))).astype(dtype)
+    x[0, 0, 0] = 0
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    for name in ("relu", "sigmoid", "tanh"):
+        y = getattr(cpu, name + "_forward")(x)
+        assert_close(y, getattr(ref, name + "_forward")(x), dtype)
+        assert_close(getattr(cpu, name + "_backward")(dy, y), getattr(ref, name + "_backward")(dy, y), dtype)
+    assert_close(cpu.leaky_relu_forward(x, 0.1), ref.leaky_relu_forward(x, 0.1), dtype)
+    assert_close(cpu.leaky_relu_backward(dy, x, 0.1), ref.leaky_relu_backward(dy, x, 0.1), dtype)
+    y = cpu.elu_forward(x, 0.7)
+    assert_close(y, ref.elu_forward(x, 0.7), dtype)
+    assert_close(cpu.elu_backward(dy, x, y, 0.7), ref.elu_backward(dy, x, y, 0.7), dtype)
+
+
+def test_relu_propagates_nan():
+    y = cpu.relu_forward(np.array([np.nan, -1.0, 2.0], np.float32))
+    assert np.isnan(y[0]) and y[1] == 0 and y[2] == 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout_mask_is_bitwise_the_reference(rng, dtype, p):
+    x = rng.standard_normal((4, 3, 5)).astype(dtype)
+    y, mask = cpu.dropout_forward(x, p, 2**62 + 12345)
+    y_ref, mask_ref = ref.dropout_forward(x, p, 2**62 + 12345)
+    assert mask.dtype == dtype
+    np.testing.assert_array_equal(mask, mask_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(cpu.dropout_backward(dy, mask), ref.dropout_backward(dy, mask))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm2d(rng, dtype, training):
+    x = (rng.standard_normal((3, 4, 5, 6)) + 2).astype(dtype)
+    weight = rng.standard_normal(4).astype(dtype)
+    bias = rng.standard_normal(4).astype(dtype)
+    stats = [rng.standard_normal(4).astype(dtype), (rng.random(4) + 0.5).astype(dtype)]
+    stats_ref = [s.copy() for s in stats]
+    got = cpu.batchnorm2d_forward(x, weight, bias, *stats, 0.1, 1e-5, training)
+    want = ref.batchnorm2d_forward(x, weight, bias, *stats_ref, 0.1, 1e-5, training)
+    assert_all_close(got, want, dtype)
+    assert_all_close(stats, stats_ref, dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    got = cpu.batchnorm2d_backward(dy, x, weight, want[1], want[2])
+    assert_all_close(got, ref.batchnorm2d_backward(dy, x, weight, want[1], want[2]), dtype)
+
+
+# --------------------------------------------------------------------------
+# losses and optimizer updates
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_losses(rng, dtype):
+    scores = (3 * rng.standard_normal((6, 5))).astype(dtype)
+    labels = rng.integers(0, 5, 6)
+    cases = [
+        ("softmax_cross_entropy", (scores, labels)),
+        ("multiclass_hinge", (scores, labels, 1.0)),
+        ("bce_with_logits", (scores, rng.random((6, 5)).astype(dtype))),
+        ("mse", (scores, (scores * 0.5 + 1).astype(dtype))),
+        ("l1", (scores, np.round(scores))),
+    ]
+    for name, args in cases:
+        loss, grad = getattr(cpu, name)(*args)
+        loss_ref, grad_ref = getattr(ref, name)(*args)
+        assert isinstance(loss, float), name
+        assert loss == pytest.approx(loss_ref, rel=RTOL[dtype] * 10), name
+        assert_close(grad, grad_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum,nesterov,weight_decay", [(0.0, False, 0.0), (0.9, False, 0.01), (0.9, True, 0.0)])
+def test_sgd_update(rng, dtype, momentum, nesterov, weight_decay):
+    param = rng.standard_normal((3, 4)).astype(dtype)
+    grad = rng.standard_normal((3, 4)).astype(dtype)
+    velocity = rng.standard_normal((3, 4)).astype(dtype) if momentum else None
+    param_ref = param.copy()
+    velocity_ref = None if velocity is None else velocity.copy()
+    cpu.sgd_update(param, grad, velocity, 0.1, momentum, nesterov, weight_decay)
+    ref.sgd_update(param_ref, grad, velocity_ref, 0.1, momentum, nesterov, weight_decay)
+    assert_close(param, param_ref, dtype)
+    if momentum:
+        assert_close(velocity, velocity_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update(rng, dtype):
+    param, grad, m = (rng.standard_normal((3, 4)).astype(dtype) for _ in range(3))
+    v = rng.random((3, 4)).astype(dtype)
+    state_ref = [param.copy(), m.copy(), v.copy()]
+    cpu.adam_update(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3)
+    ref.adam_update(state_ref[0], grad, state_ref[1], state_ref[2], 1e-3, 0.9, 0.999, 1e-8, 0.01, 3)
+    assert_all_close((param, m, v), state_ref, dtype)
