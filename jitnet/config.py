@@ -25,3 +25,7 @@ CUDA_TILE = 16
 
 #: Default float dtype of parameters and activations.
 DTYPE = "float32"
+
+#: Most blocks of a 1-D grid-stride CUDA launch (and of one-block-per-output
+#: reductions); larger arrays make each thread loop. Tests patch it tiny.
+CUDA_MAX_BLOCKS = 4096

@@ -1,0 +1,1703 @@
+"""The ``"cuda"`` target: ``numba.cuda`` kernels and their launch wrappers.
+
+Every public function has the signature of its twin in :mod:`.numpy_ref` (the
+reference and test oracle) and takes and returns numba device arrays; a host
+``np.ndarray`` given as a read-only input is copied to the device first. A public
+function validates nothing (the layers do), allocates its outputs with
+``cuda.device_array`` and launches one or more ``_name_kernel`` kernels. Nothing
+comes back to the host except the loss value (one scalar copy per loss call).
+
+Launch shapes are read from :mod:`jitnet.config` at every call, never inside a
+kernel, so tests can patch them tiny:
+
+- element-wise kernels are 1-D grid-stride loops of ``CUDA_THREADS_PER_BLOCK``
+  threads over at most ``CUDA_MAX_BLOCKS`` blocks;
+- convolution and matmul use square ``CUDA_TILE x CUDA_TILE`` blocks with
+  shared-memory tiles of the input and the weights, several outputs per thread;
+- reductions (bias and weight gradients, batch-norm statistics, loss sums) give
+  one block per output and sum in shared memory with a fixed tree, so every
+  output element has exactly one writer and results are reproducible.
+
+Kernels that need shared or local arrays (whose shapes and dtype must be
+compile-time constants) are built by ``_make_*`` factories, cached per dtype and
+launch shape: the CUDA analogue of a C++ template instantiation.
+
+The only atomics are in :func:`maxpool2d_backward`: its signature does not carry
+the window size, so each upstream gradient is added at its recorded argmax.
+Windows do not overlap in the usual ``stride == kernel_size`` case, so the adds
+never contend there.
+
+All ``numba.cuda`` imports of jitnet live in this module. With
+``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in Numba's simulator (slowly, as
+Python threads), which is how CI tests them.
+"""
+
+import functools
+import importlib.metadata
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from .. import config
+
+#: True when ``NUMBA_ENABLE_CUDASIM=1`` replaced the GPU by Numba's simulator.
+SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+
+_UINT64_MASK = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_TWO_POW_M53 = 2.0**-53
+
+#: Output channels per thread of the convolution kernels (and input channels per
+#: thread in the data-gradient kernel): each input value read from shared memory
+#: feeds this many accumulators.
+_CONV_OUTPUTS_PER_THREAD = 4
+
+#: Rows of C per thread in the matmul kernel (register blocking).
+_MATMUL_ROWS_PER_THREAD = 4
+
+#: Largest grid dimension z (the CUDA limit); bigger (n, filter) counts loop.
+_MAX_GRID_Z = 65535
+
+
+# --------------------------------------------------------------------------------------
+# availability
+# --------------------------------------------------------------------------------------
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def unavailable_reason():
+    """``None`` when kernels can run here, else a sentence saying why not and what to do.
+
+    Never raises. The simulator (``NUMBA_ENABLE_CUDASIM=1``) always counts as usable.
+    """
+    if SIMULATOR:
+        return None
+    fix = (
+        "use a machine with an NVIDIA GPU and driver, or set NUMBA_ENABLE_CUDASIM=1 "
+        "(before starting Python) to run the cuda target in Numba's slow simulator"
+    )
+    try:
+        error = cuda.cuda_error()
+        if error is not None:
+            return f"the CUDA driver could not be initialised ({_one_line(error)}); {fix}"
+        if len(cuda.gpus) == 0:
+            return f"the CUDA driver found no GPU; {fix}"
+        if not cuda.is_available():
+            return (
+                "NVVM, the CUDA compiler library numba-cuda needs, was not found; install "
+                "the CUDA toolkit wheels with `pip install 'numba-cuda[cu12]'` (or cu13)"
+            )
+    except Exception as exc:  # any failure to query CUDA means "unusable", not a crash
+        return f"querying CUDA failed ({_one_line(exc)}); {fix}"
+    return None
+
+
+def device_info():
+    """What ``jitnet info`` prints about the CUDA device; never raises.
+
+    Returns
+    -------
+    dict
+        ``available``, ``reason`` (None when available), ``simulator``,
+        ``numba_cuda_version``, and when a device is usable ``name``,
+        ``compute_capability``, ``driver_version``, ``runtime_version``.
+    """
+    reason = unavailable_reason()
+    info = {"available": reason is None, "reason": reason, "simulator": SIMULATOR}
+    try:
+        info["numba_cuda_version"] = importlib.metadata.version("numba-cuda")
+    except importlib.metadata.PackageNotFoundError:
+        info["numba_cuda_version"] = None
+    if reason is not None:
+        return info
+    if SIMULATOR:
+        info.update(name="Numba CUDA simulator", compute_capability=None)
+        info.update(driver_version=None, runtime_version=None)
+        return info
+    queries = {
+        "name": lambda: _decode(cuda.get_current_device().name),
+        "compute_capability": lambda: tuple(cuda.get_current_device().compute_capability),
+        "driver_version": lambda: tuple(cuda.cudadrv.driver.driver.get_version()),
+        "runtime_version": lambda: tuple(cuda.runtime.get_version()),
+    }
+    for key, query in queries.items():
+        try:
+            info[key] = query()
+        except Exception:  # a field we cannot read is reported as unknown
+            info[key] = None
+    return info
+
+
+def _decode(name):
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+# --------------------------------------------------------------------------------------
+# launch shapes (read from config at every call, so tests can patch them)
+# --------------------------------------------------------------------------------------
+
+
+def _grid_1d(n):
+    """``(blocks, threads)`` for a 1-D grid-stride loop over ``n`` items."""
+    threads = int(config.CUDA_THREADS_PER_BLOCK)
+    blocks = min(max(1, -(-n // threads)), int(config.CUDA_MAX_BLOCKS))
+    return blocks, threads
+
+
+def _reduction_threads():
+    """Threads per block of a shared-memory tree reduction: a power of two."""
+    return 1 << (max(1, int(config.CUDA_THREADS_PER_BLOCK)).bit_length() - 1)
+
+
+def _tile():
+    return max(1, int(config.CUDA_TILE))
+
+
+def _numba_type(dtype):
+    return numba.from_dtype(np.dtype(dtype))
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+# --------------------------------------------------------------------------------------
+# arrays of the target
+# --------------------------------------------------------------------------------------
+
+
+def _is_device(a):
+    return hasattr(a, "copy_to_host")
+
+
+@cuda.jit
+def _cast_kernel(src, dst):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dst.size, step):
+        dst[i] = src[i]
+
+
+@cuda.jit
+def _fill_kernel(dst, value):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dst.size, step):
+        dst[i] = value
+
+
+def _flat(a):
+    """The 1-D view of a C-contiguous device array (element-wise kernels index flat)."""
+    if not a.is_c_contiguous():
+        raise ValueError(
+            f"cuda kernels expected a C-contiguous device array, got strides {a.strides} "
+            f"for shape {a.shape}; make a contiguous copy first"
+        )
+    return a.reshape(a.size)
+
+
+def asarray(a, dtype=None):
+    """``a`` as a C-contiguous device array (of ``dtype`` when given).
+
+    Parameters
+    ----------
+    a : array_like or device array
+        A device array passes through (cast on the device when ``dtype`` differs);
+        anything else is copied to the device.
+    dtype : dtype, optional
+        Wanted dtype; by default the dtype of ``a`` is kept.
+
+    Returns
+    -------
+    numba device array
+    """
+    if _is_device(a):
+        if dtype is None or np.dtype(dtype) == a.dtype:
+            return a
+        out = cuda.device_array(a.shape, dtype=np.dtype(dtype))
+        if out.size:
+            _cast_kernel[_grid_1d(out.size)](_flat(a), _flat(out))
+        return out
+    return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+
+
+def _dev(a):
+    """A read-only input as a device array (host arrays are copied over once)."""
+    return a if _is_device(a) else cuda.to_device(np.ascontiguousarray(a))
+
+
+def to_numpy(a):
+    """A device array copied to the host as ``np.ndarray`` (host arrays pass through)."""
+    return a.copy_to_host() if _is_device(a) else np.asarray(a)
+
+
+def empty(shape, dtype):
+    """An uninitialised device array of ``shape`` and ``dtype``."""
+    return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+
+def zeros(shape, dtype):
+    """A device array of zeros of ``shape`` and ``dtype`` (filled by a kernel)."""
+    out = cuda.device_array(shape, dtype=np.dtype(dtype))
+    if out.size:
+        _fill_kernel[_grid_1d(out.size)](_flat(out), out.dtype.type(0))
+    return out
+
+
+def _zero_bias(bias, length, dtype):
+    """``bias`` on the device, or zeros when it is None (one kernel handles both)."""
+    return zeros((length,), dtype) if bias is None else _dev(bias)
+
+
+# --------------------------------------------------------------------------------------
+# shared-memory block reduction (device function factory)
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _make_block_sum(threads):
+    """A device function summing one value per thread of a ``threads``-thread block.
+
+    Every thread of the block must call it (it synchronises) with the same shared
+    scratch array of at least ``threads`` elements; every thread gets the total. The
+    tree is fixed, so the sum is reproducible.
+    """
+
+    @cuda.jit(device=True)
+    def block_sum(scratch, tid, value):
+        scratch[tid] = value
+        cuda.syncthreads()
+        half = threads // 2
+        while half > 0:
+            if tid < half:
+                scratch[tid] += scratch[tid + half]
+            cuda.syncthreads()
+            half //= 2
+        total = scratch[0]
+        cuda.syncthreads()  # all have read scratch[0] before it is reused
+        return total
+
+    return block_sum
+
+
+@functools.lru_cache(maxsize=None)
+def _make_sum_kernel(threads):
+    """One block sums a flat float64 array into ``out[0] * scale`` (loss values)."""
+    block_sum = _make_block_sum(threads)
+
+    @cuda.jit
+    def sum_kernel(values, scale, out):
+        scratch = cuda.shared.array(threads, numba.float64)
+        tid = cuda.threadIdx.x
+        acc = 0.0
+        for i in range(tid, values.size, threads):
+            acc += values[i]
+        total = block_sum(scratch, tid, acc)
+        if tid == 0:
+            out[0] = total * scale
+
+    return sum_kernel
+
+
+def _mean_to_host(values):
+    """Mean of a flat float64 device array as a Python float: the one host copy."""
+    threads = _reduction_threads()
+    out = cuda.device_array(1, dtype=np.float64)
+    _make_sum_kernel(threads)[1, threads](values, 1.0 / max(values.size, 1), out)
+    return float(out.copy_to_host()[0])
+
+
+# --------------------------------------------------------------------------------------
+# convolution
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _make_conv2d_forward_kernel(dtype, tile, kh, kw, stride, fpt):
+    """Direct convolution: a ``tile x tile`` block of outputs, ``fpt`` filters per thread.
+
+    Block ``(bx, by, z)`` owns output rows ``by*tile ..``, columns ``bx*tile ..`` of
+    image ``n`` and filters ``f0 .. f0+fpt-1`` of one group, ``z -> (n, group, filter
+    block)``. Per input channel of the group the block stages the input patch the
+    tile reads (``(tile-1)*stride + kh`` rows, zero where it falls into the padding)
+    and the ``fpt`` filters' ``kh x kw`` taps in shared memory, then every thread
+    accumulates its ``fpt`` outputs. Each output has one writer.
+    """
+    nt = _numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+    patch_h = (tile - 1) * stride + kh
+    patch_w = (tile - 1) * stride + kw
+    threads = tile * tile
+
+    @cuda.jit
+    def conv2d_forward_kernel(x, weight, bias, padding, groups, y):
+        patch = cuda.shared.array((patch_h, patch_w), nt)
+        taps = cuda.shared.array((fpt, kh, kw), nt)
+        acc = cuda.local.array(fpt, nt)
+        n_img, _, h, w = x.shape
+        f_total, c_group, _, _ = weight.shape
+        _, _, ho, wo = y.shape
+        f_group = f_total // groups
+        f_blocks = (f_group + fpt - 1) // fpt
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * tile + tx
+        oh = cuda.blockIdx.y * tile + ty
+        ow = cuda.blockIdx.x * tile + tx
+        ih0 = cuda.blockIdx.y * tile * stride - padding
+        iw0 = cuda.blockIdx.x * tile * stride - padding
+        for z in range(cuda.blockIdx.z, n_img * groups * f_blocks, cuda.gridDim.z):
+            n = z // (groups * f_blocks)
+            g = (z // f_blocks) % groups
+            f0 = g * f_group + (z % f_blocks) * fpt
+            nf = min(fpt, (g + 1) * f_group - f0)
+            for j in range(fpt):
+                acc[j] = zero
+            for ci in range(c_group):
+                c = g * c_group + ci
+                # Consecutive threads load consecutive columns: coalesced reads.
+                for idx in range(tid, patch_h * patch_w, threads):
+                    r = idx // patch_w
+                    s = idx - r * patch_w
+                    ih = ih0 + r
+                    iw = iw0 + s
+                    if 0 <= ih < h and 0 <= iw < w:
+                        patch[r, s] = x[n, c, ih, iw]
+                    else:
+                        patch[r, s] = zero
+                for idx in range(tid, fpt * kh * kw, threads):
+                    j = idx // (kh * kw)
+                    a = (idx // kw) % kh
+                    b = idx % kw
+                    taps[j, a, b] = weight[f0 + j, ci, a, b] if j < nf else zero
+                cuda.syncthreads()
+                for a in range(kh):
+                    for b in range(kw):
+                        v = patch[ty * stride + a, tx * stride + b]
+                        for j in range(fpt):
+                            acc[j] += v * taps[j, a, b]
+                cuda.syncthreads()  # the tiles are overwritten by the next channel
+            if oh < ho and ow < wo:
+                for j in range(nf):
+                    y[n, f0 + j, oh, ow] = acc[j] + bias[f0 + j]
+
+    return conv2d_forward_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _make_conv2d_backward_input_kernel(dtype, tile, kh, kw, stride, cpt):
+    """``dx`` of a convolution: the transposed convolution, one writer per element.
+
+    Block ``(bx, by, z)`` owns input rows ``by*tile ..``, columns ``bx*tile ..`` of
+    image ``n`` and channels ``c0 .. c0+cpt-1`` of one group. For each filter of the
+    group it stages the patch of ``dy`` that touches the tile and the filter's taps
+    for its channels in shared memory.
+
+    Index arithmetic: input row ``ih`` receives from output row ``oh`` through tap
+    ``a`` when ``ih + padding - a == oh * stride``. The lowest output row touching the
+    tile is ``oh_lo = ceil((ih0 + padding - kh + 1) / stride)`` and at most
+    ``(tile + kh - 2) // stride + 1`` rows do; the patch holds those (zero outside
+    ``dy``), and ``t = ih + padding - a - oh_lo * stride`` indexes it when
+    ``t >= 0`` and ``t % stride == 0``.
+    """
+    nt = _numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+    patch_h = (tile + kh - 2) // stride + 1
+    patch_w = (tile + kw - 2) // stride + 1
+    threads = tile * tile
+
+    @cuda.jit
+    def conv2d_backward_input_kernel(dy, weight, padding, groups, dx):
+        patch = cuda.shared.array((patch_h, patch_w), nt)
+        taps = cuda.shared.array((cpt, kh, kw), nt)
+        acc = cuda.local.array(cpt, nt)
+        n_img, _, h, w = dx.shape
+        f_total, c_group, _, _ = weight.shape
+        _, _, ho, wo = dy.shape
+        f_group = f_total // groups
+        c_blocks = (c_group + cpt - 1) // cpt
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * tile + tx
+        ih0 = cuda.blockIdx.y * tile
+        iw0 = cuda.blockIdx.x * tile
+        ih = ih0 + ty
+        iw = iw0 + tx
+        oh_lo = -((kh - 1 - ih0 - padding) // stride)  # ceil division, negatives too
+        ow_lo = -((kw - 1 - iw0 - padding) // stride)
+        for z in range(cuda.blockIdx.z, n_img * groups * c_blocks, cuda.gridDim.z):
+            n = z // (groups * c_blocks)
+            g = (z // c_blocks) % groups
+            cl0 = (z % c_blocks) * cpt  # first channel within the group
+            nc = min(cpt, c_group - cl0)
+            for j in range(cpt):
+                acc[j] = zero
+            for fi in range(f_group):
+                f = g * f_group + fi
+                for idx in range(tid, patch_h * patch_w, threads):
+                    r = idx // patch_w
+                    s = idx - r * patch_w
+                    oh = oh_lo + r
+                    ow = ow_lo + s
+                    if 0 <= oh < ho and 0 <= ow < wo:
+                        patch[r, s] = dy[n, f, oh, ow]
+                    else:
+                        patch[r, s] = zero
+                for idx in range(tid, cpt * kh * kw, threads):
+                    j = idx // (kh * kw)
+                    a = (idx // kw) % kh
+                    b = idx % kw
+                    taps[j, a, b] = weight[f, cl0 + j, a, b] if j < nc else zero
+                cuda.syncthreads()
+                for a in range(kh):
+                    th = ih + padding - a - oh_lo * stride
+                    if th >= 0 and th % stride == 0:
+                        for b in range(kw):
+                            tw = iw + padding - b - ow_lo * stride
+                            if tw >= 0 and tw % stride == 0:
+                                v = patch[th // stride, tw // stride]
+                                for j in range(cpt):
+                                    acc[j] += v * taps[j, a, b]
+                cuda.syncthreads()
+            if ih < h and iw < w:
+                for j in range(nc):
+                    dx[n, g * c_group + cl0 + j, ih, iw] = acc[j]
+
+    return conv2d_backward_input_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _make_conv2d_backward_weight_kernel(dtype, threads, kh, kw, stride):
+    """``dweight`` of a convolution: one block per ``(f, c)`` pair owns its ``kh x kw`` taps.
+
+    The block's threads stride over the ``N * HO * WO`` output positions (reading
+    ``dy`` coalesced), each accumulating all ``kh * kw`` tap sums in registers. One
+    shared-memory tree then reduces every tap at once (``log2(threads)`` barriers per
+    pair, not per tap) and the first ``kh * kw`` threads write the taps.
+    """
+    nt = _numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+    taps = kh * kw
+
+    @cuda.jit
+    def conv2d_backward_weight_kernel(dy, x, padding, groups, dweight):
+        scratch = cuda.shared.array((taps, threads), nt)
+        acc = cuda.local.array(taps, nt)
+        n_img, _, h, w = x.shape
+        f_total, c_group, _, _ = dweight.shape
+        _, _, ho, wo = dy.shape
+        f_group = f_total // groups
+        tid = cuda.threadIdx.x
+        positions = n_img * ho * wo
+        for fc in range(cuda.blockIdx.x, f_total * c_group, cuda.gridDim.x):
+            f = fc // c_group
+            ci = fc - f * c_group
+            c = (f // f_group) * c_group + ci
+            for k in range(taps):
+                acc[k] = zero
+            for p in range(tid, positions, threads):
+                n = p // (ho * wo)
+                oh = (p // wo) % ho
+                ow = p % wo
+                g = dy[n, f, oh, ow]
+                for a in range(kh):
+                    ih = oh * stride - padding + a
+                    if 0 <= ih < h:
+                        for b in range(kw):
+                            iw = ow * stride - padding + b
+                            if 0 <= iw < w:
+                                acc[a * kw + b] += g * x[n, c, ih, iw]
+            for k in range(taps):
+                scratch[k, tid] = acc[k]
+            cuda.syncthreads()
+            half = threads // 2
+            while half > 0:
+                if tid < half:
+                    for k in range(taps):
+                        scratch[k, tid] += scratch[k, tid + half]
+                cuda.syncthreads()
+                half //= 2
+            if tid < taps:
+                dweight[f, ci, tid // kw, tid % kw] = scratch[tid, 0]
+            cuda.syncthreads()  # scratch is reused by the next pair
+
+    return conv2d_backward_weight_kernel
+
+
+def _weight_grad_threads(taps, itemsize):
+    """Threads of the weight-gradient kernel: its ``(taps, threads)`` scratch fits 32 KiB."""
+    threads = _reduction_threads()
+    while threads > 1 and taps * threads * itemsize > 32 * 1024:
+        threads //= 2
+    return threads
+
+
+@functools.lru_cache(maxsize=None)
+def _make_channel_sum_kernel(dtype, threads):
+    """``out[c] = a[:, c, :, :].sum()``: one block per channel, a tree across threads."""
+    nt = _numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+    block_sum = _make_block_sum(threads)
+
+    @cuda.jit
+    def channel_sum_kernel(a, out):
+        scratch = cuda.shared.array(threads, nt)
+        n_img, channels, h, w = a.shape
+        tid = cuda.threadIdx.x
+        for c in range(cuda.blockIdx.x, channels, cuda.gridDim.x):
+            acc = zero
+            for p in range(tid, n_img * h * w, threads):
+                acc += a[p // (h * w), c, (p // w) % h, p % w]
+            total = block_sum(scratch, tid, acc)
+            if tid == 0:
+                out[c] = total
+
+    return channel_sum_kernel
+
+
+def _grid_tiles(rows, cols, depth, tile):
+    return (_cdiv(cols, tile), _cdiv(rows, tile), max(1, min(depth, _MAX_GRID_Z))), (tile, tile)
+
+
+def conv2d_forward(x, weight, bias, stride, padding, groups):
+    """2-D cross-correlation with stride, zero padding and groups (see ``numpy_ref``).
+
+    Parameters
+    ----------
+    x : device array, shape (N, C, H, W), float32 or float64
+    weight : device array, shape (F, C/groups, KH, KW), same dtype
+    bias : device array, shape (F,), or None
+    stride, padding, groups : int
+
+    Returns
+    -------
+    y : device array, shape (N, F, HO, WO), dtype of ``x``
+        ``HO = (H + 2*padding - KH) // stride + 1``, likewise ``WO``.
+    """
+    x, weight = _dev(x), _dev(weight)
+    stride, padding, groups = int(stride), int(padding), int(groups)
+    n, _, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (w + 2 * padding - kw) // stride + 1
+    y = cuda.device_array((n, f, ho, wo), dtype=x.dtype)
+    if y.size == 0:
+        return y
+    fpt = min(_CONV_OUTPUTS_PER_THREAD, f // groups)
+    tile = _tile()
+    kernel = _make_conv2d_forward_kernel(x.dtype.str, tile, kh, kw, stride, fpt)
+    grid = _grid_tiles(ho, wo, n * groups * _cdiv(f // groups, fpt), tile)
+    kernel[grid](x, weight, _zero_bias(bias, f, x.dtype), padding, groups, y)
+    return y
+
+
+def conv2d_backward(dy, x, weight, stride, padding, groups):
+    """Gradients of :func:`conv2d_forward`.
+
+    Parameters
+    ----------
+    dy : device array, shape (N, F, HO, WO)
+    x : device array, shape (N, C, H, W)
+    weight : device array, shape (F, C/groups, KH, KW)
+    stride, padding, groups : int
+
+    Returns
+    -------
+    dx : device array, shape (N, C, H, W)
+    dweight : device array, shape (F, C/groups, KH, KW)
+    dbias : device array, shape (F,)
+    """
+    dy, x, weight = _dev(dy), _dev(x), _dev(weight)
+    stride, padding, groups = int(stride), int(padding), int(groups)
+    n, c, h, w = x.shape
+    f, c_group, kh, kw = weight.shape
+    dtype = dy.dtype.str
+    dx = cuda.device_array(x.shape, dtype=dy.dtype)
+    dweight = cuda.device_array(weight.shape, dtype=dy.dtype)
+    dbias = cuda.device_array((f,), dtype=dy.dtype)
+    if dy.size == 0:
+        return zeros(x.shape, dy.dtype), zeros(weight.shape, dy.dtype), zeros((f,), dy.dtype)
+
+    tile = _tile()
+    cpt = min(_CONV_OUTPUTS_PER_THREAD, c_group)
+    kernel = _make_conv2d_backward_input_kernel(dtype, tile, kh, kw, stride, cpt)
+    kernel[_grid_tiles(h, w, n * groups * _cdiv(c_group, cpt), tile)](
+        dy, weight, padding, groups, dx
+    )
+
+    threads = _weight_grad_threads(kh * kw, dy.dtype.itemsize)
+    blocks = min(f * c_group, int(config.CUDA_MAX_BLOCKS))
+    kernel = _make_conv2d_backward_weight_kernel(dtype, threads, kh, kw, stride)
+    kernel[blocks, threads](dy, x, padding, groups, dweight)
+
+    threads = _reduction_threads()
+    blocks = min(f, int(config.CUDA_MAX_BLOCKS))
+    _make_channel_sum_kernel(dtype, threads)[blocks, threads](dy, dbias)
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------------------
+# max pooling
+# --------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _maxpool2d_forward_kernel(x, k, stride, y, argmax):
+    # One thread per output element (grid-stride); it owns y and argmax there.
+    _, channels, h, w = x.shape
+    _, _, ho, wo = y.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, y.size, step):
+        ow = i % wo
+        oh = (i // wo) % ho
+        c = (i // (wo * ho)) % channels
+        n = i // (wo * ho * channels)
+        h0 = oh * stride
+        w0 = ow * stride
+        best = x[n, c, h0, w0]
+        best_at = h0 * w + w0
+        for a in range(k):
+            for b in range(k):
+                v = x[n, c, h0 + a, w0 + b]
+                # Strictly greater: the first maximum wins; the first NaN wins over
+                # any number (np.argmax's rule), so NaN propagates.
+                if v > best or (v != v and best == best):
+                    best = v
+                    best_at = (h0 + a) * w + w0 + b
+        y[n, c, oh, ow] = best
+        argmax[n, c, oh, ow] = best_at
+
+
+@cuda.jit
+def _maxpool2d_backward_kernel(dy, argmax, plane, dx_flat):
+    # Scatter: dx_flat must start at zero. Overlapping windows (stride < kernel)
+    # can send two gradients to the same input, hence the atomic add.
+    _, channels, ho, wo = dy.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dy.size, step):
+        ow = i % wo
+        oh = (i // wo) % ho
+        nc = i // (wo * ho)
+        c = nc % channels
+        n = nc // channels
+        cuda.atomic.add(dx_flat, nc * plane + argmax[n, c, oh, ow], dy[n, c, oh, ow])
+
+
+def maxpool2d_forward(x, kernel_size, stride):
+    """Max pooling over square windows, no padding (see ``numpy_ref``).
+
+    Parameters
+    ----------
+    x : device array, shape (N, C, H, W)
+    kernel_size, stride : int
+
+    Returns
+    -------
+    y : device array, shape (N, C, HO, WO), dtype of ``x``
+        ``HO = (H - kernel_size) // stride + 1``, likewise ``WO``.
+    argmax : device array, shape (N, C, HO, WO), int32
+        Flat index ``h * W + w`` into the plane ``x[n, c]``; first maximum wins, NaN wins.
+    """
+    x = _dev(x)
+    k, stride = int(kernel_size), int(stride)
+    n, c, h, w = x.shape
+    shape = (n, c, (h - k) // stride + 1, (w - k) // stride + 1)
+    y = cuda.device_array(shape, dtype=x.dtype)
+    argmax = cuda.device_array(shape, dtype=np.int32)
+    if y.size:
+        _maxpool2d_forward_kernel[_grid_1d(y.size)](x, k, stride, y, argmax)
+    return y, argmax
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    """Route each upstream gradient to its window's maximum.
+
+    Parameters
+    ----------
+    dy : device array, shape (N, C, HO, WO)
+    argmax : device array, shape (N, C, HO, WO), int32
+    x_shape : tuple of int
+        ``(N, C, H, W)``.
+
+    Returns
+    -------
+    dx : device array, shape ``x_shape``, dtype of ``dy``
+    """
+    dy, argmax = _dev(dy), _dev(argmax)
+    x_shape = tuple(int(s) for s in x_shape)
+    dx = zeros(x_shape, dy.dtype)
+    if dy.size:
+        plane = x_shape[2] * x_shape[3]
+        _maxpool2d_backward_kernel[_grid_1d(dy.size)](dy, argmax, plane, _flat(dx))
+    return dx
+
+
+# --------------------------------------------------------------------------------------
+# fully connected and maxout: one tiled matmul kernel
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b):
+    """``c = op(a) @ op(b) + bias`` with ``op`` an optional transpose, fixed at compile time.
+
+    ``op(a)`` is ``(I, K)`` (``a`` is stored ``(K, I)`` when ``trans_a``), ``op(b)`` is
+    ``(K, J)`` (stored ``(J, K)`` when ``trans_b``), ``c`` is ``(I, J)``, ``bias`` is
+    ``(J,)``. A ``tile x tile`` block computes a ``(tile*rpt) x tile`` tile of ``c``;
+    each thread owns ``rpt`` rows of one column, so every ``b`` value read from
+    shared memory feeds ``rpt`` accumulators. Tiles of ``a`` and ``b`` are loaded with
+    consecutive threads on the stored array's last axis (coalesced) whatever the
+    transpose; the shared tiles are padded by one column so that the transposed
+    stores and the column reads do not hit the same bank.
+    """
+    nt = _numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+    rows = tile * rpt
+    threads = tile * tile
+
+    @cuda.jit
+    def matmul_kernel(a, b, bias, c):
+        a_tile = cuda.shared.array((rows, tile + 1), nt)
+        b_tile = cuda.shared.array((tile, tile + 1), nt)
+        acc = cuda.local.array(rpt, nt)
+        n_i, n_j = c.shape
+        n_k = a.shape[0] if trans_a else a.shape[1]
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * tile + tx
+        i0 = cuda.blockIdx.y * rows
+        j0 = cuda.blockIdx.x * tile
+        for r in range(rpt):
+            acc[r] = zero
+        for k0 in range(0, n_k, tile):
+            for idx in range(tid, rows * tile, threads):
+                if trans_a:
+                    kk = idx // rows
+                    ii = idx - kk * rows
+                else:
+                    ii = idx // tile
+                    kk = idx - ii * tile
+                i = i0 + ii
+                k = k0 + kk
+                if i < n_i and k < n_k:
+                    a_tile[ii, kk] = a[k, i] if trans_a else a[i, k]
+                else:
+                    a_tile[ii, kk] = zero
+            if trans_b:
+                jj = tid // tile
+                kk = tid - jj * tile
+            else:
+                kk = tid // tile
+                jj = tid - kk * tile
+            j = j0 + jj
+            k = k0 + kk
+            if j < n_j and k < n_k:
+                b_tile[kk, jj] = b[j, k] if trans_b else b[k, j]
+            else:
+                b_tile[kk, jj] = zero
+            cuda.syncthreads()
+            for kk in range(tile):
+                bv = b_tile[kk, tx]
+                for r in range(rpt):
+                    acc[r] += a_tile[ty + r * tile, kk] * bv
+            cuda.syncthreads()
+        j = j0 + tx
+        if j < n_j:
+            for r in range(rpt):
+                i = i0 + ty + r * tile
+                if i < n_i:
+                    c[i, j] = acc[r] + bias[j]
+
+    return matmul_kernel
+
+
+def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j):
+    """``op(a) @ op(b) + bias`` as a new ``(n_i, n_j)`` device array (bias may be None)."""
+    c = cuda.device_array((n_i, n_j), dtype=a.dtype)
+    if c.size == 0:
+        return c
+    n_k = a.shape[0] if trans_a else a.shape[1]
+    if n_k == 0:
+        return zeros((n_i, n_j), a.dtype) if bias is None else _broadcast_rows(bias, n_i)
+    tile = _tile()
+    rpt = _MATMUL_ROWS_PER_THREAD
+    kernel = _make_matmul_kernel(a.dtype.str, tile, rpt, bool(trans_a), bool(trans_b))
+    grid = (_cdiv(n_j, tile), _cdiv(n_i, tile * rpt))
+    kernel[grid, (tile, tile)](a, b, _zero_bias(bias, n_j, a.dtype), c)
+    return c
+
+
+@cuda.jit
+def _broadcast_rows_kernel(row, out):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, out.size, step):
+        out[i] = row[i % row.size]
+
+
+def _broadcast_rows(row, n):
+    out = cuda.device_array((n, row.size), dtype=row.dtype)
+    if out.size:
+        _broadcast_rows_kernel[_grid_1d(out.size)](_dev(row), _flat(out))
+    return out
+
+
+@cuda.jit
+def _column_sum_kernel(a, out):
+    # One thread per column (grid-stride) sums down its column: reads of a row are
+    # coalesced across threads, and each out[j] has one writer.
+    n_rows, n_cols = a.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for j in range(start, n_cols, step):
+        acc = 0.0  # float64: an exact-enough sum down a long column
+        for i in range(n_rows):
+            acc += a[i, j]
+        out[j] = acc
+
+
+def _column_sum(a):
+    out = cuda.device_array((a.shape[1],), dtype=a.dtype)
+    if a.shape[0] == 0:
+        return zeros(out.shape, a.dtype)
+    if out.size:
+        _column_sum_kernel[_grid_1d(out.size)](a, out)
+    return out
+
+
+def linear_forward(x, weight, bias):
+    """Batched fully connected layer, ``y = x @ weight.T + bias``.
+
+    Parameters
+    ----------
+    x : device array, shape (N, D)
+    weight : device array, shape (M, D)
+    bias : device array, shape (M,), or None
+
+    Returns
+    -------
+    y : device array, shape (N, M), dtype of ``x``
+    """
+    x, weight = _dev(x), _dev(weight)
+    return _matmul(x, weight, bias, False, True, x.shape[0], weight.shape[0])
+
+
+def linear_backward(dy, x, weight):
+    """Gradients of :func:`linear_forward`.
+
+    Parameters
+    ----------
+    dy : device array, shape (N, M)
+    x : device array, shape (N, D)
+    weight : device array, shape (M, D)
+
+    Returns
+    -------
+    dx : device array, shape (N, D)
+        ``dy @ weight``
+    dweight : device array, shape (M, D)
+        ``dy.T @ x``
+    dbias : device array, shape (M,)
+        ``dy.sum(0)``
+    """
+    dy, x, weight = _dev(dy), _dev(x), _dev(weight)
+    n, m = dy.shape
+    d = x.shape[1]
+    dx = _matmul(dy, weight, None, False, False, n, d)
+    dweight = _matmul(dy, x, None, True, False, m, d)
+    return dx, dweight, _column_sum(dy)
+
+
+@cuda.jit
+def _maxout_select_kernel(z, pieces, y, argmax):
+    # One thread per unit (n, j) picks the best of its pieces; np.argmax's rule.
+    n_units = y.shape[1]
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, y.size, step):
+        n = i // n_units
+        j = i - n * n_units
+        best = z[n, j * pieces]
+        best_k = 0
+        for k in range(1, pieces):
+            v = z[n, j * pieces + k]
+            if v > best or (v != v and best == best):
+                best = v
+                best_k = k
+        y[n, j] = best
+        argmax[n, j] = best_k
+
+
+@cuda.jit
+def _maxout_route_kernel(dy, argmax, pieces, dz):
+    # One thread per element of dz: the unit's gradient if it is the winning piece.
+    width = dz.shape[1]
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dz.size, step):
+        n = i // width
+        col = i - n * width
+        j = col // pieces
+        if argmax[n, j] == col - j * pieces:
+            dz[n, col] = dy[n, j]
+        else:
+            dz[n, col] = 0
+
+
+def maxout_forward(x, weight, bias, pieces):
+    """Maxout units, ``y[n, j] = max_k (x[n] @ weight[j*pieces + k] + bias[j*pieces + k])``.
+
+    Parameters
+    ----------
+    x : device array, shape (N, D)
+    weight : device array, shape (M * pieces, D)
+    bias : device array, shape (M * pieces,), or None
+    pieces : int
+
+    Returns
+    -------
+    y : device array, shape (N, M), dtype of ``x``
+    argmax : device array, shape (N, M), int32
+        The winning piece of each unit (first on ties, NaN wins).
+    """
+    pieces = int(pieces)
+    z = linear_forward(x, weight, bias)
+    n, width = z.shape
+    y = cuda.device_array((n, width // pieces), dtype=z.dtype)
+    argmax = cuda.device_array((n, width // pieces), dtype=np.int32)
+    if y.size:
+        _maxout_select_kernel[_grid_1d(y.size)](z, pieces, y, argmax)
+    return y, argmax
+
+
+def maxout_backward(dy, x, weight, argmax, pieces):
+    """Gradients of :func:`maxout_forward`.
+
+    Parameters
+    ----------
+    dy : device array, shape (N, M)
+    x : device array, shape (N, D)
+    weight : device array, shape (M * pieces, D)
+    argmax : device array, shape (N, M), int32
+    pieces : int
+
+    Returns
+    -------
+    dx : device array, shape (N, D)
+    dweight : device array, shape (M * pieces, D)
+    dbias : device array, shape (M * pieces,)
+    """
+    dy, argmax = _dev(dy), _dev(argmax)
+    pieces = int(pieces)
+    n, m = dy.shape
+    dz = cuda.device_array((n, m * pieces), dtype=dy.dtype)
+    if dz.size:
+        _maxout_route_kernel[_grid_1d(dz.size)](dy, argmax, pieces, dz)
+    return linear_backward(dz, x, weight)
+
+
+# --------------------------------------------------------------------------------------
+# element-wise activations: one thread per element (grid-stride), flat indexing
+# --------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _relu_forward_kernel(x, y):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        v = x[i]
+        y[i] = 0 if v < 0 else v  # NaN fails the test and propagates
+
+
+@cuda.jit
+def _relu_backward_kernel(dy, y, dx):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dy.size, step):
+        dx[i] = dy[i] if y[i] > 0 else 0
+
+
+@cuda.jit
+def _leaky_relu_forward_kernel(x, slope, y):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        v = x[i]
+        y[i] = v if v > 0 else v * slope
+
+
+@cuda.jit
+def _leaky_relu_backward_kernel(dy, x, slope, dx):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dy.size, step):
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * slope
+
+
+@cuda.jit(device=True)
+def _sigmoid(v):
+    e = math.exp(-abs(v))  # in (0, 1]: never overflows
+    return 1 / (1 + e) if v >= 0 else e / (1 + e)
+
+
+@cuda.jit
+def _sigmoid_forward_kernel(x, y):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        y[i] = _sigmoid(x[i])
+
+
+@cuda.jit
+def _sigmoid_backward_kernel(dy, y, dx):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dy.size, step):
+        dx[i] = dy[i] * y[i] * (1 - y[i])
+
+
+@cuda.jit
+def _tanh_forward_kernel(x, y):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        y[i] = math.tanh(x[i])
+
+
+@cuda.jit
+def _tanh_backward_kernel(dy, y, dx):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dy.size, step):
+        dx[i] = dy[i] * (1 - y[i] * y[i])
+
+
+@cuda.jit
+def _elu_forward_kernel(x, alpha, y):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        v = x[i]
+        y[i] = v if v > 0 else alpha * math.expm1(v)
+
+
+@cuda.jit
+def _elu_backward_kernel(dy, x, y, alpha, dx):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dy.size, step):
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * (y[i] + alpha)
+
+
+def _map(kernel, inputs, scalars=()):
+    """Launch element-wise ``kernel(*flat inputs, *scalars, flat out)``; out like inputs[0]."""
+    inputs = [_dev(a) for a in inputs]
+    out = cuda.device_array(inputs[0].shape, dtype=inputs[0].dtype)
+    if out.size:
+        scalars = [inputs[0].dtype.type(s) for s in scalars]  # keep float32 in float32
+        kernel[_grid_1d(out.size)](*[_flat(a) for a in inputs], *scalars, _flat(out))
+    return out
+
+
+def relu_forward(x):
+    """``max(x, 0)`` element-wise; NaN stays NaN. ``x``: device array, any shape."""
+    return _map(_relu_forward_kernel, [x])
+
+
+def relu_backward(dy, y):
+    """``dy`` where the forward output ``y > 0``, else 0."""
+    return _map(_relu_backward_kernel, [dy, y])
+
+
+def leaky_relu_forward(x, negative_slope):
+    """``x`` where ``x > 0``, else ``negative_slope * x``."""
+    return _map(_leaky_relu_forward_kernel, [x], [negative_slope])
+
+
+def leaky_relu_backward(dy, x, negative_slope):
+    """``dy`` where the forward input ``x > 0``, else ``negative_slope * dy``."""
+    return _map(_leaky_relu_backward_kernel, [dy, x], [negative_slope])
+
+
+def sigmoid_forward(x):
+    """Logistic sigmoid, without overflow for large ``|x|``."""
+    return _map(_sigmoid_forward_kernel, [x])
+
+
+def sigmoid_backward(dy, y):
+    """``dy * y * (1 - y)`` with ``y`` the forward output."""
+    return _map(_sigmoid_backward_kernel, [dy, y])
+
+
+def tanh_forward(x):
+    """Hyperbolic tangent."""
+    return _map(_tanh_forward_kernel, [x])
+
+
+def tanh_backward(dy, y):
+    """``dy * (1 - y**2)`` with ``y`` the forward output."""
+    return _map(_tanh_backward_kernel, [dy, y])
+
+
+def elu_forward(x, alpha):
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``."""
+    return _map(_elu_forward_kernel, [x], [alpha])
+
+
+def elu_backward(dy, x, y, alpha):
+    """``dy`` where ``x > 0``, else ``dy * (y + alpha)``."""
+    return _map(_elu_backward_kernel, [dy, x, y], [alpha])
+
+
+# --------------------------------------------------------------------------------------
+# dropout: splitmix64 of the flat index, bit for bit the formula of numpy_ref
+# --------------------------------------------------------------------------------------
+
+if SIMULATOR:
+    # The simulator runs kernels as Python on NumPy scalars, where uint64 overflow
+    # wraps too but warns; exact Python integers avoid the warnings.
+    @cuda.jit(device=True)
+    def _wrapping_mul(a, b):
+        return np.uint64((int(a) * int(b)) & _UINT64_MASK)
+
+    @cuda.jit(device=True)
+    def _wrapping_add(a, b):
+        return np.uint64((int(a) + int(b)) & _UINT64_MASK)
+
+else:
+    # On the device uint64 arithmetic wraps modulo 2**64, as splitmix64 wants.
+    @cuda.jit(device=True)
+    def _wrapping_mul(a, b):
+        return a * b
+
+    @cuda.jit(device=True)
+    def _wrapping_add(a, b):
+        return a + b
+
+
+@cuda.jit(device=True)
+def _dropout_uniform(seed, i):
+    """Uniform float64 in [0, 1) of flat index ``i``: splitmix64 of ``seed`` and ``i``."""
+    z = _wrapping_add(seed, _wrapping_mul(np.uint64(i + 1), _GOLDEN))
+    z = _wrapping_mul(z ^ (z >> np.uint64(30)), _MIX1)
+    z = _wrapping_mul(z ^ (z >> np.uint64(27)), _MIX2)
+    z = z ^ (z >> np.uint64(31))
+    return float(z >> np.uint64(11)) * _TWO_POW_M53
+
+
+@cuda.jit
+def _dropout_forward_kernel(x, seed, p, scale, y, mask):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        mask[i] = scale if _dropout_uniform(seed, i) >= p else 0
+        y[i] = x[i] * mask[i]  # the stored (rounded) mask, as numpy_ref multiplies
+
+
+@cuda.jit
+def _multiply_kernel(a, b, out):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, a.size, step):
+        out[i] = a[i] * b[i]
+
+
+def dropout_forward(x, p, seed):
+    """Inverted dropout; the mask equals ``numpy_ref``'s bit for bit for the same seed.
+
+    Parameters
+    ----------
+    x : device array, any shape, float32 or float64
+    p : float
+        Drop probability in ``[0, 1]``.
+    seed : int
+        In ``[0, 2**63)``.
+
+    Returns
+    -------
+    y : device array, shape of ``x``
+        ``x * mask``.
+    mask : device array, shape of ``x``, dtype of ``x``
+        ``1 / (1 - p)`` where kept (``u >= p``), 0 where dropped.
+
+    Notes
+    -----
+    Thread ``i`` computes the splitmix64 uniform ``u`` of flat index ``i`` (see
+    ``numpy_ref.dropout_forward`` for the formula): the mask does not depend on the
+    launch shape.
+    """
+    x = _dev(x)
+    p = float(p)
+    scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
+    y = cuda.device_array(x.shape, dtype=x.dtype)
+    mask = cuda.device_array(x.shape, dtype=x.dtype)
+    if x.size:
+        seed = np.uint64(int(seed) & _UINT64_MASK)
+        _dropout_forward_kernel[_grid_1d(x.size)](
+            _flat(x), seed, p, x.dtype.type(scale), _flat(y), _flat(mask)
+        )
+    return y, mask
+
+
+def dropout_backward(dy, mask):
+    """``dy * mask``, with ``mask`` from :func:`dropout_forward`."""
+    return _map(_multiply_kernel, [dy, mask])
+
+
+# --------------------------------------------------------------------------------------
+# batch normalisation: per-channel statistics in one block each, then element-wise
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _make_batchnorm_stats_kernel(dtype, threads):
+    """Batch mean and ``1/sqrt(var + eps)`` per channel, and the running statistics.
+
+    One block per channel (grid-stride over channels): a first pass sums ``x`` for
+    the mean, a second sums squared deviations (two passes are more exact than
+    ``E[x^2] - E[x]^2`` in float32). Thread 0 writes the channel's outputs.
+    """
+    nt = _numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+    block_sum = _make_block_sum(threads)
+
+    @cuda.jit
+    def batchnorm_stats_kernel(
+        x, eps, keep, mean_rate, var_rate, running_mean, running_var, mean, invstd
+    ):
+        scratch = cuda.shared.array(threads, nt)
+        n_img, channels, h, w = x.shape
+        count = n_img * h * w
+        tid = cuda.threadIdx.x
+        for c in range(cuda.blockIdx.x, channels, cuda.gridDim.x):
+            acc = zero
+            for p in range(tid, count, threads):
+                acc += x[p // (h * w), c, (p // w) % h, p % w]
+            mu = block_sum(scratch, tid, acc) / count
+            acc = zero
+            for p in range(tid, count, threads):
+                d = x[p // (h * w), c, (p // w) % h, p % w] - mu
+                acc += d * d
+            var = block_sum(scratch, tid, acc) / count
+            if tid == 0:
+                mean[c] = mu
+                invstd[c] = 1 / math.sqrt(var + eps)
+                running_mean[c] = running_mean[c] * keep + mean_rate * mu
+                running_var[c] = running_var[c] * keep + var_rate * var
+
+    return batchnorm_stats_kernel
+
+
+@cuda.jit
+def _batchnorm_eval_stats_kernel(running_mean, running_var, eps, mean, invstd):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for c in range(start, mean.size, step):
+        mean[c] = running_mean[c]
+        invstd[c] = 1 / math.sqrt(running_var[c] + eps)
+
+
+@cuda.jit
+def _batchnorm_apply_kernel(x, weight, bias, mean, invstd, y):
+    # One thread per element; channel c = (i // (H*W)) % C of the flat NCHW index.
+    _, channels, h, w = x.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        c = (i // (h * w)) % channels
+        n = i // (h * w * channels)
+        scale = weight[c] * invstd[c]
+        shift = bias[c] - mean[c] * weight[c] * invstd[c]
+        y[n, c, (i // w) % h, i % w] = x[n, c, (i // w) % h, i % w] * scale + shift
+
+
+def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, eps, training):
+    """Batch normalisation per channel over the (N, H, W) axes (see ``numpy_ref``).
+
+    Parameters
+    ----------
+    x : device array, shape (N, C, H, W)
+    weight, bias : device array, shape (C,)
+    running_mean, running_var : device array, shape (C,)
+        Updated in place when ``training`` (unbiased variance, as PyTorch).
+    momentum, eps : float
+    training : bool
+
+    Returns
+    -------
+    y : device array, shape (N, C, H, W)
+    mean : device array, shape (C,)
+    invstd : device array, shape (C,)
+        ``1 / sqrt(var + eps)`` with the biased batch variance (or ``running_var``).
+    """
+    x, weight, bias = _dev(x), _dev(weight), _dev(bias)
+    n, c, h, w = x.shape
+    mean = cuda.device_array((c,), dtype=x.dtype)
+    invstd = cuda.device_array((c,), dtype=x.dtype)
+    y = cuda.device_array(x.shape, dtype=x.dtype)
+    if c == 0:
+        return y, mean, invstd
+    typed = x.dtype.type
+    if training:
+        count = n * h * w
+        rtype = running_mean.dtype.type
+        threads = _reduction_threads()
+        blocks = min(c, int(config.CUDA_MAX_BLOCKS))
+        kernel = _make_batchnorm_stats_kernel(x.dtype.str, threads)
+        kernel[blocks, threads](
+            x, typed(eps), rtype(1 - momentum), rtype(momentum),
+            rtype(momentum * count / max(count - 1, 1)),
+            running_mean, running_var, mean, invstd,
+        )
+    else:
+        _batchnorm_eval_stats_kernel[_grid_1d(c)](
+            _dev(running_mean), _dev(running_var), typed(eps), mean, invstd
+        )
+    if y.size:
+        _batchnorm_apply_kernel[_grid_1d(y.size)](x, weight, bias, mean, invstd, y)
+    return y, mean, invstd
+
+
+@functools.lru_cache(maxsize=None)
+def _make_batchnorm_backward_stats_kernel(dtype, threads):
+    """Per channel ``dbias = sum(dy)`` and ``dweight = sum(dy * xhat)``: a block each."""
+    nt = _numba_type(dtype)
+    zero = np.dtype(dtype).type(0)
+    block_sum = _make_block_sum(threads)
+
+    @cuda.jit
+    def batchnorm_backward_stats_kernel(dy, x, mean, invstd, dweight, dbias):
+        scratch = cuda.shared.array(threads, nt)
+        n_img, channels, h, w = x.shape
+        tid = cuda.threadIdx.x
+        for c in range(cuda.blockIdx.x, channels, cuda.gridDim.x):
+            acc_b = zero
+            acc_w = zero
+            for p in range(tid, n_img * h * w, threads):
+                n = p // (h * w)
+                r = (p // w) % h
+                s = p % w
+                g = dy[n, c, r, s]
+                acc_b += g
+                acc_w += g * ((x[n, c, r, s] - mean[c]) * invstd[c])
+            total_b = block_sum(scratch, tid, acc_b)
+            total_w = block_sum(scratch, tid, acc_w)
+            if tid == 0:
+                dbias[c] = total_b
+                dweight[c] = total_w
+
+    return batchnorm_backward_stats_kernel
+
+
+@cuda.jit
+def _batchnorm_backward_apply_kernel(dy, x, weight, mean, invstd, dweight, dbias, dx):
+    # dx = weight * invstd * (dy - dbias / n - xhat * dweight / n), per element.
+    n_img, channels, h, w = x.shape
+    count = n_img * h * w
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, x.size, step):
+        c = (i // (h * w)) % channels
+        n = i // (h * w * channels)
+        r = (i // w) % h
+        s = i % w
+        xhat = (x[n, c, r, s] - mean[c]) * invstd[c]
+        dx[n, c, r, s] = (weight[c] * invstd[c]) * (
+            dy[n, c, r, s] - dbias[c] / count - xhat * (dweight[c] / count)
+        )
+
+
+def batchnorm2d_backward(dy, x, weight, mean, invstd):
+    """Gradients of :func:`batchnorm2d_forward` in training mode.
+
+    Parameters
+    ----------
+    dy, x : device array, shape (N, C, H, W)
+    weight : device array, shape (C,)
+    mean, invstd : device array, shape (C,)
+
+    Returns
+    -------
+    dx : device array, shape (N, C, H, W)
+    dweight : device array, shape (C,)
+    dbias : device array, shape (C,)
+    """
+    dy, x, weight, mean, invstd = (_dev(a) for a in (dy, x, weight, mean, invstd))
+    c = x.shape[1]
+    dx = cuda.device_array(x.shape, dtype=dy.dtype)
+    dweight = cuda.device_array((c,), dtype=dy.dtype)
+    dbias = cuda.device_array((c,), dtype=dy.dtype)
+    if c == 0:
+        return dx, dweight, dbias
+    threads = _reduction_threads()
+    blocks = min(c, int(config.CUDA_MAX_BLOCKS))
+    kernel = _make_batchnorm_backward_stats_kernel(dy.dtype.str, threads)
+    kernel[blocks, threads](dy, x, mean, invstd, dweight, dbias)
+    if dx.size:
+        _batchnorm_backward_apply_kernel[_grid_1d(dx.size)](
+            dy, x, weight, mean, invstd, dweight, dbias, dx
+        )
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------------------
+# losses: per-row or per-element values on the device, then one block sums them
+# --------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _softmax_cross_entropy_kernel(scores, labels, n_rows, losses, dscores):
+    # One thread per row: the row's max, log-sum-exp, loss and gradient. Rows are
+    # short (classes), so a thread per row is the cheap layout.
+    n_classes = scores.shape[1]
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for n in range(start, scores.shape[0], step):
+        top = scores[n, 0]
+        for j in range(1, n_classes):
+            top = max(top, scores[n, j])
+        total = 0.0
+        for j in range(n_classes):
+            e = math.exp(scores[n, j] - top)
+            dscores[n, j] = e
+            total += e
+        y = labels[n]
+        losses[n] = math.log(total) - (scores[n, y] - top)
+        for j in range(n_classes):
+            d = dscores[n, j] / total
+            if j == y:
+                d -= 1
+            dscores[n, j] = d / n_rows
+
+
+@cuda.jit
+def _multiclass_hinge_kernel(scores, labels, margin, n_rows, losses, dscores):
+    # One thread per row; the gradient at the label is minus the count of violators.
+    n_classes = scores.shape[1]
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for n in range(start, scores.shape[0], step):
+        y = labels[n]
+        correct = scores[n, y]
+        loss = 0.0
+        active = 0
+        for j in range(n_classes):
+            m = scores[n, j] - correct + margin
+            if j != y and m > 0:
+                loss += m
+                active += 1
+                dscores[n, j] = 1 / n_rows
+            else:
+                dscores[n, j] = 0
+        dscores[n, y] = -active / n_rows
+        losses[n] = loss
+
+
+@cuda.jit
+def _bce_with_logits_kernel(scores, targets, size, losses, dscores):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, scores.size, step):
+        s = scores[i]
+        t = targets[i]
+        losses[i] = max(s, 0) - s * t + math.log1p(math.exp(-abs(s)))
+        dscores[i] = (_sigmoid(s) - t) / size
+
+
+@cuda.jit
+def _mse_kernel(pred, target, scale, losses, dpred):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, pred.size, step):
+        d = pred[i] - target[i]
+        losses[i] = d * d
+        dpred[i] = d * scale
+
+
+@cuda.jit
+def _l1_kernel(pred, target, scale, losses, dpred):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, pred.size, step):
+        d = pred[i] - target[i]
+        losses[i] = abs(d)
+        # np.sign: 0 at equality, NaN stays NaN.
+        sign = 1 if d > 0 else (-1 if d < 0 else d)
+        dpred[i] = sign * scale
+
+
+def _row_loss(kernel, scores, labels, *scalars):
+    scores, labels = _dev(scores), _dev(labels)
+    n = scores.shape[0]
+    losses = cuda.device_array((n,), dtype=np.float64)
+    dscores = cuda.device_array(scores.shape, dtype=scores.dtype)
+    if n == 0:
+        return float("nan"), dscores
+    typed = [scores.dtype.type(s) for s in scalars]
+    kernel[_grid_1d(n)](scores, labels, *typed, scores.dtype.type(n), losses, dscores)
+    return _mean_to_host(losses), dscores
+
+
+def _elementwise_loss(kernel, pred, target, scale):
+    pred = _dev(pred)
+    target = asarray(target, pred.dtype)
+    losses = cuda.device_array((pred.size,), dtype=np.float64)
+    dpred = cuda.device_array(pred.shape, dtype=pred.dtype)
+    if pred.size == 0:
+        return float("nan"), dpred
+    kernel[_grid_1d(pred.size)](
+        _flat(pred), _flat(target), pred.dtype.type(scale), losses, _flat(dpred)
+    )
+    return _mean_to_host(losses), dpred
+
+
+def softmax_cross_entropy(scores, labels):
+    """Softmax cross-entropy, mean over the batch.
+
+    Parameters
+    ----------
+    scores : device array, shape (N, C)
+    labels : device or host array, shape (N,), integer in ``[0, C)``
+
+    Returns
+    -------
+    loss : float
+    dscores : device array, shape (N, C), dtype of ``scores``
+        ``(softmax(scores) - onehot(labels)) / N``.
+    """
+    return _row_loss(_softmax_cross_entropy_kernel, scores, labels)
+
+
+def multiclass_hinge(scores, labels, margin):
+    """Multiclass SVM loss, ``mean_n sum_{j != y_n} max(0, s_j - s_{y_n} + margin)``.
+
+    Parameters
+    ----------
+    scores : device array, shape (N, C)
+    labels : device or host array, shape (N,), integer in ``[0, C)``
+    margin : float
+
+    Returns
+    -------
+    loss : float
+    dscores : device array, shape (N, C), dtype of ``scores``
+    """
+    return _row_loss(_multiclass_hinge_kernel, scores, labels, margin)
+
+
+def bce_with_logits(scores, targets):
+    """Sigmoid + binary cross-entropy per element, mean over all elements.
+
+    Parameters
+    ----------
+    scores : device array, any shape
+    targets : device or host array, shape of ``scores``, in ``[0, 1]``
+
+    Returns
+    -------
+    loss : float
+    dscores : device array, shape of ``scores``
+        ``(sigmoid(s) - t) / scores.size``.
+    """
+    scores = _dev(scores)
+    return _elementwise_loss(_bce_with_logits_kernel, scores, targets, scores.size)
+
+
+def mse(pred, target):
+    """Mean squared error over all elements; gradient ``2 * (pred - target) / size``.
+
+    Parameters
+    ----------
+    pred : device array, any shape
+    target : device or host array, shape of ``pred``
+
+    Returns
+    -------
+    loss : float
+    dpred : device array, shape of ``pred``
+    """
+    pred = _dev(pred)
+    return _elementwise_loss(_mse_kernel, pred, target, 2.0 / max(pred.size, 1))
+
+
+def l1(pred, target):
+    """Mean absolute error over all elements; gradient ``sign(pred - target) / size``.
+
+    Parameters
+    ----------
+    pred : device array, any shape
+    target : device or host array, shape of ``pred``
+
+    Returns
+    -------
+    loss : float
+    dpred : device array, shape of ``pred``
+    """
+    pred = _dev(pred)
+    return _elementwise_loss(_l1_kernel, pred, target, 1.0 / max(pred.size, 1))
+
+
+# --------------------------------------------------------------------------------------
+# optimizer updates: one thread per parameter element, in place
+# --------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _sgd_kernel(param, grad, lr, weight_decay):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, param.size, step):
+        param[i] -= lr * (grad[i] + weight_decay * param[i])
+
+
+@cuda.jit
+def _sgd_momentum_kernel(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, param.size, step):
+        g = grad[i] + weight_decay * param[i]
+        v = momentum * velocity[i] + g
+        velocity[i] = v
+        param[i] -= lr * (g + momentum * v if nesterov else v)
+
+
+@cuda.jit
+def _adam_kernel(
+    param, grad, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2,
+    bias_correction2_sqrt, eps, weight_decay,
+):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, param.size, step):
+        g = grad[i] + weight_decay * param[i]
+        m[i] = beta1 * m[i] + one_minus_beta1 * g
+        v[i] = beta2 * v[i] + one_minus_beta2 * (g * g)
+        param[i] -= lr_t * m[i] / (math.sqrt(v[i]) / bias_correction2_sqrt + eps)
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """One SGD step in place, as ``torch.optim.SGD`` (no dampening).
+
+    Parameters
+    ----------
+    param : device array, any shape
+        Updated in place.
+    grad : device array, shape of ``param``
+    velocity : device array, shape of ``param``, or None
+        Momentum buffer, updated in place; unused (may be None) when ``momentum == 0``.
+    lr, momentum, weight_decay : float
+    nesterov : bool
+    """
+    if param.size == 0:
+        return
+    typed = param.dtype.type
+    grad = _flat(_dev(grad))
+    if momentum == 0:
+        _sgd_kernel[_grid_1d(param.size)](_flat(param), grad, typed(lr), typed(weight_decay))
+        return
+    _sgd_momentum_kernel[_grid_1d(param.size)](
+        _flat(param), grad, _flat(velocity), typed(lr), typed(momentum), bool(nesterov),
+        typed(weight_decay),
+    )
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """One Adam step in place, as ``torch.optim.Adam`` (L2 weight decay).
+
+    Parameters
+    ----------
+    param : device array, any shape
+        Updated in place.
+    grad : device array, shape of ``param``
+    m, v : device array, shape of ``param``
+        Moment estimates, updated in place.
+    lr, beta1, beta2, eps, weight_decay : float
+    step : int
+        Number of this step, from 1.
+    """
+    if param.size == 0:
+        return
+    typed = param.dtype.type
+    bias_correction1 = 1 - beta1**step
+    bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+    _adam_kernel[_grid_1d(param.size)](
+        _flat(param), _flat(_dev(grad)), _flat(m), _flat(v), typed(lr / bias_correction1),
+        typed(beta1), typed(1 - beta1), typed(beta2), typed(1 - beta2),
+        typed(bias_correction2_sqrt), typed(eps), typed(weight_decay),
+    )

@@ -1,0 +1,379 @@
+"""The cuda kernels against the NumPy reference, on small odd shapes.
+
+The simulator runs every CUDA thread as a Python thread, so shapes stay tiny
+(batch 1-2, 3-6 channels, 5x7 planes); the launch shapes are patched tiny too
+(see conftest.py) so that grid-stride loops wrap and tiles have ragged edges.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet import config
+from jitnet.kernels import CONTRACT
+from jitnet.kernels import numpy_ref as ref
+
+cu = pytest.importorskip("jitnet.kernels.cuda")
+
+DTYPES = [np.float32, np.float64]
+#: (rtol, atol) per dtype: float64 must agree to rounding; float32 sums in another order.
+TOL = {np.float32: (1e-4, 1e-5), np.float64: (1e-10, 1e-12)}
+
+
+def _assert_close(got, want, dtype, name=""):
+    host = cu.to_numpy(got)
+    assert host.dtype == np.asarray(want).dtype, f"{name}: dtype {host.dtype}"
+    assert host.shape == np.shape(want), f"{name}: shape {host.shape} != {np.shape(want)}"
+    rtol, atol = TOL[dtype]
+    np.testing.assert_allclose(host, want, rtol=rtol, atol=atol, err_msg=name)
+
+
+def _normal(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _dev(a):
+    return cu.asarray(a)
+
+
+# --------------------------------------------------------------------------------------
+# the contract and the arrays of the target
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONTRACT)
+def test_exports_contract_with_reference_signature(name):
+    assert callable(getattr(cu, name, None)), f"jitnet.kernels.cuda lacks {name}"
+    assert inspect.signature(getattr(cu, name)) == inspect.signature(getattr(ref, name))
+
+
+def test_arrays_round_trip_and_stay_on_device(rng):
+    host = rng.standard_normal((3, 5))[:, ::2]  # non-contiguous on purpose
+    d = cu.asarray(host)
+    assert jitnet.targets.is_device_array(d)
+    np.testing.assert_array_equal(cu.to_numpy(d), host)
+    assert cu.asarray(d) is d  # a device array passes through
+    d32 = cu.asarray(d, np.float32)  # cast on the device
+    assert d32.dtype == np.float32
+    np.testing.assert_array_equal(cu.to_numpy(d32), host.astype(np.float32))
+    z = cu.zeros((7, 11), np.float64)  # 77 elements: the fill loop wraps (2 blocks of 32)
+    np.testing.assert_array_equal(cu.to_numpy(z), np.zeros((7, 11)))
+    e = cu.empty((2, 3), np.int32)
+    assert e.shape == (2, 3) and e.dtype == np.int32
+    assert jitnet.to_numpy(jitnet.asarray(host)).shape == host.shape
+
+
+# --------------------------------------------------------------------------------------
+# convolution
+# --------------------------------------------------------------------------------------
+
+CONV_CASES = [
+    # n, c, f, h, w, k, stride, padding, groups
+    (2, 3, 5, 5, 7, 3, 2, 1, 1),  # stride 2 with padding, 5 filters: a ragged filter block
+    (1, 4, 6, 5, 7, 3, 1, 2, 2),  # two groups, padding 2
+    (2, 3, 3, 5, 7, 3, 1, 1, 3),  # depthwise
+    (1, 3, 6, 6, 5, 3, 2, 0, 3),  # depthwise with 2 filters per channel, stride 2, no padding
+    (1, 6, 4, 5, 7, 1, 2, 0, 1),  # 1x1, stride 2
+    (2, 3, 2, 7, 5, 1, 1, 1, 1),  # 1x1 with padding: the border sees only the bias
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "n{}c{}f{}_{}x{}_k{}s{}p{}g{}".format(*c))
+def test_conv2d_matches_reference(case, dtype, rng):
+    n, c, f, h, w, k, stride, padding, groups = case
+    x = _normal(rng, (n, c, h, w), dtype)
+    weight = _normal(rng, (f, c // groups, k, k), dtype)
+    bias = _normal(rng, (f,), dtype)
+    y = cu.conv2d_forward(_dev(x), _dev(weight), _dev(bias), stride, padding, groups)
+    want = ref.conv2d_forward(x, weight, bias, stride, padding, groups)
+    _assert_close(y, want, dtype, "y")
+
+    dy = _normal(rng, want.shape, dtype)
+    got = cu.conv2d_backward(_dev(dy), _dev(x), _dev(weight), stride, padding, groups)
+    wants = ref.conv2d_backward(dy, x, weight, stride, padding, groups)
+    for name, g, r in zip(("dx", "dweight", "dbias"), got, wants):
+        _assert_close(g, r, dtype, name)
+
+
+def test_conv2d_without_bias(rng):
+    x = _normal(rng, (1, 3, 5, 7), np.float64)
+    weight = _normal(rng, (4, 3, 3, 3), np.float64)
+    y = cu.conv2d_forward(_dev(x), _dev(weight), None, 1, 1, 1)
+    _assert_close(y, ref.conv2d_forward(x, weight, None, 1, 1, 1), np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# max pooling
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, stride", [(2, 2), (3, 2), (2, 1)])
+def test_maxpool2d_matches_reference(k, stride, dtype, rng):
+    x = _normal(rng, (2, 3, 5, 7), dtype)
+    x[0, 0, :2, :2] = 1.5  # a tie: the first in row-major window order must win
+    y, argmax = cu.maxpool2d_forward(_dev(x), k, stride)
+    want_y, want_argmax = ref.maxpool2d_forward(x, k, stride)
+    _assert_close(y, want_y, dtype, "y")
+    assert cu.to_numpy(argmax).dtype == np.int32
+    np.testing.assert_array_equal(cu.to_numpy(argmax), want_argmax)
+
+    dy = _normal(rng, want_y.shape, dtype)
+    dx = cu.maxpool2d_backward(_dev(dy), argmax, x.shape)  # overlapping windows add up
+    _assert_close(dx, ref.maxpool2d_backward(dy, want_argmax, x.shape), dtype, "dx")
+
+
+def test_maxpool2d_propagates_nan(rng):
+    x = _normal(rng, (1, 1, 4, 4), np.float32)
+    x[0, 0, 1, 0] = np.nan
+    x[0, 0, 0, 1] = 100.0  # bigger than any number, but NaN still wins the window
+    y, argmax = cu.maxpool2d_forward(_dev(x), 2, 2)
+    assert np.isnan(cu.to_numpy(y)[0, 0, 0, 0])
+    assert cu.to_numpy(argmax)[0, 0, 0, 0] == 1 * 4 + 0
+
+
+# --------------------------------------------------------------------------------------
+# fully connected and maxout
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, d, m", [(1, 7, 5), (17, 9, 6)])  # 17 rows: two row tiles
+def test_linear_matches_reference(n, d, m, dtype, rng):
+    x, weight = _normal(rng, (n, d), dtype), _normal(rng, (m, d), dtype)
+    bias = _normal(rng, (m,), dtype)
+    for b in (bias, None):
+        y = cu.linear_forward(_dev(x), _dev(weight), None if b is None else _dev(b))
+        _assert_close(y, ref.linear_forward(x, weight, b), dtype, f"y (bias {b is not None})")
+    dy = _normal(rng, (n, m), dtype)
+    got = cu.linear_backward(_dev(dy), _dev(x), _dev(weight))
+    for name, g, r in zip(("dx", "dweight", "dbias"), got, ref.linear_backward(dy, x, weight)):
+        _assert_close(g, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pieces", [2, 3])
+def test_maxout_matches_reference(pieces, dtype, rng):
+    n, d, m = 3, 7, 4
+    x, weight = _normal(rng, (n, d), dtype), _normal(rng, (m * pieces, d), dtype)
+    bias = _normal(rng, (m * pieces,), dtype)
+    weight[1] = weight[0]  # unit 0: pieces 0 and 1 tie, the first must win
+    bias[1] = bias[0]
+    y, argmax = cu.maxout_forward(_dev(x), _dev(weight), _dev(bias), pieces)
+    want_y, want_argmax = ref.maxout_forward(x, weight, bias, pieces)
+    _assert_close(y, want_y, dtype, "y")
+    np.testing.assert_array_equal(cu.to_numpy(argmax), want_argmax)
+
+    dy = _normal(rng, (n, m), dtype)
+    got = cu.maxout_backward(_dev(dy), _dev(x), _dev(weight), argmax, pieces)
+    wants = ref.maxout_backward(dy, x, weight, want_argmax, pieces)
+    for name, g, r in zip(("dx", "dweight", "dbias"), got, wants):
+        _assert_close(g, r, dtype, name)
+
+
+# --------------------------------------------------------------------------------------
+# element-wise activations and dropout
+# --------------------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    # name: (forward args after x, backward inputs after dy, given x and y)
+    "relu": ((), lambda x, y: (y,)),
+    "leaky_relu": ((0.1,), lambda x, y: (x, 0.1)),
+    "sigmoid": ((), lambda x, y: (y,)),
+    "tanh": ((), lambda x, y: (y,)),
+    "elu": ((0.7,), lambda x, y: (x, y, 0.7)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_matches_reference(name, dtype, rng):
+    x = _normal(rng, (2, 3, 5, 7), dtype) * 4  # 210 elements: the 2 x 32 grid loops 4 times
+    x.flat[[0, 1, 2]] = [np.nan, 0.0, 40.0]  # NaN propagates; 0 and saturation are exact
+    args, backward_args = ACTIVATIONS[name]
+    y = getattr(cu, name + "_forward")(_dev(x), *args)
+    want_y = getattr(ref, name + "_forward")(x, *args)
+    _assert_close(y, want_y, dtype, "y")
+
+    dy = _normal(rng, x.shape, dtype)
+    on_device = [_dev(a) if isinstance(a, np.ndarray) else a for a in backward_args(x, want_y)]
+    dx = getattr(cu, name + "_backward")(_dev(dy), *on_device)
+    _assert_close(dx, getattr(ref, name + "_backward")(dy, *backward_args(x, want_y)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout_mask_is_bitwise_the_reference(p, dtype, rng):
+    x = _normal(rng, (3, 5, 7), dtype)
+    seed = 2**62 + 12345  # large: seed + i * golden wraps modulo 2**64
+    y, mask = cu.dropout_forward(_dev(x), p, seed)
+    want_y, want_mask = ref.dropout_forward(x, p, seed)
+    np.testing.assert_array_equal(cu.to_numpy(mask), want_mask)
+    np.testing.assert_array_equal(cu.to_numpy(y), want_y)
+    dy = _normal(rng, x.shape, dtype)
+    np.testing.assert_array_equal(
+        cu.to_numpy(cu.dropout_backward(_dev(dy), mask)), ref.dropout_backward(dy, want_mask)
+    )
+
+
+def test_dropout_mask_does_not_depend_on_the_launch_shape(monkeypatch, rng):
+    x = _dev(_normal(rng, (100,), np.float32))
+    _, mask = cu.dropout_forward(x, 0.5, 7)
+    monkeypatch.setattr(config, "CUDA_THREADS_PER_BLOCK", 8)
+    monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", 3)
+    _, again = cu.dropout_forward(x, 0.5, 7)
+    np.testing.assert_array_equal(cu.to_numpy(mask), cu.to_numpy(again))
+
+
+# --------------------------------------------------------------------------------------
+# batch normalisation
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm2d_matches_reference(training, dtype, rng):
+    x = _normal(rng, (2, 3, 5, 7), dtype) * 3 + 1
+    weight, bias = _normal(rng, (3,), dtype), _normal(rng, (3,), dtype)
+    running_mean = _normal(rng, (3,), dtype)
+    running_var = rng.uniform(0.5, 2.0, 3).astype(dtype)
+    rm, rv = _dev(running_mean), _dev(running_var)
+    got = cu.batchnorm2d_forward(_dev(x), _dev(weight), _dev(bias), rm, rv, 0.1, 1e-5, training)
+    wants = ref.batchnorm2d_forward(
+        x, weight, bias, running_mean, running_var, 0.1, 1e-5, training
+    )
+    for name, g, r in zip(("y", "mean", "invstd"), got, wants):
+        _assert_close(g, r, dtype, name)
+    _assert_close(rm, running_mean, dtype, "running_mean")  # updated in place (training)
+    _assert_close(rv, running_var, dtype, "running_var")
+
+    dy = _normal(rng, x.shape, dtype)
+    _, mean, invstd = wants
+    got = cu.batchnorm2d_backward(_dev(dy), _dev(x), _dev(weight), _dev(mean), _dev(invstd))
+    wants = ref.batchnorm2d_backward(dy, x, weight, mean, invstd)
+    for name, g, r in zip(("dx", "dweight", "dbias"), got, wants):
+        _assert_close(g, r, dtype, name)
+
+
+# --------------------------------------------------------------------------------------
+# losses
+# --------------------------------------------------------------------------------------
+
+
+def _loss_cases(rng, dtype):
+    scores = _normal(rng, (3, 5), dtype) * 3
+    labels = np.array([4, 0, 2])
+    return {
+        "softmax_cross_entropy": (scores, (labels,)),
+        "multiclass_hinge": (scores, (labels, 1.0)),
+        "bce_with_logits": (scores * 10, (rng.uniform(size=scores.shape).astype(dtype),)),
+        "mse": (scores, (_normal(rng, scores.shape, dtype),)),
+        "l1": (scores, (np.where(np.arange(15).reshape(3, 5) == 7, scores, 0).astype(dtype),)),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "name", ["softmax_cross_entropy", "multiclass_hinge", "bce_with_logits", "mse", "l1"]
+)
+def test_loss_matches_reference(name, dtype, rng):
+    scores, args = _loss_cases(rng, dtype)[name]
+    on_device = [_dev(a) if isinstance(a, np.ndarray) else a for a in args]
+    loss, dscores = getattr(cu, name)(_dev(scores), *on_device)
+    want_loss, want_dscores = getattr(ref, name)(scores, *args)
+    assert type(loss) is float
+    np.testing.assert_allclose(loss, want_loss, rtol=TOL[dtype][0])
+    _assert_close(dscores, want_dscores, dtype, "dscores")
+
+
+def test_loss_accepts_host_labels(rng):
+    scores = _normal(rng, (2, 3), np.float64)
+    labels = np.array([1, 2])
+    loss, _ = cu.softmax_cross_entropy(_dev(scores), labels)
+    np.testing.assert_allclose(loss, ref.softmax_cross_entropy(scores, labels)[0], rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------
+# optimizer updates
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "momentum, nesterov, weight_decay", [(0.0, False, 0.0), (0.9, False, 0.01), (0.9, True, 0.0)]
+)
+def test_sgd_update_matches_reference(momentum, nesterov, weight_decay, dtype, rng):
+    param, grad = _normal(rng, (9, 11), dtype), _normal(rng, (9, 11), dtype)
+    velocity = _normal(rng, (9, 11), dtype)
+    p_dev, v_dev = _dev(param), _dev(velocity)
+    for _ in range(2):
+        v_arg = v_dev if momentum else None
+        cu.sgd_update(p_dev, _dev(grad), v_arg, 0.1, momentum, nesterov, weight_decay)
+        ref.sgd_update(param, grad, velocity, 0.1, momentum, nesterov, weight_decay)
+    _assert_close(p_dev, param, dtype, "param")
+    _assert_close(v_dev, velocity, dtype, "velocity")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_update_matches_reference(dtype, rng):
+    param, grad = _normal(rng, (9, 11), dtype), _normal(rng, (9, 11), dtype)
+    m, v = np.zeros_like(param), np.zeros_like(param)
+    p_dev, m_dev, v_dev = _dev(param), cu.zeros(m.shape, dtype), cu.zeros(v.shape, dtype)
+    for step in (1, 2, 3):
+        cu.adam_update(p_dev, _dev(grad), m_dev, v_dev, 0.01, 0.9, 0.999, 1e-8, 0.01, step)
+        ref.adam_update(param, grad, m, v, 0.01, 0.9, 0.999, 1e-8, 0.01, step)
+    for name, g, r in (("param", p_dev, param), ("m", m_dev, m), ("v", v_dev, v)):
+        _assert_close(g, r, dtype, name)
+
+
+# --------------------------------------------------------------------------------------
+# availability
+# --------------------------------------------------------------------------------------
+
+
+def test_available_here_and_device_info():
+    assert cu.unavailable_reason() is None
+    assert "cuda" in jitnet.available_targets()
+    info = cu.device_info()
+    assert info["available"] is True and info["reason"] is None
+    assert info["simulator"] == cu.SIMULATOR
+    for key in ("name", "compute_capability", "driver_version", "runtime_version"):
+        assert key in info
+    assert info["numba_cuda_version"]
+
+
+def test_reason_when_the_driver_is_missing(monkeypatch):
+    monkeypatch.setattr(cu, "SIMULATOR", False)
+    monkeypatch.setattr(cu.cuda, "cuda_error", lambda: "\nCUDA driver library cannot be found.\n")
+    reason = cu.unavailable_reason()
+    assert "CUDA driver library cannot be found" in reason
+    assert "NUMBA_ENABLE_CUDASIM=1" in reason  # says what to do
+    assert "\n" not in reason
+    assert cu.device_info()["reason"] == reason
+
+
+def test_reason_when_querying_cuda_fails_never_raises(monkeypatch):
+    def broken():
+        raise OSError("libcuda.so: cannot open shared object file")
+
+    monkeypatch.setattr(cu, "SIMULATOR", False)
+    monkeypatch.setattr(cu.cuda, "cuda_error", broken)
+    reason = cu.unavailable_reason()
+    assert "libcuda.so" in reason and "NUMBA_ENABLE_CUDASIM=1" in reason
+
+
+def test_reason_when_no_gpu(monkeypatch):
+    monkeypatch.setattr(cu, "SIMULATOR", False)
+    monkeypatch.setattr(cu.cuda, "cuda_error", lambda: None)
+    monkeypatch.setattr(cu.cuda, "gpus", [])
+    assert "no GPU" in cu.unavailable_reason()
+
+
+def test_set_target_raises_with_the_reason(monkeypatch):
+    monkeypatch.setattr(cu, "unavailable_reason", lambda: "no GPU here; try the simulator")
+    with pytest.raises(jitnet.TargetUnavailableError, match="no GPU here; try the simulator"):
+        jitnet.set_target("cuda")
+    assert "cuda" not in jitnet.available_targets()
