@@ -20,7 +20,8 @@ kernel, so tests can patch them tiny:
 
 Kernels that need shared or local arrays (whose shapes and dtype must be
 compile-time constants) are built by ``_make_*`` factories, cached per dtype and
-launch shape: the CUDA analogue of a C++ template instantiation.
+launch shape for the process: the CUDA analogue of a C++ template instantiation.
+Module-level kernels are also cached on disk (``cache=True``).
 
 The only atomics are in :func:`maxpool2d_backward`: its signature does not carry
 the window size, so each upstream gradient is added at its recorded argmax.
@@ -139,6 +140,16 @@ def _decode(name):
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+def synchronize():
+    """Wait until every launched kernel has finished.
+
+    Kernel launches return before the kernel runs; benchmarks call this before
+    stopping a timer. (Training needs no explicit call: reading the loss value
+    back waits for the step's kernels.)
+    """
+    cuda.synchronize()
+
+
 # --------------------------------------------------------------------------------------
 # launch shapes (read from config at every call, so tests can patch them)
 # --------------------------------------------------------------------------------------
@@ -177,14 +188,14 @@ def _is_device(a):
     return hasattr(a, "copy_to_host")
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _cast_kernel(src, dst):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dst.size, step):
         dst[i] = src[i]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _fill_kernel(dst, value):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dst.size, step):
@@ -644,7 +655,7 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
 # --------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _maxpool2d_forward_kernel(x, k, stride, y, argmax):
     # One thread per output element (grid-stride); it owns y and argmax there.
     _, channels, h, w = x.shape
@@ -671,7 +682,7 @@ def _maxpool2d_forward_kernel(x, k, stride, y, argmax):
         argmax[n, c, oh, ow] = best_at
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _maxpool2d_backward_kernel(dy, argmax, plane, dx_flat):
     # Scatter: dx_flat must start at zero. Overlapping windows (stride < kernel)
     # can send two gradients to the same input, hence the atomic add.
@@ -829,7 +840,7 @@ def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j):
     return c
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _broadcast_rows_kernel(row, out):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, out.size, step):
@@ -843,7 +854,7 @@ def _broadcast_rows(row, n):
     return out
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _column_sum_kernel(a, out):
     # One thread per column (grid-stride) sums down its column: reads of a row are
     # coalesced across threads, and each out[j] has one writer.
@@ -908,7 +919,7 @@ def linear_backward(dy, x, weight):
     return dx, dweight, _column_sum(dy)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _maxout_select_kernel(z, pieces, y, argmax):
     # One thread per unit (n, j) picks the best of its pieces; np.argmax's rule.
     n_units = y.shape[1]
@@ -927,7 +938,7 @@ def _maxout_select_kernel(z, pieces, y, argmax):
         argmax[n, j] = best_k
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _maxout_route_kernel(dy, argmax, pieces, dz):
     # One thread per element of dz: the unit's gradient if it is the winning piece.
     width = dz.shape[1]
@@ -999,7 +1010,7 @@ def maxout_backward(dy, x, weight, argmax, pieces):
 # --------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _relu_forward_kernel(x, y):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
@@ -1007,14 +1018,14 @@ def _relu_forward_kernel(x, y):
         y[i] = 0 if v < 0 else v  # NaN fails the test and propagates
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _relu_backward_kernel(dy, y, dx):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dy.size, step):
         dx[i] = dy[i] if y[i] > 0 else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _leaky_relu_forward_kernel(x, slope, y):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
@@ -1022,7 +1033,7 @@ def _leaky_relu_forward_kernel(x, slope, y):
         y[i] = v if v > 0 else v * slope
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _leaky_relu_backward_kernel(dy, x, slope, dx):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dy.size, step):
@@ -1035,35 +1046,35 @@ def _sigmoid(v):
     return 1 / (1 + e) if v >= 0 else e / (1 + e)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sigmoid_forward_kernel(x, y):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
         y[i] = _sigmoid(x[i])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sigmoid_backward_kernel(dy, y, dx):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dy.size, step):
         dx[i] = dy[i] * y[i] * (1 - y[i])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _tanh_forward_kernel(x, y):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
         y[i] = math.tanh(x[i])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _tanh_backward_kernel(dy, y, dx):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dy.size, step):
         dx[i] = dy[i] * (1 - y[i] * y[i])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _elu_forward_kernel(x, alpha, y):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
@@ -1071,7 +1082,7 @@ def _elu_forward_kernel(x, alpha, y):
         y[i] = v if v > 0 else alpha * math.expm1(v)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _elu_backward_kernel(dy, x, y, alpha, dx):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dy.size, step):
@@ -1174,7 +1185,7 @@ def _dropout_uniform(seed, i):
     return float(z >> np.uint64(11)) * _TWO_POW_M53
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _dropout_forward_kernel(x, seed, p, scale, y, mask):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
@@ -1182,7 +1193,7 @@ def _dropout_forward_kernel(x, seed, p, scale, y, mask):
         y[i] = x[i] * mask[i]  # the stored (rounded) mask, as numpy_ref multiplies
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _multiply_kernel(a, b, out):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, a.size, step):
@@ -1275,7 +1286,7 @@ def _make_batchnorm_stats_kernel(dtype, threads):
     return batchnorm_stats_kernel
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _batchnorm_eval_stats_kernel(running_mean, running_var, eps, mean, invstd):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for c in range(start, mean.size, step):
@@ -1283,7 +1294,7 @@ def _batchnorm_eval_stats_kernel(running_mean, running_var, eps, mean, invstd):
         invstd[c] = 1 / math.sqrt(running_var[c] + eps)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _batchnorm_apply_kernel(x, weight, bias, mean, invstd, y):
     # One thread per element; channel c = (i // (H*W)) % C of the flat NCHW index.
     _, channels, h, w = x.shape
@@ -1374,7 +1385,7 @@ def _make_batchnorm_backward_stats_kernel(dtype, threads):
     return batchnorm_backward_stats_kernel
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _batchnorm_backward_apply_kernel(dy, x, weight, mean, invstd, dweight, dbias, dx):
     # dx = weight * invstd * (dy - dbias / n - xhat * dweight / n), per element.
     n_img, channels, h, w = x.shape
@@ -1429,7 +1440,7 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
 # --------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _softmax_cross_entropy_kernel(scores, labels, n_rows, losses, dscores):
     # One thread per row: the row's max, log-sum-exp, loss and gradient. Rows are
     # short (classes), so a thread per row is the cheap layout.
@@ -1453,7 +1464,7 @@ def _softmax_cross_entropy_kernel(scores, labels, n_rows, losses, dscores):
             dscores[n, j] = d / n_rows
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _multiclass_hinge_kernel(scores, labels, margin, n_rows, losses, dscores):
     # One thread per row; the gradient at the label is minus the count of violators.
     n_classes = scores.shape[1]
@@ -1475,7 +1486,7 @@ def _multiclass_hinge_kernel(scores, labels, margin, n_rows, losses, dscores):
         losses[n] = loss
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bce_with_logits_kernel(scores, targets, size, losses, dscores):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, scores.size, step):
@@ -1485,7 +1496,7 @@ def _bce_with_logits_kernel(scores, targets, size, losses, dscores):
         dscores[i] = (_sigmoid(s) - t) / size
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _mse_kernel(pred, target, scale, losses, dpred):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, pred.size, step):
@@ -1494,7 +1505,7 @@ def _mse_kernel(pred, target, scale, losses, dpred):
         dpred[i] = d * scale
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _l1_kernel(pred, target, scale, losses, dpred):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, pred.size, step):
@@ -1621,14 +1632,14 @@ def l1(pred, target):
 # --------------------------------------------------------------------------------------
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sgd_kernel(param, grad, lr, weight_decay):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, param.size, step):
         param[i] -= lr * (grad[i] + weight_decay * param[i])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _sgd_momentum_kernel(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, param.size, step):
@@ -1638,7 +1649,7 @@ def _sgd_momentum_kernel(param, grad, velocity, lr, momentum, nesterov, weight_d
         param[i] -= lr * (g + momentum * v if nesterov else v)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _adam_kernel(
     param, grad, m, v, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2,
     bias_correction2_sqrt, eps, weight_decay,

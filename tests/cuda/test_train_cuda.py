@@ -1,0 +1,88 @@
+"""End to end on the cuda target: a tiny ConvNet trains like it does on the reference.
+
+Both runs start from the same seed, so they create the same weights and draw the
+same dropout seeds; every layer, the loss and the optimizer then run as cuda
+kernels, and the losses must follow the NumPy target's step for step.
+"""
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet import nn, optim
+from jitnet.targets import is_device_array
+
+
+def _tiny_convnet():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, kernel_size=3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, kernel_size=3, stride=2, padding=1, groups=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(4 * 2 * 2, 3),
+    )
+
+
+def _train(target, images, labels, steps=3):
+    """Losses of ``steps`` SGD steps on ``target``, the final state and eval-mode scores."""
+    with jitnet.use_target(target):
+        jitnet.manual_seed(0)
+        model = _tiny_convnet()
+        optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+        loss_fn = nn.SoftmaxCrossEntropyLoss()
+        losses = []
+        for _ in range(steps):
+            losses.append(loss_fn(model(images), labels))
+            model.backward(loss_fn.backward())
+            optimizer.step()
+        if target == "cuda":
+            for p in model.parameters():  # nothing fell back to the host
+                assert is_device_array(p.data) and is_device_array(p.grad), p
+                assert is_device_array(p.state["momentum_buffer"]), p
+        scores = jitnet.to_numpy(model.eval()(images))
+        return losses, model.state_dict(), scores
+
+
+def test_tiny_convnet_trains_like_the_reference():
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+
+    losses, state, scores = _train("cuda", images, labels)
+    want_losses, want_state, want_scores = _train("numpy", images, labels)
+
+    assert all(type(v) is float for v in losses)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-4)
+    assert losses[-1] < losses[0]  # it learns
+    assert state.keys() == want_state.keys()
+    for key in state:
+        np.testing.assert_allclose(state[key], want_state[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_name", ["MulticlassHingeLoss", "MSELoss"])
+def test_linear_model_with_adam_matches_reference(loss_name):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    labels = np.array([0, 1, 2, 1, 0])
+    target = rng.standard_normal((5, 3)).astype(np.float32)
+
+    def run(name):
+        with jitnet.use_target(name):
+            jitnet.manual_seed(3)
+            model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Maxout(8, 3, pieces=2))
+            optimizer = optim.Adam(model.parameters(), lr=0.05)
+            loss_fn = getattr(nn, loss_name)()
+            wanted = labels if loss_name == "MulticlassHingeLoss" else target
+            losses = []
+            for _ in range(3):
+                losses.append(loss_fn(model(x), wanted))
+                model.backward(loss_fn.backward())
+                optimizer.step()
+            return losses
+
+    np.testing.assert_allclose(run("cuda"), run("numpy"), rtol=1e-4)
