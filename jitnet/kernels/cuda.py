@@ -625,12 +625,12 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
     stride, padding, groups = int(stride), int(padding), int(groups)
     n, c, h, w = x.shape
     f, c_group, kh, kw = weight.shape
+    if dy.size == 0:  # an empty batch: zero gradients (and no zero-sized launches)
+        return zeros(x.shape, dy.dtype), zeros(weight.shape, dy.dtype), zeros((f,), dy.dtype)
     dtype = dy.dtype.str
     dx = cuda.device_array(x.shape, dtype=dy.dtype)
     dweight = cuda.device_array(weight.shape, dtype=dy.dtype)
     dbias = cuda.device_array((f,), dtype=dy.dtype)
-    if dy.size == 0:
-        return zeros(x.shape, dy.dtype), zeros(weight.shape, dy.dtype), zeros((f,), dy.dtype)
 
     tile = _tile()
     cpt = min(_CONV_OUTPUTS_PER_THREAD, c_group)
@@ -1492,7 +1492,7 @@ def _bce_with_logits_kernel(scores, targets, size, losses, dscores):
     for i in range(start, scores.size, step):
         s = scores[i]
         t = targets[i]
-        losses[i] = max(s, 0) - s * t + math.log1p(math.exp(-abs(s)))
+        losses[i] = (s if s > 0 else 0) - s * t + math.log1p(math.exp(-abs(s)))
         dscores[i] = (_sigmoid(s) - t) / size
 
 

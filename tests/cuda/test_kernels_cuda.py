@@ -80,8 +80,12 @@ CONV_CASES = [
 ]
 
 
+def _conv_id(case):
+    return "n{}c{}f{}_{}x{}_k{}s{}p{}g{}".format(*case)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "n{}c{}f{}_{}x{}_k{}s{}p{}g{}".format(*c))
+@pytest.mark.parametrize("case", CONV_CASES, ids=_conv_id)
 def test_conv2d_matches_reference(case, dtype, rng):
     n, c, f, h, w, k, stride, padding, groups = case
     x = _normal(rng, (n, c, h, w), dtype)
