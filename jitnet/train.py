@@ -388,6 +388,10 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         if path is None:
             raise ValueError("resume=True needs an out_dir holding checkpoint.npz")
         state = load_checkpoint(path)
+        saved_name = state["meta"].get("model")
+        if saved_name not in (None, model_name):
+            raise CheckpointError(f"checkpoint {path} is of model {saved_name!r}, "
+                                  f"not {model_name!r}")
         _restore(state, path, model, optimizer, scheduler, train_loader)
         history, start = list(state["history"]), int(state["epoch"])
         if not quiet:
