@@ -1,4 +1,353 @@
-"""Placeholder."""
+"""HoG (+ colour histogram) features, standardised, into one linear layer.
+
+The classic baseline of computer-vision courses, as a scikit-learn-style
+estimator trained with jitnet's own kernels (``nn.Linear``, a softmax or
+multiclass-hinge loss, ``optim.SGD`` / ``optim.Adam`` with ``weight_decay`` as
+the L2 penalty) on the active target.
+"""
+
+import sys
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import features as _features
+from .. import nn, optim
+from ..targets import backend, to_numpy
+
+_LOSSES = {"softmax": nn.SoftmaxCrossEntropyLoss, "hinge": nn.MulticlassHingeLoss}
+_FEATURES = ("hog+color", "hog", "color")
+_OPTIMIZERS = ("sgd", "adam")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The estimator is used before ``fit`` (as ``sklearn.exceptions.NotFittedError``)."""
+
 
 class HogLinearClassifier:
-    pass
+    """Linear classifier on HoG and HSV colour-histogram features.
+
+    Parameters (keyword-only; ``__init__`` only stores them)
+    ----------
+    loss : {"softmax", "hinge"}
+        Softmax cross-entropy or the multiclass SVM (hinge) loss.
+    features : {"hog+color", "hog", "color"}
+        Which features feed the linear layer.
+    orientations, pixels_per_cell, cells_per_block, block_norm
+        HoG parameters (see :func:`jitnet.features.hog`); cells and blocks are an
+        int (square) or a pair. HoG is taken on the colour image (per pixel the
+        strongest channel's gradient).
+    color_bins : int
+        Bins of the hue histogram (:func:`jitnet.features.color_histogram`).
+    color_channels : str
+        Which of hue, saturation, value to histogram.
+    optimizer : {"sgd", "adam"}
+        SGD uses ``momentum``; both use ``weight_decay=reg``.
+    reg : float
+        L2 penalty on the weights (passed as the optimizer's ``weight_decay``).
+    lr, momentum : float
+    schedule : {"cosine", "constant"}
+        Cosine annealing of ``lr`` to 0 over the epochs (``optim.CosineLR``), or none:
+        the decay lets the last epoch settle near the regularised optimum.
+    epochs, batch_size : int
+        Each epoch draws a fresh permutation of the training set and walks it in
+        minibatches of ``batch_size`` (the last one may be smaller).
+    seed : int
+        Seeds the weight initialisation and the shuffling (fits are reproducible).
+    verbose : bool
+        A tqdm bar over the epochs (only when stderr is a terminal).
+
+    Attributes
+    ----------
+    coef_ : (n_classes, n_features) float32 ndarray
+        Weights on the *standardised* features.
+    intercept_ : (n_classes,) float32 ndarray
+    classes_ : (n_classes,) ndarray
+        The labels seen in ``fit``, sorted; ``predict`` returns these.
+    n_features_in_ : int
+        Number of raw values per image seen in ``fit`` (``C * H * W``), as scikit-learn
+        counts the columns of ``X``; ``coef_.shape[1]`` is the number of features.
+    image_shape_ : tuple
+        ``(C, H, W)`` of the training images.
+    mean_, scale_ : (n_features,) float32 ndarray
+        Training-set mean and standard deviation of the features (``scale_`` 1 where
+        a feature is constant).
+    history_ : list of dict
+        One entry per epoch: ``epoch``, ``loss`` (mean training loss), ``train_accuracy``
+        (of the weights at the end of the epoch), ``seconds`` (of training so far)
+        and, when ``fit`` got validation data, ``val_accuracy``.
+    fit_seconds_ : float
+        Wall time of ``fit``, feature extraction included; ``feature_seconds_`` is the
+        extraction alone.
+    """
+
+    def __init__(
+        self,
+        *,
+        loss="softmax",
+        features="hog+color",
+        orientations=9,
+        pixels_per_cell=8,
+        cells_per_block=2,
+        block_norm="L2-Hys",
+        color_bins=10,
+        color_channels="h",
+        optimizer="sgd",
+        reg=1e-3,
+        lr=0.01,
+        momentum=0.9,
+        schedule="cosine",
+        epochs=20,
+        batch_size=128,
+        seed=0,
+        verbose=True,
+    ):
+        self.loss = loss
+        self.features = features
+        self.orientations = orientations
+        self.pixels_per_cell = pixels_per_cell
+        self.cells_per_block = cells_per_block
+        self.block_norm = block_norm
+        self.color_bins = color_bins
+        self.color_channels = color_channels
+        self.optimizer = optimizer
+        self.reg = reg
+        self.lr = lr
+        self.momentum = momentum
+        self.schedule = schedule
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.seed = seed
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ scikit-learn surface
+    _PARAMS = ("loss", "features", "orientations", "pixels_per_cell", "cells_per_block",
+               "block_norm", "color_bins", "color_channels", "optimizer", "reg", "lr",
+               "momentum", "schedule", "epochs", "batch_size", "seed", "verbose")
+
+    def get_params(self, deep=True):
+        """The constructor's parameters as a dict (as scikit-learn's ``get_params``)."""
+        return {name: getattr(self, name) for name in self._PARAMS}
+
+    def set_params(self, **params):
+        """Set constructor parameters; unknown names raise ``ValueError``."""
+        for name, value in params.items():
+            if name not in self._PARAMS:
+                raise ValueError(
+                    f"HogLinearClassifier has no parameter {name!r}: expected one of "
+                    f"{', '.join(self._PARAMS)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = type(self)().get_params()
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k]]
+        return f"HogLinearClassifier({', '.join(changed)})"
+
+    # ------------------------------------------------------------ features
+    def _check_params(self):
+        if self.loss not in _LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}: expected one of {tuple(_LOSSES)}")
+        if self.features not in _FEATURES:
+            raise ValueError(f"unknown features {self.features!r}: expected one of {_FEATURES}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}: expected one of {_OPTIMIZERS}"
+            )
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}: expected 'cosine' or 'constant'"
+            )
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    def _images(self, X, fitted):
+        """``X`` as ``(N, C, H, W)`` images; after ``fit`` also from ``(N, C * H * W)`` rows."""
+        X = to_numpy(X)
+        if fitted and X.ndim == 2:
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"HogLinearClassifier was fitted on images of shape {self.image_shape_} "
+                    f"({self.n_features_in_} values), got rows of {X.shape[1]} values "
+                    f"(input shape {X.shape})"
+                )
+            X = X.reshape(len(X), *self.image_shape_)
+        if X.ndim != 4:
+            raise ValueError(
+                f"HogLinearClassifier expected images (N, C, H, W), got {X.ndim}-D input "
+                f"of shape {X.shape}"
+            )
+        if fitted and X.shape[1:] != self.image_shape_:
+            raise ValueError(
+                f"HogLinearClassifier was fitted on images of shape {self.image_shape_}, "
+                f"got images of shape {X.shape[1:]} (input shape {X.shape})"
+            )
+        if not fitted and "color" in self.features and X.shape[1] != 3:
+            raise ValueError(
+                f"features={self.features!r} needs RGB images (N, 3, H, W), got {X.shape[1]} "
+                f"channels (input shape {X.shape}); use features='hog' for grey images"
+            )
+        return X
+
+    def transform(self, X):
+        """Raw (unstandardised) features of images ``X``.
+
+        Parameters
+        ----------
+        X : (N, C, H, W) uint8 or float array
+            Images, NCHW (uint8 0..255, or float in [0, 1] for the colour histogram).
+
+        Returns
+        -------
+        (N, n_features) float32 ndarray
+            HoG features, then the colour histogram (as ``features`` says).
+        """
+        X = self._images(X, fitted=hasattr(self, "image_shape_"))
+        return self._extract(X)
+
+    def _extract(self, X):
+        parts = []
+        if "hog" in self.features:
+            parts.append(to_numpy(_features.hog(
+                X, self.orientations, self.pixels_per_cell, self.cells_per_block,
+                self.block_norm, channel_axis=1,
+            )))
+        if "color" in self.features:
+            parts.append(to_numpy(_features.color_histogram(
+                X, self.color_bins, channel_axis=1, channels=self.color_channels,
+            )))
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def _standardised(self, X):
+        return (self._extract(self._images(X, fitted=True)) - self.mean_) / self.scale_
+
+    # ------------------------------------------------------------ fit
+    def fit(self, X, y, X_val=None, y_val=None):
+        """Extract features, standardise them and train the linear layer.
+
+        Parameters
+        ----------
+        X : (N, C, H, W) uint8 or float array
+            Training images, NCHW.
+        y : (N,) array of labels (any sortable values)
+        X_val, y_val : optional
+            Validation images and labels; their accuracy goes into ``history_``.
+
+        Returns
+        -------
+        self
+        """
+        start = time.perf_counter()
+        self._check_params()
+        X = self._images(X, fitted=False)
+        y = np.asarray(to_numpy(y))
+        if y.shape != (len(X),):
+            raise ValueError(
+                f"HogLinearClassifier expected labels of shape ({len(X)},), got {y.shape}"
+            )
+        for name in ("coef_", "intercept_", "image_shape_"):  # refitting forgets the last fit
+            self.__dict__.pop(name, None)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"HogLinearClassifier needs at least 2 classes, got {classes}")
+
+        raw = self._extract(X)
+        self.mean_ = raw.mean(axis=0)
+        std = raw.std(axis=0)
+        self.scale_ = np.where(std > 0, std, 1.0).astype(np.float32)
+        train = ((raw - self.mean_) / self.scale_).astype(np.float32)
+        self.classes_ = classes
+        self.image_shape_ = X.shape[1:]
+        self.n_features_in_ = int(np.prod(X.shape[1:]))
+        val = None
+        if X_val is not None:
+            val = (self._standardised(X_val).astype(np.float32), np.asarray(to_numpy(y_val)))
+        self.feature_seconds_ = time.perf_counter() - start
+        self._train(train, y_index.astype(np.int64), val, start)
+        self.fit_seconds_ = time.perf_counter() - start
+        return self
+
+    def _train(self, train, y_index, val, start):
+        """Minibatch training of ``Linear(n_features, n_classes)`` on the active target."""
+        rng = np.random.default_rng(self.seed)
+        n_samples, n_features = train.shape
+        n_classes = len(self.classes_)
+        layer = nn.Linear(n_features, n_classes)
+        b = backend()
+        # seeded here rather than from jitnet's global generator, so that ``seed`` decides
+        bound = 1.0 / np.sqrt(n_features)
+        layer.weight.data = b.asarray(
+            rng.uniform(-bound, bound, (n_classes, n_features)).astype(np.float32))
+        layer.bias.data = b.zeros((n_classes,), np.float32)
+        loss_fn = _LOSSES[self.loss]()
+        if self.optimizer == "sgd":
+            opt = optim.SGD(layer.parameters(), lr=self.lr, momentum=self.momentum,
+                            weight_decay=self.reg)
+        else:
+            opt = optim.Adam(layer.parameters(), lr=self.lr, weight_decay=self.reg)
+        schedule = optim.CosineLR(opt, int(self.epochs)) if self.schedule == "cosine" else None
+
+        self.history_ = []
+        show = bool(self.verbose) and sys.stderr.isatty()
+        epochs = tqdm(range(self.epochs), desc="hog-linear", unit="epoch", disable=not show)
+        for epoch in epochs:
+            order = rng.permutation(n_samples)
+            total = 0.0
+            for first in range(0, n_samples, self.batch_size):
+                batch = order[first : first + self.batch_size]
+                scores = layer(b.asarray(train[batch]))
+                total += loss_fn(scores, y_index[batch]) * len(batch)
+                opt.zero_grad()
+                layer.backward(loss_fn.backward())
+                opt.step()
+            if schedule is not None:
+                schedule.step()
+            self.coef_ = to_numpy(layer.weight.data).copy()
+            self.intercept_ = to_numpy(layer.bias.data).copy()
+            entry = {
+                "epoch": epoch + 1,
+                "loss": total / n_samples,
+                "train_accuracy": float(np.mean(self._argmax(train) == y_index)),
+                "seconds": time.perf_counter() - start,
+            }
+            if val is not None:
+                entry["val_accuracy"] = float(np.mean(self.classes_[self._argmax(val[0])]
+                                                      == val[1]))
+            self.history_.append(entry)
+            epochs.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
+
+    # ------------------------------------------------------------ predict
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise NotFittedError(
+                "This HogLinearClassifier instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator."
+            )
+
+    def _scores(self, standardised):
+        """``(N, n_classes)`` scores of standardised features, by the target's linear kernel."""
+        b = backend()
+        scores = b.linear_forward(b.asarray(standardised, np.float32), b.asarray(self.coef_),
+                                  b.asarray(self.intercept_))
+        return to_numpy(scores)
+
+    def _argmax(self, standardised):
+        return self._scores(standardised).argmax(axis=1)
+
+    def decision_function(self, X):
+        """Class scores ``(N, n_classes)`` float32 of images ``X`` (NCHW)."""
+        self._check_fitted()
+        return self._scores(self._standardised(X))
+
+    def predict(self, X):
+        """Predicted labels ``(N,)`` (values of ``classes_``) of images ``X`` (NCHW)."""
+        scores = self.decision_function(X)
+        return self.classes_[scores.argmax(axis=1)]
+
+    def score(self, X, y):
+        """Mean accuracy of ``predict(X)`` against ``y``."""
+        return float(np.mean(self.predict(X) == np.asarray(to_numpy(y))))

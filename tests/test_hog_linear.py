@@ -1,0 +1,121 @@
+"""HogLinearClassifier: the scikit-learn surface, training on separable data, errors."""
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet.features import color_histogram, hog
+from jitnet.models import HogLinearClassifier
+from jitnet.models.hog_linear import NotFittedError
+
+
+def stripes(rng, n, size=16):
+    """Two classes told apart by their HoG: horizontal vs vertical stripes, in noise,
+    each in random colours (so hue alone cannot tell them)."""
+    y = rng.integers(0, 2, n)
+    phase = rng.integers(0, 4, n)
+    line = (np.arange(size)[None, :] + phase[:, None]) % 4 < 2  # (n, size)
+    pattern = np.where(y[:, None, None] == 0, line[:, :, None], line[:, None, :])
+    colour = rng.integers(60, 256, (n, 3, 1, 1))
+    images = pattern[:, None] * colour + rng.integers(0, 40, (n, 3, size, size))
+    return np.clip(images, 0, 255).astype(np.uint8), np.array(["horizontal", "vertical"])[y]
+
+
+SMALL = dict(pixels_per_cell=4, epochs=5, batch_size=16, verbose=False)
+
+
+@pytest.fixture
+def data(rng):
+    return stripes(rng, 64), stripes(rng, 32)
+
+
+def test_fits_separable_problem_with_sklearn_surface(data):
+    (x, y), (x_test, y_test) = data
+    model = HogLinearClassifier(**SMALL)
+    assert model.fit(x, y, x_test, y_test) is model
+    assert model.score(x_test, y_test) == 1.0
+    assert list(model.classes_) == ["horizontal", "vertical"]
+    assert set(model.predict(x_test)) <= set(model.classes_)
+    n_features = hog(x[:1], pixels_per_cell=4, channel_axis=1).shape[1] + 10
+    assert model.coef_.shape == (2, n_features) and model.intercept_.shape == (2,)
+    assert isinstance(model.coef_, np.ndarray)
+    assert model.n_features_in_ == 3 * 16 * 16 and model.image_shape_ == (3, 16, 16)
+    assert model.decision_function(x_test).shape == (32, 2)
+    assert len(model.history_) == 5
+    assert {"epoch", "loss", "train_accuracy", "val_accuracy", "seconds"} <= set(model.history_[0])
+    assert model.history_[-1]["loss"] < model.history_[0]["loss"]
+    assert model.fit_seconds_ > 0
+    # rows of raw values work too, once the image shape is known
+    np.testing.assert_array_equal(model.predict(x_test.reshape(32, -1)), model.predict(x_test))
+
+
+def test_features_are_standardised_hog_then_colour(data):
+    (x, y), _ = data
+    model = HogLinearClassifier(**SMALL).fit(x, y)
+    raw = np.hstack([hog(x, pixels_per_cell=4, channel_axis=1), color_histogram(x)])
+    np.testing.assert_allclose(model.transform(x), raw, atol=1e-6)
+    np.testing.assert_allclose(model.mean_, raw.mean(0), atol=1e-5)
+    expected = (raw - raw.mean(0)) / np.where(raw.std(0) > 0, raw.std(0), 1)
+    scores = expected @ model.coef_.T + model.intercept_
+    np.testing.assert_allclose(model.decision_function(x), scores, atol=1e-3)
+
+
+@pytest.mark.parametrize("options", [
+    dict(loss="hinge"), dict(optimizer="adam", lr=1e-2), dict(features="hog"),
+    dict(schedule="constant", color_channels="hsv"),
+])
+def test_other_losses_optimizers_and_features(data, options):
+    (x, y), (x_test, y_test) = data
+    model = HogLinearClassifier(**{**SMALL, **options}).fit(x, y)
+    assert model.score(x_test, y_test) >= 0.9
+
+
+def test_reproducible_with_seed(data):
+    (x, y), _ = data
+    first = HogLinearClassifier(**SMALL, seed=3).fit(x, y)
+    second = HogLinearClassifier(**SMALL, seed=3).fit(x, y)
+    other = HogLinearClassifier(**SMALL, seed=4).fit(x, y)
+    np.testing.assert_array_equal(first.coef_, second.coef_)
+    assert [e["loss"] for e in first.history_] == [e["loss"] for e in second.history_]
+    assert not np.array_equal(first.coef_, other.coef_)
+
+
+def test_numpy_target_trains_the_same_model(data):
+    (x, y), _ = data
+    with jitnet.use_target("numpy"):
+        reference = HogLinearClassifier(**SMALL).fit(x, y)
+    fast = HogLinearClassifier(**SMALL).fit(x, y)
+    np.testing.assert_allclose(fast.coef_, reference.coef_, atol=1e-4)
+
+
+def test_not_fitted_and_wrong_inputs(data):
+    (x, y), _ = data
+    model = HogLinearClassifier(**SMALL)
+    for method in (model.predict, model.decision_function):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            method(x)
+    assert issubclass(NotFittedError, ValueError) and issubclass(NotFittedError, AttributeError)
+    model.fit(x, y)
+    with pytest.raises(ValueError, match=r"fitted on images of shape \(3, 16, 16\)"):
+        model.predict(x[:, :, :8])
+    with pytest.raises(ValueError, match="768 values"):
+        model.predict(x.reshape(64, -1)[:, :100])
+    with pytest.raises(ValueError, match="images \\(N, C, H, W\\)"):
+        HogLinearClassifier(**SMALL).fit(x[0], y)
+    with pytest.raises(ValueError, match="labels of shape"):
+        HogLinearClassifier(**SMALL).fit(x, y[:3])
+    with pytest.raises(ValueError, match="needs RGB"):
+        HogLinearClassifier(**SMALL).fit(x[:, :1], y)
+    with pytest.raises(ValueError, match="unknown loss"):
+        HogLinearClassifier(loss="l2").fit(x, y)
+
+
+def test_init_only_stores_and_params_roundtrip():
+    model = HogLinearClassifier(reg=0.5, epochs=3)
+    assert model.get_params()["reg"] == 0.5
+    assert model.set_params(lr=0.2) is model and model.lr == 0.2
+    assert "reg=0.5" in repr(model)
+    with pytest.raises(ValueError, match="no parameter"):
+        model.set_params(colour=1)
+    with pytest.raises(TypeError):
+        HogLinearClassifier("softmax")  # keyword-only
