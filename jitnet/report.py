@@ -84,20 +84,23 @@ def plot_learning_curves(histories, path):
     """
     plt = _pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, history in histories.items():
+    for index, (key, history) in enumerate(histories.items()):
         title = _TITLES.get(key, key)
+        color = f"C{index}"  # one colour per model: dashed train, solid test
         epochs = np.arange(1, len(history) + 1)
         losses = [h.get("loss") for h in history]
         if any(v is not None for v in losses):
-            ax_loss.plot(epochs, [np.nan if v is None else v for v in losses], label=title)
+            ax_loss.plot(epochs, [np.nan if v is None else v for v in losses], color=color,
+                         label=title)
         for field, style in (("train_accuracy", "--"), ("test_accuracy", "-")):
             values = [h.get(field) for h in history]
             if any(v is not None for v in values):
                 ax_acc.plot(epochs, [np.nan if v is None else v for v in values], style,
-                            label=f"{title} ({field.split('_')[0]})")
+                            color=color, label=f"{title} ({field.split('_')[0]})")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -230,7 +233,7 @@ def plot_predictions(images, labels, predictions, class_names, path, count=16):
     count = min(count, len(images))
     cols = 8
     rows = -(-count // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 2.1))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 2.4 + 0.5))
     axes = np.atleast_1d(axes).ravel()
     for ax in axes:
         ax.axis("off")
@@ -245,7 +248,9 @@ def plot_predictions(images, labels, predictions, class_names, path, count=16):
                     transform=ax.transAxes, ha="center", va="top", fontsize=6.5,
                     color="green" if right else "red")
     fig.suptitle("example test predictions (true class above)", fontsize=9)
-    fig.tight_layout()
+    # room under each image for the prediction lines (tight_layout ignores them)
+    fig.subplots_adjust(left=0.02, right=0.98, top=1 - 0.5 / (rows * 2.4 + 0.5),
+                        bottom=0.12 / rows, hspace=0.45, wspace=0.15)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
