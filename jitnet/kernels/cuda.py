@@ -767,12 +767,13 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b):
     nt = _numba_type(dtype)
     zero = np.dtype(dtype).type(0)
     rows = tile * rpt
+    padded = tile + 1  # shared shapes must be constants: computed here, not in the kernel
     threads = tile * tile
 
     @cuda.jit
     def matmul_kernel(a, b, bias, c):
-        a_tile = cuda.shared.array((rows, tile + 1), nt)
-        b_tile = cuda.shared.array((tile, tile + 1), nt)
+        a_tile = cuda.shared.array((rows, padded), nt)
+        b_tile = cuda.shared.array((tile, padded), nt)
         acc = cuda.local.array(rpt, nt)
         n_i, n_j = c.shape
         n_k = a.shape[0] if trans_a else a.shape[1]
