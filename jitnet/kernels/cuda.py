@@ -15,8 +15,10 @@ kernel, so tests can patch them tiny:
 - convolution and matmul use square ``CUDA_TILE x CUDA_TILE`` blocks with
   shared-memory tiles of the input and the weights, several outputs per thread;
 - reductions (bias and weight gradients, batch-norm statistics, loss sums) give
-  one block per output and sum in shared memory with a fixed tree, so every
-  output element has exactly one writer and results are reproducible.
+  each output one block that sums in shared memory with a fixed tree (or one
+  thread, for the short column sums of a linear layer's bias gradient), so every
+  output element has exactly one writer and results are reproducible;
+- bias adds are fused into the epilogues of the convolution and matmul kernels.
 
 Kernels that need shared or local arrays (whose shapes and dtype must be
 compile-time constants) are built by ``_make_*`` factories, cached per dtype and
@@ -168,7 +170,8 @@ def _reduction_threads():
 
 
 def _tile():
-    return max(1, int(config.CUDA_TILE))
+    """Side of the square tiles; at most 32, as a block holds at most 1024 threads."""
+    return min(32, max(1, int(config.CUDA_TILE)))
 
 
 def _numba_type(dtype):
@@ -218,8 +221,8 @@ def asarray(a, dtype=None):
     Parameters
     ----------
     a : array_like or device array
-        A device array passes through (cast on the device when ``dtype`` differs);
-        anything else is copied to the device.
+        A device array passes through as it is (cast into a new array on the device
+        when ``dtype`` differs); anything else is copied to the device.
     dtype : dtype, optional
         Wanted dtype; by default the dtype of ``a`` is kept.
 

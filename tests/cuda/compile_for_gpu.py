@@ -162,7 +162,8 @@ def main(argv=None):
         arg_types = ", ".join(str(t) for t in signature)
         if args.dump:
             os.makedirs(args.dump, exist_ok=True)
-            dtype = "f64" if "float64" in arg_types else "f32"
+            first = next((t for t in signature if isinstance(t, numba.types.Array)), None)
+            dtype = first.dtype if first is not None else "scalar"
             with open(os.path.join(args.dump, f"{number:03d}_{name}_{dtype}.ptx"), "w") as f:
                 f.write(f"// {name}({arg_types})\n{ptx}")
         report = _ptxas_report(args.ptxas, cc, ptx) if args.ptxas else f"{len(ptx)} B of PTX"
