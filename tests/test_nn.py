@@ -384,3 +384,18 @@ def test_nan_propagates(target):
     scores = jitnet.to_numpy(model(x))
     assert np.isnan(scores).all()
     assert np.isnan(nn.SoftmaxCrossEntropyLoss()(scores, np.array([0])))
+
+
+def test_parameters_on_another_target_raise_a_clear_error():
+    class FakeDeviceArray:
+        dtype = np.dtype(np.float32)
+        shape = (2, 3)
+
+        def copy_to_host(self):
+            return np.zeros(self.shape, self.dtype)
+
+    layer = nn.Linear(3, 2)
+    layer.weight.data = FakeDeviceArray()
+    with jitnet.use_target("numpy"):
+        with pytest.raises(RuntimeError, match="parameters live on the cuda device but the active target is 'numpy'"):
+            layer(np.zeros((4, 3), np.float32))

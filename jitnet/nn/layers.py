@@ -8,11 +8,13 @@ the layer's parameters. Activations are only ever touched by kernels and by
 numba.cuda device arrays.
 """
 
+import math
+
 import numpy as np
 
 from .. import config, rng
 from ..targets import backend, to_numpy
-from .module import Module, Parameter, as_input, kaiming_uniform
+from .module import Module, Parameter, as_input, check_placement, kaiming_uniform
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -120,6 +122,7 @@ class Conv2d(Module):
     def forward(self, x):
         x = as_input(x)
         _check_input("Conv2d", x, 4, "(N, C, H, W)", self.weight.dtype)
+        check_placement("Conv2d", self.weight)
         n, c, h, w = x.shape
         _check_size("Conv2d", "input channels", self.in_channels, c, tuple(x.shape))
         k, p = self.kernel_size, self.padding
@@ -230,6 +233,7 @@ class Linear(Module):
     def forward(self, x):
         x = as_input(x)
         _check_input("Linear", x, 2, "(N, in_features)", self.weight.dtype)
+        check_placement("Linear", self.weight)
         _check_size("Linear", "input features", self.in_features, x.shape[1], tuple(x.shape))
         self._saved_x = x
         bias = self.bias.data if self.bias is not None else None
@@ -280,6 +284,7 @@ class Maxout(Module):
     def forward(self, x):
         x = as_input(x)
         _check_input("Maxout", x, 2, "(N, in_features)", self.weight.dtype)
+        check_placement("Maxout", self.weight)
         _check_size("Maxout", "input features", self.in_features, x.shape[1], tuple(x.shape))
         y, argmax = backend().maxout_forward(x, self.weight.data, self.bias.data, self.pieces)
         self._saved_x = x
@@ -308,7 +313,7 @@ class Flatten(Module):
             raise ValueError(f"Flatten expected an input with a batch axis and at least one more, "
                              f"got shape {tuple(x.shape)}")
         self._saved_shape = tuple(x.shape)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def backward(self, dy):
         return dy.reshape(self._saved_shape)
@@ -470,6 +475,7 @@ class BatchNorm2d(Module):
     def forward(self, x):
         x = as_input(x)
         _check_input("BatchNorm2d", x, 4, "(N, C, H, W)", self.weight.dtype)
+        check_placement("BatchNorm2d", self.weight)
         n, c, h, w = x.shape
         _check_size("BatchNorm2d", "channels", self.num_features, c, tuple(x.shape))
         if self.training and n * h * w < 2:

@@ -291,3 +291,16 @@ def as_input(x):
     if is_device_array(x):
         return x
     return backend().asarray(np.asarray(x))
+
+
+def check_placement(owner, param):
+    """Raise RuntimeError when ``param`` lives on the device but the target is not cuda,
+    or the other way round (instead of a typing error from deep inside a kernel)."""
+    on_device = is_device_array(param.data)
+    target = get_target()
+    if on_device != (target == "cuda"):
+        where = "the cuda device" if on_device else "the host"
+        raise RuntimeError(
+            f"{owner}'s parameters live on {where} but the active target is {target!r}: "
+            f"call jitnet.set_target(...) to match, or move the model with model.to({target!r})"
+        )
