@@ -59,45 +59,177 @@ def zeros(shape, dtype):
 
 # --------------------------------------------------------------------------
 # convolution
+#
+# All three convolution passes run on one register-blocked micro-kernel
+# layout. Inside the kernels, images are channel-last and zero-padded,
+# ``xh[n, g, h, w * Cg + c]`` (group-major, NHWC within a group), so that one
+# kernel row of one output pixel, ``(kw, c)``, is a contiguous span of
+# ``KW * Cg`` numbers whatever the stride. Weights are packed as
+# ``wpk[g, fb, kh, kw * Cg + c, j]`` with ``j`` a block of ``_FB`` output
+# channels (zero-padded), so that one weight vector is a contiguous,
+# unit-stride run the vectoriser turns into two 16-lane loads.
+#
+# The micro-kernel keeps an ``_PIX x _FB`` accumulator tile (8 output pixels x
+# 32 output channels = 16 AVX-512 registers in float32) and, per reduction
+# step, broadcasts 8 input values and loads 2 weight vectors: 16 fused
+# multiply-adds for 10 loads. The pixel statements are written out by hand:
+# LLVM keeps the tile in registers only when every access has a constant
+# offset (no inner loop over pixels with a runtime trip count).
 # --------------------------------------------------------------------------
+
+#: Output channels per register tile (a multiple of 16 lanes).
+_FB = 32
+#: Output pixels per register tile (written out in the micro-kernels).
+_PIX = 8
 
 
 def _conv_out_size(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
 
-def _pad_input(x, ph, pw):
-    """``x`` (N, C, H, W) zero-padded to (N, C, H + 2 ph, W + 2 pw), C-contiguous."""
-    if ph == 0 and pw == 0:
-        return np.ascontiguousarray(x)
-    n, c, h, w = x.shape
-    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    xp[:, :, ph : ph + h, pw : pw + w] = x
-    return xp
+@njit(**_JIT)
+def _to_padded_nhwc(x, xh, top, left, sh, sw):
+    """Scatter ``x`` (N, C, H, W) into zeroed ``xh`` (N, G, Hp, Wp * Cg).
+
+    Element ``x[n, g * Cg + c, h, w]`` goes to row ``top + h * sh``, column
+    ``left + w * sw``; ``sh = sw = 1`` is plain padding, larger values dilate
+    (the upstream gradient of a strided convolution, for its input gradient).
+    Positions outside ``xh`` are dropped (negative padding crops).
+    """
+    n_img, n_ch, h_n, w_n = x.shape
+    groups, hp_n = xh.shape[1], xh.shape[2]
+    cg = n_ch // groups
+    wp_n = xh.shape[3] // cg
+    # No race: iteration t owns the image xh[n].
+    for n in prange(n_img):
+        for c in range(n_ch):
+            g = c // cg
+            cc = c % cg
+            for h in range(h_n):
+                i = top + h * sh
+                if i < 0 or i >= hp_n:
+                    continue
+                for w in range(w_n):
+                    j = left + w * sw
+                    if j >= 0 and j < wp_n:
+                        xh[n, g, i, j * cg + cc] = x[n, c, h, w]
 
 
 @njit(**_JIT)
-def _conv2d_forward(xp, weight, bias, y, sh, sw, groups):
+def _pack_weight(weight, wpk, flip):
+    """``weight`` (G * Fg, Cg, KH, KW) -> ``wpk`` (G, FB, KH, KW * Cg, _FB), zero-padded.
+
+    With ``flip`` the kernel is turned by 180 degrees (``kh -> KH-1-kh``, same
+    for ``kw``), as the input gradient needs.
+    """
+    groups, n_blocks, kh_n = wpk.shape[0], wpk.shape[1], wpk.shape[2]
+    f_per_group, cg, kw_n = weight.shape[0] // groups, weight.shape[1], weight.shape[3]
+    # No race: iteration t owns the block wpk[g, fb].
+    for t in prange(groups * n_blocks):
+        g = t // n_blocks
+        fb = t % n_blocks
+        for kh in range(kh_n):
+            for kw in range(kw_n):
+                for c in range(cg):
+                    for j in range(_FB):
+                        f = fb * _FB + j
+                        v = weight.dtype.type(0)
+                        if f < f_per_group:
+                            if flip:
+                                v = weight[g * f_per_group + f, c, kh_n - 1 - kh, kw_n - 1 - kw]
+                            else:
+                                v = weight[g * f_per_group + f, c, kh, kw]
+                        wpk[g, fb, kh, kw * cg + c, j] = v
+
+
+@njit(**_JIT)
+def _conv2d_tiles(xh, wpk, bias, y, s, cg):
+    """The forward micro-kernel: ``y`` (N, F, HO, WO) from ``xh`` and ``wpk``.
+
+    One tile is 8 output pixels of one row times 32 output channels. The
+    last tile of a row recomputes the row's last pixel in its unused slots
+    (clamped indices) and stores only the valid ones.
+    """
     n_img, n_out, ho_n, wo_n = y.shape
-    c_per_group = weight.shape[1]
-    kh_n, kw_n = weight.shape[2], weight.shape[3]
+    groups, n_blocks, kh_n, r_n = wpk.shape[0], wpk.shape[1], wpk.shape[2], wpk.shape[3]
     f_per_group = n_out // groups
-    # No race: iteration t owns the output plane y[n, f].
-    for t in prange(n_img * n_out):
-        n = t // n_out
-        f = t % n_out
-        c0 = (f // f_per_group) * c_per_group
-        out = y[n, f]
-        out[:, :] = bias[f]
-        for c in range(c_per_group):
-            plane = xp[n, c0 + c]
-            for kh in range(kh_n):
-                for kw in range(kw_n):
-                    wv = weight[f, c, kh, kw]
-                    for ho in range(ho_n):
-                        row = plane[ho * sh + kh]
-                        for wo in range(wo_n):
-                            out[ho, wo] += wv * row[wo * sw + kw]
+    n_tiles = (wo_n + _PIX - 1) // _PIX
+    last = wo_n - 1
+    # No race: iteration t owns the output row y[n, :, ho, :].
+    for t in prange(n_img * ho_n):
+        n = t // ho_n
+        ho = t % ho_n
+        acc = np.empty((_PIX, _FB), dtype=y.dtype)
+        for g in range(groups):
+            for fb in range(n_blocks):
+                for tile in range(n_tiles):
+                    wo0 = tile * _PIX
+                    # Column of pixel p's window in the channel-last row.
+                    i0 = min(wo0, last) * s * cg
+                    i1 = min(wo0 + 1, last) * s * cg
+                    i2 = min(wo0 + 2, last) * s * cg
+                    i3 = min(wo0 + 3, last) * s * cg
+                    i4 = min(wo0 + 4, last) * s * cg
+                    i5 = min(wo0 + 5, last) * s * cg
+                    i6 = min(wo0 + 6, last) * s * cg
+                    i7 = min(wo0 + 7, last) * s * cg
+                    for j in range(_FB):
+                        for p in range(_PIX):
+                            acc[p, j] = 0
+                    for kh in range(kh_n):
+                        h = ho * s + kh
+                        for r in range(r_n):
+                            x0 = xh[n, g, h, i0 + r]
+                            x1 = xh[n, g, h, i1 + r]
+                            x2 = xh[n, g, h, i2 + r]
+                            x3 = xh[n, g, h, i3 + r]
+                            x4 = xh[n, g, h, i4 + r]
+                            x5 = xh[n, g, h, i5 + r]
+                            x6 = xh[n, g, h, i6 + r]
+                            x7 = xh[n, g, h, i7 + r]
+                            for j in range(16):
+                                wa = wpk[g, fb, kh, r, j]
+                                wb = wpk[g, fb, kh, r, 16 + j]
+                                acc[0, j] += x0 * wa
+                                acc[1, j] += x1 * wa
+                                acc[2, j] += x2 * wa
+                                acc[3, j] += x3 * wa
+                                acc[4, j] += x4 * wa
+                                acc[5, j] += x5 * wa
+                                acc[6, j] += x6 * wa
+                                acc[7, j] += x7 * wa
+                                acc[0, 16 + j] += x0 * wb
+                                acc[1, 16 + j] += x1 * wb
+                                acc[2, 16 + j] += x2 * wb
+                                acc[3, 16 + j] += x3 * wb
+                                acc[4, 16 + j] += x4 * wb
+                                acc[5, 16 + j] += x5 * wb
+                                acc[6, 16 + j] += x6 * wb
+                                acc[7, 16 + j] += x7 * wb
+                    f0 = g * f_per_group + fb * _FB
+                    for j in range(min(_FB, f_per_group - fb * _FB)):
+                        b = bias[f0 + j]
+                        for p in range(min(_PIX, wo_n - wo0)):
+                            y[n, f0 + j, ho, wo0 + p] = acc[p, j] + b
+
+
+def _blocks(n):
+    return (n + _FB - 1) // _FB
+
+
+def _conv_channel_last(x, groups, top, left, hp, wp, sh=1, sw=1):
+    """``x`` (N, C, H, W) as zero-padded (optionally dilated) channel-last ``xh``."""
+    n, c = x.shape[0], x.shape[1]
+    xh = np.zeros((n, groups, hp, wp * (c // groups)), dtype=x.dtype)
+    _to_padded_nhwc(x, xh, top, left, sh, sw)
+    return xh
+
+
+def _conv_forward_core(xh, weight, bias, y, stride, groups, flip=False):
+    f, cg, kh, _ = weight.shape
+    wpk = np.empty((groups, _blocks(f // groups), kh, weight.shape[3] * cg, _FB), dtype=y.dtype)
+    _pack_weight(weight, wpk, flip)
+    _conv2d_tiles(xh, wpk, bias, y, stride, cg)
 
 
 def conv2d_forward(x, weight, bias, stride, padding, groups):
@@ -108,88 +240,133 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     x : ndarray, (N, C, H, W), float32 or float64
     weight : ndarray, (F, C // groups, KH, KW), x's dtype
     bias : ndarray, (F,), or None
-    stride, padding : int or (int, int)
+    stride, padding : int (or a pair of equal ints)
     groups : int, divides C and F
 
     Returns
     -------
     y : ndarray, (N, F, HO, WO), x's dtype,
         ``HO = (H + 2 * padding - KH) // stride + 1`` (likewise WO).
+
+    Notes
+    -----
+    ``y[n, f, i, j] = bias[f] + sum_{c, a, b} weight[f, c, a, b] *
+    xpad[n, g * C/G + c, i * stride + a, j * stride + b]`` computed directly
+    (no im2col buffer) by :func:`_conv2d_tiles` on a channel-last padded copy.
     """
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
+    s, _ = _pair(stride)
+    p, _ = _pair(padding)
+    groups = int(groups)
+    x = np.ascontiguousarray(x)
+    dtype = x.dtype
     n, _, h, w = x.shape
     f, _, kh, kw = weight.shape
-    ho = _conv_out_size(h, kh, sh, ph)
-    wo = _conv_out_size(w, kw, sw, pw)
-    xp = _pad_input(x, ph, pw)
-    b = np.zeros(f, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
-    y = np.empty((n, f, ho, wo), dtype=x.dtype)
-    _conv2d_forward(xp, np.ascontiguousarray(weight, dtype=x.dtype), b, y, sh, sw, int(groups))
+    ho = _conv_out_size(h, kh, s, p)
+    wo = _conv_out_size(w, kw, s, p)
+    xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
+    b = np.zeros(f, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    y = np.empty((n, f, ho, wo), dtype=dtype)
+    _conv_forward_core(xh, np.ascontiguousarray(weight, dtype=dtype), b, y, s, groups)
     return y
 
 
 @njit(**_JIT)
-def _dilate_pad(dy, out, sh, sw, top, left):
-    """Scatter ``dy`` (N, F, HO, WO) into zeroed ``out`` at (top + ho * sh, left + wo * sw)."""
-    n_img, n_ch, ho_n, wo_n = dy.shape
-    h_n, w_n = out.shape[2], out.shape[3]
-    # No race: iteration t owns the plane out[n, c].
-    for t in prange(n_img * n_ch):
-        n = t // n_ch
-        c = t % n_ch
-        for ho in range(ho_n):
-            i = top + ho * sh
-            if i < 0 or i >= h_n:
-                continue
-            for wo in range(wo_n):
-                j = left + wo * sw
-                if j >= 0 and j < w_n:
-                    out[n, c, i, j] = dy[n, c, ho, wo]
+def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n):
+    """Weight gradient micro-kernel.
 
-
-@njit(**_JIT)
-def _transpose_flip_weight(weight, out, groups):
-    """``out[g * Cg + c, fg, a, b] = weight[g * Fg + fg, c, KH-1-a, KW-1-b]``."""
-    n_out, c_per_group, kh_n, kw_n = weight.shape
+    ``dweight[g * Fg + f, c, kh, kw] = sum_{n, ho, wo} dy[n, g * Fg + f, ho, wo] *
+    xpad[n, g * Cg + c, ho * s + kh, wo * s + kw]``. ``dyh`` is the upstream
+    gradient in channel blocks, ``dyh[n, g, fb, ho, wo, j] = dy[n, g * Fg + fb * 32 + j,
+    ho, wo]`` (zero past Fg). A tile is 8 consecutive ``(kh, kw, c)`` triples
+    times 32 output channels; its 16 registers run over the whole batch.
+    """
+    n_img, groups, n_blocks, ho_n = dyh.shape[0], dyh.shape[1], dyh.shape[2], dyh.shape[3]
+    n_out, cg, kh_n, kw_n = dweight.shape
     f_per_group = n_out // groups
-    # No race: iteration f owns the entries of ``out`` that come from weight[f].
-    for f in prange(n_out):
-        g = f // f_per_group
-        fg = f % f_per_group
-        for c in range(c_per_group):
-            for a in range(kh_n):
-                for b in range(kw_n):
-                    out[g * c_per_group + c, fg, a, b] = weight[f, c, kh_n - 1 - a, kw_n - 1 - b]
-
-
-@njit(**_JIT)
-def _conv2d_backward_weight(dy, xp, dweight, dbias, sh, sw, groups):
-    n_img, n_out, ho_n, wo_n = dy.shape
-    c_per_group, kh_n, kw_n = dweight.shape[1], dweight.shape[2], dweight.shape[3]
-    f_per_group = n_out // groups
-    # No race: iteration f owns dweight[f] and dbias[f]; each sums over the
-    # batch in a fixed order, so the result does not depend on the thread count.
-    for f in prange(n_out):
-        c0 = (f // f_per_group) * c_per_group
-        sb = dy.dtype.type(0)
+    r_n = kw_n * cg
+    q_n = kh_n * r_n
+    n_qt = (q_n + _PIX - 1) // _PIX
+    # No race: iteration t owns the tile of dweight for (g, fb, q-tile); each
+    # tile sums the batch in a fixed order, so results do not depend on the
+    # thread count.
+    for t in prange(groups * n_blocks * n_qt):
+        g = t // (n_blocks * n_qt)
+        fb = (t // n_qt) % n_blocks
+        q0 = (t % n_qt) * _PIX
+        acc = np.empty((_PIX, _FB), dtype=dweight.dtype)
+        for j in range(_FB):
+            for p in range(_PIX):
+                acc[p, j] = 0
+        # Row and column of triple q0 + p; slots past the end repeat the last.
+        q = min(q0, q_n - 1)
+        h0, r0 = q // r_n, q % r_n
+        q = min(q0 + 1, q_n - 1)
+        h1, r1 = q // r_n, q % r_n
+        q = min(q0 + 2, q_n - 1)
+        h2, r2 = q // r_n, q % r_n
+        q = min(q0 + 3, q_n - 1)
+        h3, r3 = q // r_n, q % r_n
+        q = min(q0 + 4, q_n - 1)
+        h4, r4 = q // r_n, q % r_n
+        q = min(q0 + 5, q_n - 1)
+        h5, r5 = q // r_n, q % r_n
+        q = min(q0 + 6, q_n - 1)
+        h6, r6 = q // r_n, q % r_n
+        q = min(q0 + 7, q_n - 1)
+        h7, r7 = q // r_n, q % r_n
         for n in range(n_img):
             for ho in range(ho_n):
+                hs = ho * s
                 for wo in range(wo_n):
-                    sb += dy[n, f, ho, wo]
-        dbias[f] = sb
-        for c in range(c_per_group):
-            for kh in range(kh_n):
-                for kw in range(kw_n):
-                    acc = dy.dtype.type(0)
-                    for n in range(n_img):
-                        plane = xp[n, c0 + c]
-                        g = dy[n, f]
-                        for ho in range(ho_n):
-                            row = plane[ho * sh + kh]
-                            for wo in range(wo_n):
-                                acc += g[ho, wo] * row[wo * sw + kw]
-                    dweight[f, c, kh, kw] = acc
+                    col = wo * s * cg
+                    x0 = xh[n, g, hs + h0, col + r0]
+                    x1 = xh[n, g, hs + h1, col + r1]
+                    x2 = xh[n, g, hs + h2, col + r2]
+                    x3 = xh[n, g, hs + h3, col + r3]
+                    x4 = xh[n, g, hs + h4, col + r4]
+                    x5 = xh[n, g, hs + h5, col + r5]
+                    x6 = xh[n, g, hs + h6, col + r6]
+                    x7 = xh[n, g, hs + h7, col + r7]
+                    for j in range(16):
+                        da = dyh[n, g, fb, ho, wo, j]
+                        db = dyh[n, g, fb, ho, wo, 16 + j]
+                        acc[0, j] += x0 * da
+                        acc[1, j] += x1 * da
+                        acc[2, j] += x2 * da
+                        acc[3, j] += x3 * da
+                        acc[4, j] += x4 * da
+                        acc[5, j] += x5 * da
+                        acc[6, j] += x6 * da
+                        acc[7, j] += x7 * da
+                        acc[0, 16 + j] += x0 * db
+                        acc[1, 16 + j] += x1 * db
+                        acc[2, 16 + j] += x2 * db
+                        acc[3, 16 + j] += x3 * db
+                        acc[4, 16 + j] += x4 * db
+                        acc[5, 16 + j] += x5 * db
+                        acc[6, 16 + j] += x6 * db
+                        acc[7, 16 + j] += x7 * db
+        for p in range(min(_PIX, q_n - q0)):
+            q = q0 + p
+            kh = q // r_n
+            kw = (q % r_n) // cg
+            c = q % cg
+            for j in range(min(_FB, f_per_group - fb * _FB)):
+                dweight[g * f_per_group + fb * _FB + j, c, kh, kw] = acc[p, j]
+
+
+@njit(**_JIT)
+def _conv_bias_grad(dy, dbias):
+    n_img, n_out = dy.shape[0], dy.shape[1]
+    # No race: iteration f owns dbias[f]; the batch is summed in order.
+    for f in prange(n_out):
+        acc = dy.dtype.type(0)
+        for n in range(n_img):
+            plane = dy[n, f]
+            for i in range(plane.shape[0]):
+                for j in range(plane.shape[1]):
+                    acc += plane[i, j]
+        dbias[f] = acc
 
 
 def conv2d_backward(dy, x, weight, stride, padding, groups):
@@ -202,7 +379,7 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
     x : ndarray, (N, C, H, W)
         The forward input.
     weight : ndarray, (F, C // groups, KH, KW)
-    stride, padding : int or (int, int)
+    stride, padding : int (or a pair of equal ints)
     groups : int
 
     Returns
@@ -213,31 +390,56 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
 
     Notes
     -----
-    ``dx`` is the forward convolution of ``dy`` dilated by the stride (zeros
+    ``dx`` is a forward convolution of ``dy`` dilated by the stride (zeros
     between rows and columns) and padded by ``K - 1 - padding``, with the
-    weight flipped in space and its in/out channels swapped within each group.
+    kernel turned by 180 degrees and its in/out channels swapped within each
+    group; it runs on the forward micro-kernel. ``dweight`` has its own
+    micro-kernel (:func:`_conv2d_weight_tiles`).
     """
-    sh, sw = _pair(stride)
-    ph, pw = _pair(padding)
+    s, _ = _pair(stride)
+    p, _ = _pair(padding)
     groups = int(groups)
+    x = np.ascontiguousarray(x)
     dtype = x.dtype
     dy = np.ascontiguousarray(dy, dtype=dtype)
     weight = np.ascontiguousarray(weight, dtype=dtype)
     n, c, h, w = x.shape
     f, cg, kh, kw = weight.shape
-    # dx: correlate the dilated, padded dy with the flipped, transposed weight.
-    dyd = np.zeros((n, f, h + kh - 1, w + kw - 1), dtype=dtype)
-    _dilate_pad(dy, dyd, sh, sw, kh - 1 - ph, kw - 1 - pw)
-    wt = np.empty((c, f // groups, kh, kw), dtype=dtype)
-    _transpose_flip_weight(weight, wt, groups)
+    fg = f // groups
+    ho, wo = dy.shape[2], dy.shape[3]
+    # dx: correlate the dilated, padded dy with the turned, transposed kernel.
+    dyd = _conv_channel_last(dy, groups, kh - 1 - p, kw - 1 - p, h + kh - 1, w + kw - 1, s, s)
+    wt = np.empty((c, fg, kh, kw), dtype=dtype)
+    wt.reshape(groups, cg, fg, kh, kw)[...] = weight.reshape(groups, fg, cg, kh, kw).transpose(
+        0, 2, 1, 3, 4
+    )
     dx = np.empty((n, c, h, w), dtype=dtype)
-    _conv2d_forward(dyd, wt, np.zeros(c, dtype=dtype), dx, 1, 1, groups)
-    # dweight, dbias
-    xp = _pad_input(x, ph, pw)
+    _conv_forward_core(dyd, wt, np.zeros(c, dtype=dtype), dx, 1, groups, flip=True)
+    # dweight: dy channel-last, padded to whole channel blocks.
+    dyh = np.zeros((n, groups, _blocks(fg), ho, wo, _FB), dtype=dtype)
+    _to_channel_blocks(dy, dyh)
+    xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
     dweight = np.empty_like(weight)
+    _conv2d_weight_tiles(dyh, xh, dweight, s, wo)
     dbias = np.empty(f, dtype=dtype)
-    _conv2d_backward_weight(dy, xp, dweight, dbias, sh, sw, groups)
+    _conv_bias_grad(dy, dbias)
     return dx, dweight, dbias
+
+
+@njit(**_JIT)
+def _to_channel_blocks(dy, dyh):
+    """``dy`` (N, G * Fg, HO, WO) -> ``dyh[n, g, f // 32, ho, wo, f % 32]`` (pre-zeroed)."""
+    n_img, n_out, ho_n, wo_n = dy.shape
+    groups = dyh.shape[1]
+    fg = n_out // groups
+    # No race: iteration n owns dyh[n].
+    for n in prange(n_img):
+        for f in range(n_out):
+            g = f // fg
+            ff = f % fg
+            for i in range(ho_n):
+                for j in range(wo_n):
+                    dyh[n, g, ff // _FB, i, j, ff % _FB] = dy[n, f, i, j]
 
 
 # --------------------------------------------------------------------------
