@@ -40,8 +40,6 @@ _DEGREES = 180 / np.pi
 _AMBIGUOUS_SINE = 1e-10
 # returned by _bin_by_angle for a NaN angle, which skimage counts in every bin
 _ALL_BINS = -2
-# squared channel magnitudes closer than this (relative) are compared by hypot
-_NEAR_TIE = 1e-5
 
 
 # ---------------------------------------------------------------- validation
@@ -132,6 +130,22 @@ def _bin_bounds(orientations):
     return np.array([180.0 / orientations * i for i in range(orientations + 1)])
 
 
+#: Gradients ``(g_row, g_col)`` (up to a positive factor) whose angle every arctan2
+#: gets exactly: along the axes and the diagonals. Their bins come from NumPy.
+_SPECIAL_DIRECTIONS = np.array(
+    [(0.0, 1.0), (0.0, -1.0), (1.0, 0.0), (-1.0, 0.0), (1.0, 1.0), (-1.0, -1.0), (1.0, -1.0),
+     (-1.0, 1.0)]
+)
+
+
+def _special_bins(bounds):
+    """skimage's bin (-1: none) of each of ``_SPECIAL_DIRECTIONS``, via NumPy's arctan2."""
+    g_row, g_col = _SPECIAL_DIRECTIONS.T
+    angle = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+    bins = np.searchsorted(bounds[1:], angle, side="right")
+    return np.where(bins < len(bounds) - 1, bins, -1).astype(np.int64)
+
+
 def n_hog_features(image_shape, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)):
     """Length of the HoG vector of one ``(H, W)`` image (the ``F`` of :func:`hog`)."""
     c_row, c_col = _pair(pixels_per_cell, "pixels_per_cell")
@@ -209,7 +223,7 @@ def _strongest_gradient(images, n, r, x, zero):
             pick = True
         elif best != best:
             pick = False
-        elif abs(square - best) <= _NEAR_TIE * best:
+        elif abs(square - best) <= 1e-5 * best:
             pick = math.hypot(gr, gc) > math.hypot(g_row, g_col)
         else:
             pick = square > best
@@ -260,25 +274,146 @@ def _bin_by_direction(g_row, g_col, magnitude, edge_cos, edge_sin):
     return b, min(lower, upper) <= _AMBIGUOUS_SINE * magnitude
 
 
+@njit(cache=True)
+def _pixel_bin(g_row, g_col, magnitude, bounds, edge_cos, edge_sin):
+    """``(bin, near_edge)`` of one float64 gradient, the careful scalar way.
+
+    Zero, axis-aligned, diagonal and non-finite gradients go through atan2 (on
+    which libm and NumPy agree for them); the rest through the direction test.
+    """
+    if (g_row == 0.0 or g_col == 0.0 or abs(g_row) == abs(g_col)
+            or not magnitude < math.inf):
+        return _bin_by_angle(g_row, g_col, bounds), False
+    return _bin_by_direction(g_row, g_col, magnitude, edge_cos, edge_sin)
+
+
+@njit(cache=True)
+def _take_channel(first, x, gr, gc, near_tie, g_row, g_col, square, careful):
+    """Merge one channel's gradient at column ``x`` into the row buffers, branch-free.
+
+    A strictly larger squared magnitude wins (numpy's argmax keeps the first of
+    equals). Near ties (which ``hypot`` in the image dtype must settle) and NaN
+    mark the pixel ``careful``: it is redone by :func:`_strongest_gradient`.
+    Non-short-circuit ``&`` / ``|`` keep the loop free of branches (vectorisable).
+    """
+    sq = np.float64(gr) * np.float64(gr) + np.float64(gc) * np.float64(gc)
+    if first:
+        g_row[x] = gr
+        g_col[x] = gc
+        square[x] = sq
+        careful[x] = 0.0 if sq == sq else 1.0
+    else:
+        best = square[x]
+        flag = (((sq != best) & (abs(sq - best) <= near_tie * best))
+                | (sq != sq) | (best != best))
+        take = sq > best
+        g_row[x] = gr if take else g_row[x]
+        g_col[x] = gc if take else g_col[x]
+        square[x] = sq if take else best
+        careful[x] = 1.0 if flag else careful[x]
+
+
+@njit(cache=True)
+def _row_gradients(images, n, r, cols, zero, near_tie, g_row, g_col, square, careful):
+    """Strongest-channel gradients of row ``r``, columns ``[0, cols)``, into the buffers."""
+    n_channels, height, width = images.shape[1], images.shape[2], images.shape[3]
+    inner_end = min(cols, width - 1)
+    for ch in range(n_channels):
+        first = ch == 0
+        mid = images[n, ch, r]
+        if 0 < r < height - 1:
+            up = images[n, ch, r + 1]
+            down = images[n, ch, r - 1]
+            # interior columns: a branch-free loop the compiler can vectorise
+            for x in range(1, inner_end):
+                gr = (up[x] + zero) - (down[x] + zero)
+                gc = (mid[x + 1] + zero) - (mid[x - 1] + zero)
+                _take_channel(first, x, gr, gc, near_tie, g_row, g_col, square, careful)
+            for x in (0, cols - 1):  # border columns: no column gradient
+                if x == 0 or x == width - 1:
+                    gr = (up[x] + zero) - (down[x] + zero)
+                    _take_channel(first, x, gr, zero, near_tie, g_row, g_col, square, careful)
+        else:  # border rows: no row gradient
+            for x in range(1, inner_end):
+                gc = (mid[x + 1] + zero) - (mid[x - 1] + zero)
+                _take_channel(first, x, zero, gc, near_tie, g_row, g_col, square, careful)
+            for x in (0, cols - 1):
+                if x == 0 or x == width - 1:
+                    _take_channel(first, x, zero, zero, near_tie, g_row, g_col, square, careful)
+
+
+@njit(cache=True)
+def _row_directions(g_row, g_col, cols, edge_cos, edge_sin, square, careful, bins, margin):
+    """Magnitude, bin and near-edge flag of each gradient in the row, by the direction test.
+
+    ``bins[x]`` counts the edges ``k >= 1`` the direction, folded into [0, 180),
+    is at or past: ``sign * (g_row cos_k - g_col sin_k) >= 0``. It becomes
+    ``-2 - i`` for the exact direction ``i`` of ``_SPECIAL_DIRECTIONS`` (whose bins
+    the wrapper looks up with NumPy's arctan2), and -1 where the pixel needs the
+    careful scalar path (flagged ``careful``, or non-finite). ``square`` becomes
+    the magnitude, and ``margin`` 1 where a generic direction is within
+    ``_AMBIGUOUS_SINE`` of an edge (edges 0 and 180 give ``|g_row|``), else 0.
+    The loops over ``x`` are innermost and branch-free, so that they vectorise.
+    """
+    n_orient = edge_cos.shape[0] - 1
+    for x in range(cols):
+        bins[x] = 0.0
+        margin[x] = abs(g_row[x])
+    for k in range(1, n_orient):
+        c = edge_cos[k]
+        s = edge_sin[k]
+        for x in range(cols):
+            gr = g_row[x]
+            gc = g_col[x]
+            # fold into the upper half plane: (g_row, g_col) and its negation share a bin
+            sign = -1.0 if ((gr < 0.0) | ((gr == 0.0) & (gc < 0.0))) else 1.0
+            cross = sign * (gr * c - gc * s)
+            bins[x] += 1.0 if cross >= 0.0 else 0.0
+            margin[x] = min(margin[x], abs(cross))
+    for x in range(cols):
+        gr = g_row[x]
+        gc = g_col[x]
+        # sqrt of the sum of squares is within an ulp of skimage's hypot
+        magnitude = math.sqrt(square[x])
+        square[x] = magnitude
+        near = margin[x] <= _AMBIGUOUS_SINE * magnitude
+        # exact directions (see _SPECIAL_DIRECTIONS) take their bin from a table: code -2 - i
+        special = -1.0
+        special = (-8.0 if gr > 0.0 else -9.0) if gr == -gc else special
+        special = (-6.0 if gr > 0.0 else -7.0) if gr == gc else special
+        special = (-4.0 if gr > 0.0 else -5.0) if gc == 0.0 else special
+        special = (-2.0 if gc > 0.0 else -3.0) if gr == 0.0 else special
+        bins[x] = special if special != -1.0 else bins[x]
+        margin[x] = 1.0 if (near & (special == -1.0)) else 0.0
+        slow = (careful[x] != 0.0) | (not magnitude < math.inf)
+        bins[x] = -1.0 if slow else bins[x]
+
+
 @njit(parallel=True, cache=True)
-def _hog_cpu(images, zero, bounds, edge_cos, edge_sin, c_row, c_col, b_row, b_col, norm_code,
-             hist, out, ambiguous):
+def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c_row, c_col,
+             b_row, b_col, norm_code, scratch, hist, out, ambiguous):
     """HoG of a batch: cell histograms into ``hist``, normalised blocks into ``out``.
 
     Parameters
     ----------
-    images : (N, C, H, W) uint8, float32 or float64, any strides
+    images : (N, C, H, W) uint8, float32 or float64, C-contiguous
     zero : float32 or float64 scalar
         Zero of the working dtype (float32 for float32 images, else float64):
         gradients are computed in it, as skimage does after its ``astype``.
+    near_tie : float
+        Relative gap of squared channel magnitudes below which ``hypot`` decides.
     bounds : (orientations + 1,) float64
         Lower bin edges in degrees, as skimage computes them.
     edge_cos, edge_sin : (orientations + 1,) float64
-        Cosine and sine of those edges (for :func:`_bin_by_direction`).
+        Cosine and sine of those edges (for the direction test).
+    special_bins : (8,) int64
+        skimage's bin of each of ``_SPECIAL_DIRECTIONS`` (-1: none).
     c_row, c_col, b_row, b_col : int
         Pixels per cell and cells per block.
     norm_code : int
         Index into :data:`BLOCK_NORMS`.
+    scratch : (N, 6, W) float64
+        Workspace: one row of gradients, squared magnitudes, flags, bins, margins.
     hist : (N, n_cells_row, n_cells_col, orientations) float32
         Workspace, overwritten with the unnormalised cell histograms (mean votes).
     out : (N, F) float32
@@ -286,38 +421,61 @@ def _hog_cpu(images, zero, bounds, edge_cos, edge_sin, c_row, c_col, b_row, b_co
     ambiguous : (N,) int64
         Overwritten with the number of pixels per image whose direction lies within
         ``_AMBIGUOUS_SINE`` of a bin edge (see there).
+
+    Notes
+    -----
+    Row by row: vectorisable passes fill the row buffers (strongest channel,
+    then the direction test against every edge), and a scalar pass votes each
+    pixel into its cell, in skimage's order within a cell (row-major), so the
+    float32 sums round as skimage's do. Pixels flagged by the vector passes
+    (near ties, NaN, exact angles) take the careful scalar path.
     """
     n_images = images.shape[0]
     n_cells_row, n_cells_col, n_orient = hist.shape[1], hist.shape[2], hist.shape[3]
+    cols = n_cells_col * c_col
     area = np.float32(c_row * c_col)
-    # no race: iteration n writes only hist[n] and out[n]
+    # no race: iteration n writes only scratch[n], hist[n], out[n] and ambiguous[n]
     for n in prange(n_images):
         hist[n] = 0.0
         ambiguous[n] = 0
-        for cell_r in range(n_cells_row):
+        g_row, g_col, square = scratch[n, 0], scratch[n, 1], scratch[n, 2]
+        careful, bins, margin = scratch[n, 3], scratch[n, 4], scratch[n, 5]
+        for r in range(n_cells_row * c_row):
+            _row_gradients(images, n, r, cols, zero, near_tie, g_row, g_col, square, careful)
+            _row_directions(g_row, g_col, cols, edge_cos, edge_sin, square, careful, bins,
+                            margin)
+            cell_row = hist[n, r // c_row]
             for cell_c in range(n_cells_col):
-                for r in range(cell_r * c_row, (cell_r + 1) * c_row):
-                    for x in range(cell_c * c_col, (cell_c + 1) * c_col):
-                        g_row, g_col = _strongest_gradient(images, n, r, x, zero)
-                        g_row64 = np.float64(g_row)
-                        g_col64 = np.float64(g_col)
-                        # sqrt of the sum of squares is within an ulp of skimage's hypot
-                        mag64 = math.sqrt(g_row64 * g_row64 + g_col64 * g_col64)
-                        if (g_row64 == 0.0 or g_col64 == 0.0 or abs(g_row64) == abs(g_col64)
-                                or not mag64 < math.inf):
-                            b = _bin_by_angle(g_row64, g_col64, bounds)
-                        else:
-                            b, near_edge = _bin_by_direction(g_row64, g_col64, mag64, edge_cos,
-                                                             edge_sin)
-                            if near_edge:
-                                ambiguous[n] += 1
+                for x in range(cell_c * c_col, (cell_c + 1) * c_col):
+                    magnitude = square[x]
+                    b = int(bins[x])
+                    if b >= 0:
+                        ambiguous[n] += int(margin[x])
+                    elif b <= -2:
+                        b = special_bins[-2 - b]
+                        if b < 0:
+                            continue  # an exact angle of 180 degrees: in no bin
+                    else:
+                        gr = g_row[x]
+                        gc = g_col[x]
+                        if careful[x] != 0.0:
+                            g_r, g_c = _strongest_gradient(images, n, r, x, zero)
+                            gr = np.float64(g_r)
+                            gc = np.float64(g_c)
+                            magnitude = math.sqrt(gr * gr + gc * gc)
+                        b, near_edge = _pixel_bin(gr, gc, magnitude, bounds, edge_cos, edge_sin)
+                        ambiguous[n] += int(near_edge)
                         if b == _ALL_BINS:
                             # skimage's bin test is false for a NaN angle: it votes in every bin
                             for o in range(n_orient):
-                                hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] + mag64
-                        elif b >= 0:
-                            # float32 accumulation, as skimage's C ``float total``
-                            hist[n, cell_r, cell_c, b] = hist[n, cell_r, cell_c, b] + mag64
+                                cell_row[cell_c, o] = cell_row[cell_c, o] + magnitude
+                            continue
+                        if b < 0:
+                            continue  # an angle of 180 after rounding: in no bin
+                    # float32 accumulation, as skimage's C ``float total``
+                    cell_row[cell_c, b] = cell_row[cell_c, b] + magnitude
+        for cell_r in range(n_cells_row):
+            for cell_c in range(n_cells_col):
                 for o in range(n_orient):
                     # the mean vote, divided in float32 as skimage's ``total / (rows * cols)``
                     hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] / area
@@ -400,10 +558,14 @@ def _cell_histograms_and_features(batch, orientations, cells, blocks, code, n_ce
     n_features = n_hog_features(batch.shape, orientations, cells, blocks)
     out = np.empty((n_images, n_features), dtype=np.float32)
     ambiguous = np.empty(n_images, dtype=np.int64)
-    zero = _work_dtype(batch.dtype).type(0)
+    work = _work_dtype(batch.dtype)
+    # hypot in float32 can tie where float64 squares do not; in float64 it cannot
+    near_tie = 1e-6 if work == np.float32 else 1e-12
     bounds = _bin_bounds(orientations)
     edges = np.deg2rad(bounds)
-    _hog_cpu(batch, zero, bounds, np.cos(edges), np.sin(edges), c_row, c_col, b_row, b_col, code,
+    scratch = np.empty((n_images, 6, batch.shape[3]))
+    _hog_cpu(np.ascontiguousarray(batch), work.type(0), near_tie, bounds, np.cos(edges),
+             np.sin(edges), _special_bins(bounds), c_row, c_col, b_row, b_col, code, scratch,
              hist, out, ambiguous)
     redo = np.flatnonzero(ambiguous)
     if redo.size:
