@@ -1,0 +1,109 @@
+"""HoG on a batch of CIFAR-size colour images: jitnet cpu vs the numpy target vs skimage.
+
+Usage::
+
+    python benchmarks/bench_hog.py [--n 1000] [--repeats 7] [--data-dir DIR]
+
+Times ``jitnet.features.hog(images, channel_axis=1)`` (9 orientations, 8x8
+cells, 2x2 blocks, L2-Hys) on each available target and a Python loop over
+``skimage.feature.hog``; every timing is the median of ``--repeats`` runs after
+one warm-up call (which also compiles), so compilation is excluded. Images are
+the real CIFAR-10 subset when ``--data-dir`` (or the shared default) holds it,
+else random uint8 images of the same size. The "cuda" row, when that target is
+available, runs jitnet's HoG with the cuda target active.
+"""
+
+import argparse
+import os
+import pickle
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+import jitnet
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-subset"
+HOG_ARGS = dict(orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2),
+                block_norm="L2-Hys")
+
+
+def machine():
+    """A one-line description of the CPU this runs on."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f"{name}, {os.cpu_count()} cores, numba threads {numba.get_num_threads()}, "
+            f"{platform.system()} {platform.python_version()}")
+
+
+def load_images(data_dir, n):
+    folder = Path(data_dir) / "cifar-10-batches-py"
+    path = folder / "test_batch"
+    if path.is_file():
+        with open(path, "rb") as f:
+            images = pickle.load(f, encoding="bytes")[b"data"].reshape(-1, 3, 32, 32)
+        while len(images) < n:
+            images = np.concatenate([images, images])
+        return images[:n], "real CIFAR-10 subset"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), "random uint8"
+
+
+def median_seconds(fn, repeats):
+    fn()  # warm-up: compiles, fills caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000, help="images per batch")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--skimage-repeats", type=int, default=3)
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    args = parser.parse_args(argv)
+
+    images, source = load_images(args.data_dir, args.n)
+    rows = []
+    for target in jitnet.available_targets():
+        with jitnet.use_target(target):
+            seconds = median_seconds(
+                lambda: jitnet.to_numpy(jitnet.features.hog(images, channel_axis=1, **HOG_ARGS)),
+                args.repeats if target != "numpy" else max(3, args.repeats // 2),
+            )
+        rows.append((f"jitnet {target}", seconds))
+
+    from skimage.feature import hog as skimage_hog
+
+    def skimage_loop():
+        return np.stack([skimage_hog(image, channel_axis=0, **HOG_ARGS) for image in images])
+
+    rows.append(("skimage loop", median_seconds(skimage_loop, args.skimage_repeats)))
+
+    reference = dict(rows)["skimage loop"]
+    cpu = dict(rows)["jitnet cpu"]
+    print(f"HoG of {args.n} colour 32x32 images ({source}), {HOG_ARGS}")
+    print(f"machine: {machine()}")
+    print(f"{'implementation':<16} {'median ms':>10} {'images/s':>10} {'vs skimage':>11} "
+          f"{'vs cpu':>8}")
+    for name, seconds in rows:
+        print(f"{name:<16} {1e3 * seconds:>10.1f} {args.n / seconds:>10.0f} "
+              f"{reference / seconds:>10.1f}x {cpu / seconds:>7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
