@@ -36,7 +36,7 @@ def test_fits_separable_problem_with_sklearn_surface(data):
     assert model.score(x_test, y_test) == 1.0
     assert list(model.classes_) == ["horizontal", "vertical"]
     assert set(model.predict(x_test)) <= set(model.classes_)
-    n_features = hog(x[:1], pixels_per_cell=4, channel_axis=1).shape[1] + 10
+    n_features = hog(x[:1], pixels_per_cell=4, cells_per_block=3, channel_axis=1).shape[1] + 30
     assert model.coef_.shape == (2, n_features) and model.intercept_.shape == (2,)
     assert isinstance(model.coef_, np.ndarray)
     assert model.n_features_in_ == 3 * 16 * 16 and model.image_shape_ == (3, 16, 16)
@@ -52,7 +52,8 @@ def test_fits_separable_problem_with_sklearn_surface(data):
 def test_features_are_standardised_hog_then_colour(data):
     (x, y), _ = data
     model = HogLinearClassifier(**SMALL).fit(x, y)
-    raw = np.hstack([hog(x, pixels_per_cell=4, channel_axis=1), color_histogram(x)])
+    raw = np.hstack([hog(x, pixels_per_cell=4, cells_per_block=3, channel_axis=1),
+                     color_histogram(x, channels="hsv")])
     np.testing.assert_allclose(model.transform(x), raw, atol=1e-6)
     np.testing.assert_allclose(model.mean_, raw.mean(0), atol=1e-5)
     expected = (raw - raw.mean(0)) / np.where(raw.std(0) > 0, raw.std(0), 1)
@@ -62,7 +63,7 @@ def test_features_are_standardised_hog_then_colour(data):
 
 @pytest.mark.parametrize("options", [
     dict(loss="hinge"), dict(optimizer="adam", lr=1e-2), dict(features="hog"),
-    dict(schedule="constant", color_channels="hsv"),
+    dict(schedule="constant", color_channels="h", cells_per_block=2),
 ])
 def test_other_losses_optimizers_and_features(data, options):
     (x, y), (x_test, y_test) = data
