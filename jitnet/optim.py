@@ -178,8 +178,16 @@ class Adam(Optimizer):
                 p.state["exp_avg_sq"] = b.zeros(p.shape, p.dtype)
             p.state["step"] += 1
             b.adam_update(
-                p.data, p.grad, p.state["exp_avg"], p.state["exp_avg_sq"], self.lr,
-                beta1, beta2, self.eps, self.weight_decay, p.state["step"],
+                p.data,
+                p.grad,
+                p.state["exp_avg"],
+                p.state["exp_avg_sq"],
+                self.lr,
+                beta1,
+                beta2,
+                self.eps,
+                self.weight_decay,
+                p.state["step"],
             )
 
 

@@ -71,8 +71,13 @@ def test_check_module_needs_float64_parameters(rng):
 
 @pytest.mark.parametrize(
     "loss_fn, kind",
-    [(nn.SoftmaxCrossEntropyLoss(), "labels"), (nn.MulticlassHingeLoss(), "labels"),
-     (nn.BCEWithLogitsLoss(), "probabilities"), (nn.MSELoss(), "values"), (nn.L1Loss(), "values")],
+    [
+        (nn.SoftmaxCrossEntropyLoss(), "labels"),
+        (nn.MulticlassHingeLoss(), "labels"),
+        (nn.BCEWithLogitsLoss(), "probabilities"),
+        (nn.MSELoss(), "values"),
+        (nn.L1Loss(), "values"),
+    ],
     ids=["cross_entropy", "hinge", "bce", "mse", "l1"],
 )
 def test_check_loss(rng, loss_fn, kind):

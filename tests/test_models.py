@@ -38,7 +38,11 @@ def torch_convnet(num_classes=10, batchnorm=False):
         return layers + [tnn.ReLU(), tnn.MaxPool2d(2)]
 
     return tnn.Sequential(
-        *block(3, 32), *block(32, 64), tnn.Flatten(), tnn.Linear(4096, 256), tnn.ReLU(),
+        *block(3, 32),
+        *block(32, 64),
+        tnn.Flatten(),
+        tnn.Linear(4096, 256),
+        tnn.ReLU(),
         tnn.Linear(256, num_classes),
     )
 
@@ -67,7 +71,9 @@ def test_training_step_matches_torch(target, rng, batchnorm):
     loss_fn = nn.SoftmaxCrossEntropyLoss()
     loss = loss_fn(model(x), y)
     model.backward(loss_fn.backward())
-    tloss = torch.nn.functional.cross_entropy(reference(torch.tensor(x, dtype=torch.float64)), torch.tensor(y))
+    tloss = torch.nn.functional.cross_entropy(
+        reference(torch.tensor(x, dtype=torch.float64)), torch.tensor(y)
+    )
     tloss.backward()
 
     assert abs(loss - tloss.item()) <= 1e-4 * abs(tloss.item())
@@ -89,7 +95,16 @@ def test_training_step_matches_torch(target, rng, batchnorm):
 def test_convnet_shapes_and_validation():
     model = convnet(num_classes=4)
     assert [type(m).__name__ for m in model] == [
-        "Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "ReLU", "Linear",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "Linear",
     ]
     assert sum(int(np.prod(p.shape)) for p in model.parameters()) == sum(
         p.numel() for p in torch_convnet(4).parameters()

@@ -73,8 +73,13 @@ DTYPES = ["float32", "float64"]
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "c, f, k, stride, padding, groups, bias",
-    [(3, 4, 3, 1, 1, 1, True), (4, 6, 3, 2, 0, 2, True), (4, 4, 3, 1, 2, 4, False),
-     (3, 5, 1, 2, 0, 1, True), (2, 3, 5, 1, 2, 1, True)],
+    [
+        (3, 4, 3, 1, 1, 1, True),
+        (4, 6, 3, 2, 0, 2, True),
+        (4, 4, 3, 1, 2, 4, False),
+        (3, 5, 1, 2, 0, 1, True),
+        (2, 3, 5, 1, 2, 1, True),
+    ],
 )
 def test_conv2d(target, rng, dtype, c, f, k, stride, padding, groups, bias):
     ours = nn.Conv2d(c, f, k, stride=stride, padding=padding, groups=groups, bias=bias, dtype=dtype)
@@ -86,7 +91,11 @@ def test_conv2d(target, rng, dtype, c, f, k, stride, padding, groups, bias):
 @pytest.mark.parametrize("k, stride", [(2, None), (3, 2), (3, 1)])
 def test_maxpool2d(target, rng, dtype, k, stride):
     compare_with_torch(
-        nn.MaxPool2d(k, stride), torch.nn.MaxPool2d(k, stride), rng.standard_normal((2, 3, 7, 6)), rng, dtype
+        nn.MaxPool2d(k, stride),
+        torch.nn.MaxPool2d(k, stride),
+        rng.standard_normal((2, 3, 7, 6)),
+        rng,
+        dtype,
     )
 
 
@@ -94,17 +103,25 @@ def test_maxpool2d(target, rng, dtype, k, stride):
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear(target, rng, dtype, bias):
     compare_with_torch(
-        nn.Linear(7, 5, bias=bias, dtype=dtype), torch.nn.Linear(7, 5, bias=bias),
-        rng.standard_normal((4, 7)), rng, dtype,
+        nn.Linear(7, 5, bias=bias, dtype=dtype),
+        torch.nn.Linear(7, 5, bias=bias),
+        rng.standard_normal((4, 7)),
+        rng,
+        dtype,
     )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "ours, theirs",
-    [(nn.ReLU, torch.nn.ReLU), (nn.Sigmoid, torch.nn.Sigmoid), (nn.Tanh, torch.nn.Tanh),
-     (lambda: nn.LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2)),
-     (lambda: nn.ELU(0.5), lambda: torch.nn.ELU(0.5)), (nn.Flatten, torch.nn.Flatten)],
+    [
+        (nn.ReLU, torch.nn.ReLU),
+        (nn.Sigmoid, torch.nn.Sigmoid),
+        (nn.Tanh, torch.nn.Tanh),
+        (lambda: nn.LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2)),
+        (lambda: nn.ELU(0.5), lambda: torch.nn.ELU(0.5)),
+        (nn.Flatten, torch.nn.Flatten),
+    ],
     ids=["relu", "sigmoid", "tanh", "leaky_relu", "elu", "flatten"],
 )
 def test_parameterless_layers(target, rng, dtype, ours, theirs):
@@ -113,7 +130,10 @@ def test_parameterless_layers(target, rng, dtype, ours, theirs):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batchnorm2d_training_and_eval(target, rng, dtype):
-    ours, theirs = nn.BatchNorm2d(3, momentum=0.2, dtype=dtype), torch.nn.BatchNorm2d(3, momentum=0.2)
+    ours, theirs = (
+        nn.BatchNorm2d(3, momentum=0.2, dtype=dtype),
+        torch.nn.BatchNorm2d(3, momentum=0.2),
+    )
     x = 3 * rng.standard_normal((4, 3, 5, 5)) + 1
     compare_with_torch(ours, theirs, x, rng, dtype)
     state = ours.state_dict()
@@ -157,7 +177,9 @@ def test_dropout_train_and_eval(target, rng):
     _, mask = backend("numpy").dropout_forward(x, 0.25, seed)
     np.testing.assert_allclose(y, x * mask, rtol=1e-6)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    np.testing.assert_allclose(jitnet.to_numpy(layer.backward(jitnet.asarray(dy))), dy * mask, rtol=1e-6)
+    np.testing.assert_allclose(
+        jitnet.to_numpy(layer.backward(jitnet.asarray(dy))), dy * mask, rtol=1e-6
+    )
     y2 = jitnet.to_numpy(layer(x))
     assert not np.array_equal(y, y2)  # a fresh seed on every training forward
     layer.eval()
@@ -206,9 +228,13 @@ def test_losses(target, rng, dtype, name):
 def test_loss_validation(target):
     loss_fn = nn.SoftmaxCrossEntropyLoss()
     scores = np.zeros((3, 4), np.float32)
-    with pytest.raises(ValueError, match=r"labels in \[0, 3\] for 4 classes, got values in \[0, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"labels in \[0, 3\] for 4 classes, got values in \[0, 4\]"
+    ):
         loss_fn(scores, np.array([0, 1, 4]))
-    with pytest.raises(ValueError, match=r"labels of shape \(3,\) for scores of shape \(3, 4\), got \(2,\)"):
+    with pytest.raises(
+        ValueError, match=r"labels of shape \(3,\) for scores of shape \(3, 4\), got \(2,\)"
+    ):
         loss_fn(scores, np.array([0, 1]))
     with pytest.raises(ValueError, match="integer class labels, got dtype float64"):
         loss_fn(scores, np.array([0.0, 1.0, 2.0]))
@@ -234,8 +260,12 @@ def small_model(dtype="float32", batchnorm=True):
 def test_parameter_order_and_names_match_torch():
     ours = small_model()
     theirs = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(36, 5),
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(36, 5),
     )
     names = [n for n, _ in ours.named_parameters()]
     assert names == [n for n, _ in theirs.named_parameters()]
@@ -280,7 +310,9 @@ def test_load_state_dict_errors():
         model.load_state_dict(bad)
     del state["1.running_var"]
     state["9.weight"] = np.zeros(1)
-    with pytest.raises(ValueError, match=r"missing keys \['1.running_var'\], unexpected keys \['9.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"missing keys \['1.running_var'\], unexpected keys \['9.weight'\]"
+    ):
         model.load_state_dict(state)
 
 
@@ -354,9 +386,13 @@ def test_constructor_validation():
 
 def test_forward_validation(target):
     conv = nn.Conv2d(3, 4, 5)
-    with pytest.raises(ValueError, match=r"Conv2d expected a 4-D input \(N, C, H, W\), got shape \(3, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2d expected a 4-D input \(N, C, H, W\), got shape \(3, 8, 8\)"
+    ):
         conv(np.zeros((3, 8, 8), np.float32))
-    with pytest.raises(ValueError, match=r"Conv2d expected 3 input channels, got 4 \(input shape \(2, 4, 8, 8\)\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2d expected 3 input channels, got 4 \(input shape \(2, 4, 8, 8\)\)"
+    ):
         conv(np.zeros((2, 4, 8, 8), np.float32))
     with pytest.raises(ValueError, match="Conv2d expected a float32 or float64 input, got uint8"):
         conv(np.zeros((2, 3, 8, 8), np.uint8))
@@ -364,7 +400,9 @@ def test_forward_validation(target):
         conv(np.zeros((2, 3, 8, 8)))
     with pytest.raises(ValueError, match=r"kernel size 5 is larger than the padded input 4x8"):
         conv(np.zeros((2, 3, 4, 8), np.float32))
-    with pytest.raises(ValueError, match=r"Linear expected 6 input features, got 5 \(input shape \(2, 5\)\)"):
+    with pytest.raises(
+        ValueError, match=r"Linear expected 6 input features, got 5 \(input shape \(2, 5\)\)"
+    ):
         nn.Linear(6, 2)(np.zeros((2, 5), np.float32))
     with pytest.raises(ValueError, match=r"MaxPool2d kernel size 3 is larger than the input 2x5"):
         nn.MaxPool2d(3)(np.zeros((1, 1, 2, 5), np.float32))
@@ -377,8 +415,9 @@ def test_forward_validation(target):
 def test_nan_propagates(target):
     x = np.zeros((1, 2, 6, 6), np.float32)
     x[0, 1, 2, 3] = np.nan
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(27, 4))
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(27, 4)
+    )
     hidden = jitnet.to_numpy(model[0](x))
     assert np.isnan(hidden[0, :, 1:4, 2:5]).all() and not np.isnan(hidden[0, :, 5, 0]).any()
     scores = jitnet.to_numpy(model(x))
@@ -397,5 +436,8 @@ def test_parameters_on_another_target_raise_a_clear_error():
     layer = nn.Linear(3, 2)
     layer.weight.data = FakeDeviceArray()
     with jitnet.use_target("numpy"):
-        with pytest.raises(RuntimeError, match="parameters live on the cuda device but the active target is 'numpy'"):
+        with pytest.raises(
+            RuntimeError,
+            match="parameters live on the cuda device but the active target is 'numpy'",
+        ):
             layer(np.zeros((4, 3), np.float32))

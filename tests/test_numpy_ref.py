@@ -76,21 +76,40 @@ def test_conv2d_numerical_gradients(rng):
     args = (2, 1, 2)  # stride, padding, groups
     dy = rng.standard_normal(ref.conv2d_forward(x, weight, bias, *args).shape)
     dx, dweight, dbias = ref.conv2d_backward(dy, x, weight, *args)
-    assert_close(dx, numerical_gradient(lambda v: ref.conv2d_forward(v, weight, bias, *args), x, df=dy), 1e-7)
-    assert_close(dweight, numerical_gradient(lambda v: ref.conv2d_forward(x, v, bias, *args), weight, df=dy), 1e-7)
-    assert_close(dbias, numerical_gradient(lambda v: ref.conv2d_forward(x, weight, v, *args), bias, df=dy), 1e-7)
+    assert_close(
+        dx, numerical_gradient(lambda v: ref.conv2d_forward(v, weight, bias, *args), x, df=dy), 1e-7
+    )
+    assert_close(
+        dweight,
+        numerical_gradient(lambda v: ref.conv2d_forward(x, v, bias, *args), weight, df=dy),
+        1e-7,
+    )
+    assert_close(
+        dbias,
+        numerical_gradient(lambda v: ref.conv2d_forward(x, weight, v, *args), bias, df=dy),
+        1e-7,
+    )
 
 
 @settings(max_examples=15, deadline=None)
 @given(
-    n=st.integers(1, 3), groups=st.integers(1, 3), cpg=st.integers(1, 2), fpg=st.integers(1, 2),
-    h=st.integers(1, 9), w=st.integers(1, 9), k=st.integers(1, 4), stride=st.integers(1, 3),
-    padding=st.integers(0, 2), seed=st.integers(0, 2**16),
+    n=st.integers(1, 3),
+    groups=st.integers(1, 3),
+    cpg=st.integers(1, 2),
+    fpg=st.integers(1, 2),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    k=st.integers(1, 4),
+    stride=st.integers(1, 3),
+    padding=st.integers(0, 2),
+    seed=st.integers(0, 2**16),
 )
 def test_conv2d_random_shapes(n, groups, cpg, fpg, h, w, k, stride, padding, seed):
     if h + 2 * padding < k or w + 2 * padding < k:
         return
-    check_conv(np.random.default_rng(seed), n, groups * cpg, h, w, groups * fpg, k, stride, padding, groups)
+    check_conv(
+        np.random.default_rng(seed), n, groups * cpg, h, w, groups * fpg, k, stride, padding, groups
+    )
 
 
 def test_conv2d_keeps_float32(rng):
@@ -125,8 +144,13 @@ def test_maxpool2d_matches_torch(rng, k, stride):
 
 @settings(max_examples=15, deadline=None)
 @given(
-    n=st.integers(1, 3), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
-    k=st.integers(1, 4), stride=st.integers(1, 4), seed=st.integers(0, 2**16),
+    n=st.integers(1, 3),
+    c=st.integers(1, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    k=st.integers(1, 4),
+    stride=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
 )
 def test_maxpool2d_random_shapes(n, c, h, w, k, stride, seed):
     if h < k or w < k:
@@ -160,7 +184,11 @@ def test_maxpool2d_propagates_nan():
 
 
 def test_linear_matches_torch(rng):
-    x, weight, bias = rng.standard_normal((5, 7)), rng.standard_normal((3, 7)), rng.standard_normal(3)
+    x, weight, bias = (
+        rng.standard_normal((5, 7)),
+        rng.standard_normal((3, 7)),
+        rng.standard_normal(3),
+    )
     y = ref.linear_forward(x, weight, bias)
     dy = rng.standard_normal(y.shape)
     ty, grads = torch_run(F.linear, (x, weight, bias), dy)
@@ -183,9 +211,21 @@ def test_maxout_matches_explicit_formula(rng):
         np.testing.assert_array_equal(argmax[:, j], z.argmax(1))
     dy = rng.standard_normal(y.shape)
     dx, dweight, dbias = ref.maxout_backward(dy, x, weight, argmax, pieces)
-    assert_close(dx, numerical_gradient(lambda v: ref.maxout_forward(v, weight, bias, pieces)[0], x, df=dy), 1e-7)
-    assert_close(dweight, numerical_gradient(lambda v: ref.maxout_forward(x, v, bias, pieces)[0], weight, df=dy), 1e-7)
-    assert_close(dbias, numerical_gradient(lambda v: ref.maxout_forward(x, weight, v, pieces)[0], bias, df=dy), 1e-7)
+    assert_close(
+        dx,
+        numerical_gradient(lambda v: ref.maxout_forward(v, weight, bias, pieces)[0], x, df=dy),
+        1e-7,
+    )
+    assert_close(
+        dweight,
+        numerical_gradient(lambda v: ref.maxout_forward(x, v, bias, pieces)[0], weight, df=dy),
+        1e-7,
+    )
+    assert_close(
+        dbias,
+        numerical_gradient(lambda v: ref.maxout_forward(x, weight, v, pieces)[0], bias, df=dy),
+        1e-7,
+    )
 
 
 # -- activations ---------------------------------------------------------------------------
@@ -319,7 +359,9 @@ def test_batchnorm2d_numerical_gradient(rng):
     def forward(v):
         return ref.batchnorm2d_forward(v, weight, bias, np.zeros(3), np.ones(3), 0.1, 1e-5, True)[0]
 
-    y, mean, invstd = ref.batchnorm2d_forward(x, weight, bias, np.zeros(3), np.ones(3), 0.1, 1e-5, True)
+    y, mean, invstd = ref.batchnorm2d_forward(
+        x, weight, bias, np.zeros(3), np.ones(3), 0.1, 1e-5, True
+    )
     dy = rng.standard_normal(y.shape)
     dx, _, _ = ref.batchnorm2d_backward(dy, x, weight, mean, invstd)
     assert_close(dx, numerical_gradient(forward, x, df=dy), 1e-6)
@@ -338,7 +380,9 @@ def test_softmax_cross_entropy_matches_torch(rng):
     assert abs(loss - tl.item()) < 1e-12
     assert_close(ds, ts.grad.numpy())
     # stable for huge scores
-    loss, ds = ref.softmax_cross_entropy(np.array([[1000.0, 0.0], [0.0, -1000.0]]), np.array([1, 0]))
+    loss, ds = ref.softmax_cross_entropy(
+        np.array([[1000.0, 0.0], [0.0, -1000.0]]), np.array([1, 0])
+    )
     assert abs(loss - 500.0) < 1e-9 and np.all(np.isfinite(ds))
 
 
@@ -377,11 +421,15 @@ def test_regression_losses_match_torch(rng, name):
     assert_close(dp, tp.grad.numpy())
 
 
-@pytest.mark.parametrize("name", ["softmax_cross_entropy", "multiclass_hinge", "bce_with_logits", "mse", "l1"])
+@pytest.mark.parametrize(
+    "name", ["softmax_cross_entropy", "multiclass_hinge", "bce_with_logits", "mse", "l1"]
+)
 def test_losses_numerical_gradient_and_dtype(rng, name):
     s = rng.standard_normal((5, 4))
     labels = rng.integers(0, 4, 5)
-    target = {"softmax_cross_entropy": labels, "multiclass_hinge": labels}.get(name, rng.random((5, 4)))
+    target = {"softmax_cross_entropy": labels, "multiclass_hinge": labels}.get(
+        name, rng.random((5, 4))
+    )
     extra = (1.0,) if name == "multiclass_hinge" else ()
 
     def f(v):

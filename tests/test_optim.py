@@ -62,10 +62,14 @@ SGD_CONFIGS = [
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("config", SGD_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "config", SGD_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
 def test_sgd_matches_torch(target, rng, dtype, config):
     ours, theirs = make_params(rng, dtype)
-    run_steps(ours, theirs, optim.SGD(ours, **config), torch.optim.SGD(theirs, **config), rng, 5, dtype)
+    run_steps(
+        ours, theirs, optim.SGD(ours, **config), torch.optim.SGD(theirs, **config), rng, 5, dtype
+    )
     assert_params_close(ours, theirs, dtype)
 
 
@@ -77,10 +81,14 @@ ADAM_CONFIGS = [
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("config", ADAM_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize(
+    "config", ADAM_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default"
+)
 def test_adam_matches_torch(target, rng, dtype, config):
     ours, theirs = make_params(rng, dtype)
-    run_steps(ours, theirs, optim.Adam(ours, **config), torch.optim.Adam(theirs, **config), rng, 6, dtype)
+    run_steps(
+        ours, theirs, optim.Adam(ours, **config), torch.optim.Adam(theirs, **config), rng, 6, dtype
+    )
     assert_params_close(ours, theirs, dtype)
     assert all(p.state["step"] == 6 for p in ours)
 
@@ -150,12 +158,18 @@ def test_optimizer_validation():
 @pytest.mark.parametrize(
     "ours, theirs",
     [
-        (lambda o: optim.StepLR(o, step_size=3, gamma=0.5),
-         lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5)),
-        (lambda o: optim.CosineLR(o, t_max=5, eta_min=0.01),
-         lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5, eta_min=0.01)),
-        (lambda o: optim.CosineLR(o, t_max=4),
-         lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4)),
+        (
+            lambda o: optim.StepLR(o, step_size=3, gamma=0.5),
+            lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+        ),
+        (
+            lambda o: optim.CosineLR(o, t_max=5, eta_min=0.01),
+            lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5, eta_min=0.01),
+        ),
+        (
+            lambda o: optim.CosineLR(o, t_max=4),
+            lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4),
+        ),
     ],
     ids=["step", "cosine_eta_min", "cosine"],
 )

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 import jitnet
-from jitnet.kernels import CONTRACT
-from jitnet.kernels import numpy_ref
+from jitnet.kernels import CONTRACT, numpy_ref
 
 
 def test_set_get_and_use_target():
@@ -48,7 +47,9 @@ def test_cuda_unavailable_says_why():
     if "cuda" in jitnet.available_targets():
         pytest.skip("cuda is usable here (GPU or NUMBA_ENABLE_CUDASIM=1)")
     previous = jitnet.get_target()
-    with pytest.raises(jitnet.TargetUnavailableError, match="the cuda target is unavailable: .+") as info:
+    with pytest.raises(
+        jitnet.TargetUnavailableError, match="the cuda target is unavailable: .+"
+    ) as info:
         jitnet.set_target("cuda")
     assert isinstance(info.value, RuntimeError)
     assert jitnet.get_target() == previous  # a failed switch changes nothing
@@ -97,7 +98,9 @@ def test_every_target_module_exports_the_contract(module):
     for name in CONTRACT:
         expected = list(inspect.signature(getattr(numpy_ref, name)).parameters)
         got = list(inspect.signature(getattr(module, name)).parameters)
-        assert got == expected, f"{module.__name__}.{name}{tuple(got)} differs from numpy_ref {tuple(expected)}"
+        assert got == expected, (
+            f"{module.__name__}.{name}{tuple(got)} differs from numpy_ref {tuple(expected)}"
+        )
 
 
 def test_numpy_ref_documents_every_kernel():

@@ -549,7 +549,9 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
     xhat = (x - mean.reshape(c)) * invstd.reshape(c)
     dbias = dy.sum(axis=(0, 2, 3))
     dweight = (dy * xhat).sum(axis=(0, 2, 3))
-    dx = (weight * invstd).reshape(c) * (dy - (dbias / n).reshape(c) - xhat * (dweight / n).reshape(c))
+    dx = (weight * invstd).reshape(c) * (
+        dy - (dbias / n).reshape(c) - xhat * (dweight / n).reshape(c)
+    )
     return dx, dweight, dbias
 
 

@@ -91,8 +91,15 @@ class Conv2d(Module):
     """
 
     def __init__(
-        self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
-        bias=True, dtype=None,
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        groups=1,
+        bias=True,
+        dtype=None,
     ):
         super().__init__()
         self.in_channels = _positive_int("Conv2d", "in_channels", in_channels)
@@ -115,9 +122,13 @@ class Conv2d(Module):
         k = self.kernel_size
         fan_in = self.in_channels // self.groups * k * k
         self.weight = Parameter(
-            kaiming_uniform((self.out_channels, self.in_channels // self.groups, k, k), fan_in, dtype)
+            kaiming_uniform(
+                (self.out_channels, self.in_channels // self.groups, k, k), fan_in, dtype
+            )
         )
-        self.bias = Parameter(kaiming_uniform((self.out_channels,), fan_in, dtype)) if bias else None
+        self.bias = (
+            Parameter(kaiming_uniform((self.out_channels,), fan_in, dtype)) if bias else None
+        )
 
     def forward(self, x):
         x = as_input(x)
@@ -175,7 +186,9 @@ class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None):
         super().__init__()
         self.kernel_size = _positive_int("MaxPool2d", "kernel_size", kernel_size)
-        self.stride = self.kernel_size if stride is None else _positive_int("MaxPool2d", "stride", stride)
+        self.stride = (
+            self.kernel_size if stride is None else _positive_int("MaxPool2d", "stride", stride)
+        )
 
     def forward(self, x):
         x = as_input(x)
@@ -300,7 +313,10 @@ class Maxout(Module):
         return dx
 
     def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}, pieces={self.pieces}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"pieces={self.pieces}"
+        )
 
 
 class Flatten(Module):
@@ -310,8 +326,10 @@ class Flatten(Module):
         x = as_input(x)
         _check_input("Flatten", x, None, "")
         if len(x.shape) < 2:
-            raise ValueError(f"Flatten expected an input with a batch axis and at least one more, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"Flatten expected an input with a batch axis and at least one more, "
+                f"got shape {tuple(x.shape)}"
+            )
         self._saved_shape = tuple(x.shape)
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
@@ -484,8 +502,14 @@ class BatchNorm2d(Module):
                 f"got input shape {tuple(x.shape)}"
             )
         y, mean, invstd = backend().batchnorm2d_forward(
-            x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
-            self.momentum, self.eps, self.training,
+            x,
+            self.weight.data,
+            self.bias.data,
+            self.running_mean,
+            self.running_var,
+            self.momentum,
+            self.eps,
+            self.training,
         )
         self._saved_x, self._saved_mean, self._saved_invstd = x, mean, invstd
         self._saved_training = self.training
@@ -518,8 +542,12 @@ class BatchNorm2d(Module):
         gamma = to_numpy(self.weight.data)
         dtype = gamma.dtype
         xhat = b.conv2d_forward(
-            self._saved_x, b.asarray(invstd.reshape(c, 1, 1, 1).astype(dtype)),
-            b.asarray((-mean * invstd).astype(dtype)), 1, 0, c,
+            self._saved_x,
+            b.asarray(invstd.reshape(c, 1, 1, 1).astype(dtype)),
+            b.asarray((-mean * invstd).astype(dtype)),
+            1,
+            0,
+            c,
         )
         scale = b.asarray((gamma * invstd).reshape(c, 1, 1, 1).astype(dtype))
         dx, dweight, dbias = b.conv2d_backward(dy, xhat, scale, 1, 0, c)

@@ -273,7 +273,7 @@ class Sequential(Module):
 
 
 def kaiming_uniform(shape, fan_in, dtype):
-    """PyTorch's default init, ``kaiming_uniform_(a=sqrt(5))``: ``U(-b, b)``, ``b = 1/sqrt(fan_in)``.
+    """PyTorch's default init, ``kaiming_uniform_(a=sqrt(5))``: ``U(-1/sqrt(fan_in), ...)``.
 
     Drawn on the host from :func:`jitnet.rng.generator` (so :func:`jitnet.manual_seed`
     makes it reproducible), then placed on the active target. The same bound is
