@@ -4,7 +4,21 @@ Use float64 modules (``nn.Conv2d(..., dtype="float64")`` or
 ``model.to(dtype="float64")``): with centred differences the truncation error is
 ``O(h**2)`` and the rounding error ``O(eps / h)``, which float32 makes far too
 large for a meaningful check. A correct backward pass gives relative errors around
-``1e-8`` or smaller; ``1e-2`` means a bug.
+``1e-8`` or smaller; ``1e-2`` means a bug (near a kink of ReLU or max pooling a
+single element can legitimately be off).
+
+Example::
+
+    import numpy as np
+    from jitnet import nn
+    from jitnet.gradcheck import check_module, check_loss
+
+    layer = nn.Conv2d(3, 4, kernel_size=3, padding=1, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    print(check_module(layer, x))   # {"input": 2e-09, "weight": 6e-10, "bias": 6e-10}
+
+    scores = np.random.default_rng(1).standard_normal((4, 10))
+    print(check_loss(nn.SoftmaxCrossEntropyLoss(), scores, np.array([1, 0, 9, 3])))
 """
 
 import numpy as np

@@ -441,3 +441,14 @@ def test_parameters_on_another_target_raise_a_clear_error():
             match="parameters live on the cuda device but the active target is 'numpy'",
         ):
             layer(np.zeros((4, 3), np.float32))
+
+
+def test_replacing_parameters_keeps_order_and_zero_grad():
+    layer = nn.Linear(3, 2)
+    layer.weight = nn.Parameter(np.zeros((2, 3), np.float32))
+    assert [n for n, _ in layer.named_parameters()] == ["weight", "bias"]
+    layer.bias = None
+    assert [n for n, _ in layer.named_parameters()] == ["weight"]
+    layer.weight.grad = np.ones((2, 3), np.float32)
+    layer.zero_grad()
+    assert layer.weight.grad is None

@@ -75,13 +75,20 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
+        # A replaced parameter keeps its place in the order (dict assignment); replacing
+        # a registered parameter or child by something else unregisters it.
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             value.name = name
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
-        elif name in self._buffers:
-            self._buffers[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
+            if name in self._buffers:
+                self._buffers[name] = value
         object.__setattr__(self, name, value)
 
     def register_buffer(self, name, array):
@@ -112,6 +119,11 @@ class Module:
     def parameters(self):
         """All parameters, layer by layer, ``weight`` before ``bias`` (PyTorch's order)."""
         return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self):
+        """Forget every parameter's gradient (``grad = None``), as PyTorch's default."""
+        for p in self.parameters():
+            p.grad = None
 
     def named_buffers(self, prefix=""):
         for name in self._buffers:
