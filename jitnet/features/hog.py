@@ -343,50 +343,53 @@ def _row_gradients(images, n, r, cols, zero, near_tie, g_row, g_col, square, car
 
 
 @njit(cache=True)
-def _row_directions(g_row, g_col, cols, edge_cos, edge_sin, square, careful, bins, margin):
+def _row_directions(g_row, g_col, cols, edge_cos, edge_sin, square, careful, special, bins,
+                    margin):
     """Magnitude, bin and near-edge flag of each gradient in the row, by the direction test.
 
-    ``bins[x]`` counts the edges ``k >= 1`` the direction, folded into [0, 180),
-    is at or past: ``sign * (g_row cos_k - g_col sin_k) >= 0``. It becomes
-    ``-2 - i`` for the exact direction ``i`` of ``_SPECIAL_DIRECTIONS`` (whose bins
-    the wrapper looks up with NumPy's arctan2), and -1 where the pixel needs the
-    careful scalar path (flagged ``careful``, or non-finite). ``square`` becomes
-    the magnitude, and ``margin`` 1 where a generic direction is within
-    ``_AMBIGUOUS_SINE`` of an edge (edges 0 and 180 give ``|g_row|``), else 0.
-    The loops over ``x`` are innermost and branch-free, so that they vectorise.
+    The gradients are folded in place into the upper half plane, where the
+    direction is at or past edge ``k`` exactly when ``g_row cos_k - g_col sin_k
+    >= 0``; ``bins[x]`` counts the edges ``k >= 1`` passed. It becomes ``-2 - i``
+    for the exact direction ``i`` of ``_SPECIAL_DIRECTIONS`` (whose bins the
+    wrapper looks up with NumPy's arctan2; ``special`` is scratch for that), and
+    -1 where the pixel needs the careful scalar path (flagged ``careful``, or
+    non-finite, which is flagged here). ``square`` becomes the magnitude, and
+    ``margin`` 1 where a generic direction is within ``_AMBIGUOUS_SINE`` of an
+    edge (edges 0 and 180 give ``|g_row|``), else 0. The loops over ``x`` are
+    innermost and branch-free, so that they vectorise.
     """
     n_orient = edge_cos.shape[0] - 1
     for x in range(cols):
+        gr = g_row[x]
+        gc = g_col[x]
+        # exact directions (see _SPECIAL_DIRECTIONS) take their bin from a table: code -2 - i
+        code = -1.0
+        code = (-8.0 if gr > 0.0 else -9.0) if gr == -gc else code
+        code = (-6.0 if gr > 0.0 else -7.0) if gr == gc else code
+        code = (-4.0 if gr > 0.0 else -5.0) if gc == 0.0 else code
+        code = (-2.0 if gc > 0.0 else -3.0) if gr == 0.0 else code
+        special[x] = code
+        # sqrt of the sum of squares is within an ulp of skimage's hypot
+        magnitude = math.sqrt(square[x])
+        square[x] = magnitude
+        careful[x] = 1.0 if not magnitude < math.inf else careful[x]
+        # fold into the upper half plane: (g_row, g_col) and its negation share a bin
+        flip = (gr < 0.0) | ((gr == 0.0) & (gc < 0.0))
+        g_row[x] = -gr if flip else gr
+        g_col[x] = -gc if flip else gc
         bins[x] = 0.0
-        margin[x] = abs(g_row[x])
+        margin[x] = abs(gr)
     for k in range(1, n_orient):
         c = edge_cos[k]
         s = edge_sin[k]
         for x in range(cols):
-            gr = g_row[x]
-            gc = g_col[x]
-            # fold into the upper half plane: (g_row, g_col) and its negation share a bin
-            sign = -1.0 if ((gr < 0.0) | ((gr == 0.0) & (gc < 0.0))) else 1.0
-            cross = sign * (gr * c - gc * s)
+            cross = g_row[x] * c - g_col[x] * s
             bins[x] += 1.0 if cross >= 0.0 else 0.0
             margin[x] = min(margin[x], abs(cross))
     for x in range(cols):
-        gr = g_row[x]
-        gc = g_col[x]
-        # sqrt of the sum of squares is within an ulp of skimage's hypot
-        magnitude = math.sqrt(square[x])
-        square[x] = magnitude
-        near = margin[x] <= _AMBIGUOUS_SINE * magnitude
-        # exact directions (see _SPECIAL_DIRECTIONS) take their bin from a table: code -2 - i
-        special = -1.0
-        special = (-8.0 if gr > 0.0 else -9.0) if gr == -gc else special
-        special = (-6.0 if gr > 0.0 else -7.0) if gr == gc else special
-        special = (-4.0 if gr > 0.0 else -5.0) if gc == 0.0 else special
-        special = (-2.0 if gc > 0.0 else -3.0) if gr == 0.0 else special
-        bins[x] = special if special != -1.0 else bins[x]
-        margin[x] = 1.0 if (near & (special == -1.0)) else 0.0
-        slow = (careful[x] != 0.0) | (not magnitude < math.inf)
-        bins[x] = -1.0 if slow else bins[x]
+        generic = special[x] == -1.0
+        margin[x] = 1.0 if (generic & (margin[x] <= _AMBIGUOUS_SINE * square[x])) else 0.0
+        bins[x] = -1.0 if careful[x] != 0.0 else (bins[x] if generic else special[x])
 
 
 @njit(parallel=True, cache=True)
@@ -412,8 +415,8 @@ def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c
         Pixels per cell and cells per block.
     norm_code : int
         Index into :data:`BLOCK_NORMS`.
-    scratch : (N, 6, W) float64
-        Workspace: one row of gradients, squared magnitudes, flags, bins, margins.
+    scratch : (N, 7, W) float64
+        Workspace: one row of gradients, magnitudes, flags, bins, margins, codes.
     hist : (N, n_cells_row, n_cells_col, orientations) float32
         Workspace, overwritten with the unnormalised cell histograms (mean votes).
     out : (N, F) float32
@@ -440,10 +443,11 @@ def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c
         ambiguous[n] = 0
         g_row, g_col, square = scratch[n, 0], scratch[n, 1], scratch[n, 2]
         careful, bins, margin = scratch[n, 3], scratch[n, 4], scratch[n, 5]
+        special = scratch[n, 6]
         for r in range(n_cells_row * c_row):
             _row_gradients(images, n, r, cols, zero, near_tie, g_row, g_col, square, careful)
-            _row_directions(g_row, g_col, cols, edge_cos, edge_sin, square, careful, bins,
-                            margin)
+            _row_directions(g_row, g_col, cols, edge_cos, edge_sin, square, careful, special,
+                            bins, margin)
             cell_row = hist[n, r // c_row]
             for cell_c in range(n_cells_col):
                 for x in range(cell_c * c_col, (cell_c + 1) * c_col):
@@ -455,14 +459,11 @@ def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c
                         b = special_bins[-2 - b]
                         if b < 0:
                             continue  # an exact angle of 180 degrees: in no bin
-                    else:
-                        gr = g_row[x]
-                        gc = g_col[x]
-                        if careful[x] != 0.0:
-                            g_r, g_c = _strongest_gradient(images, n, r, x, zero)
-                            gr = np.float64(g_r)
-                            gc = np.float64(g_c)
-                            magnitude = math.sqrt(gr * gr + gc * gc)
+                    else:  # careful: redo the pixel from the image, unfolded, the scalar way
+                        g_r, g_c = _strongest_gradient(images, n, r, x, zero)
+                        gr = np.float64(g_r)
+                        gc = np.float64(g_c)
+                        magnitude = math.sqrt(gr * gr + gc * gc)
                         b, near_edge = _pixel_bin(gr, gc, magnitude, bounds, edge_cos, edge_sin)
                         ambiguous[n] += int(near_edge)
                         if b == _ALL_BINS:
@@ -563,7 +564,7 @@ def _cell_histograms_and_features(batch, orientations, cells, blocks, code, n_ce
     near_tie = 1e-6 if work == np.float32 else 1e-12
     bounds = _bin_bounds(orientations)
     edges = np.deg2rad(bounds)
-    scratch = np.empty((n_images, 6, batch.shape[3]))
+    scratch = np.empty((n_images, 7, batch.shape[3]))
     _hog_cpu(np.ascontiguousarray(batch), work.type(0), near_tie, bounds, np.cos(edges),
              np.sin(edges), _special_bins(bounds), c_row, c_col, b_row, b_col, code, scratch,
              hist, out, ambiguous)
