@@ -21,8 +21,6 @@ _JIT = dict(parallel=True, cache=True, fastmath=config.FASTMATH)
 # Exact kernels (losses, dropout masks, optimizer steps) keep IEEE semantics so
 # that every target rounds the same way.
 _JIT_EXACT = dict(parallel=True, cache=True)
-# Glue that only calls BLAS and other kernels: nothing of its own to parallelise.
-_JIT_SERIAL = dict(cache=True, fastmath=config.FASTMATH)
 
 
 def _pair(v):
@@ -474,6 +472,37 @@ def _maxpool2d_forward(x, y, argmax, kh_n, kw_n, sh, sw):
                 argmax[n, c, ho, wo] = at
 
 
+@njit(**_JIT)
+def _maxpool2x2_forward(x, y, argmax):
+    """:func:`_maxpool2d_forward` for 2x2 windows with stride 2, unrolled."""
+    n_img, n_ch, ho_n, wo_n = y.shape
+    w_n = x.shape[3]
+    # No race: iteration t owns the output rows y[n, c, ho] and argmax[n, c, ho].
+    for t in prange(n_img * n_ch * ho_n):
+        n = t // (n_ch * ho_n)
+        c = (t // ho_n) % n_ch
+        ho = t % ho_n
+        top = x[n, c, 2 * ho]
+        bottom = x[n, c, 2 * ho + 1]
+        for wo in range(wo_n):
+            best = top[2 * wo]
+            at = 0
+            v = top[2 * wo + 1]
+            if v > best or (v != v and best == best):
+                best = v
+                at = 1
+            v = bottom[2 * wo]
+            if v > best or (v != v and best == best):
+                best = v
+                at = w_n
+            v = bottom[2 * wo + 1]
+            if v > best or (v != v and best == best):
+                best = v
+                at = w_n + 1
+            y[n, c, ho, wo] = best
+            argmax[n, c, ho, wo] = 2 * ho * w_n + 2 * wo + at
+
+
 def maxpool2d_forward(x, kernel_size, stride):
     """Max pooling without padding; records where each maximum came from.
 
@@ -497,7 +526,10 @@ def maxpool2d_forward(x, kernel_size, stride):
     wo = (w - kw) // sw + 1
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
     argmax = np.empty((n, c, ho, wo), dtype=np.int32)
-    _maxpool2d_forward(x, y, argmax, kh, kw, sh, sw)
+    if kh == kw == sh == sw == 2:
+        _maxpool2x2_forward(x, y, argmax)  # the reference net's pooling
+    else:
+        _maxpool2d_forward(x, y, argmax, kh, kw, sh, sw)
     return y, argmax
 
 
@@ -539,18 +571,102 @@ def maxpool2d_backward(dy, argmax, x_shape):
 
 # --------------------------------------------------------------------------
 # fully connected and maxout
+#
+# The matrix products run on a Numba micro-kernel (same register tile as the
+# convolution: 8 rows x 32 columns) rather than on BLAS: OpenBLAS keeps its
+# own thread pool, and on a small machine its spinning threads fight Numba's
+# for the cores between calls.
 # --------------------------------------------------------------------------
+
+_GEMM_COLS = 32
 
 
 @njit(**_JIT)
-def _linear_forward(x, weight, bias, y):
-    # np.dot inside njit calls BLAS (sgemm / dgemm).
-    np.dot(x, weight.T, y)
+def _gemm(a, b3, c):
+    """``c[i, j] = sum_k a[i, k] * b[k, j]`` for the columns ``j`` that ``c`` has.
+
+    ``a`` is (I, K); ``b3`` is ``b`` (K, J) viewed as (K, J / 32, 32) with J a
+    multiple of 32 (zero-padded by the caller); ``c`` is (I, J') with J' <= J.
+    A tile is 8 rows times 32 columns; the last row tile repeats its last row
+    in unused slots (clamped indices) and stores only the valid rows.
+    """
+    i_n, k_n = a.shape
+    n_cb = b3.shape[1]
+    j_n = c.shape[1]
+    n_rt = (i_n + _PIX - 1) // _PIX
+    last = i_n - 1
+    # No race: iteration t owns the tile c[8 rows, 32 columns] it stores.
+    for t in prange(n_rt * n_cb):
+        i0 = (t // n_cb) * _PIX
+        cb = t % n_cb
+        r0 = min(i0, last)
+        r1 = min(i0 + 1, last)
+        r2 = min(i0 + 2, last)
+        r3 = min(i0 + 3, last)
+        r4 = min(i0 + 4, last)
+        r5 = min(i0 + 5, last)
+        r6 = min(i0 + 6, last)
+        r7 = min(i0 + 7, last)
+        acc = np.empty((_PIX, _GEMM_COLS), dtype=c.dtype)
+        for j in range(_GEMM_COLS):
+            for p in range(_PIX):
+                acc[p, j] = 0
+        for k in range(k_n):
+            a0 = a[r0, k]
+            a1 = a[r1, k]
+            a2 = a[r2, k]
+            a3 = a[r3, k]
+            a4 = a[r4, k]
+            a5 = a[r5, k]
+            a6 = a[r6, k]
+            a7 = a[r7, k]
+            for j in range(16):
+                ba = b3[k, cb, j]
+                bb = b3[k, cb, 16 + j]
+                acc[0, j] += a0 * ba
+                acc[1, j] += a1 * ba
+                acc[2, j] += a2 * ba
+                acc[3, j] += a3 * ba
+                acc[4, j] += a4 * ba
+                acc[5, j] += a5 * ba
+                acc[6, j] += a6 * ba
+                acc[7, j] += a7 * ba
+                acc[0, 16 + j] += a0 * bb
+                acc[1, 16 + j] += a1 * bb
+                acc[2, 16 + j] += a2 * bb
+                acc[3, 16 + j] += a3 * bb
+                acc[4, 16 + j] += a4 * bb
+                acc[5, 16 + j] += a5 * bb
+                acc[6, 16 + j] += a6 * bb
+                acc[7, 16 + j] += a7 * bb
+        j0 = cb * _GEMM_COLS
+        for p in range(min(_PIX, i_n - i0)):
+            for j in range(min(_GEMM_COLS, j_n - j0)):
+                c[i0 + p, j0 + j] = acc[p, j]
+
+
+def _matmul(a, b, dtype):
+    """``a @ b`` on :func:`_gemm`; ``a`` (I, K) and ``b`` (K, J) any layout."""
+    a = np.ascontiguousarray(a, dtype=dtype)
+    k, j = b.shape
+    j_pad = -(-j // _GEMM_COLS) * _GEMM_COLS
+    if j_pad == j and b.flags.c_contiguous and b.dtype == dtype:
+        bp = b
+    else:
+        bp = np.zeros((k, j_pad), dtype=dtype)
+        bp[:, :j] = b
+    c = np.empty((a.shape[0], j), dtype=dtype)
+    _gemm(a, bp.reshape(k, j_pad // _GEMM_COLS, _GEMM_COLS), c)
+    return c
+
+
+@njit(**_JIT)
+def _transpose_add_bias(yt, bias, y):
     n_img, m = y.shape
     # No race: iteration i owns the row y[i].
     for i in prange(n_img):
         for j in range(m):
-            y[i, j] += bias[j]
+            y[i, j] = yt[j, i] + bias[j]
 
 
 def linear_forward(x, weight, bias):
@@ -565,13 +681,19 @@ def linear_forward(x, weight, bias):
     Returns
     -------
     y : ndarray, (N, M), x's dtype
+
+    Notes
+    -----
+    Computed as ``y.T = weight @ x.T`` so that the micro-kernel's vectors run
+    along the batch (``x.T`` is one small copy) and weight rows are read in place.
     """
     x = np.ascontiguousarray(x)
-    weight = np.ascontiguousarray(weight, dtype=x.dtype)
+    dtype = x.dtype
     m = weight.shape[0]
-    b = np.zeros(m, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
-    y = np.empty((x.shape[0], m), dtype=x.dtype)
-    _linear_forward(x, weight, b, y)
+    b = np.zeros(m, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    yt = _matmul(weight, x.T, dtype)
+    y = np.empty((x.shape[0], m), dtype=dtype)
+    _transpose_add_bias(yt, b, y)
     return y
 
 
@@ -584,13 +706,6 @@ def _column_sums(a, out):
         for i in range(n_rows):
             s += a[i, j]
         out[j] = s
-
-
-@njit(**_JIT_SERIAL)
-def _linear_backward(dy, x, weight, dx, dweight, dbias):
-    np.dot(dy, weight, dx)
-    np.dot(dy.T, x, dweight)
-    _column_sums(dy, dbias)
 
 
 def linear_backward(dy, x, weight):
@@ -609,12 +724,12 @@ def linear_backward(dy, x, weight):
     dbias : ndarray, (M,), ``dy.sum(0)``
     """
     x = np.ascontiguousarray(x)
-    dy = np.ascontiguousarray(dy, dtype=x.dtype)
-    weight = np.ascontiguousarray(weight, dtype=x.dtype)
-    dx = np.empty(x.shape, dtype=x.dtype)
-    dweight = np.empty(weight.shape, dtype=x.dtype)
-    dbias = np.empty(weight.shape[0], dtype=x.dtype)
-    _linear_backward(dy, x, weight, dx, dweight, dbias)
+    dtype = x.dtype
+    dy = np.ascontiguousarray(dy, dtype=dtype)
+    dx = _matmul(dy, weight, dtype)
+    dweight = _matmul(dy.T, x, dtype)
+    dbias = np.empty(weight.shape[0], dtype=dtype)
+    _column_sums(dy, dbias)
     return dx, dweight, dbias
 
 

@@ -1,0 +1,218 @@
+"""Time one training step of the reference ConvNet: jitnet against PyTorch.
+
+A step is forward + softmax cross-entropy + backward + SGD (momentum 0.9) on a
+random float32 batch of 3x32x32 images. Reported: the median step time after
+warm-up (compilation excluded), images per second and ratios; peak resident
+memory of a process that runs a few steps; and cold start, the time from a
+fresh process to the end of its first training step with an empty Numba cache
+directory (everything compiles) and again with that directory filled.
+
+Usage::
+
+    python benchmarks/bench_train.py                       # cpu target, batches 64 and 128
+    python benchmarks/bench_train.py --target cuda         # jitnet cuda vs cpu vs torch cuda
+    python benchmarks/bench_train.py --batch-size 64 --repeat 20 --no-cold
+
+Set ``NUMBA_NUM_THREADS`` to the thread count you compare at; PyTorch gets
+``--threads`` (default: the same number).
+"""
+
+import time
+
+_PROCESS_START = time.perf_counter()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, median_ms, table, torch_or_none  # noqa: E402
+
+
+def _batch(batch, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+    return x, y
+
+
+def jitnet_step(target, batch):
+    """A zero-argument training step of jitnet on ``target``, and a sync function."""
+    import jitnet
+    from jitnet import models, nn, optim
+
+    jitnet.set_target(target)
+    jitnet.manual_seed(0)
+    model = models.convnet().to(target)
+    model.train()
+    loss_fn = nn.SoftmaxCrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = _batch(batch)
+    x, y = jitnet.asarray(x), jitnet.asarray(y)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        opt.step()
+        return loss
+
+    sync = None
+    if target == "cuda":
+        from jitnet.kernels import cuda
+
+        sync = cuda.synchronize
+    return step, sync
+
+
+def torch_step(torch, device, batch):
+    """The same step in PyTorch (``device`` "cpu" or "cuda"), and a sync function."""
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10),
+    ).to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = _batch(batch)
+    x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    return step, sync
+
+
+# -- child processes: memory and cold start ---------------------------------------------
+
+
+def _child(kind, batch, steps, threads):
+    """Run in a fresh process: ``steps`` steps, then print timings and peak RSS as JSON."""
+    if kind.startswith("torch"):
+        torch = torch_or_none(threads)
+        step, sync = torch_step(torch, kind.split("-", 1)[1], batch)
+    else:
+        step, sync = jitnet_step(kind, batch)
+    step()
+    if sync is not None:
+        sync()
+    first = time.perf_counter() - _PROCESS_START
+    for _ in range(steps - 1):
+        step()
+    if sync is not None:
+        sync()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    print(json.dumps({"first_step_s": first, "maxrss_mb": rss_mb}))
+
+
+def _run_child(kind, batch, steps, threads, env=None):
+    cmd = [sys.executable, __file__, "--child", kind, "--batch-size", str(batch),
+           "--steps", str(steps), "--threads", str(threads)]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", choices=["numpy", "cpu", "cuda"], default="cpu")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch threads (default: NUMBA_NUM_THREADS or the core count)")
+    parser.add_argument("--no-numpy", action="store_true", help="skip the (slow) numpy target")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-cold", action="store_true", help="skip memory and cold start")
+    parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
+    if args.child:
+        _child(args.child, args.batch_size[0], args.steps, threads)
+        return
+
+    torch = None if args.no_torch else torch_or_none(threads)
+    lines = [f"# Training step of the reference ConvNet ({args.target} target)", "",
+             f"Machine: {machine()}; jitnet threads: "
+             f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
+             f"Median of {args.repeat} steps after 2 warm-up steps (compilation excluded).", ""]
+
+    # Who runs: the chosen target first, then the references.
+    contenders = [f"jitnet {args.target}"]
+    if args.target == "cuda":
+        contenders.append("jitnet cpu")
+    if args.target != "numpy" and not args.no_numpy:
+        contenders.append("jitnet numpy")
+    if torch is not None:
+        contenders.append("torch cuda" if args.target == "cuda" else "torch cpu")
+
+    rows = []
+    for batch in args.batch_size:
+        times = {}
+        for name in contenders:
+            lib, where = name.split()
+            if lib == "torch":
+                step, sync = torch_step(torch, where, batch)
+            else:
+                step, sync = jitnet_step(where, batch)
+            repeat = max(3, args.repeat // 3) if where == "numpy" else args.repeat
+            times[name] = median_ms(step, repeat=repeat, sync=sync)
+            print(f"batch {batch:4d}  {name:14s} {times[name]:9.2f} ms/step", file=sys.stderr)
+        base = times[contenders[0]]
+        for name in contenders:
+            ratio = times[name] / base
+            rows.append([batch, name, f"{times[name]:.1f}", f"{1000 * batch / times[name]:.0f}",
+                         "1.00" if name == contenders[0] else f"{ratio:.2f}"])
+    lines += ["## Step time", "",
+              table(["batch", "who", "ms / step", "img / s",
+                     f"time / time of {contenders[0]}"], rows), ""]
+
+    if not args.no_cold:
+        rows = []
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+            batch = args.batch_size[0]
+            cold = _run_child(args.target, batch, 3, threads, env)
+            warm = _run_child(args.target, batch, 3, threads, env)
+            rows.append([f"jitnet {args.target}", f"{cold['first_step_s']:.1f}",
+                         f"{warm['first_step_s']:.1f}", f"{warm['maxrss_mb']:.0f}"])
+            if torch is not None:
+                device = "cuda" if args.target == "cuda" else "cpu"
+                t = _run_child(f"torch-{device}", batch, 3, threads)
+                rows.append([f"torch {device}", "-", f"{t['first_step_s']:.1f}",
+                             f"{t['maxrss_mb']:.0f}"])
+        lines += [f"## Cold start and memory (batch {batch}, fresh process, 3 steps)", "",
+                  "Seconds from process start (imports included) to the end of the first "
+                  "step; `cold` has an empty Numba cache directory, `warm` the one the cold "
+                  "run filled. Peak memory is the process's maximum resident set size.", "",
+                  table(["who", "cold first step (s)", "warm first step (s)", "peak RSS (MiB)"],
+                        rows), ""]
+
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
