@@ -20,6 +20,15 @@ Each image goes through scikit-image's four stages, reproduced to the rounding:
 
 The cpu kernel runs one ``prange`` iteration per image; the numpy target runs
 the same computation vectorised over the whole batch (the reference).
+
+How the cpu kernel stays equal to skimage without calling arctan2 per pixel:
+the bin of a gradient is decided by its sign against each bin edge's direction
+(``g_row cos(edge) - g_col sin(edge)``), which is exact away from the edges.
+Directions every arctan2 gets exactly (along the axes and diagonals) take
+their bin from a table computed with NumPy; an image with any other direction
+within ``_AMBIGUOUS_SINE`` of an edge (where NumPy's SIMD arctan2 may round it
+into the neighbouring bin) is recomputed on the NumPy path. On real images this
+practically never happens (0 of 1000 CIFAR images).
 """
 
 import math
