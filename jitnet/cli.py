@@ -137,7 +137,7 @@ def _add_budget_options(parser):
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
                         help="ConvNet images per step (default 64)")
     parser.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
-                        help="peak learning rate (ConvNet default 0.05, cosine decay to 0; "
+                        help="peak learning rate (ConvNet default 0.01, cosine decay to 0; "
                              "hog-linear: the classifier's own)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="seeds initialisation, shuffling and augmentation")

@@ -516,9 +516,9 @@ def _isatty(stream):
 #: ConvNet recipe defaults (see ``docs/README_draft.md`` for the measurements).
 CONVNET_DEFAULTS = {
     "batch_size": 64,
-    "lr": 0.05,
+    "lr": 0.01,
     "momentum": 0.9,
-    "nesterov": True,
+    "nesterov": False,
     "weight_decay": 5e-4,
     "batchnorm": True,
     "augment": True,
@@ -590,7 +590,7 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
     """Train the reference ConvNet with jitnet's default recipe on the active target.
 
     The recipe (``CONVNET_DEFAULTS``): BatchNorm after each convolution, SGD
-    with Nesterov momentum 0.9 and weight decay 5e-4, a cosine learning-rate
+    with momentum 0.9, learning rate 0.01 and weight decay 5e-4, a cosine learning-rate
     schedule, random crops (padding 4) and horizontal flips, inputs normalised
     by the training set's channel statistics.
 

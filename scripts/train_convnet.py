@@ -40,8 +40,7 @@ def main():
 
     model = models.convnet(num_classes=10, batchnorm=True).to()
     print(model)
-    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-                          weight_decay=5e-4)
+    optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     scheduler = optim.CosineLR(optimizer, args.epochs)  # decays the rate to 0 by the end
 
     metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x_test, y_test,
