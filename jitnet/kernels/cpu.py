@@ -398,30 +398,118 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
     p, _ = _pair(padding)
     groups = int(groups)
     x = np.ascontiguousarray(x)
-    dtype = x.dtype
-    dy = np.ascontiguousarray(dy, dtype=dtype)
-    weight = np.ascontiguousarray(weight, dtype=dtype)
-    n, c, h, w = x.shape
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    weight = np.ascontiguousarray(weight, dtype=x.dtype)
+    dx = _conv_input_grad(dy, weight, x.shape, s, p, groups)
+    dweight = _conv_weight_grad(dy, x, weight.shape, s, p, groups)
+    dbias = np.empty(dy.shape[1], dtype=x.dtype)
+    _conv_bias_grad(dy, dbias)
+    return dx, dweight, dbias
+
+
+@njit(**_JIT)
+def _conv2d_rows_few_outputs(xp, w4, y):
+    """Stride-1 convolution for few output channels: vectors run along the row.
+
+    ``xp`` is the padded NCHW input with 32 spare zero columns (N, C, Hp, Wp + 32);
+    ``w4[fb, c, kh, kw, q]`` is output channel ``4 * fb + q`` (zero-padded).
+    A tile is 4 output channels times 32 consecutive output pixels of a row
+    (8 AVX-512 registers); per step it broadcasts 4 weights and loads 2
+    input vectors. The input gradient of a first layer (3 colour channels)
+    runs here: the channel-vector kernel would waste 29 of its 32 lanes.
+    """
+    n_img, n_out, ho_n, wo_n = y.shape
+    n_fb, n_in, kh_n, kw_n = w4.shape[0], w4.shape[1], w4.shape[2], w4.shape[3]
+    n_vt = (wo_n + 31) // 32
+    # No race: iteration t owns the output row y[n, :, ho, :].
+    for t in prange(n_img * ho_n):
+        n = t // ho_n
+        ho = t % ho_n
+        acc = np.empty((4, 32), dtype=y.dtype)
+        for fb in range(n_fb):
+            for vt in range(n_vt):
+                wo0 = vt * 32
+                for i in range(32):
+                    for q in range(4):
+                        acc[q, i] = 0
+                for c in range(n_in):
+                    for kh in range(kh_n):
+                        for kw in range(kw_n):
+                            w0 = w4[fb, c, kh, kw, 0]
+                            w1 = w4[fb, c, kh, kw, 1]
+                            w2 = w4[fb, c, kh, kw, 2]
+                            w3 = w4[fb, c, kh, kw, 3]
+                            # Unsigned column: no negative-index fix-up, so the
+                            # 16 loads are seen as one contiguous vector.
+                            col = np.uint64(wo0 + kw)
+                            for i in range(16):
+                                xa = xp[n, c, ho + kh, col + np.uint64(i)]
+                                xb = xp[n, c, ho + kh, col + np.uint64(16 + i)]
+                                acc[0, i] += w0 * xa
+                                acc[1, i] += w1 * xa
+                                acc[2, i] += w2 * xa
+                                acc[3, i] += w3 * xa
+                                acc[0, 16 + i] += w0 * xb
+                                acc[1, 16 + i] += w1 * xb
+                                acc[2, 16 + i] += w2 * xb
+                                acc[3, 16 + i] += w3 * xb
+                for q in range(min(4, n_out - fb * 4)):
+                    for i in range(min(32, wo_n - wo0)):
+                        y[n, fb * 4 + q, ho, wo0 + i] = acc[q, i]
+
+
+def _conv_input_grad_few_channels(dy, weight, x_shape, p):
+    """``dx`` for stride 1, one group and few input channels, on the row kernel."""
+    n, c, h, w = x_shape
+    f, _, kh, kw = weight.shape
+    top, left = kh - 1 - p, kw - 1 - p
+    hp, wp = h + kh - 1, w + kw - 1
+    dyp = np.zeros((n, f, hp, wp + 32), dtype=dy.dtype)
+    # Rows/columns of dy that land inside the padded plane (padding may crop).
+    r0, c0 = max(0, -top), max(0, -left)
+    r1 = min(dy.shape[2], hp - top)
+    c1 = min(dy.shape[3], wp - left)
+    dyp[:, :, top + r0 : top + r1, left + c0 : left + c1] = dy[:, :, r0:r1, c0:c1]
+    n_fb = -(-c // 4)
+    # w4[fb, f, a, b, q] = weight[f, 4 fb + q] turned by 180 degrees.
+    w4 = np.zeros((n_fb * 4, f, kh, kw), dtype=dy.dtype)
+    w4[:c] = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    w4 = np.ascontiguousarray(w4.reshape(n_fb, 4, f, kh, kw).transpose(0, 2, 3, 4, 1))
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    _conv2d_rows_few_outputs(dyp, w4, dx)
+    return dx
+
+
+def _conv_input_grad(dy, weight, x_shape, s, p, groups):
+    """``dx`` (N, C, H, W): the dilated, padded ``dy`` correlated with the turned kernel."""
+    dtype = dy.dtype
+    n, c, h, w = x_shape
     f, cg, kh, kw = weight.shape
     fg = f // groups
-    ho, wo = dy.shape[2], dy.shape[3]
-    # dx: correlate the dilated, padded dy with the turned, transposed kernel.
+    if s == 1 and groups == 1 and c <= 8:
+        return _conv_input_grad_few_channels(dy, weight, x_shape, p)
     dyd = _conv_channel_last(dy, groups, kh - 1 - p, kw - 1 - p, h + kh - 1, w + kw - 1, s, s)
+    # In/out channels swapped within each group: wt[g*Cg + c, fg] = weight[g*Fg + fg, c].
     wt = np.empty((c, fg, kh, kw), dtype=dtype)
     wt.reshape(groups, cg, fg, kh, kw)[...] = weight.reshape(groups, fg, cg, kh, kw).transpose(
         0, 2, 1, 3, 4
     )
     dx = np.empty((n, c, h, w), dtype=dtype)
     _conv_forward_core(dyd, wt, np.zeros(c, dtype=dtype), dx, 1, groups, flip=True)
-    # dweight: dy channel-last, padded to whole channel blocks.
-    dyh = np.zeros((n, groups, _blocks(fg), ho, wo, _FB), dtype=dtype)
+    return dx
+
+
+def _conv_weight_grad(dy, x, weight_shape, s, p, groups):
+    """``dweight`` (F, C/G, KH, KW) from ``dy`` in channel blocks and ``x`` channel-last."""
+    n, _, h, w = x.shape
+    f = weight_shape[0]
+    ho, wo = dy.shape[2], dy.shape[3]
+    dyh = np.zeros((n, groups, _blocks(f // groups), ho, wo, _FB), dtype=x.dtype)
     _to_channel_blocks(dy, dyh)
     xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
-    dweight = np.empty_like(weight)
+    dweight = np.empty(weight_shape, dtype=x.dtype)
     _conv2d_weight_tiles(dyh, xh, dweight, s, wo)
-    dbias = np.empty(f, dtype=dtype)
-    _conv_bias_grad(dy, dbias)
-    return dx, dweight, dbias
+    return dweight
 
 
 @njit(**_JIT)

@@ -1,0 +1,151 @@
+"""Time the reference ConvNet's kernels: jitnet cpu vs jitnet numpy vs PyTorch.
+
+For each kernel at its training shape (batch ``B``, float32): the median of
+``--repeat`` calls after warm-up (compilation excluded), GFLOP/s, the fraction
+of the sgemm rate measured in the same run (``np.dot`` on 1024x1024 float32
+matrices), the speed-up over the numpy target and over PyTorch (CPU, same
+thread count), and the time of the very first call (compilation, or loading
+from Numba's cache when it is warm: run with an empty ``NUMBA_CACHE_DIR`` to
+see compile times).
+
+Usage::
+
+    NUMBA_NUM_THREADS=2 python benchmarks/bench_kernels.py --batch-size 64 [--out FILE.md]
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import first_call_s, machine, median_ms, sgemm_gflops, table, torch_or_none  # noqa: E402
+
+from jitnet.kernels import cpu, numpy_ref  # noqa: E402
+
+
+def _cases(batch, rng):
+    """(name, flops, jitnet-cpu call, numpy call, torch call or None) per kernel."""
+    f32 = np.float32
+    rows = []
+
+    def conv(tag, c, f, hw):
+        x = rng.standard_normal((batch, c, hw, hw), dtype=f32)
+        w = rng.standard_normal((f, c, 3, 3), dtype=f32)
+        b = rng.standard_normal(f, dtype=f32)
+        dy = rng.standard_normal((batch, f, hw, hw), dtype=f32)
+        flops = 2.0 * batch * f * hw * hw * c * 9
+        t = {}
+        if torch is not None:
+            tx, tw, tb, tdy = (torch.from_numpy(a) for a in (x, w, b, dy))
+            g = torch.nn.grad
+            t = {
+                "fwd": lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1),
+                "bwd-input": lambda: g.conv2d_input(tx.shape, tw, tdy, padding=1),
+                "bwd-weight": lambda: g.conv2d_weight(tx, tw.shape, tdy, padding=1),
+            }
+        rows.append((f"{tag} fwd", flops, lambda: cpu.conv2d_forward(x, w, b, 1, 1, 1),
+                     lambda: numpy_ref.conv2d_forward(x, w, b, 1, 1, 1), t.get("fwd")))
+        rows.append((f"{tag} bwd-input", flops,
+                     lambda: cpu._conv_input_grad(dy, w, x.shape, 1, 1, 1), None,
+                     t.get("bwd-input")))
+        rows.append((f"{tag} bwd-weight", flops,
+                     lambda: cpu._conv_weight_grad(dy, x, w.shape, 1, 1, 1), None,
+                     t.get("bwd-weight")))
+        tb_all = None
+        if torch is not None:
+            tb_all = lambda: (t["bwd-input"](), t["bwd-weight"](), tdy.sum((0, 2, 3)))  # noqa: E731
+        rows.append((f"{tag} bwd (all)", 2 * flops,
+                     lambda: cpu.conv2d_backward(dy, x, w, 1, 1, 1),
+                     lambda: numpy_ref.conv2d_backward(dy, x, w, 1, 1, 1), tb_all))
+
+    conv("conv1 3->32 32x32", 3, 32, 32)
+    conv("conv2 32->64 16x16", 32, 64, 16)
+
+    a = rng.standard_normal((batch, 32, 32, 32), dtype=f32)
+    y, am = cpu.maxpool2d_forward(a, 2, 2)
+    ta = torch.from_numpy(a) if torch is not None else None
+    rows.append(("pool1 fwd", 0, lambda: cpu.maxpool2d_forward(a, 2, 2),
+                 lambda: numpy_ref.maxpool2d_forward(a, 2, 2),
+                 (lambda: torch.nn.functional.max_pool2d(ta, 2, return_indices=True))
+                 if torch is not None else None))
+    rows.append(("pool1 bwd", 0, lambda: cpu.maxpool2d_backward(y, am, a.shape),
+                 lambda: numpy_ref.maxpool2d_backward(y, am, a.shape), None))
+
+    x = rng.standard_normal((batch, 4096), dtype=f32)
+    w = rng.standard_normal((256, 4096), dtype=f32)
+    b = rng.standard_normal(256, dtype=f32)
+    dy = rng.standard_normal((batch, 256), dtype=f32)
+    flops = 2.0 * batch * 4096 * 256
+    tl = {}
+    if torch is not None:
+        tx, tw, tb, tdy = (torch.from_numpy(v) for v in (x, w, b, dy))
+        tl = {"fwd": lambda: torch.nn.functional.linear(tx, tw, tb),
+              "bwd": lambda: (tdy @ tw, tdy.T @ tx, tdy.sum(0))}
+    rows.append(("fc1 4096->256 fwd", flops, lambda: cpu.linear_forward(x, w, b),
+                 lambda: numpy_ref.linear_forward(x, w, b), tl.get("fwd")))
+    rows.append(("fc1 4096->256 bwd", 2 * flops, lambda: cpu.linear_backward(dy, x, w),
+                 lambda: numpy_ref.linear_backward(dy, x, w), tl.get("bwd")))
+    return rows
+
+
+def main(argv=None):
+    global torch
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch threads (default: NUMBA_NUM_THREADS or the core count)")
+    parser.add_argument("--no-numpy", action="store_true")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    args = parser.parse_args(argv)
+    threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
+    torch = None if args.no_torch else torch_or_none(threads)
+
+    peak = sgemm_gflops()
+    rows = []
+    for name, flops, jit_call, np_call, torch_call in _cases(args.batch_size,
+                                                             np.random.default_rng(0)):
+        first = first_call_s(jit_call)
+        t_jit = median_ms(jit_call, repeat=args.repeat)
+        t_np = None
+        if np_call is not None and not args.no_numpy:
+            t_np = median_ms(np_call, repeat=max(3, args.repeat // 2))
+        t_torch = median_ms(torch_call, repeat=args.repeat) if torch_call is not None else None
+        gflops = flops / (t_jit * 1e6) if flops else None
+        rows.append([
+            name,
+            f"{t_jit:.2f}",
+            f"{gflops:.1f}" if gflops else "-",
+            f"{gflops / peak:.0%}" if gflops else "-",
+            f"{t_np:.2f}" if t_np else "-",
+            f"{t_np / t_jit:.1f}x" if t_np else "-",
+            f"{t_torch:.2f}" if t_torch else "-",
+            f"{t_torch / t_jit:.2f}x" if t_torch else "-",
+            f"{first:.2f}",
+        ])
+        print("  ".join(rows[-1]), file=sys.stderr)
+
+    lines = [
+        f"# Kernels of the reference ConvNet, batch {args.batch_size}, float32", "",
+        f"Machine: {machine()}; jitnet threads: "
+        f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
+        f"Measured sgemm rate (np.dot 1024^2 float32): {peak:.0f} GFLOP/s. "
+        f"Median of {args.repeat} calls after warm-up; `speed-up` is the other's time "
+        "over jitnet cpu's (> 1: jitnet cpu is faster).", "",
+        table(["kernel", "cpu ms", "GFLOP/s", "of sgemm", "numpy ms", "speed-up vs numpy",
+               "torch ms", "speed-up vs torch", "first call s"], rows), "",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+
+
+torch = None
+
+if __name__ == "__main__":
+    main()
