@@ -1,0 +1,150 @@
+"""jitnet.data.loader and jitnet.data.transforms."""
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet.data import DataLoader
+from jitnet.data.transforms import (
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    ToFloat,
+)
+
+
+@pytest.fixture
+def data(rng):
+    x = rng.integers(0, 256, (23, 3, 8, 6), dtype=np.uint8)
+    y = np.arange(23, dtype=np.int64)  # label = index: batches show which images came
+    return x, y
+
+
+def _epoch(loader):
+    return [(jitnet.to_numpy(xb), yb) for xb, yb in loader]
+
+
+def test_each_index_once_per_epoch_and_fresh_permutation(data):
+    x, y = data
+    loader = DataLoader(x, y, batch_size=5, seed=0)
+    assert len(loader) == 5
+    first = _epoch(loader)
+    second = _epoch(loader)
+    for epoch in (first, second):
+        seen = np.concatenate([yb for _, yb in epoch])
+        np.testing.assert_array_equal(np.sort(seen), y)
+        assert [len(yb) for _, yb in epoch] == [5, 5, 5, 5, 3]
+    assert not np.array_equal(np.concatenate([b for _, b in first]),
+                              np.concatenate([b for _, b in second]))
+
+
+def test_batches_float32_scaled_labels_int64(data):
+    x, y = data
+    for xb, yb in _epoch(DataLoader(x, y, batch_size=4, shuffle=False)):
+        assert xb.dtype == np.float32 and xb.shape[1:] == (3, 8, 6)
+        assert yb.dtype == np.int64 and isinstance(yb, np.ndarray)
+        np.testing.assert_allclose(xb, x[yb].astype(np.float32) / 255, rtol=1e-6)
+
+
+def test_drop_last_and_no_shuffle(data):
+    x, y = data
+    loader = DataLoader(x, y, batch_size=5, shuffle=False, drop_last=True)
+    assert len(loader) == 4
+    np.testing.assert_array_equal(np.concatenate([b for _, b in loader]), np.arange(20))
+
+
+def test_reproducible_with_seed_and_manual_seed(data):
+    x, y = data
+
+    def order(loader):
+        return np.concatenate([b for _, b in loader])
+
+    assert np.array_equal(order(DataLoader(x, y, 4, seed=5)), order(DataLoader(x, y, 4, seed=5)))
+    jitnet.manual_seed(9)
+    a = order(DataLoader(x, y, 4))
+    jitnet.manual_seed(9)
+    assert np.array_equal(a, order(DataLoader(x, y, 4)))
+
+
+def test_bad_arguments(data):
+    x, y = data
+    with pytest.raises(ValueError, match="labels of shape"):
+        DataLoader(x, y[:-1], 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        DataLoader(x, y, 0)
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        DataLoader(x[0], y[:3], 4)
+
+
+def _reference_crop(x, offsets, size, padding):
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    return np.stack([padded[i, :, t:t + size[0], l:l + size[1]]
+                     for i, (t, l) in enumerate(offsets)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_random_crop_matches_numpy(rng, dtype):
+    x = rng.standard_normal((6, 3, 9, 7)).astype(dtype)
+    out = RandomCrop((8, 6), padding=2, seed=4)(x)
+    gen = np.random.default_rng(4)  # the same draws as the transform
+    offsets = np.stack([gen.integers(0, 9 + 4 - 8 + 1, 6), gen.integers(0, 7 + 4 - 6 + 1, 6)], 1)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, _reference_crop(x, offsets, (8, 6), 2))
+
+
+def test_flip_matches_reversed_columns(rng):
+    x = rng.standard_normal((9, 3, 5, 4)).astype(np.float32)
+    out = RandomHorizontalFlip(p=0.5, seed=1)(x)
+    flipped = np.random.default_rng(1).random(9) < 0.5
+    assert 0 < flipped.sum() < 9
+    np.testing.assert_array_equal(out[flipped], x[flipped][..., ::-1])
+    np.testing.assert_array_equal(out[~flipped], x[~flipped])
+    np.testing.assert_array_equal(RandomHorizontalFlip(p=1.0)(x), x[..., ::-1])
+
+
+def test_normalize_matches_numpy(rng):
+    x8 = rng.integers(0, 256, (10, 3, 4, 5), dtype=np.uint8)
+    norm = Normalize.fit(x8)
+    xf = x8.astype(np.float64) / 255
+    np.testing.assert_allclose(norm.mean, xf.mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(norm.std, xf.std(axis=(0, 2, 3)))
+    x = ToFloat()(x8)
+    ref = (x - norm.mean[None, :, None, None]) / norm.std[None, :, None, None]
+    np.testing.assert_allclose(norm(x), ref, rtol=1e-5, atol=1e-6)
+    out = Normalize.from_data(x8)(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    with pytest.raises(ValueError, match="expected 3 channels, got 2"):
+        norm(x[:, :2])
+
+
+def test_augmented_loader_keeps_shapes_labels_and_is_reproducible(data):
+    x, y = data
+
+    def run(seed):
+        t = Compose([RandomCrop((8, 6), padding=2, seed=seed), RandomHorizontalFlip(seed=seed),
+                     Normalize.fit(x)])
+        return _epoch(DataLoader(x, y, batch_size=6, transform=t, seed=seed))
+
+    a, b, c = run(3), run(3), run(4)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert xa.shape[1:] == (3, 8, 6) and xa.dtype == np.float32
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not all(np.array_equal(u[0], v[0]) for u, v in zip(a, c))
+
+
+def test_labels_travel_with_their_images(data):
+    x, y = data
+    t = Compose([RandomCrop((8, 6), padding=0), RandomHorizontalFlip(p=1.0)])
+    for xb, yb in _epoch(DataLoader(x, y, batch_size=6, transform=t, seed=0)):
+        np.testing.assert_allclose(xb, x[yb][..., ::-1].astype(np.float32) / 255, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+def test_batches_on_active_target(data, target):
+    x, y = data
+    with jitnet.use_target(target):
+        xb, yb = next(iter(DataLoader(x, y, batch_size=4)))
+    assert isinstance(jitnet.to_numpy(xb), np.ndarray) and yb.dtype == np.int64
