@@ -38,17 +38,47 @@ def asarray(a, dtype=None):
 
 
 def to_numpy(a):
-    """This target's array as a host ``np.ndarray`` (no copy on this target)."""
+    """This target's array as a host array.
+
+    Parameters
+    ----------
+    a : np.ndarray
+
+    Returns
+    -------
+    np.ndarray
+        ``a`` itself (no copy on this target: copy it before mutating).
+    """
     return np.asarray(a)
 
 
 def empty(shape, dtype):
-    """An uninitialised array of ``shape`` and ``dtype``."""
+    """An uninitialised array.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    dtype : dtype
+
+    Returns
+    -------
+    np.ndarray, C-contiguous
+    """
     return np.empty(shape, dtype=dtype)
 
 
 def zeros(shape, dtype):
-    """An array of zeros of ``shape`` and ``dtype``."""
+    """An array of zeros.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    dtype : dtype
+
+    Returns
+    -------
+    np.ndarray, C-contiguous
+    """
     return np.zeros(shape, dtype=dtype)
 
 
@@ -348,54 +378,173 @@ def maxout_backward(dy, x, weight, argmax, pieces):
 
 
 def relu_forward(x):
-    """``max(x, 0)``; NaN stays NaN."""
+    """Rectified linear unit, ``max(x, 0)``.
+
+    Parameters
+    ----------
+    x : np.ndarray, any shape, float32 or float64
+
+    Returns
+    -------
+    y : np.ndarray, shape and dtype of ``x``
+        NaN stays NaN.
+    """
     return np.maximum(x, x.dtype.type(0))
 
 
 def relu_backward(dy, y):
-    """``dy`` where the forward output ``y > 0``, else 0 (as PyTorch: 0 at ``x == 0``)."""
+    """Gradient of :func:`relu_forward`.
+
+    Parameters
+    ----------
+    dy : np.ndarray, any shape
+        Upstream gradient.
+    y : np.ndarray, shape of ``dy``
+        The forward *output*.
+
+    Returns
+    -------
+    dx : np.ndarray, shape and dtype of ``dy``
+        ``dy`` where ``y > 0``, else 0 (0 at ``x == 0``, as PyTorch).
+    """
     return np.where(y > 0, dy, dy.dtype.type(0))
 
 
 def leaky_relu_forward(x, negative_slope):
-    """``x`` where ``x > 0``, else ``negative_slope * x``."""
+    """Leaky ReLU.
+
+    Parameters
+    ----------
+    x : np.ndarray, any shape, float32 or float64
+    negative_slope : float
+
+    Returns
+    -------
+    y : np.ndarray, shape and dtype of ``x``
+        ``x`` where ``x > 0``, else ``negative_slope * x``.
+    """
     return np.where(x > 0, x, x * x.dtype.type(negative_slope))
 
 
 def leaky_relu_backward(dy, x, negative_slope):
-    """``dy`` where the forward input ``x > 0``, else ``negative_slope * dy``."""
+    """Gradient of :func:`leaky_relu_forward`.
+
+    Parameters
+    ----------
+    dy : np.ndarray, any shape
+    x : np.ndarray, shape of ``dy``
+        The forward *input*.
+    negative_slope : float
+
+    Returns
+    -------
+    dx : np.ndarray, shape and dtype of ``dy``
+        ``dy`` where ``x > 0``, else ``negative_slope * dy``.
+    """
     return np.where(x > 0, dy, dy * dy.dtype.type(negative_slope))
 
 
 def sigmoid_forward(x):
-    """Logistic sigmoid ``1 / (1 + exp(-x))``, without overflow for large ``|x|``."""
-    e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
+    """Logistic sigmoid ``1 / (1 + exp(-x))``.
+
+    Parameters
+    ----------
+    x : np.ndarray, any shape, float32 or float64
+
+    Returns
+    -------
+    y : np.ndarray, shape and dtype of ``x``
+
+    Notes
+    -----
+    With ``e = exp(-|x|)`` (never overflows): ``1 / (1 + e)`` for ``x >= 0`` and
+    ``e / (1 + e)`` otherwise, so large ``|x|`` gives exactly 0 or 1, not NaN.
+    """
+    e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 def sigmoid_backward(dy, y):
-    """``dy * y * (1 - y)`` with ``y`` the forward output."""
+    """Gradient of :func:`sigmoid_forward`.
+
+    Parameters
+    ----------
+    dy : np.ndarray, any shape
+    y : np.ndarray, shape of ``dy``
+        The forward *output*.
+
+    Returns
+    -------
+    dx : np.ndarray, shape and dtype of ``dy``
+        ``dy * y * (1 - y)``.
+    """
     return dy * y * (1 - y)
 
 
 def tanh_forward(x):
-    """Hyperbolic tangent."""
+    """Hyperbolic tangent.
+
+    Parameters
+    ----------
+    x : np.ndarray, any shape, float32 or float64
+
+    Returns
+    -------
+    y : np.ndarray, shape and dtype of ``x``
+    """
     return np.tanh(x)
 
 
 def tanh_backward(dy, y):
-    """``dy * (1 - y**2)`` with ``y`` the forward output."""
+    """Gradient of :func:`tanh_forward`.
+
+    Parameters
+    ----------
+    dy : np.ndarray, any shape
+    y : np.ndarray, shape of ``dy``
+        The forward *output*.
+
+    Returns
+    -------
+    dx : np.ndarray, shape and dtype of ``dy``
+        ``dy * (1 - y**2)``.
+    """
     return dy * (1 - y * y)
 
 
 def elu_forward(x, alpha):
-    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``."""
+    """Exponential linear unit.
+
+    Parameters
+    ----------
+    x : np.ndarray, any shape, float32 or float64
+    alpha : float
+
+    Returns
+    -------
+    y : np.ndarray, shape and dtype of ``x``
+        ``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)`` (``expm1`` of ``min(x, 0)``,
+        so large positive ``x`` does not overflow in the unused branch).
+    """
     neg = x.dtype.type(alpha) * np.expm1(np.minimum(x, x.dtype.type(0)))
     return np.where(x > 0, x, neg)
 
 
 def elu_backward(dy, x, y, alpha):
-    """``dy`` where ``x > 0``, else ``dy * (y + alpha)`` (``= dy * alpha * exp(x)``)."""
+    """Gradient of :func:`elu_forward`.
+
+    Parameters
+    ----------
+    dy : np.ndarray, any shape
+    x, y : np.ndarray, shape of ``dy``
+        The forward input and output.
+    alpha : float
+
+    Returns
+    -------
+    dx : np.ndarray, shape and dtype of ``dy``
+        ``dy`` where ``x > 0``, else ``dy * (y + alpha)`` (which is ``dy * alpha * exp(x)``).
+    """
     return np.where(x > 0, dy, dy * (y + y.dtype.type(alpha)))
 
 
@@ -470,7 +619,19 @@ def dropout_forward(x, p, seed):
 
 
 def dropout_backward(dy, mask):
-    """``dy * mask``, with ``mask`` from :func:`dropout_forward`."""
+    """Gradient of :func:`dropout_forward`.
+
+    Parameters
+    ----------
+    dy : np.ndarray, any shape
+    mask : np.ndarray, shape and dtype of ``dy``
+        From :func:`dropout_forward`.
+
+    Returns
+    -------
+    dx : np.ndarray, shape and dtype of ``dy``
+        ``dy * mask``.
+    """
     return dy * mask
 
 
