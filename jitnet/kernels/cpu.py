@@ -21,6 +21,10 @@ _JIT = dict(parallel=True, cache=True, fastmath=config.FASTMATH)
 # Exact kernels (losses, dropout masks, optimizer steps) keep IEEE semantics so
 # that every target rounds the same way.
 _JIT_EXACT = dict(parallel=True, cache=True)
+# Kernels whose work is always tiny (packing a weight, a bias, a row of
+# scores) run serially: starting a parallel region costs more than the work,
+# and every region is a barrier that stalls when the machine is busy.
+_JIT_SMALL = dict(cache=True, fastmath=config.FASTMATH)
 
 
 def _pair(v):
@@ -113,7 +117,7 @@ def _to_padded_nhwc(x, xh, top, left, sh, sw):
                         xh[n, g, i, j * cg + cc] = x[n, c, h, w]
 
 
-@njit(**_JIT)
+@njit(**_JIT_SMALL)
 def _pack_weight(weight, wpk, flip):
     """``weight`` (G * Fg, Cg, KH, KW) -> ``wpk`` (G, FB, KH, KW * Cg, _FB), zero-padded.
 
@@ -122,8 +126,7 @@ def _pack_weight(weight, wpk, flip):
     """
     groups, n_blocks, kh_n = wpk.shape[0], wpk.shape[1], wpk.shape[2]
     f_per_group, cg, kw_n = weight.shape[0] // groups, weight.shape[1], weight.shape[3]
-    # No race: iteration t owns the block wpk[g, fb].
-    for t in prange(groups * n_blocks):
+    for t in range(groups * n_blocks):
         g = t // n_blocks
         fb = t % n_blocks
         for kh in range(kh_n):
@@ -458,18 +461,30 @@ def _conv2d_rows_few_outputs(xp, w4, y):
                         y[n, fb * 4 + q, ho, wo0 + i] = acc[q, i]
 
 
+@njit(**_JIT)
+def _pad_planes(src, dst, top, left):
+    """``dst[n, c, i, j] = src[n, c, i - top, j - left]`` where that exists, else 0."""
+    n_img, n_ch, h_n, w_n = src.shape
+    # No race: iteration n owns dst[n].
+    for n in prange(n_img):
+        for c in range(n_ch):
+            for i in range(dst.shape[2]):
+                si = i - top
+                for j in range(dst.shape[3]):
+                    sj = j - left
+                    inside = si >= 0 and si < h_n and sj >= 0 and sj < w_n
+                    dst[n, c, i, j] = src[n, c, si, sj] if inside else 0
+
+
 def _conv_input_grad_few_channels(dy, weight, x_shape, p):
     """``dx`` for stride 1, one group and few input channels, on the row kernel."""
     n, c, h, w = x_shape
     f, _, kh, kw = weight.shape
     top, left = kh - 1 - p, kw - 1 - p
-    hp, wp = h + kh - 1, w + kw - 1
-    dyp = np.zeros((n, f, hp, wp + 32), dtype=dy.dtype)
-    # Rows/columns of dy that land inside the padded plane (padding may crop).
-    r0, c0 = max(0, -top), max(0, -left)
-    r1 = min(dy.shape[2], hp - top)
-    c1 = min(dy.shape[3], wp - left)
-    dyp[:, :, top + r0 : top + r1, left + c0 : left + c1] = dy[:, :, r0:r1, c0:c1]
+    # The row kernel reads whole 32-wide vectors: spare zero columns past the end.
+    width = max(w + kw - 1, -(-w // 32) * 32 + kw - 1)
+    dyp = np.empty((n, f, h + kh - 1, width), dtype=dy.dtype)
+    _pad_planes(dy, dyp, top, left)
     n_fb = -(-c // 4)
     # w4[fb, f, a, b, q] = weight[f, 4 fb + q] turned by 180 degrees.
     w4 = np.zeros((n_fb * 4, f, kh, kw), dtype=dy.dtype)
@@ -748,11 +763,10 @@ def _matmul(a, b, dtype):
     return c
 
 
-@njit(**_JIT)
+@njit(**_JIT_SMALL)
 def _transpose_add_bias(yt, bias, y):
     n_img, m = y.shape
-    # No race: iteration i owns the row y[i].
-    for i in prange(n_img):
+    for i in range(n_img):
         for j in range(m):
             y[i, j] = yt[j, i] + bias[j]
 
@@ -785,11 +799,10 @@ def linear_forward(x, weight, bias):
     return y
 
 
-@njit(**_JIT)
+@njit(**_JIT_SMALL)
 def _column_sums(a, out):
     n_rows, n_cols = a.shape
-    # No race: iteration j owns out[j]; rows are added in order.
-    for j in prange(n_cols):
+    for j in range(n_cols):  # rows are added in order
         s = a.dtype.type(0)
         for i in range(n_rows):
             s += a[i, j]
