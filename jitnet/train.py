@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rng
-from .targets import asarray, get_target, to_numpy
+from .targets import get_target, to_numpy
 
 #: Version tag written into every checkpoint.
 CHECKPOINT_FORMAT = "jitnet-checkpoint-1"
@@ -157,7 +157,9 @@ def _set_loader_state(loader, state):
 
 
 def _loader_generator(loader):
-    for name in ("generator", "rng", "_generator", "_rng"):
+    # jitnet.data.DataLoader keeps its seeded generator in ``_own`` (None: it draws from
+    # jitnet's global generator, which the checkpoint saves anyway)
+    for name in ("generator", "rng", "_own", "_generator", "_rng"):
         generator = getattr(loader, name, None)
         if isinstance(generator, np.random.Generator):
             return generator
@@ -281,11 +283,12 @@ def predict(model, x, *, batch_size=256, transform=None):
     model : jitnet.nn.Module
         Returns scores ``(B, C)`` for a batch.
     x : np.ndarray
-        Images ``(N, 3, H, W)`` (uint8 or float).
+        Images ``(N, 3, H, W)``: uint8 (scaled to float32 in [0, 1] batch by batch,
+        as :class:`jitnet.data.DataLoader` does) or float.
     batch_size : int
         Images per forward pass.
     transform : callable, optional
-        Applied to each batch before the model (for example normalisation).
+        Applied to each float32 batch before the model (for example normalisation).
 
     Returns
     -------
@@ -296,9 +299,13 @@ def predict(model, x, *, batch_size=256, transform=None):
     out = np.empty(len(x), dtype=np.int64)
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
+        if xb.dtype == np.uint8:
+            xb = xb.astype(np.float32) * np.float32(1.0 / 255.0)
+        else:
+            xb = xb.astype(np.float32, copy=False)
         if transform is not None:
             xb = transform(xb)
-        scores = to_numpy(model(asarray(np.ascontiguousarray(xb, dtype=np.float32))))
+        scores = to_numpy(model(np.ascontiguousarray(xb)))
         out[start:start + batch_size] = scores.argmax(axis=1)
     return out
 
@@ -333,9 +340,10 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         Over ``model.parameters()``.
     train_loader : jitnet.data.DataLoader
         Yields ``(x, y)`` batches: float32 ``(B, 3, H, W)`` images (already
-        transformed) and int64 ``(B,)`` labels.
+        transformed; host or target arrays) and int64 ``(B,)`` labels.
     x_test : np.ndarray
-        ``(M, 3, H, W)`` test images (raw; ``eval_transform`` is applied per batch).
+        ``(M, 3, H, W)`` test images: uint8 (scaled to [0, 1] first, as the
+        DataLoader does) or float; ``eval_transform`` is then applied per batch.
     y_test : np.ndarray
         ``(M,)`` int labels.
     epochs : int
@@ -459,9 +467,9 @@ def _train_epoch(model, loss_fn, optimizer, loader, epoch, epochs, bar_off, path
     with tqdm(total=_len(loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
               disable=bar_off, leave=False, file=progress) as bar:
         for batch, (xb, yb) in enumerate(loader):
-            yb = np.asarray(yb)
-            scores = model(asarray(np.ascontiguousarray(xb, dtype=np.float32)))
-            loss = float(loss_fn(scores, asarray(yb, yb.dtype)))
+            yb = to_numpy(yb)
+            scores = model(xb)  # host or device batch: layers move host arrays themselves
+            loss = float(loss_fn(scores, yb))
             if not math.isfinite(loss):
                 kept = f"; the last good checkpoint is kept at {path}" if path else ""
                 raise TrainingDiverged(

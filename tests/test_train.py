@@ -80,7 +80,7 @@ def _run(x, y, epochs, out_dir=None, resume=False, loader=None):
     model, optimizer, scheduler, loader = _setup(x, y, loader=loader)
     metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x[:16], y[:16],
                   epochs=epochs, scheduler=scheduler, out_dir=out_dir, resume=resume,
-                  quiet=True, eval_transform=_scale, model_name="tiny")
+                  quiet=True, model_name="tiny")
     return model, optimizer, metrics
 
 
@@ -171,7 +171,7 @@ def test_huge_learning_rate_diverges(tmp_path):
         optimizer = optim.SGD(model.parameters(), lr=1e38)
         with pytest.raises(TrainingDiverged, match="learning rate"):
             fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _Loader(x, y, 8, 0), x, y,
-                epochs=5, out_dir=tmp_path, quiet=True, eval_transform=_scale)
+                epochs=5, out_dir=tmp_path, quiet=True)
 
 
 def test_keyboard_interrupt_keeps_checkpoint(tmp_path):
@@ -188,8 +188,7 @@ def test_keyboard_interrupt_keeps_checkpoint(tmp_path):
         model, optimizer, scheduler, _ = _setup(x, y)
         with pytest.raises(TrainingInterrupted, match="after epoch 0"):
             fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, Interrupting(x, y, 16, 0),
-                x, y, epochs=2, scheduler=scheduler, out_dir=tmp_path, quiet=True,
-                eval_transform=_scale)
+                x, y, epochs=2, scheduler=scheduler, out_dir=tmp_path, quiet=True)
     assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 0
 
 
@@ -238,9 +237,11 @@ def test_predict_confusion_and_helpers():
     jitnet.manual_seed(0)
     with jitnet.use_target("numpy"):
         model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-        pred = predict(model, x, batch_size=7, transform=_scale)
+        pred = predict(model, x, batch_size=7)  # uint8 scaled to [0, 1] as the loader does
         scores = jitnet.to_numpy(model(_scale(x)))
-    np.testing.assert_array_equal(pred, scores.argmax(axis=1))
+        np.testing.assert_array_equal(pred, scores.argmax(axis=1))
+        shifted = predict(model, x, batch_size=7, transform=lambda b: b - 0.5)
+        np.testing.assert_array_equal(shifted, jitnet.to_numpy(model(_scale(x) - 0.5)).argmax(1))
     matrix = confusion_matrix(y, pred)
     assert matrix.sum() == 20 and np.trace(matrix) == np.sum(pred == y)
     mean, std = channel_stats(x)

@@ -1,0 +1,194 @@
+"""Tests of the ``jitnet`` command: train, compare, bench, info, errors, Ctrl-C, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet.cli import main
+from jitnet.train import load_checkpoint
+
+#: Tiny synthetic runs: a few seconds each on 2 cores.
+TINY = ["--data", "synthetic", "--n-train", "64", "--n-test", "32", "--batch-size", "32",
+        "--quiet"]
+
+METRIC_KEYS = {"model", "target", "test_accuracy", "train_seconds", "history",
+               "images_per_second", "parameters", "config", "confusion_matrix"}
+HISTORY_KEYS = {"loss", "train_accuracy", "test_accuracy", "seconds"}
+
+
+def _env():
+    env = dict(os.environ, NUMBA_NUM_THREADS=os.environ.get("NUMBA_NUM_THREADS", "2"),
+               PYTHONUNBUFFERED="1")
+    env.pop("JITNET_DEBUG", None)
+    return env
+
+
+def _check_metrics(metrics, model, target):
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["model"] == model and metrics["target"] == target
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["train_seconds"] >= 0
+    for entry in metrics["history"]:
+        assert HISTORY_KEYS <= set(entry)
+    assert np.asarray(metrics["confusion_matrix"]).shape == (10, 10)
+
+
+def test_train_convnet_writes_metrics_and_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "convnet", "--target", "cpu", "--epochs", "1",
+                 "--out", str(out)] + TINY) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    _check_metrics(metrics, "convnet", "cpu")
+    assert len(metrics["history"]) == 1 and metrics["config"]["n_train"] == 64
+    assert load_checkpoint(out / "checkpoint.npz")["epoch"] == 1
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_train_hog_linear(tmp_path):
+    out = tmp_path / "hog"
+    assert main(["train", "--model", "hog-linear", "--target", "cpu", "--epochs", "2",
+                 "--out", str(out)] + TINY) == 0
+    _check_metrics(json.loads((out / "metrics.json").read_text()), "hog-linear", "cpu")
+
+
+def test_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path):
+    common = ["train", "--target", "cpu"] + TINY
+    assert main(common + ["--epochs", "2", "--out", str(tmp_path / "a")]) == 0
+    assert main(common + ["--epochs", "1", "--out", str(tmp_path / "b")]) == 0
+    assert main(common + ["--epochs", "2", "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["model"].items():
+        np.testing.assert_array_equal(value, b["model"][key], err_msg=key)
+
+
+def test_compare_writes_report(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--target", "cpu", "--epochs", "1", "--out", str(out)] + TINY) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == {"hog_linear", "convnet"}
+    _check_metrics(report["hog_linear"], "hog-linear", "cpu")
+    _check_metrics(report["convnet"], "convnet", "cpu")
+    text = (out / "report.md").read_text()
+    for picture in ("learning_curves.png", "confusion_matrices.png", "filters.png", "hog.png",
+                    "predictions.png"):
+        assert (out / picture).stat().st_size > 1000, picture
+        assert f"]({picture})" in text
+    printed = capsys.readouterr().out
+    assert "HoG + linear" in printed and "ConvNet" in printed and "test accuracy" in printed
+
+
+def test_python_dash_m_jitnet_train(tmp_path):
+    out = tmp_path / "sub"
+    done = subprocess.run(
+        [sys.executable, "-m", "jitnet", "train", "--target", "cpu", "--epochs", "1",
+         "--out", str(out)] + TINY, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    _check_metrics(json.loads((out / "metrics.json").read_text()), "convnet", "cpu")
+
+
+def test_ctrl_c_saves_checkpoint_and_exits_130(tmp_path):
+    out = tmp_path / "int"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jitnet", "train", "--target", "numpy", "--data", "synthetic",
+         "--n-train", "512", "--n-test", "32", "--epochs", "20", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.npz").exists():  # written before the first batch
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("jitnet: interrupted") and "checkpoint.npz" in last
+    assert "Traceback" not in stderr
+    assert load_checkpoint(out / "checkpoint.npz")["epoch"] >= 0
+
+
+def test_diverging_training_exits_3_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "nan"
+    args = ["train", "--target", "cpu", "--out", str(out)] + TINY
+    assert main(args + ["--epochs", "1"]) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert main(args + ["--epochs", "3", "--resume", "--lr", "1e38"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jitnet: training diverged") and len(err.splitlines()) == 1
+    assert "checkpoint" in err
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_corrupt_or_missing_checkpoint_is_one_line_error(tmp_path, capsys):
+    out = tmp_path / "bad"
+    args = ["train", "--target", "cpu", "--epochs", "1", "--out", str(out), "--resume"] + TINY
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out / "checkpoint.npz") in err
+    out.mkdir()
+    (out / "checkpoint.npz").write_bytes(b"\x00garbage")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot read checkpoint" in err
+    assert str(out / "checkpoint.npz") in err
+
+
+def test_missing_data_dir_is_one_line_error(tmp_path, capsys):
+    assert main(["train", "--data", "cifar10", "--data-dir", str(tmp_path / "nowhere"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nowhere" in err and "Traceback" not in err
+
+
+def test_unknown_and_unavailable_targets(capsys):
+    assert main(["train", "--target", "tpu"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    if "cuda" in jitnet.available_targets():
+        pytest.skip("cuda is available here")
+    assert main(["train", "--target", "cuda", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cuda target is unavailable" in err
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for word in ("jitnet", "numpy", "numba", "python", "NUMBA_NUM_THREADS", "threading layer",
+                 "available targets", "cuda"):
+        assert word in out, word
+
+
+def test_bench_small(tmp_path, capsys):
+    assert main(["bench", "--target", "cpu", "--batch-size", "2", "--repeat", "1",
+                 "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "training step" in table and "conv1 forward" in table
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert all(r["numpy_ms"] > 0 and r["target_ms"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "bench", "info"])
+def test_help_explains_every_option(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: jitnet " + command)
+    from jitnet.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    for action in sub._actions:
+        assert action.help, action.option_strings
