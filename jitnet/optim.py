@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .nn.module import like
 from .targets import backend, is_device_array, to_numpy
 
 
@@ -64,7 +65,7 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state):
-        """Restore what :meth:`state_dict` returned; arrays go to the active target."""
+        """Restore what :meth:`state_dict` returned; arrays go where each parameter lives."""
         entries = state["state"]
         if len(entries) != len(self.params):
             raise ValueError(
@@ -76,7 +77,6 @@ class Optimizer:
             if name in state:
                 value = state[name]
                 setattr(self, name, tuple(value) if isinstance(value, (list, tuple)) else value)
-        b = backend()
         for p, entry in zip(self.params, entries):
             p.state = {}
             for key, value in entry.items():
@@ -86,7 +86,7 @@ class Optimizer:
                             f"{type(self).__name__}.load_state_dict: {key} of {p.name} expected "
                             f"shape {p.shape}, got {value.shape}"
                         )
-                    p.state[key] = b.asarray(value.astype(p.dtype))
+                    p.state[key] = like(p.data, value.astype(p.dtype))
                 else:
                     p.state[key] = int(value) if key == "step" else value
 

@@ -48,6 +48,13 @@ class Parameter:
         return f"Parameter(name={self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
+def like(reference, host):
+    """Host array ``host`` placed where ``reference`` lives (the device, or the host)."""
+    if is_device_array(reference):
+        return backend("cuda").asarray(host)
+    return np.ascontiguousarray(host)
+
+
 def _move(a, target, dtype):
     """``a`` (any target's array) as an array of ``target``, optionally cast."""
     if a is None:
@@ -150,7 +157,7 @@ class Module:
     def load_state_dict(self, state):
         """Copy arrays from ``state`` (as made by :meth:`state_dict`) into this module.
 
-        Arrays go to the active target in each parameter's current dtype.
+        Arrays go where each parameter lives now, in its current dtype.
 
         Raises
         ------
@@ -177,7 +184,7 @@ class Module:
                     f"load_state_dict: {key} expected shape {tuple(current.shape)}, "
                     f"got {value.shape}"
                 )
-            array = backend().asarray(value.astype(current.dtype))
+            array = like(current, value.astype(current.dtype))
             if p is not None:
                 p.data = array
             else:
