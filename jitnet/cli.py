@@ -182,7 +182,10 @@ def main(argv=None):
     try:
         if getattr(args, "target", None) is not None:
             targets.set_target(args.target)
-        return args.func(args)
+        # overflow warnings from NumPy are noise here: a loss that goes non-finite
+        # stops training with its own message (TrainingDiverged)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return args.func(args)
     except KeyboardInterrupt as exc:
         message = str(exc) or "interrupted"
         print(f"jitnet: {message}", file=sys.stderr, flush=True)

@@ -120,17 +120,14 @@ def test_ctrl_c_saves_checkpoint_and_exits_130(tmp_path):
     assert load_checkpoint(out / "checkpoint.npz")["epoch"] >= 0
 
 
-def test_diverging_training_exits_3_and_keeps_checkpoint(tmp_path, capsys, monkeypatch):
+def test_diverging_training_exits_3_and_keeps_checkpoint(tmp_path, capsys):
     out = tmp_path / "nan"
-    args = ["train", "--target", "cpu", "--out", str(out)] + TINY
-    assert main(args + ["--epochs", "1"]) == 0
-    before = (out / "checkpoint.npz").read_bytes()
-    capsys.readouterr()
-    assert main(args + ["--epochs", "3", "--resume", "--lr", "1e38"]) == 3
+    assert main(["train", "--target", "cpu", "--out", str(out), "--epochs", "3",
+                 "--lr", "1e38"] + TINY) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("jitnet: training diverged") and len(err.splitlines()) == 1
-    assert "checkpoint" in err
-    assert (out / "checkpoint.npz").read_bytes() == before
+    assert "learning rate" in err and str(out / "checkpoint.npz") in err
+    assert load_checkpoint(out / "checkpoint.npz")["epoch"] == 0  # the last good state
 
 
 def test_corrupt_or_missing_checkpoint_is_one_line_error(tmp_path, capsys):
