@@ -50,4 +50,4 @@ def test_bad_arguments(kwargs):
         synthetic_cifar(**kwargs)
 
 
-DIGEST = "fe38a27ea173ca97afc04fe651097c4c174350bf018a23d2438cef50a1b301a0"
+DIGEST = "b8f13a9908c7a32962ea6f0fbcdcab0267b8be5478212e36438a49ba526c0b58"

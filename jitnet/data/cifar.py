@@ -20,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
 from tqdm.auto import tqdm
 
 try:  # NumPy >= 2 keeps the array internals in numpy._core

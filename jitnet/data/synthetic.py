@@ -128,9 +128,9 @@ def _draw_params(rng, labels):
     n = len(labels)
     p = {}
     p["cos"], p["sin"] = _unit_vectors(rng, n)
-    p["cx"] = 16.0 + (rng.random(n) * 2.0 - 1.0) * 7.0
-    p["cy"] = 16.0 + (rng.random(n) * 2.0 - 1.0) * 7.0
-    p["scale"] = 5.0 + rng.random(n) * 5.0  # object radius in pixels
+    p["cx"] = 16.0 + (rng.random(n) * 2.0 - 1.0) * 6.0
+    p["cy"] = 16.0 + (rng.random(n) * 2.0 - 1.0) * 6.0
+    p["scale"] = 6.0 + rng.random(n) * 4.5  # object radius in pixels
     p["shape_a"] = rng.random(n)  # class-specific shape parameters
     p["shape_b"] = rng.random(n)
     # Colours: background, and a foreground that differs from it by a random,
@@ -161,7 +161,7 @@ def _draw_params(rng, labels):
     p["clutter_len"] = 1.5 + rng.random((n, k)) * 4.0
     p["clutter_wid"] = 0.6 + rng.random((n, k)) * 1.2
     p["clutter_colour"] = rng.random((n, k, 3))
-    p["noise"] = 0.03 + rng.random(n) * 0.09
+    p["noise"] = 0.02 + rng.random(n) * 0.08
     return p
 
 
