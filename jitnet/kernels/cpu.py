@@ -25,6 +25,7 @@ _JIT_EXACT = dict(parallel=True, cache=True)
 # scores) run serially: starting a parallel region costs more than the work,
 # and every region is a barrier that stalls when the machine is busy.
 _JIT_SMALL = dict(cache=True, fastmath=config.FASTMATH)
+_JIT_EXACT_SMALL = dict(cache=True)
 
 
 def _pair(v):
@@ -834,11 +835,10 @@ def linear_backward(dy, x, weight):
     return dx, dweight, dbias
 
 
-@njit(**_JIT)
+@njit(**_JIT_SMALL)
 def _maxout_select(z, y, argmax, pieces):
     n_img, m = y.shape
-    # No race: iteration i owns the rows y[i] and argmax[i].
-    for i in prange(n_img):
+    for i in range(n_img):
         for j in range(m):
             best = z[i, j * pieces]
             at = 0
@@ -876,11 +876,10 @@ def maxout_forward(x, weight, bias, pieces):
     return y, argmax
 
 
-@njit(**_JIT)
+@njit(**_JIT_SMALL)
 def _maxout_scatter(dy, argmax, dz, pieces):
     n_img, m = dy.shape
-    # No race: iteration i owns the row dz[i].
-    for i in prange(n_img):
+    for i in range(n_img):
         for j in range(m):
             for k in range(pieces):
                 dz[i, j * pieces + k] = 0
@@ -1285,12 +1284,11 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
 # --------------------------------------------------------------------------
 
 
-@njit(**_JIT_EXACT)
+@njit(**_JIT_EXACT_SMALL)
 def _softmax_cross_entropy(scores, labels, dscores, row_loss):
     n_img, n_cls = scores.shape
     inv_n = scores.dtype.type(1.0 / n_img)
-    # No race: iteration i owns row i of dscores and row_loss[i].
-    for i in prange(n_img):
+    for i in range(n_img):
         top = scores[i, 0]
         for j in range(1, n_cls):
             top = max(top, scores[i, j])
@@ -1328,14 +1326,13 @@ def softmax_cross_entropy(scores, labels):
     return float(row_loss.sum() / scores.shape[0]), dscores
 
 
-@njit(**_JIT_EXACT)
+@njit(**_JIT_EXACT_SMALL)
 def _multiclass_hinge(scores, labels, margin, dscores, row_loss):
     n_img, n_cls = scores.shape
     inv_n = scores.dtype.type(1.0 / n_img)
     mgn = scores.dtype.type(margin)
     zero = scores.dtype.type(0)
-    # No race: iteration i owns row i of dscores and row_loss[i].
-    for i in prange(n_img):
+    for i in range(n_img):
         y = labels[i]
         correct = scores[i, y]
         total = 0.0
@@ -1375,16 +1372,15 @@ def multiclass_hinge(scores, labels, margin):
     return float(row_loss.sum() / scores.shape[0]), dscores
 
 
-@njit(**_JIT_EXACT)
+@njit(**_JIT_EXACT_SMALL)
 def _bce_with_logits(s, t, ds, parts):
     size = s.size
     inv = s.dtype.type(1.0 / size)
     one = s.dtype.type(1)
     n_parts = parts.size
     chunk = (size + n_parts - 1) // n_parts
-    # No race: iteration k owns the chunk [k * chunk, (k + 1) * chunk) of ds
-    # and parts[k]; the partial sums are added in order by the caller.
-    for k in prange(n_parts):
+    # Partial sums per chunk, added in order by the caller.
+    for k in range(n_parts):
         acc = 0.0
         for i in range(k * chunk, min(size, (k + 1) * chunk)):
             v = s[i]
@@ -1416,7 +1412,7 @@ def bce_with_logits(scores, targets):
     return float(parts.sum() / s.size), ds
 
 
-@njit(**_JIT_EXACT)
+@njit(**_JIT_EXACT_SMALL)
 def _regression(p, t, l1, dp, parts):
     size = p.size
     scale = p.dtype.type((1.0 if l1 else 2.0) / size)
@@ -1424,9 +1420,8 @@ def _regression(p, t, l1, dp, parts):
     one = p.dtype.type(1)
     n_parts = parts.size
     chunk = (size + n_parts - 1) // n_parts
-    # No race: iteration k owns the chunk [k * chunk, (k + 1) * chunk) of dp
-    # and parts[k]; the partial sums are added in order by the caller.
-    for k in prange(n_parts):
+    # Partial sums per chunk, added in order by the caller.
+    for k in range(n_parts):
         acc = 0.0
         for i in range(k * chunk, min(size, (k + 1) * chunk)):
             d = p[i] - t[i]
