@@ -182,6 +182,12 @@ def test_maxpool2d_overlapping_windows_add_gradients(rng):
     _check_pool(np.zeros((1, 2, 5, 5), np.float32), 3, 1)  # all ties
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool2d_2x2_fast_path_odd_sizes_and_ties(rng, dtype):
+    x = np.round(rng.standard_normal((2, 3, 7, 9))).astype(dtype)  # odd sizes, many ties
+    _check_pool(x, 2, 2)
+
+
 def test_maxpool2d_propagates_nan(rng):
     x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
     x[0, 0, 1, 0] = np.nan

@@ -669,7 +669,8 @@ def maxpool2d_backward(dy, argmax, x_shape):
     """
     dy = np.ascontiguousarray(dy)
     dx = np.empty(tuple(int(s) for s in x_shape), dtype=dy.dtype)
-    _maxpool2d_backward(dy, np.ascontiguousarray(argmax, dtype=np.int32), dx)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+    _maxpool2d_backward(dy, argmax, dx)
     return dx
 
 
