@@ -50,7 +50,10 @@ def machine():
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at start"
+    env = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
+           if k in os.environ]
+    extra = f" ({', '.join(env)})" if env else ""
+    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at start{extra}"
 
 
 def sgemm_gflops(n=1024, repeat=10):
