@@ -131,9 +131,10 @@ def _add_data_options(parser):
 
 def _add_budget_options(parser):
     parser.add_argument("--epochs", type=_non_negative_int, default=None, metavar="N",
-                        help="ConvNet epochs; default about 150,000 images seen, between 10 "
-                             "and 30 epochs (30 on the 5,000-image synthetic set, 10 on full "
-                             "CIFAR-10). For hog-linear: the classifier's own epochs")
+                        help="ConvNet epochs; default about 120,000 images seen, clipped to "
+                             "10..30: 24 on the 5,000-image synthetic set, 29 on a "
+                             "4,153-image CIFAR subset, 10 on full CIFAR-10. For hog-linear: "
+                             "the classifier's own epochs")
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
                         help="ConvNet images per step (default 64)")
     parser.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
@@ -255,7 +256,8 @@ def cmd_train(args):
     if args.model == "convnet":
         result = train.train_convnet(
             x_train, y_train, x_test, y_test, epochs=args.epochs, batch_size=args.batch_size,
-            lr=args.lr, seed=args.seed, out_dir=out, resume=args.resume, quiet=args.quiet)
+            lr=args.lr, seed=args.seed, out_dir=out, resume=args.resume, quiet=args.quiet,
+            data_name=args.data)
     else:
         result = train.train_hog_linear(
             x_train, y_train, x_test, y_test, epochs=args.epochs, lr=args.lr, seed=args.seed,
@@ -280,7 +282,8 @@ def cmd_compare(args):
                                  out_dir=out / "hog_linear", quiet=args.quiet)
     net = train.train_convnet(
         x_train, y_train, x_test, y_test, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, out_dir=out / "convnet", quiet=args.quiet)
+        lr=args.lr, seed=args.seed, out_dir=out / "convnet", quiet=args.quiet,
+        data_name=args.data)
     wall = time.perf_counter() - start
     class_names = _class_names(args)
     written = report.write_report(

@@ -36,7 +36,8 @@ def main():
         "hog_linear": train_hog_linear(x_train, y_train, x_test, y_test, seed=0,
                                        out_dir=f"{args.out}/hog_linear"),
         "convnet": train_convnet(x_train, y_train, x_test, y_test, epochs=args.epochs,
-                                 seed=0, out_dir=f"{args.out}/convnet"),
+                                 seed=0, out_dir=f"{args.out}/convnet",
+                                 data_name="cifar10" if args.data_dir else "synthetic"),
     }
     seconds = time.perf_counter() - start
 

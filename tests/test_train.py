@@ -247,7 +247,8 @@ def test_predict_confusion_and_helpers():
     mean, std = channel_stats(x)
     np.testing.assert_allclose(mean, (x / 255.0).mean(axis=(0, 2, 3)), rtol=1e-5)
     np.testing.assert_allclose(std, (x / 255.0).std(axis=(0, 2, 3)), rtol=1e-4)
-    assert default_epochs(5000) == 30 and default_epochs(50000) == 10
+    assert default_epochs(5000) == 24 and default_epochs(4153) == 29
+    assert default_epochs(50000) == 10 and default_epochs(64) == 30
 
 
 def test_fit_rejects_bad_epochs():
