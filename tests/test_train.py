@@ -163,6 +163,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 1
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow notes on the way
 def test_huge_learning_rate_diverges(tmp_path):
     x, y = _data()
     with jitnet.use_target("numpy"):
