@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import first_call_s, machine, median_ms, sgemm_gflops, table, torch_or_none  # noqa: E402
+from common import (  # noqa: E402
+    first_call_s,
+    machine,
+    median_ms,
+    sgemm_gflops,
+    table,
+    torch_or_none,
+)
 
 from jitnet.kernels import cpu, numpy_ref  # noqa: E402
 

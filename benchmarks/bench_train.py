@@ -160,7 +160,15 @@ def main(argv=None):
         _child(args.child, args.batch_size[0], args.steps, threads)
         return
 
+    if args.target == "cuda":
+        import jitnet
+
+        if "cuda" not in jitnet.available_targets():
+            sys.exit("bench_train: the cuda target is unavailable here (no GPU or numba-cuda); "
+                     "run it on a machine with an NVIDIA GPU, or choose --target cpu")
     torch = None if args.no_torch else torch_or_none(threads)
+    if torch is not None and args.target == "cuda" and not torch.cuda.is_available():
+        torch = None  # a CPU-only torch: compare jitnet cuda with jitnet cpu only
     lines = [f"# Training step of the reference ConvNet ({args.target} target)", "",
              f"Machine: {machine()}; jitnet threads: "
              f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
