@@ -534,7 +534,8 @@ def _to_channel_blocks(dy, dyh):
     n_img, n_out, ho_n, wo_n = dy.shape
     groups = dyh.shape[1]
     fg = n_out // groups
-    # No race: iteration n owns dyh[n].
+    # No race: iteration n owns dyh[n]. (Reading along rows and writing with a
+    # stride of 32 measured faster than the transposed order.)
     for n in prange(n_img):
         for f in range(n_out):
             g = f // fg
