@@ -35,6 +35,14 @@ def _pair(v):
     return int(v), int(v)
 
 
+def _square(name, v):
+    """The one int of a square ``stride`` / ``padding`` (an int or an equal pair)."""
+    a, b = _pair(v)
+    if a != b:
+        raise ValueError(f"the cpu convolution expected a square {name}, got {v!r}")
+    return a
+
+
 # --------------------------------------------------------------------------
 # arrays of the target
 # --------------------------------------------------------------------------
@@ -256,8 +264,8 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     xpad[n, g * C/G + c, i * stride + a, j * stride + b]`` computed directly
     (no im2col buffer) by :func:`_conv2d_tiles` on a channel-last padded copy.
     """
-    s, _ = _pair(stride)
-    p, _ = _pair(padding)
+    s = _square("stride", stride)
+    p = _square("padding", padding)
     groups = int(groups)
     x = np.ascontiguousarray(x)
     dtype = x.dtype
@@ -398,8 +406,8 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
     group; it runs on the forward micro-kernel. ``dweight`` has its own
     micro-kernel (:func:`_conv2d_weight_tiles`).
     """
-    s, _ = _pair(stride)
-    p, _ = _pair(padding)
+    s = _square("stride", stride)
+    p = _square("padding", padding)
     groups = int(groups)
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
