@@ -193,9 +193,8 @@ def color_histogram(images, bins=10, channel_axis=1, channels="h"):
     target = get_target()
     if target == "numpy":
         return _color_histogram_numpy(batch, scale, codes, int(bins))
+    if target == "cuda":
+        return backend().color_histogram(batch, scale, codes, int(bins))
     out = np.empty((batch.shape[0], len(codes) * int(bins)), dtype=np.float32)
     _color_histogram_cpu(batch, scale, codes, np.linspace(0.0, 1.0, int(bins) + 1), out)
-    if target == "cuda":
-        # TODO(cuda): a numba.cuda twin in jitnet/kernels/cuda.py; the cpu kernel runs meanwhile
-        return backend().asarray(out)
     return out

@@ -632,19 +632,19 @@ def hog(
     Notes
     -----
     The "cpu" target runs one ``@njit(parallel=True)`` kernel over the batch, the
-    "numpy" target a vectorised NumPy version. On "cuda" the cpu kernel runs and
-    the features are copied to the device.
+    "numpy" target a vectorised NumPy version, the "cuda" target the numba.cuda
+    twin ``jitnet.kernels.cuda.hog`` (one thread per cell, then one per block).
     """
     batch = _as_nchw(images, channel_axis, "hog")
     orientations, cells, blocks, code, n_cells = _geometry(
         batch.shape, orientations, pixels_per_cell, cells_per_block, block_norm
     )
     target = get_target()
+    if target == "cuda":
+        bounds = _bin_bounds(orientations)
+        return backend().hog(batch, bounds, _special_bins(bounds), cells, blocks, code)
     _, out = _cell_histograms_and_features(batch, orientations, cells, blocks, code, n_cells,
                                            target)
-    if target == "cuda":
-        # TODO(cuda): a numba.cuda twin of _hog_cpu in jitnet/kernels/cuda.py
-        return backend().asarray(out)
     return out
 
 
