@@ -1729,6 +1729,80 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
 #: atan2 in radians -> degrees: the constant NumPy's rad2deg multiplies by.
 _DEGREES = 180 / math.pi
 
+# Rounded float64 products and sums that the compiler must not fuse into one fma:
+# NVVM contracts a * b + c by default, which would change the last bit of the hypot
+# below. libdevice's _rn intrinsics are never contracted; the simulator does not
+# implement libdevice, and plain Python floats are never contracted.
+if SIMULATOR:
+
+    @cuda.jit(device=True)
+    def _mul_rn(a, b):
+        return a * b
+
+    @cuda.jit(device=True)
+    def _add_rn(a, b):
+        return a + b
+
+else:
+    from numba.cuda import libdevice
+
+    @cuda.jit(device=True)
+    def _mul_rn(a, b):
+        return libdevice.dmul_rn(a, b)
+
+    @cuda.jit(device=True)
+    def _add_rn(a, b):
+        return libdevice.dadd_rn(a, b)
+
+
+# glibc's hypot constants: exact powers of two
+_HYPOT_SCALE = 2.0**-600
+_HYPOT_LARGE = 2.0**511
+_HYPOT_TINY = 2.0**-511
+_HYPOT_EPS = 2.0**-54
+
+
+@cuda.jit(device=True)
+def _glibc_hypot_kernel(ax, ay):
+    """glibc's hypot core for ``ax >= ay`` in range: a square root and one correction."""
+    h = math.sqrt(_add_rn(_mul_rn(ax, ax), _mul_rn(ay, ay)))
+    if h <= 2.0 * ay:
+        delta = _add_rn(h, -ay)
+        t1 = _mul_rn(ax, _add_rn(2.0 * delta, -ax))
+        t2 = _mul_rn(_add_rn(delta, -2.0 * _add_rn(ax, -ay)), delta)
+    else:
+        delta = _add_rn(h, -ax)
+        t1 = _mul_rn(2.0 * delta, _add_rn(ax, -2.0 * ay))
+        t2 = _add_rn(_mul_rn(_add_rn(4.0 * delta, -ay), ay), _mul_rn(delta, delta))
+    return _add_rn(h, -(_add_rn(t1, t2) / (2.0 * h)))
+
+
+@cuda.jit(device=True)
+def _hypot(x, y):
+    """``np.hypot`` of two float64 bit for bit: glibc's (2.35+, x86-64) algorithm.
+
+    NumPy calls libm's ``hypot``, which is not correctly rounded (about 1 in 200
+    ``k / 255`` differences round the other way), and skimage's choice of the
+    strongest channel compares its results, so near ties need the same bits.
+    """
+    if not (abs(x) < math.inf and abs(y) < math.inf):
+        if abs(x) == math.inf or abs(y) == math.inf:
+            return math.inf
+        return x + y  # NaN
+    ax = max(abs(x), abs(y))
+    ay = min(abs(x), abs(y))
+    if ax > _HYPOT_LARGE:  # scale down to avoid overflow
+        if ay <= ax * _HYPOT_EPS:
+            return ax + ay
+        return _glibc_hypot_kernel(ax * _HYPOT_SCALE, ay * _HYPOT_SCALE) / _HYPOT_SCALE
+    if ay < _HYPOT_TINY:  # scale up to avoid underflow
+        if ax >= ay / _HYPOT_EPS:
+            return ax + ay
+        return _glibc_hypot_kernel(ax / _HYPOT_SCALE, ay / _HYPOT_SCALE) * _HYPOT_SCALE
+    if ay <= ax * _HYPOT_EPS:
+        return ax + ay
+    return _glibc_hypot_kernel(ax, ay)
+
 
 @cuda.jit(device=True)
 def _hog_gradient(images, n, ch, r, x, zero):
@@ -1790,6 +1864,7 @@ def _make_hog_cells_kernel(dtype):
     """
     nt = _numba_type(dtype)
     zero = np.dtype(dtype).type(0)
+    single = np.dtype(dtype) == np.float32
     f64 = numba.float64
 
     @cuda.jit
@@ -1810,18 +1885,19 @@ def _make_hog_cells_kernel(dtype):
                     best = zero
                     for ch in range(n_channels):
                         gr, gc = _hog_gradient(images, n, ch, r, x, zero)
-                        # hypot in the working dtype; for float32 this is glibc's
-                        # hypotf bit for bit (it rounds the float64 result too)
-                        key = nt(math.sqrt(f64(gr) * f64(gr) + f64(gc) * f64(gc)))
+                        # NumPy's hypot in the working dtype, bit for bit: glibc's
+                        # hypotf rounds the float64 root of exact float64 squares
+                        if single:
+                            key = nt(math.sqrt(f64(gr) * f64(gr) + f64(gc) * f64(gc)))
+                        if not single or not key < math.inf:  # (and inf beats NaN)
+                            key = nt(_hypot(f64(gr), f64(gc)))
                         if ch == 0 or (best == best and (key > best or key != key)):
                             best = key
                             g_row = gr
                             g_col = gc
                     gr64 = f64(g_row)
                     gc64 = f64(g_col)
-                    magnitude = math.sqrt(gr64 * gr64 + gc64 * gc64)
-                    if not magnitude < math.inf:
-                        magnitude = math.hypot(gr64, gc64)  # overflow, inf, NaN
+                    magnitude = _hypot(gr64, gc64)  # skimage's float64 np.hypot
                     b = _hog_bin(gr64, gc64, bounds, special_bins)
                     if b == -2:  # skimage's bin test is false for NaN: it votes in every bin
                         for o in range(n_orient):
@@ -2004,9 +2080,10 @@ def _color_histogram_kernel(images, scale, codes, edges, out):
         count = 0
         for r in range(height):
             for c in range(width):
-                red = images[n, 0, r, c] / scale
-                green = images[n, 1, r, c] / scale
-                blue = images[n, 2, r, c] / scale
+                # float64 first: the simulator would keep float32 pixels in float32
+                red = numba.float64(images[n, 0, r, c]) / scale
+                green = numba.float64(images[n, 1, r, c]) / scale
+                blue = numba.float64(images[n, 2, r, c]) / scale
                 high = max(red, green, blue)
                 delta = high - min(red, green, blue)
                 if code == 2:

@@ -16,6 +16,7 @@ driver and no GPU. Not a pytest module: run it directly, without the simulator::
 """
 
 import argparse
+import importlib
 import os
 import re
 import subprocess
@@ -34,6 +35,7 @@ from numba import cuda  # noqa: E402
 from numba.cuda import dispatcher as cuda_dispatcher  # noqa: E402
 
 from jitnet import config  # noqa: E402
+hog_module = importlib.import_module("jitnet.features.hog")  # the module, not the function
 from jitnet.kernels import cuda as k  # noqa: E402
 
 
@@ -116,6 +118,17 @@ def _exercise(dtype, rng):
     k.zeros((3, 4), dtype)
 
 
+def _exercise_features(rng):
+    """HoG (every block norm) and colour histograms on uint8, float32 and float64 images."""
+    bounds = hog_module._bin_bounds(9)
+    special = hog_module._special_bins(bounds)
+    for dtype in (np.uint8, np.float32, np.float64):
+        images = (rng.random((2, 3, 16, 16)) * 255).astype(dtype)
+        for code in range(4):
+            k.hog(_fake(images), bounds, special, (8, 8), (2, 2), code)
+        k.color_histogram(_fake(images), 255.0, np.array([0, 1, 2]), 10)
+
+
 def _ptxas_report(ptxas, cc, ptx):
     """``ptxas -v`` summary: registers, spill bytes, shared memory bytes."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +171,7 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     for dtype in (np.float32, np.float64):
         _exercise(dtype, rng)
+    _exercise_features(rng)
     for number, (name, signature, ptx) in enumerate(sorted(_compiled.values(), key=str)):
         arg_types = ", ".join(str(t) for t in signature)
         if args.dump:
