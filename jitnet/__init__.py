@@ -6,8 +6,12 @@ or ``"cuda"`` (numba.cuda).
 """
 
 from . import config
-from .rng import manual_seed
-from .targets import (
+from .codegen import prefer_512_bit_vectors
+
+prefer_512_bit_vectors()  # before any @njit: Numba fixes its CPU features at the first one
+
+from .rng import manual_seed  # noqa: E402
+from .targets import (  # noqa: E402
     TargetUnavailableError,
     asarray,
     available_targets,

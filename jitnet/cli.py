@@ -337,6 +337,7 @@ def cmd_info(args):
         ("platform", f"{platform.platform()}, {os.cpu_count()} CPUs"),
         ("NUMBA_NUM_THREADS", str(numba.config.NUMBA_NUM_THREADS)),
         ("threading layer", _threading_layer()),
+        ("cpu vectors", _cpu_vectors()),
         ("active target", targets.get_target()),
         ("available targets", ", ".join(targets.available_targets())),
     ]
@@ -345,6 +346,15 @@ def cmd_info(args):
     for key, value in lines:
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _cpu_vectors():
+    """LLVM's CPU name and whether jitnet lifted its 256-bit vector preference."""
+    import llvmlite.binding as llvm
+
+    from . import codegen
+
+    return f"{llvm.get_host_cpu_name()}; 512-bit preference {codegen.status}"
 
 
 def _threading_layer():

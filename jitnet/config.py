@@ -17,6 +17,10 @@ ENV_TARGET = os.environ.get("JITNET_TARGET")
 #: not be optimised away.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
+#: Let Numba use 512-bit vectors on Intel AVX-512 CPUs, whose LLVM tuning prefers
+#: 256-bit ones (see :mod:`jitnet.codegen`). ``JITNET_PREFER_512_BIT=0`` turns it off.
+PREFER_512_BIT = os.environ.get("JITNET_PREFER_512_BIT", "1") != "0"
+
 #: Threads per block for 1-D grid-stride CUDA launches.
 CUDA_THREADS_PER_BLOCK = 256
 
