@@ -62,7 +62,7 @@ def jitnet_step(target, batch):
     def step():
         opt.zero_grad()
         loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)  # as jitnet.train.fit
         opt.step()
         return loss
 

@@ -7,7 +7,7 @@ on the active target::
         scores = model(x)
         loss = loss_fn(scores, y)             # a Python float
         optimizer.zero_grad()
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)  # no gradient for x
         optimizer.step()
 
 and after each epoch evaluates on the test set (eval mode, batched), appends an
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rng
+from .nn.module import backward_without_input_grad
 from .targets import get_target, to_numpy
 
 #: Version tag written into every checkpoint.
@@ -476,7 +477,7 @@ def _train_epoch(model, loss_fn, optimizer, loader, epoch, epochs, bar_off, path
                     f"training diverged: the loss became {loss} in epoch {epoch + 1}, "
                     f"batch {batch + 1} (learning rate {lr}); lower the learning rate{kept}")
             optimizer.zero_grad()
-            model.backward(loss_fn.backward())
+            backward_without_input_grad(model, loss_fn.backward())  # the batch needs none
             optimizer.step()
             n = len(yb)
             total_loss += loss * n

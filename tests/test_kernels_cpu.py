@@ -65,6 +65,11 @@ def _check_conv(rng, dtype, n, c, h, w, f, k, stride, padding, groups, with_bias
     got = cpu.conv2d_backward(dy, x, weight, stride, padding, groups)
     want = ref.conv2d_backward(dy, x, weight, stride, padding, groups)
     assert_all_close(got, want, dtype)
+    # Without the input gradient: no dx, the very same parameter gradients.
+    dx, dweight, dbias = cpu.conv2d_backward(dy, x, weight, stride, padding, groups, False)
+    assert dx is None
+    np.testing.assert_array_equal(dweight, got[1])
+    np.testing.assert_array_equal(dbias, got[2])
 
 
 # (N, C, H, W, F, K, stride, padding, groups): batch of 1, stride 2, padding
@@ -78,6 +83,12 @@ CONV_CASES = [
     (1, 5, 11, 4, 3, 5, 2, 1, 1),
     (2, 3, 32, 32, 8, 3, 1, 1, 1),  # the reference net's first layer, narrower
     (2, 8, 16, 16, 16, 3, 1, 1, 1),  # the second layer, narrower
+    # Stride 1 on both layouts (cpu._rows_pay, cpu._conv_weight_grad): narrow planes
+    # take the channel tiles for forward, input and weight gradient.
+    (2, 32, 5, 6, 32, 3, 1, 1, 1),
+    (1, 4, 5, 33, 7, 3, 1, 2, 1),  # row vectors, 3 column blocks, the last padded
+    (2, 16, 8, 9, 20, 3, 1, 1, 1),  # channel-block tiles: Cg*K*K = 144, 20 of 32 lanes
+    (2, 32, 6, 7, 40, 3, 1, 1, 2),  # channel-block tiles within two groups
 ]
 
 
@@ -211,7 +222,12 @@ def test_linear(rng, dtype, with_bias):
     bias = rng.standard_normal(3).astype(dtype) if with_bias else None
     assert_close(cpu.linear_forward(x, weight, bias), ref.linear_forward(x, weight, bias), dtype)
     dy = rng.standard_normal((5, 3)).astype(dtype)
-    assert_all_close(cpu.linear_backward(dy, x, weight), ref.linear_backward(dy, x, weight), dtype)
+    got = cpu.linear_backward(dy, x, weight)
+    assert_all_close(got, ref.linear_backward(dy, x, weight), dtype)
+    dx, dweight, dbias = cpu.linear_backward(dy, x, weight, input_grad=False)
+    assert dx is None
+    np.testing.assert_array_equal(dweight, got[1])
+    np.testing.assert_array_equal(dbias, got[2])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

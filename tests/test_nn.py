@@ -366,6 +366,83 @@ def test_gradients_are_overwritten_not_accumulated(target, rng):
     np.testing.assert_allclose(jitnet.to_numpy(layer.weight.grad), first)
 
 
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2)])
+def test_relu_before_maxpool_runs_pooled_first_with_the_same_results(target, rng, kernel, stride):
+    """Sequential pools before the ReLU (4x fewer elements); nothing observable changes."""
+    jitnet.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, dtype="float64"), nn.ReLU(),
+                          nn.MaxPool2d(kernel, stride), nn.Flatten())
+    x = rng.standard_normal((2, 2, 7, 7))
+    x[0, :, :4, :4] = -1.0  # windows whose maximum is not positive (ties of zeros)
+    x[1, 0, 5, 5] = np.nan
+    y = model(x)
+    assert model[1]._saved_y.shape == model[2]._saved_argmax.shape  # the ReLU ran pooled
+    dy = rng.standard_normal(y.shape)
+    dx = jitnet.to_numpy(model.backward(jitnet.asarray(dy)))
+
+    # The same layers one by one, in the written order.
+    conv, relu, pool, flat = list(model)
+    want = flat(pool(relu(conv(x))))
+    want_dx = jitnet.to_numpy(conv.backward(relu.backward(pool.backward(
+        flat.backward(jitnet.asarray(dy))))))
+    np.testing.assert_array_equal(jitnet.to_numpy(y), jitnet.to_numpy(want))
+    np.testing.assert_array_equal(dx, want_dx)
+    grads = [jitnet.to_numpy(p.grad).copy() for p in model.parameters()]
+    model(x)
+    model.backward(jitnet.asarray(dy))
+    for p, g in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.grad), g)
+
+
+def test_backward_without_input_grad(target, rng):
+    """Same parameter gradients, no dx, nothing run below the first layer with parameters."""
+    calls = []
+
+    class Spy(nn.ReLU):
+        def backward(self, dy):
+            calls.append("spy")
+            return super().backward(dy)
+
+    def make():
+        jitnet.manual_seed(3)
+        return nn.Sequential(
+            Spy(), nn.Conv2d(2, 3, 3, padding=1, dtype="float64"), nn.ReLU(), nn.Flatten(),
+            nn.Linear(3 * 4 * 4, 2, dtype="float64"),
+        )
+
+    x = rng.standard_normal((2, 2, 4, 4))
+    dy = jitnet.asarray(rng.standard_normal((2, 2)))
+    full, partial = make(), make()
+    full(x)
+    assert full.backward(dy) is not None and calls == ["spy"]
+    partial(x)
+    assert partial.backward(dy, input_grad=False) is None
+    assert calls == ["spy"]  # the leading ReLU was skipped
+    for a, b in zip(full.parameters(), partial.parameters()):
+        np.testing.assert_array_equal(jitnet.to_numpy(a.grad), jitnet.to_numpy(b.grad))
+
+
+def test_backward_without_input_grad_falls_back_for_custom_modules(target, rng):
+    class Scale(nn.Module):  # a user's layer whose backward knows no input_grad
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(jitnet.asarray(np.array([2.0])), "weight")
+
+        def forward(self, x):
+            self._x = jitnet.to_numpy(x)
+            return jitnet.asarray(self._x * jitnet.to_numpy(self.weight.data)[0])
+
+        def backward(self, dy):
+            self.weight.grad = jitnet.asarray(np.array([np.sum(jitnet.to_numpy(dy) * self._x)]))
+            return jitnet.asarray(jitnet.to_numpy(dy) * 2.0)
+
+    model = nn.Sequential(Scale(), nn.Linear(3, 2, dtype="float64"))
+    x = rng.standard_normal((4, 3))
+    model(x)
+    assert model.backward(jitnet.asarray(rng.standard_normal((4, 2))), input_grad=False) is None
+    assert model[0].weight.grad is not None
+
+
 # -- validation ----------------------------------------------------------------------------
 
 

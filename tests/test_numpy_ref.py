@@ -62,6 +62,9 @@ def check_conv(rng, n, c, h, w, f, k, stride, padding, groups, bias=True):
     assert_close(dweight, grads[1])
     if bias:
         assert_close(dbias, grads[2])
+    no_dx = ref.conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=False)
+    assert no_dx[0] is None
+    np.testing.assert_array_equal(no_dx[1], dweight)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -13,7 +13,8 @@ Signatures (``numpy_ref`` holds the full docstrings)::
 
     # convolution: x (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,) or None
     conv2d_forward(x, weight, bias, stride, padding, groups) -> y (N, F, HO, WO)
-    conv2d_backward(dy, x, weight, stride, padding, groups) -> (dx, dweight, dbias)
+    conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True)
+        -> (dx, dweight, dbias)             dx is None when input_grad is False
 
     # max pooling: argmax (N, C, HO, WO) int32, flat index h * W + w into the input plane
     maxpool2d_forward(x, kernel_size, stride) -> (y, argmax)
@@ -21,7 +22,7 @@ Signatures (``numpy_ref`` holds the full docstrings)::
 
     # fully connected: x (N, D), weight (M, D), bias (M,) or None; y = x @ weight.T + bias
     linear_forward(x, weight, bias) -> y (N, M)
-    linear_backward(dy, x, weight) -> (dx, dweight, dbias)
+    linear_backward(dy, x, weight, input_grad=True) -> (dx, dweight, dbias)
 
     # maxout: weight (M * pieces, D), row j * pieces + k is piece k of unit j
     maxout_forward(x, weight, bias, pieces) -> (y (N, M), argmax (N, M) int32 piece index)

@@ -608,7 +608,7 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     return y
 
 
-def conv2d_backward(dy, x, weight, stride, padding, groups):
+def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
     """Gradients of :func:`conv2d_forward`.
 
     Parameters
@@ -617,10 +617,12 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
     x : device array, shape (N, C, H, W)
     weight : device array, shape (F, C/groups, KH, KW)
     stride, padding, groups : int
+    input_grad : bool, default True
+        False skips ``dx`` (returned as None): a network's input needs no gradient.
 
     Returns
     -------
-    dx : device array, shape (N, C, H, W)
+    dx : device array, shape (N, C, H, W), or None
     dweight : device array, shape (F, C/groups, KH, KW)
     dbias : device array, shape (F,)
     """
@@ -629,18 +631,21 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
     n, c, h, w = x.shape
     f, c_group, kh, kw = weight.shape
     if dy.size == 0:  # an empty batch: zero gradients (and no zero-sized launches)
-        return zeros(x.shape, dy.dtype), zeros(weight.shape, dy.dtype), zeros((f,), dy.dtype)
+        dx = zeros(x.shape, dy.dtype) if input_grad else None
+        return dx, zeros(weight.shape, dy.dtype), zeros((f,), dy.dtype)
     dtype = dy.dtype.str
-    dx = cuda.device_array(x.shape, dtype=dy.dtype)
+    dx = None
     dweight = cuda.device_array(weight.shape, dtype=dy.dtype)
     dbias = cuda.device_array((f,), dtype=dy.dtype)
 
-    tile = _tile()
-    cpt = min(_CONV_OUTPUTS_PER_THREAD, c_group)
-    kernel = _make_conv2d_backward_input_kernel(dtype, tile, kh, kw, stride, cpt)
-    kernel[_grid_tiles(h, w, n * groups * _cdiv(c_group, cpt), tile)](
-        dy, weight, padding, groups, dx
-    )
+    if input_grad:
+        dx = cuda.device_array(x.shape, dtype=dy.dtype)
+        tile = _tile()
+        cpt = min(_CONV_OUTPUTS_PER_THREAD, c_group)
+        kernel = _make_conv2d_backward_input_kernel(dtype, tile, kh, kw, stride, cpt)
+        kernel[_grid_tiles(h, w, n * groups * _cdiv(c_group, cpt), tile)](
+            dy, weight, padding, groups, dx
+        )
 
     threads = _weight_grad_threads(kh * kw, dy.dtype.itemsize)
     blocks = min(f * c_group, int(config.CUDA_MAX_BLOCKS))
@@ -897,7 +902,7 @@ def linear_forward(x, weight, bias):
     return _matmul(x, weight, bias, False, True, x.shape[0], weight.shape[0])
 
 
-def linear_backward(dy, x, weight):
+def linear_backward(dy, x, weight, input_grad=True):
     """Gradients of :func:`linear_forward`.
 
     Parameters
@@ -905,10 +910,12 @@ def linear_backward(dy, x, weight):
     dy : device array, shape (N, M)
     x : device array, shape (N, D)
     weight : device array, shape (M, D)
+    input_grad : bool, default True
+        False skips ``dx`` (returned as None).
 
     Returns
     -------
-    dx : device array, shape (N, D)
+    dx : device array, shape (N, D), or None
         ``dy @ weight``
     dweight : device array, shape (M, D)
         ``dy.T @ x``
@@ -918,7 +925,7 @@ def linear_backward(dy, x, weight):
     dy, x, weight = _dev(dy), _dev(x), _dev(weight)
     n, m = dy.shape
     d = x.shape[1]
-    dx = _matmul(dy, weight, None, False, False, n, d)
+    dx = _matmul(dy, weight, None, False, False, n, d) if input_grad else None
     dweight = _matmul(dy, x, None, True, False, m, d)
     return dx, dweight, _column_sum(dy)
 

@@ -162,7 +162,7 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     return np.ascontiguousarray(y)
 
 
-def conv2d_backward(dy, x, weight, stride, padding, groups):
+def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
     """Gradients of :func:`conv2d_forward`.
 
     Parameters
@@ -174,10 +174,12 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
     weight : np.ndarray, shape (F, C/groups, KH, KW)
     stride, padding, groups : int
         As in the forward call.
+    input_grad : bool, default True
+        False skips ``dx`` (returned as None): a network's input needs no gradient.
 
     Returns
     -------
-    dx : np.ndarray, shape (N, C, H, W)
+    dx : np.ndarray, shape (N, C, H, W), or None
     dweight : np.ndarray, shape (F, C/groups, KH, KW)
     dbias : np.ndarray, shape (F,)
         Always returned (the layer ignores it when it has no bias).
@@ -200,6 +202,8 @@ def conv2d_backward(dy, x, weight, stride, padding, groups):
 
     dbias = dy.sum(axis=(0, 2, 3))
     dweight = np.matmul(d.transpose(0, 2, 1), cols).reshape(f, cg, kh, kw)
+    if not input_grad:
+        return None, dweight, dbias
 
     dcols = np.matmul(d, wmat).reshape(groups, n, ho, wo, cg, kh, kw)
     # -> (KH, KW, N, C, HO, WO): one (N, C, HO, WO) block per kernel offset.
@@ -298,7 +302,7 @@ def linear_forward(x, weight, bias):
     return y
 
 
-def linear_backward(dy, x, weight):
+def linear_backward(dy, x, weight, input_grad=True):
     """Gradients of :func:`linear_forward`.
 
     Parameters
@@ -306,17 +310,19 @@ def linear_backward(dy, x, weight):
     dy : np.ndarray, shape (N, M)
     x : np.ndarray, shape (N, D)
     weight : np.ndarray, shape (M, D)
+    input_grad : bool, default True
+        False skips ``dx`` (returned as None).
 
     Returns
     -------
-    dx : np.ndarray, shape (N, D)
+    dx : np.ndarray, shape (N, D), or None
         ``dy @ weight``
     dweight : np.ndarray, shape (M, D)
         ``dy.T @ x``
     dbias : np.ndarray, shape (M,)
         ``dy.sum(0)``
     """
-    return dy @ weight, dy.T @ x, dy.sum(axis=0)
+    return (dy @ weight if input_grad else None), dy.T @ x, dy.sum(axis=0)
 
 
 def maxout_forward(x, weight, bias, pieces):

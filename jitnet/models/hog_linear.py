@@ -313,7 +313,7 @@ class HogLinearClassifier:
                 scores = layer(b.asarray(train[batch]))
                 total += loss_fn(scores, y_index[batch]) * len(batch)
                 opt.zero_grad()
-                layer.backward(loss_fn.backward())
+                layer.backward(loss_fn.backward(), input_grad=False)  # features are fixed
                 opt.step()
             if schedule is not None:
                 schedule.step()

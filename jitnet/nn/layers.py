@@ -146,9 +146,11 @@ class Conv2d(Module):
         bias = self.bias.data if self.bias is not None else None
         return backend().conv2d_forward(x, self.weight.data, bias, self.stride, p, self.groups)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
+        """``dx`` (None with ``input_grad=False``); sets ``weight.grad`` and ``bias.grad``."""
         dx, dweight, dbias = backend().conv2d_backward(
-            dy, self._saved_x, self.weight.data, self.stride, self.padding, self.groups
+            dy, self._saved_x, self.weight.data, self.stride, self.padding, self.groups,
+            input_grad,
         )
         self.weight.grad = dweight
         if self.bias is not None:
@@ -252,8 +254,11 @@ class Linear(Module):
         bias = self.bias.data if self.bias is not None else None
         return backend().linear_forward(x, self.weight.data, bias)
 
-    def backward(self, dy):
-        dx, dweight, dbias = backend().linear_backward(dy, self._saved_x, self.weight.data)
+    def backward(self, dy, input_grad=True):
+        """``dx`` (None with ``input_grad=False``); sets ``weight.grad`` and ``bias.grad``."""
+        dx, dweight, dbias = backend().linear_backward(
+            dy, self._saved_x, self.weight.data, input_grad
+        )
         self.weight.grad = dweight
         if self.bias is not None:
             self.bias.grad = dbias

@@ -5,7 +5,12 @@ forward pass on the kernels of the active target and keeps what its backward pas
 needs on ``self``. ``backward(dy)`` returns the gradient with respect to the input
 and *overwrites* ``param.grad`` of every parameter it owns (gradients are not
 accumulated across calls, so ``zero_grad`` is never needed between steps).
+Layers with parameters also take ``backward(dy, input_grad=False)``: parameter
+gradients only, as PyTorch computes for an input that does not require grad.
 """
+
+import functools
+import inspect
 
 import numpy as np
 
@@ -259,6 +264,16 @@ class Sequential(Module):
 
     Children are named ``"0"``, ``"1"``, ... so ``state_dict`` keys read
     ``"0.weight"``, as in PyTorch.
+
+    Notes
+    -----
+    A ``ReLU`` directly followed by a ``MaxPool2d`` runs after it instead: ReLU
+    and max commute, ``maxpool(relu(x)) == relu(maxpool(x))``, so the output and
+    every gradient are the same while the ReLU touches a quarter of the elements
+    (for 2x2 pooling). Only the recorded argmax of a window whose maximum is not
+    positive may differ, and the gradient routed there is zero either way. Other
+    activations keep their place: a saturating one (sigmoid) can tie values that
+    differ, and its gradient there is not zero.
     """
 
     def __init__(self, *modules):
@@ -268,15 +283,41 @@ class Sequential(Module):
                 raise ValueError(f"Sequential expected Module arguments, got {type(m).__name__}")
             setattr(self, str(i), m)
 
+    def _run_order(self):
+        """The children in the order they run (see the class notes)."""
+        from .layers import MaxPool2d, ReLU  # layers imports this module
+
+        order = list(self._modules.values())
+        for i in range(len(order) - 1):
+            if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2d:
+                order[i], order[i + 1] = order[i + 1], order[i]
+        return order
+
     def forward(self, x):
-        for m in self._modules.values():
+        for m in self._run_order():
             x = m(x)
         return x
 
-    def backward(self, dy):
-        for m in reversed(list(self._modules.values())):
-            dy = m.backward(dy)
-        return dy
+    def backward(self, dy, input_grad=True):
+        """Backward through the children in reverse; returns ``dx``.
+
+        With ``input_grad=False`` nothing is computed for the input (None is
+        returned): children before the first one with parameters are skipped, and
+        that one is asked for its parameter gradients only (a first convolution
+        then skips its input gradient, as in PyTorch).
+        """
+        modules = self._run_order()
+        first = 0
+        if not input_grad:
+            first = next((i for i, m in enumerate(modules) if m.parameters()), len(modules))
+        for i in range(len(modules) - 1, first, -1):
+            dy = modules[i].backward(dy)
+        if first == len(modules):
+            return None
+        if input_grad:
+            return modules[first].backward(dy)
+        backward_without_input_grad(modules[first], dy)
+        return None
 
     def __getitem__(self, i):
         return list(self._modules.values())[i]
@@ -286,6 +327,25 @@ class Sequential(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_input_grad(cls):
+    return "input_grad" in inspect.signature(cls.backward).parameters
+
+
+def backward_without_input_grad(module, dy):
+    """Parameter gradients of ``module`` for upstream gradient ``dy``; returns None.
+
+    ``module.backward(dy, input_grad=False)`` where its ``backward`` takes that
+    keyword (Sequential, Conv2d, Linear), else a plain ``module.backward(dy)``
+    whose input gradient is dropped. The training loop calls this: the batch
+    itself needs no gradient.
+    """
+    if _takes_input_grad(type(module)):
+        module.backward(dy, input_grad=False)
+    else:
+        module.backward(dy)
 
 
 # -- initialisation and input handling shared by the layers ------------------------------

@@ -101,6 +101,12 @@ def test_conv2d_matches_reference(case, dtype, rng):
     wants = ref.conv2d_backward(dy, x, weight, stride, padding, groups)
     for name, g, r in zip(("dx", "dweight", "dbias"), got, wants):
         _assert_close(g, r, dtype, name)
+    dx, dweight, dbias = cu.conv2d_backward(
+        _dev(dy), _dev(x), _dev(weight), stride, padding, groups, input_grad=False
+    )
+    assert dx is None
+    np.testing.assert_array_equal(dweight.copy_to_host(), got[1].copy_to_host())
+    np.testing.assert_array_equal(dbias.copy_to_host(), got[2].copy_to_host())
 
 
 def test_conv2d_without_bias(rng):
@@ -157,6 +163,9 @@ def test_linear_matches_reference(n, d, m, dtype, rng):
     got = cu.linear_backward(_dev(dy), _dev(x), _dev(weight))
     for name, g, r in zip(("dx", "dweight", "dbias"), got, ref.linear_backward(dy, x, weight)):
         _assert_close(g, r, dtype, name)
+    dx, dweight, _ = cu.linear_backward(_dev(dy), _dev(x), _dev(weight), input_grad=False)
+    assert dx is None
+    np.testing.assert_array_equal(dweight.copy_to_host(), got[1].copy_to_host())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
