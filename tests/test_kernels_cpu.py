@@ -89,6 +89,8 @@ CONV_CASES = [
     (1, 4, 5, 33, 7, 3, 1, 2, 1),  # row vectors, 3 column blocks, the last padded
     (2, 16, 8, 9, 20, 3, 1, 1, 1),  # channel-block tiles: Cg*K*K = 144, 20 of 32 lanes
     (2, 32, 6, 7, 40, 3, 1, 1, 2),  # channel-block tiles within two groups
+    (2, 32, 6, 7, 20, 3, 1, 1, 1),  # input-channel tiles (Cg = 32), 20 of 24 outputs
+    (2, 64, 7, 6, 18, 3, 2, 1, 2),  # input-channel tiles, strided, two groups
 ]
 
 
