@@ -6,6 +6,7 @@ a different order from BLAS, so float32 results differ in the last bits.
 
 import inspect
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -137,6 +138,36 @@ def test_conv2d_is_deterministic(rng, dtype):
     g2 = cpu.conv2d_backward(dy, x, weight, 1, 1, 2)
     for a, b in zip(g1, g2):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
+@pytest.mark.parametrize("case", [
+    (4, 3, 32, 32, 32, 3, 1, 1, 1),  # row kernels (the first layer)
+    (4, 32, 16, 16, 64, 3, 1, 1, 1),  # row kernels, input-channel weight tiles
+    (3, 16, 9, 8, 40, 3, 2, 1, 2),  # channel-block tiles
+])
+def test_results_do_not_depend_on_the_thread_count(rng, case):
+    """Chunked reductions sum in a fixed order: 1 thread and all threads agree bit for bit."""
+    x, weight, bias = _conv_case(rng, np.float32, *case)
+    n, c, h, w, f, k, stride, padding, groups = case
+    y = cpu.conv2d_forward(x, weight, bias, stride, padding, groups)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    xf, wf = rng.standard_normal((9, 300), np.float32), rng.standard_normal((70, 300), np.float32)
+    dyf = rng.standard_normal((9, 70), np.float32)
+
+    def run():
+        return (cpu.conv2d_forward(x, weight, bias, stride, padding, groups),
+                *cpu.conv2d_backward(dy, x, weight, stride, padding, groups),
+                cpu.linear_forward(xf, wf, None), *cpu.linear_backward(dyf, xf, wf))
+
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run()
+    finally:
+        numba.set_num_threads(threads)
+    for a, b in zip(one, run()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_conv2d_matches_torch_float64(rng):

@@ -125,6 +125,29 @@ def test_resume_is_bitwise_equal_to_uninterrupted(target, tmp_path):
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
 
 
+def test_same_seed_same_threads_is_bitwise_reproducible():
+    """Two runs of the reference ConvNet with the same seed end with the same bits (cpu)."""
+    x, y = _data(n=40, size=32)
+    T = jitnet.data.transforms
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(),
+                           T.Normalize(*channel_stats(x))])
+
+    def run():
+        jitnet.manual_seed(7)
+        model = jitnet.models.convnet().to()
+        optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        loader = jitnet.data.DataLoader(x, y, batch_size=16, shuffle=True, transform=transform,
+                                        seed=7)
+        fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x[:8], y[:8], epochs=2,
+            quiet=True)
+        return model.state_dict()
+
+    with jitnet.use_target("cpu"):
+        first, second = run(), run()
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
 def test_resume_with_jitnet_dataloader(tmp_path):
     x, y = _data()
     T = jitnet.data.transforms
