@@ -16,6 +16,7 @@ Usage::
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,15 +114,26 @@ def main(argv=None):
     torch = None if args.no_torch else torch_or_none(threads)
 
     peak = sgemm_gflops()
+    cases = _cases(args.batch_size, np.random.default_rng(0))
+    # Each library's kernels are timed as a group, with a pause between groups:
+    # OpenBLAS (behind the numpy target) and PyTorch's OpenMP keep their threads
+    # spinning for a while after a call, and a jitnet kernel timed right after one of
+    # theirs found a core taken (fc1 backward measured 5.6-8.9 ms that way, 1.6 alone).
+    time.sleep(0.5)
+    first = {name: first_call_s(jit) for name, _, jit, _, _ in cases}
+    t_jits = {name: median_ms(jit, repeat=args.repeat) for name, _, jit, _, _ in cases}
+    t_nps, t_torches = {}, {}
+    if not args.no_numpy:
+        time.sleep(0.5)
+        t_nps = {name: median_ms(call, repeat=max(3, args.repeat // 2))
+                 for name, _, _, call, _ in cases if call is not None}
+    if torch is not None:
+        time.sleep(0.5)
+        t_torches = {name: median_ms(call, repeat=args.repeat)
+                     for name, _, _, _, call in cases if call is not None}
     rows = []
-    for name, flops, jit_call, np_call, torch_call in _cases(args.batch_size,
-                                                             np.random.default_rng(0)):
-        first = first_call_s(jit_call)
-        t_jit = median_ms(jit_call, repeat=args.repeat)
-        t_np = None
-        if np_call is not None and not args.no_numpy:
-            t_np = median_ms(np_call, repeat=max(3, args.repeat // 2))
-        t_torch = median_ms(torch_call, repeat=args.repeat) if torch_call is not None else None
+    for name, flops, _, _, _ in cases:
+        t_jit, t_np, t_torch = t_jits[name], t_nps.get(name), t_torches.get(name)
         gflops = flops / (t_jit * 1e6) if flops else None
         rows.append([
             name,
@@ -132,7 +144,7 @@ def main(argv=None):
             f"{t_np / t_jit:.1f}x" if t_np else "-",
             f"{t_torch:.2f}" if t_torch else "-",
             f"{t_torch / t_jit:.2f}x" if t_torch else "-",
-            f"{first:.2f}",
+            f"{first[name]:.2f}",
         ])
         print("  ".join(rows[-1]), file=sys.stderr)
 

@@ -703,21 +703,28 @@ _ROWS_F = 8
 
 
 @njit(**_JIT)
-def _conv2d_rows(xp, w8, bias, y):
+def _conv2d_rows(xflat, x_shape, w8, taps, bias, y):
     """Stride-1 convolution with vectors along the output row: NCHW in, NCHW out.
 
-    ``xp`` (N, C, HO + KH - 1, WV + KW - 1) is the zero-padded input, ``WV`` the
-    output width rounded up to 16 (zeros past the end, so every load is a whole
-    vector); ``w8[g, fb, c, kh, kw, q]`` is the weight of output channel
-    ``g * Fg + fb * 8 + q`` (zero past ``Fg``) for input channel ``g * Cg + c``.
-    A tile is 8 output channels times 2 rows times 16 columns: 16 accumulators,
-    and per ``(c, kh, kw)`` 2 input vectors and 8 weight broadcasts for 16 fused
-    multiply-adds. Rows and columns are stored as they are laid out, so neither
-    the input nor the output is transposed; a last odd row recomputes the one
-    before it and is not stored twice.
+    ``xflat`` is the zero-padded input ``xp`` (N, C, HO + KH - 1, WV + KW - 1),
+    flattened (``x_shape`` is its shape), ``WV`` the output width rounded up to 16
+    (zeros past the end, so every load is a whole vector). Tap ``q`` of group ``g``
+    (one ``(c, kh, kw)`` of the kernel) reads the input at flat offset
+    ``taps[g, q]`` from the tile's corner, and ``w8[g, fb, q, j]`` is its weight for
+    output channel ``g * Fg + fb * 8 + j`` (zero past ``Fg``). A tile is 8 output
+    channels times 2 rows times 16 columns: 16 accumulators, and per tap 2 input
+    vectors and 8 weight broadcasts for 16 fused multiply-adds. Rows and columns
+    are stored as they are laid out, so neither the input nor the output is
+    transposed; a last odd row recomputes the one before it and is not stored twice.
+
+    Notes
+    -----
+    The taps run as one loop (27 trips for a 3-channel 3x3 kernel) rather than
+    three nested ones of 3, whose loop control cost as much as the arithmetic.
     """
     n_img, n_out, ho_n, wo_n = y.shape
-    groups, n_fb, cg, kh_n, kw_n = w8.shape[0], w8.shape[1], w8.shape[2], w8.shape[3], w8.shape[4]
+    groups, n_fb, q_n = w8.shape[0], w8.shape[1], w8.shape[2]
+    c_n, hp_n, wp_n = x_shape[1], x_shape[2], x_shape[3]
     fg = n_out // groups
     n_rp = (ho_n + 1) // 2
     n_cv = (wo_n + _LANES - 1) // _LANES
@@ -731,43 +738,42 @@ def _conv2d_rows(xp, w8, bias, y):
             for fb in range(n_fb):
                 for cv in range(n_cv):
                     wo0 = cv * _LANES
+                    # Unsigned flat corners of the two rows: no negative-index fix-up.
+                    top = np.uint64((n * c_n * hp_n + h0) * wp_n + wo0)
+                    bottom = np.uint64((n * c_n * hp_n + h1) * wp_n + wo0)
                     for r in range(2):
                         for q in range(_ROWS_F):
                             for lane in range(_LANES):
                                 acc[r, q, lane] = 0
-                    for c in range(cg):
-                        ci = g * cg + c
-                        for kh in range(kh_n):
-                            for kw in range(kw_n):
-                                w0 = w8[g, fb, c, kh, kw, 0]
-                                w1 = w8[g, fb, c, kh, kw, 1]
-                                w2 = w8[g, fb, c, kh, kw, 2]
-                                w3 = w8[g, fb, c, kh, kw, 3]
-                                w4 = w8[g, fb, c, kh, kw, 4]
-                                w5 = w8[g, fb, c, kh, kw, 5]
-                                w6 = w8[g, fb, c, kh, kw, 6]
-                                w7 = w8[g, fb, c, kh, kw, 7]
-                                # Unsigned column: no negative-index fix-up per load.
-                                col = np.uint64(wo0 + kw)
-                                for lane in range(_LANES):
-                                    xa = xp[n, ci, h0 + kh, col + np.uint64(lane)]
-                                    xb = xp[n, ci, h1 + kh, col + np.uint64(lane)]
-                                    acc[0, 0, lane] += w0 * xa
-                                    acc[0, 1, lane] += w1 * xa
-                                    acc[0, 2, lane] += w2 * xa
-                                    acc[0, 3, lane] += w3 * xa
-                                    acc[0, 4, lane] += w4 * xa
-                                    acc[0, 5, lane] += w5 * xa
-                                    acc[0, 6, lane] += w6 * xa
-                                    acc[0, 7, lane] += w7 * xa
-                                    acc[1, 0, lane] += w0 * xb
-                                    acc[1, 1, lane] += w1 * xb
-                                    acc[1, 2, lane] += w2 * xb
-                                    acc[1, 3, lane] += w3 * xb
-                                    acc[1, 4, lane] += w4 * xb
-                                    acc[1, 5, lane] += w5 * xb
-                                    acc[1, 6, lane] += w6 * xb
-                                    acc[1, 7, lane] += w7 * xb
+                    for q in range(q_n):
+                        w0 = w8[g, fb, q, 0]
+                        w1 = w8[g, fb, q, 1]
+                        w2 = w8[g, fb, q, 2]
+                        w3 = w8[g, fb, q, 3]
+                        w4 = w8[g, fb, q, 4]
+                        w5 = w8[g, fb, q, 5]
+                        w6 = w8[g, fb, q, 6]
+                        w7 = w8[g, fb, q, 7]
+                        tap = taps[g, q]
+                        for lane in range(_LANES):
+                            xa = xflat[top + tap + np.uint64(lane)]
+                            xb = xflat[bottom + tap + np.uint64(lane)]
+                            acc[0, 0, lane] += w0 * xa
+                            acc[0, 1, lane] += w1 * xa
+                            acc[0, 2, lane] += w2 * xa
+                            acc[0, 3, lane] += w3 * xa
+                            acc[0, 4, lane] += w4 * xa
+                            acc[0, 5, lane] += w5 * xa
+                            acc[0, 6, lane] += w6 * xa
+                            acc[0, 7, lane] += w7 * xa
+                            acc[1, 0, lane] += w0 * xb
+                            acc[1, 1, lane] += w1 * xb
+                            acc[1, 2, lane] += w2 * xb
+                            acc[1, 3, lane] += w3 * xb
+                            acc[1, 4, lane] += w4 * xb
+                            acc[1, 5, lane] += w5 * xb
+                            acc[1, 6, lane] += w6 * xb
+                            acc[1, 7, lane] += w7 * xb
                     n_valid = min(_LANES, wo_n - wo0)
                     for q in range(min(_ROWS_F, fg - fb * _ROWS_F)):
                         f = g * fg + fb * _ROWS_F + q
@@ -784,7 +790,7 @@ def _conv2d_rows(xp, w8, bias, y):
 
 
 def _pack_rows_weight(weight, groups, flip):
-    """``weight`` (G * Fg, Cg, KH, KW) -> ``w8`` (G, Fg / 8, Cg, KH, KW, 8), zero-padded.
+    """``weight`` (G * Fg, Cg, KH, KW) -> ``w8`` (G, Fg / 8, Cg * KH * KW, 8), zero-padded.
 
     With ``flip`` the kernel is turned by 180 degrees, as the input gradient needs.
     """
@@ -794,7 +800,7 @@ def _pack_rows_weight(weight, groups, flip):
     w = weight[:, :, ::-1, ::-1] if flip else weight
     w8 = np.zeros((groups, n_fb * _ROWS_F, cg, kh, kw), dtype=weight.dtype)
     w8[:, :fg] = w.reshape(groups, fg, cg, kh, kw)
-    w8 = w8.reshape(groups, n_fb, _ROWS_F, cg, kh, kw).transpose(0, 1, 3, 4, 5, 2)
+    w8 = w8.reshape(groups, n_fb, _ROWS_F, cg * kh * kw).transpose(0, 1, 3, 2)
     return np.ascontiguousarray(w8)
 
 
@@ -821,10 +827,16 @@ def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False):
     _, _, ho, wo = out_shape
     kh, kw = weight.shape[2], weight.shape[3]
     wv = -(-wo // _LANES) * _LANES
-    xp = np.empty((n, c, ho + kh - 1, wv + kw - 1), dtype=x.dtype)
+    hp, wp = ho + kh - 1, wv + kw - 1
+    xp = np.empty((n, c, hp, wp), dtype=x.dtype)
     _pad_planes(x, xp, top, left)
+    # Flat offset of tap (c, kh, kw) of group g from a tile's corner, in weight order.
+    cg = weight.shape[1]
+    tap = np.arange(cg)[:, None, None] * (hp * wp) + np.arange(kh)[:, None] * wp + np.arange(kw)
+    taps = (np.arange(groups)[:, None] * (cg * hp * wp) + tap.ravel()).astype(np.uint64)
     y = np.empty(out_shape, dtype=x.dtype)
-    _conv2d_rows(xp, _pack_rows_weight(weight, groups, flip), bias, y)
+    _conv2d_rows(xp.reshape(-1), np.array(xp.shape, dtype=np.int64),
+                 _pack_rows_weight(weight, groups, flip), taps, bias, y)
     return y
 
 
