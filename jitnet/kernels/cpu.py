@@ -108,6 +108,34 @@ def _conv_out_size(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
 
+@njit(inline="always")
+def _tile_fma(acc, j, s0, s1, s2, s3, s4, s5, s6, s7, va, vb):
+    """Lane ``j`` of the 8 x 32 register tile: ``acc[p, j] += s_p * va`` and
+    ``acc[p, 16 + j] += s_p * vb`` for its 8 rows ``p``.
+
+    Inlined into the caller's lane loop ``for j in range(16)``, whose 16 iterations
+    the vectoriser turns into vector instructions on two 16-lane vectors ``va``,
+    ``vb`` and 8 broadcast scalars ``s_p``: 16 fused multiply-adds on accumulators
+    that stay in registers (every index a constant offset).
+    """
+    acc[0, j] += s0 * va
+    acc[1, j] += s1 * va
+    acc[2, j] += s2 * va
+    acc[3, j] += s3 * va
+    acc[4, j] += s4 * va
+    acc[5, j] += s5 * va
+    acc[6, j] += s6 * va
+    acc[7, j] += s7 * va
+    acc[0, 16 + j] += s0 * vb
+    acc[1, 16 + j] += s1 * vb
+    acc[2, 16 + j] += s2 * vb
+    acc[3, 16 + j] += s3 * vb
+    acc[4, 16 + j] += s4 * vb
+    acc[5, 16 + j] += s5 * vb
+    acc[6, 16 + j] += s6 * vb
+    acc[7, 16 + j] += s7 * vb
+
+
 @njit(**_JIT)
 def _to_padded_nhwc(x, xh, top, left, sh, sw):
     """Scatter ``x`` (N, C, H, W) into zeroed ``xh`` (N, G, Hp, Wp * Cg).
@@ -216,22 +244,7 @@ def _conv2d_tiles(xh, wpk, bias, y, s, cg):
                             for j in range(16):
                                 wa = wpk[g, fb, kh, r, j]
                                 wb = wpk[g, fb, kh, r, 16 + j]
-                                acc[0, j] += x0 * wa
-                                acc[1, j] += x1 * wa
-                                acc[2, j] += x2 * wa
-                                acc[3, j] += x3 * wa
-                                acc[4, j] += x4 * wa
-                                acc[5, j] += x5 * wa
-                                acc[6, j] += x6 * wa
-                                acc[7, j] += x7 * wa
-                                acc[0, 16 + j] += x0 * wb
-                                acc[1, 16 + j] += x1 * wb
-                                acc[2, 16 + j] += x2 * wb
-                                acc[3, 16 + j] += x3 * wb
-                                acc[4, 16 + j] += x4 * wb
-                                acc[5, 16 + j] += x5 * wb
-                                acc[6, 16 + j] += x6 * wb
-                                acc[7, 16 + j] += x7 * wb
+                                _tile_fma(acc, j, x0, x1, x2, x3, x4, x5, x6, x7, wa, wb)
                     f0 = g * f_per_group + fb * _FB
                     for j in range(min(_FB, f_per_group - fb * _FB)):
                         b = bias[f0 + j]
@@ -378,22 +391,7 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
                         for j in range(16):
                             da = dyh[n, g, fb, ho, wo, j]
                             db = dyh[n, g, fb, ho, wo, 16 + j]
-                            acc[0, j] += x0 * da
-                            acc[1, j] += x1 * da
-                            acc[2, j] += x2 * da
-                            acc[3, j] += x3 * da
-                            acc[4, j] += x4 * da
-                            acc[5, j] += x5 * da
-                            acc[6, j] += x6 * da
-                            acc[7, j] += x7 * da
-                            acc[0, 16 + j] += x0 * db
-                            acc[1, 16 + j] += x1 * db
-                            acc[2, 16 + j] += x2 * db
-                            acc[3, 16 + j] += x3 * db
-                            acc[4, 16 + j] += x4 * db
-                            acc[5, 16 + j] += x5 * db
-                            acc[6, 16 + j] += x6 * db
-                            acc[7, 16 + j] += x7 * db
+                            _tile_fma(acc, j, x0, x1, x2, x3, x4, x5, x6, x7, da, db)
                 for p in range(_PIX):
                     for j in range(_FB):
                         part[t, p, j] = acc[p, j]
@@ -481,22 +479,7 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
                         for j in range(16):
                             xa = xh[n, g, row, col + np.uint64(j)]
                             xb = xh[n, g, row, col + np.uint64(16 + j)]
-                            acc[0, j] += d0 * xa
-                            acc[1, j] += d1 * xa
-                            acc[2, j] += d2 * xa
-                            acc[3, j] += d3 * xa
-                            acc[4, j] += d4 * xa
-                            acc[5, j] += d5 * xa
-                            acc[6, j] += d6 * xa
-                            acc[7, j] += d7 * xa
-                            acc[0, 16 + j] += d0 * xb
-                            acc[1, 16 + j] += d1 * xb
-                            acc[2, 16 + j] += d2 * xb
-                            acc[3, 16 + j] += d3 * xb
-                            acc[4, 16 + j] += d4 * xb
-                            acc[5, 16 + j] += d5 * xb
-                            acc[6, 16 + j] += d6 * xb
-                            acc[7, 16 + j] += d7 * xb
+                            _tile_fma(acc, j, d0, d1, d2, d3, d4, d5, d6, d7, xa, xb)
                 for p in range(_PIX):
                     for j in range(_FB):
                         part[t, p, j] = acc[p, j]
@@ -1164,22 +1147,7 @@ def _gemm(a, b3, c, column_major, n_chunks, part):
                     for j in range(16):
                         ba = b3[u, cb, j]
                         bb = b3[u, cb, 16 + j]
-                        acc[0, j] += a0 * ba
-                        acc[1, j] += a1 * ba
-                        acc[2, j] += a2 * ba
-                        acc[3, j] += a3 * ba
-                        acc[4, j] += a4 * ba
-                        acc[5, j] += a5 * ba
-                        acc[6, j] += a6 * ba
-                        acc[7, j] += a7 * ba
-                        acc[0, 16 + j] += a0 * bb
-                        acc[1, 16 + j] += a1 * bb
-                        acc[2, 16 + j] += a2 * bb
-                        acc[3, 16 + j] += a3 * bb
-                        acc[4, 16 + j] += a4 * bb
-                        acc[5, 16 + j] += a5 * bb
-                        acc[6, 16 + j] += a6 * bb
-                        acc[7, 16 + j] += a7 * bb
+                        _tile_fma(acc, j, a0, a1, a2, a3, a4, a5, a6, a7, ba, bb)
                 if k1 < k_n:
                     for p in range(_PIX):
                         for j in range(_GEMM_COLS):
