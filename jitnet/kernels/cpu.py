@@ -256,6 +256,15 @@ def _blocks(n):
     return (n + _FB - 1) // _FB
 
 
+def _chunks(n_tiles):
+    """Chunks of tiles for a chunked kernel: a few per thread balance the load.
+
+    Every chunked kernel sums each output in a fixed order, so results do not
+    depend on this number (nor on the thread count).
+    """
+    return min(n_tiles, 2 * numba.get_num_threads())
+
+
 def _conv_channel_last(x, groups, top, left, hp, wp, sh=1, sw=1):
     """``x`` (N, C, H, W) as zero-padded (optionally dilated) channel-last ``xh``."""
     n, c = x.shape[0], x.shape[1]
@@ -322,8 +331,8 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
     xpad[n, g * Cg + c, ho * s + kh, wo * s + kw]``. ``dyh`` is the upstream
     gradient in channel blocks, ``dyh[n, g, fb, ho, wo, j] = dy[n, g * Fg + fb * 32 + j,
     ho, wo]`` (zero past Fg). A tile is 8 consecutive ``(kh, kw, c)`` triples
-    times 32 output channels (16 registers). ``part`` (tiles, 8, 32) holds each
-    tile's running sums between images.
+    times 32 output channels (16 registers). ``part`` (tiles, 8, 32), zeroed by
+    the caller, holds each tile's running sums between images.
 
     Notes
     -----
@@ -346,10 +355,6 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
         t0 = chunk * per_chunk
         t1 = min(t0 + per_chunk, n_t)
         acc = np.empty((_PIX, _FB), dtype=dweight.dtype)
-        for t in range(t0, t1):
-            for p in range(_PIX):
-                for j in range(_FB):
-                    part[t, p, j] = 0
         for n in range(n_img):
             for t in range(t0, t1):
                 g = t // (n_blocks * n_qt)
@@ -417,7 +422,7 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
     each plane read along its row) times 32 input channels of one ``(kh, kw)``
     (two vectors of ``xh``): per output pixel 8 broadcasts and 2 vector loads for
     16 fused multiply-adds, and no copy of ``dy`` into channel blocks. ``part``
-    (tiles, 8, 32) holds each tile's sums between images.
+    (tiles, 8, 32), zeroed by the caller, holds each tile's sums between images.
 
     Notes
     -----
@@ -439,10 +444,6 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
         t0 = chunk * per_chunk
         t1 = min(t0 + per_chunk, n_t)
         acc = np.empty((_PIX, _FB), dtype=dweight.dtype)
-        for t in range(t0, t1):
-            for p in range(_PIX):
-                for j in range(_FB):
-                    part[t, p, j] = 0
         for n in range(n_img):
             for t in range(t0, t1):
                 cb = t % n_cb
@@ -511,7 +512,7 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part):
     ``(c, kh, kw)`` triples (dweight's memory order): 24 accumulators of 16 lanes,
     and per 16 output pixels 4 + 6 vector loads for 24 fused multiply-adds. The
     lanes of each accumulator are summed once, at the end. ``part``
-    (tiles, 4, 6, 16) holds each tile's lane sums between images.
+    (tiles, 4, 6, 16), zeroed by the caller, holds each tile's lane sums between images.
 
     Notes
     -----
@@ -537,11 +538,6 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part):
         t0 = chunk * per_chunk
         t1 = min(t0 + per_chunk, n_t)
         acc = np.empty((_ROW_F, _ROW_Q, _LANES), dtype=dweight.dtype)
-        for t in range(t0, t1):
-            for a in range(_ROW_F):
-                for b in range(_ROW_Q):
-                    for lane in range(_LANES):
-                        part[t, a, b, lane] = 0
         for n in range(n_img):
             for t in range(t0, t1):
                 g = t // (n_ft * n_qt)
@@ -875,9 +871,8 @@ def _conv_weight_grad_rows(dy, x, weight_shape, p, groups):
     _pad_planes(x, xp, p, p)
     fg = f // groups
     n_tiles = groups * -(-fg // _ROW_F) * -(-(cg * kh * kw) // _ROW_Q)
-    # A few chunks per thread balance the load; results do not depend on it.
-    n_chunks = min(n_tiles, 2 * numba.get_num_threads())
-    part = np.empty((n_tiles, _ROW_F, _ROW_Q, _LANES), dtype=x.dtype)
+    n_chunks = _chunks(n_tiles)
+    part = np.zeros((n_tiles, _ROW_F, _ROW_Q, _LANES), dtype=x.dtype)
     dweight = np.empty(weight_shape, dtype=x.dtype)
     _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part)
     return dweight
@@ -902,16 +897,15 @@ def _conv_weight_grad(dy, x, weight_shape, s, p, groups):
     dweight = np.empty(weight_shape, dtype=x.dtype)
     if cg % _FB == 0:
         n_tiles = groups * -(-(f // groups) // _PIX) * kh * kw * (cg // _FB)
-        n_chunks = min(n_tiles, 2 * numba.get_num_threads())
-        part = np.empty((n_tiles, _PIX, _FB), dtype=x.dtype)
+        n_chunks = _chunks(n_tiles)
+        part = np.zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
         _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part)
         return dweight
     dyh = np.zeros((n, groups, _blocks(f // groups), ho, wo, _FB), dtype=x.dtype)
     _to_channel_blocks(dy, dyh)
     n_tiles = groups * _blocks(f // groups) * -(-(cg * kh * kw) // _PIX)
-    # A few chunks per thread balance the load; results do not depend on it.
-    n_chunks = min(n_tiles, 2 * numba.get_num_threads())
-    part = np.empty((n_tiles, _PIX, _FB), dtype=x.dtype)
+    n_chunks = _chunks(n_tiles)
+    part = np.zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
     _conv2d_weight_tiles(dyh, xh, dweight, s, wo, n_chunks, part)
     return dweight
 
@@ -1171,8 +1165,7 @@ def _matmul(a, b, dtype):
         bp[:, :j] = b
     c = np.empty((a.shape[0], j), dtype=dtype)
     n_tiles = -(-a.shape[0] // _PIX) * (j_pad // _GEMM_COLS)
-    # A few chunks per thread balance the load; results do not depend on it.
-    n_chunks = min(n_tiles, 2 * numba.get_num_threads())
+    n_chunks = _chunks(n_tiles)
     part = np.empty((n_tiles if k > _GEMM_KC else 0, _PIX, _GEMM_COLS), dtype=dtype)
     # Re-read the smaller operand (see _gemm's notes).
     _gemm(a, bp.reshape(k, j_pad // _GEMM_COLS, _GEMM_COLS), c, bp.size > a.size, n_chunks,
