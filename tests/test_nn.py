@@ -422,6 +422,16 @@ def test_backward_without_input_grad(target, rng):
         np.testing.assert_array_equal(jitnet.to_numpy(a.grad), jitnet.to_numpy(b.grad))
 
 
+def test_sequential_without_parameters_or_children(target, rng):
+    dy = jitnet.asarray(rng.standard_normal((2, 3)))
+    empty = nn.Sequential()
+    np.testing.assert_array_equal(jitnet.to_numpy(empty.backward(dy)), jitnet.to_numpy(dy))
+    assert empty.backward(dy, input_grad=False) is None
+    relu = nn.Sequential(nn.ReLU())
+    relu(rng.standard_normal((2, 3)))
+    assert relu.backward(dy) is not None and relu.backward(dy, input_grad=False) is None
+
+
 def test_backward_without_input_grad_falls_back_for_custom_modules(target, rng):
     class Scale(nn.Module):  # a user's layer whose backward knows no input_grad
         def __init__(self):

@@ -307,16 +307,15 @@ class Sequential(Module):
         then skips its input gradient, as in PyTorch).
         """
         modules = self._run_order()
-        first = 0
-        if not input_grad:
-            first = next((i for i, m in enumerate(modules) if m.parameters()), len(modules))
-        for i in range(len(modules) - 1, first, -1):
-            dy = modules[i].backward(dy)
-        if first == len(modules):
-            return None
         if input_grad:
-            return modules[first].backward(dy)
-        backward_without_input_grad(modules[first], dy)
+            for m in reversed(modules):
+                dy = m.backward(dy)
+            return dy
+        first = next((i for i, m in enumerate(modules) if m.parameters()), None)
+        if first is not None:
+            for m in reversed(modules[first + 1 :]):
+                dy = m.backward(dy)
+            backward_without_input_grad(modules[first], dy)
         return None
 
     def __getitem__(self, i):
