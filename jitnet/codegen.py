@@ -12,8 +12,8 @@ no such preference and is unaffected.
 The setting is Numba's documented ``NUMBA_CPU_FEATURES``, so it applies to every
 function Numba compiles in the process, and it only changes vector widths: code
 compiled without fast-math computes the same bits. It is left alone when the
-user chose ``NUMBA_CPU_NAME`` or ``NUMBA_CPU_FEATURES``, when Numba had already
-compiled something before jitnet was imported, or with ``JITNET_PREFER_512_BIT=0``
+user chose ``NUMBA_CPU_NAME`` or ``NUMBA_CPU_FEATURES``, when Numba was already in
+use (a function decorated) before jitnet was imported, or with ``JITNET_PREFER_512_BIT=0``
 (:data:`jitnet.config.PREFER_512_BIT`). Numba's on-disk cache keys every entry by
 the features, so the two settings never share compiled code.
 """
@@ -47,7 +47,7 @@ def prefer_512_bit_vectors():
         status = "left to NUMBA_CPU_NAME / NUMBA_CPU_FEATURES"
         return False
     if _codegen_started():
-        status = "not applied: Numba compiled code before jitnet was imported"
+        status = "not applied: Numba was in use before jitnet was imported"
         return False
     import llvmlite.binding as llvm
 
