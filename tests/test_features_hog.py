@@ -134,6 +134,53 @@ def test_real_cifar_images(shared_cifar_root):
                                        rtol=0, atol=ATOL)
 
 
+def test_uint8_cifar_equals_skimage_bit_for_bit(shared_cifar_root):
+    # the uint8 kernel takes bins and magnitudes from NumPy's own arctan2 and hypot,
+    # votes in skimage's float32 order and sums blocks in NumPy's pairwise order:
+    # the features are skimage's rounded to float32, not merely close
+    x_train, _, x_test, _ = jitnet.data.load_cifar10(shared_cifar_root)
+    images = np.concatenate([x_test[:40], x_train[:40]])
+    for norm in NORMS:
+        got = hog(images, block_norm=norm, channel_axis=1)
+        expected = skimage_rows(images, 1, block_norm=norm, cells_per_block=(2, 2))
+        np.testing.assert_array_equal(got, expected.astype(np.float32), err_msg=norm)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 2), (2, 7), (3, 3), (7, 2)])
+@pytest.mark.parametrize("colour", [False, True], ids=["grey", "colour"])
+def test_uint8_tiny_images(rng, shape, colour):
+    # one- and two-pixel rows and columns: every pixel is a border pixel
+    images = random_images(rng, 2, shape, colour, np.uint8)
+    channel_axis = 1 if colour else None
+    kwargs = dict(orientations=5, pixels_per_cell=(1, 1), cells_per_block=(1, 1), block_norm="L1")
+    expected = skimage_rows(images, channel_axis, **kwargs)
+    for target in TARGETS:
+        with jitnet.use_target(target):
+            got = hog(images, channel_axis=channel_axis, **kwargs)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL, err_msg=target)
+
+
+def test_uint8_equals_float64_input(rng):
+    # the uint8 kernel (tables) and the general one (direction test) on the same values
+    images = random_images(rng, 5, (24, 40), True, np.uint8)
+    kwargs = dict(orientations=8, pixels_per_cell=(3, 5), cells_per_block=(2, 1))
+    np.testing.assert_allclose(hog(images, channel_axis=1, **kwargs),
+                               hog(images.astype(np.float64), channel_axis=1, **kwargs),
+                               rtol=0, atol=1e-6)
+
+
+def test_uint8_tables_are_numpys_bins_and_magnitudes():
+    bins, magnitudes = hog_module._uint8_tables(9)
+    g_row, g_col = np.meshgrid(np.arange(-255, 256.0), np.arange(-255, 256.0), indexing="ij")
+    index = ((g_row + 255) * 511 + g_col + 255).astype(np.int64)
+    angle = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+    expected = np.searchsorted(hog_module._bin_bounds(9)[1:], angle, side="right")
+    np.testing.assert_array_equal(bins[index], np.where(expected < 9, expected, -1))
+    # the table holds |g_row|, |g_col| only: hypot must not depend on the signs
+    folded = (np.abs(g_row) * 256 + np.abs(g_col)).astype(np.int64)
+    np.testing.assert_array_equal(magnitudes[folded], np.hypot(g_col, g_row))
+
+
 def test_hog_image_matches_skimage_visualisation(rng):
     image = random_images(rng, 1, (32, 24), True, np.uint8)[0]
     picture = hog_image(image, pixels_per_cell=8, channel_axis=0)

@@ -18,12 +18,18 @@ Each image goes through scikit-image's four stages, reproduced to the rounding:
    in float64; features ordered ``(block_row, block_col, cell_row, cell_col,
    orientation)``.
 
-The cpu kernel runs one ``prange`` iteration per image; the numpy target runs
-the same computation vectorised over the whole batch (the reference).
+The cpu target has two kernels, both parallel over the batch; the numpy target
+runs the same computation vectorised over the whole batch (the reference).
 
-How the cpu kernel stays equal to skimage without calling arctan2 per pixel:
-the bin of a gradient is decided by its sign against each bin edge's direction
-(``g_row cos(edge) - g_col sin(edge)``), which is exact away from the edges.
+uint8 images (CIFAR, photographs) take the fast kernel: their differences are
+integers in [-255, 255], so skimage's bin and magnitude of every possible
+gradient come from NumPy once, into tables (:func:`_uint8_tables`), and the
+kernel only computes integer gradients (exactly, in float32 vectors) and looks
+them up. Its features are skimage's rounded to float32, bit for bit.
+
+How the kernel for float images stays equal to skimage without calling arctan2
+per pixel: the bin of a gradient is decided by its sign against each bin edge's
+direction (``g_row cos(edge) - g_col sin(edge)``), which is exact away from the edges.
 Directions every arctan2 gets exactly (along the axes and diagonals) take
 their bin from a table computed with NumPy; an image with any other direction
 within ``_AMBIGUOUS_SINE`` of an edge (where NumPy's SIMD arctan2 may round it
@@ -31,8 +37,10 @@ into the neighbouring bin) is recomputed on the NumPy path. On real images this
 practically never happens (0 of 1000 CIFAR images).
 """
 
+import functools
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -166,45 +174,94 @@ def n_hog_features(image_shape, orientations=9, pixels_per_cell=(8, 8), cells_pe
 
 # ---------------------------------------------------------------- cpu kernel
 @njit(cache=True)
-def _normalize_blocks(hist, n, b_row, b_col, norm_code, out):
-    """Normalise every block of image ``n``'s cell histograms into ``out[n]`` (float64 math)."""
-    n_cells_row, n_cells_col, n_orient = hist.shape[1], hist.shape[2], hist.shape[3]
-    block_size = b_row * b_col * n_orient
-    n_blocks_col = n_cells_col - b_col + 1
+def _term(a, i, squares):
+    return a[i] * a[i] if squares else abs(a[i])
+
+
+@njit(cache=True)
+def _pairwise_sum(a, n, squares):
+    """Sum of ``a[:n] ** 2`` (or of ``|a[:n]|``) in the order of NumPy's pairwise sum.
+
+    That is how skimage's ``np.sum(block ** 2)`` adds a contiguous block of up to
+    128 values: eight running sums over strides of 8, added as a tree, then the
+    rest one by one (below 8 values, one by one). The eight sums are also eight
+    independent chains, where one running sum would wait on every add.
+    """
+    if n < 8:
+        total = 0.0
+        for i in range(n):
+            total += _term(a, i, squares)
+        return total
+    r0, r1, r2, r3 = _term(a, 0, squares), _term(a, 1, squares), _term(a, 2, squares), \
+        _term(a, 3, squares)
+    r4, r5, r6, r7 = _term(a, 4, squares), _term(a, 5, squares), _term(a, 6, squares), \
+        _term(a, 7, squares)
+    end = n - n % 8
+    for i in range(8, end, 8):
+        r0 += _term(a, i, squares)
+        r1 += _term(a, i + 1, squares)
+        r2 += _term(a, i + 2, squares)
+        r3 += _term(a, i + 3, squares)
+        r4 += _term(a, i + 4, squares)
+        r5 += _term(a, i + 5, squares)
+        r6 += _term(a, i + 6, squares)
+        r7 += _term(a, i + 7, squares)
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    for i in range(end, n):
+        total += _term(a, i, squares)
+    return total
+
+
+# error_model="numpy": no zero-division check (the denominators hold eps), so the
+# division loops vectorise
+@njit(cache=True, error_model="numpy")
+def _normalize_blocks(cells, n, b_row, b_col, n_orient, norm_code, block, out):
+    """Normalise every block of image ``n``'s cell histograms into ``out[n]`` (float64 math).
+
+    Parameters
+    ----------
+    cells : (N, n_cells_row, n_cells_col * n_orient) float32
+        The cell histograms, each row of cells flat.
+    n, b_row, b_col, n_orient, norm_code : int
+    block : (b_row * b_col * n_orient,) float64
+        Workspace: one block in feature order (then, for L2-Hys, clipped).
+    out : (N, F) float32
+        Row ``n`` overwritten.
+
+    Notes
+    -----
+    A block's row ``i`` is the contiguous run ``cells[n, block_r + i, block_c *
+    n_orient:(block_c + b_col) * n_orient]``, already in feature order. The steps
+    are skimage's ``_hog_normalize_block``, in its order: sums as NumPy adds a
+    contiguous array (:func:`_pairwise_sum`), then divisions (which vectorise).
+    """
+    n_cells_row, row_len = cells.shape[1], cells.shape[2]
+    n_blocks_col = row_len // n_orient - b_col + 1
+    run = b_col * n_orient
+    block_size = b_row * run
+    squares = norm_code >= 2
     for block_r in range(n_cells_row - b_row + 1):
         for block_c in range(n_blocks_col):
             base = (block_r * n_blocks_col + block_c) * block_size
-            total = 0.0
+            first = block_c * n_orient
             for i in range(b_row):
-                for j in range(b_col):
-                    for o in range(n_orient):
-                        v = np.float64(hist[n, block_r + i, block_c + j, o])
-                        total += abs(v) if norm_code <= 1 else v * v
-            if norm_code <= 1:
-                denom = total + _EPS
-            else:
-                denom = math.sqrt(total + _EPS * _EPS)
+                seg = cells[n, block_r + i, first:first + run]
+                for t in range(run):
+                    block[i * run + t] = seg[t]
+            total = _pairwise_sum(block, block_size, squares)
+            denom = math.sqrt(total + _EPS * _EPS) if squares else total + _EPS
+            dst = out[n, base:base + block_size]
+            if norm_code != 3:
+                for t in range(block_size):
+                    v = block[t] / denom
+                    dst[t] = math.sqrt(v) if norm_code == 1 else v
+                continue
             # L2-Hys: clip the L2-normalised block, then renormalise it
-            clipped = 0.0
-            if norm_code == 3:
-                for i in range(b_row):
-                    for j in range(b_col):
-                        for o in range(n_orient):
-                            v = min(np.float64(hist[n, block_r + i, block_c + j, o]) / denom,
-                                    _HYS_CLIP)
-                            clipped += v * v
-                clipped = math.sqrt(clipped + _EPS * _EPS)
-            k = base
-            for i in range(b_row):
-                for j in range(b_col):
-                    for o in range(n_orient):
-                        v = np.float64(hist[n, block_r + i, block_c + j, o]) / denom
-                        if norm_code == 1:
-                            v = math.sqrt(v)
-                        elif norm_code == 3:
-                            v = min(v, _HYS_CLIP) / clipped
-                        out[n, k] = v
-                        k += 1
+            for t in range(block_size):
+                block[t] = min(block[t] / denom, _HYS_CLIP)
+            clipped = math.sqrt(_pairwise_sum(block, block_size, True) + _EPS * _EPS)
+            for t in range(block_size):
+                dst[t] = block[t] / clipped
 
 
 @njit(cache=True)
@@ -403,7 +460,7 @@ def _row_directions(g_row, g_col, cols, edge_cos, edge_sin, square, careful, spe
 
 @njit(parallel=True, cache=True)
 def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c_row, c_col,
-             b_row, b_col, norm_code, scratch, hist, out, ambiguous):
+             b_row, b_col, norm_code, scratch, hist, cells, blocks, out, ambiguous):
     """HoG of a batch: cell histograms into ``hist``, normalised blocks into ``out``.
 
     Parameters
@@ -428,6 +485,10 @@ def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c
         Workspace: one row of gradients, magnitudes, flags, bins, margins, codes.
     hist : (N, n_cells_row, n_cells_col, orientations) float32
         Workspace, overwritten with the unnormalised cell histograms (mean votes).
+    cells : (N, n_cells_row, n_cells_col * orientations) float32
+        The same memory as ``hist``, each row of cells flat.
+    blocks : (N, b_row * b_col * orientations) float64
+        Workspace for :func:`_normalize_blocks`.
     out : (N, F) float32
         The features, overwritten.
     ambiguous : (N,) int64
@@ -446,7 +507,7 @@ def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c
     n_cells_row, n_cells_col, n_orient = hist.shape[1], hist.shape[2], hist.shape[3]
     cols = n_cells_col * c_col
     area = np.float32(c_row * c_col)
-    # no race: iteration n writes only scratch[n], hist[n], out[n] and ambiguous[n]
+    # no race: iteration n writes only scratch[n], hist[n], blocks[n], out[n], ambiguous[n]
     for n in prange(n_images):
         hist[n] = 0.0
         ambiguous[n] = 0
@@ -489,8 +550,188 @@ def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c
                 for o in range(n_orient):
                     # the mean vote, divided in float32 as skimage's ``total / (rows * cols)``
                     hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] / area
-        _normalize_blocks(hist, n, b_row, b_col, norm_code, out)
+        _normalize_blocks(cells, n, b_row, b_col, n_orient, norm_code, blocks[n], out)
 
+
+# ---------------------------------------------------------------- cpu kernel, uint8 images
+# A uint8 image's centred differences are integers in [-255, 255], so every gradient
+# it can have is one of 511 x 511: skimage's bin and magnitude of each come from
+# NumPy once, into tables, and the kernel looks them up (no arctan2, no edge cases).
+_U8_SPAN = 511
+
+
+@functools.lru_cache(maxsize=8)
+def _uint8_tables(orientations):
+    """skimage's bin and magnitude of every integer gradient of a uint8 image.
+
+    Returns
+    -------
+    bins : (511 * 511,) int8
+        ``bins[(g_row + 255) * 511 + g_col + 255]``: the bin, ``-1`` for none
+        (an angle that rounds to 180 degrees).
+    magnitudes : (256 * 256,) float64
+        ``magnitudes[|g_row| * 256 + |g_col|]``: ``hypot(g_col, g_row)``.
+
+    Both are computed on contiguous float64 planes with the calls skimage makes
+    (``np.rad2deg(np.arctan2(g_row, g_col)) % 180``, ``np.hypot``), so they
+    round as skimage's do on this machine.
+    """
+    values = np.arange(-255, 256, dtype=np.float64)
+    g_row, g_col = np.meshgrid(values, values, indexing="ij")
+    angle = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+    bounds = _bin_bounds(orientations)
+    bins = np.searchsorted(bounds[1:], angle, side="right")
+    bins = np.where(bins < orientations, bins, -1).astype(np.int8)
+    magnitude = np.hypot(g_col, g_row)[255:, 255:]  # hypot ignores signs
+    return bins.ravel(), np.ascontiguousarray(magnitude).ravel()
+
+
+@njit(cache=True)
+def _merge_channel(first, rows, up, down, cols, right, left, mask, start, n, g_row, g_col,
+                   square):
+    """One channel's gradients at pixels ``start .. start + n - 1`` merged into the buffers.
+
+    Pixel ``start + k`` has the gradient ``(rows[up + k] - rows[down + k],
+    (cols[right + k] - cols[left + k]) * mask[start + k])``; ``g_row``, ``g_col``
+    and ``square`` (float32) keep it and its squared magnitude if this is the
+    first channel or a strictly stronger one. Unsigned offsets (no
+    negative-index fix-up) and no branches: the loop vectorises.
+    """
+    up, down = np.uint64(up), np.uint64(down)
+    right, left = np.uint64(right), np.uint64(left)
+    start = np.uint64(start)
+    for k in range(n):
+        u = np.uint64(k)
+        i = start + u
+        gr = np.float32(rows[up + u]) - np.float32(rows[down + u])
+        gc = (np.float32(cols[right + u]) - np.float32(cols[left + u])) * mask[i]
+        sq = gr * gr + gc * gc
+        take = first | (sq > square[i])
+        g_row[i] = gr if take else g_row[i]
+        g_col[i] = gc if take else g_col[i]
+        square[i] = sq if take else square[i]
+
+
+@njit(cache=True)
+def _uint8_gradients(image, width, mask, edge, g_row, g_col, square):
+    """Strongest-channel gradients of one uint8 image, into flat float32 buffers.
+
+    Parameters
+    ----------
+    image : (C, H * W) uint8
+        The image's channels as flat rows of ``width`` pixels.
+    width : int
+    mask : (H * W,) float32
+        1 at interior columns, 0 at columns 0 and W - 1 (no column gradient there).
+    edge : (W + 2,) uint8
+        Workspace: a border row with a pixel either side.
+    g_row, g_col, square : (H * W,) float32
+        Overwritten: the gradient of the channel with the largest ``g_row**2 +
+        g_col**2`` (the first on ties) and that square.
+
+    Notes
+    -----
+    The gradients are integers in [-255, 255] and their squares below 2**24, so
+    float32 holds them exactly (16 lanes a vector, where Numba's integer
+    arithmetic would widen to int64); squares of integers order exactly as
+    skimage's ``hypot`` does, so the channel choice is exact.
+
+    The interior rows are one flat loop: ``i +- 1`` crosses a row end only at
+    the border columns, where ``mask`` zeroes the difference. The first and last
+    rows take the row itself as both neighbour rows (a row gradient of zero),
+    and their column neighbours from ``edge``, whose end pixels ``mask`` zeroes.
+    """
+    n_channels, size = image.shape
+    height = size // width
+    for ch in range(n_channels):
+        plane = image[ch]
+        first = ch == 0
+        if height > 2:
+            _merge_channel(first, plane, 2 * width, 0, plane, width + 1, width - 1, mask,
+                           width, size - 2 * width, g_row, g_col, square)
+        for r in range(0, height, max(height - 1, 1)):  # the border rows, once if one row
+            start = r * width
+            for x in range(width):
+                edge[1 + x] = plane[start + x]
+            _merge_channel(first, plane, start, start, edge, 2, 0, mask, start, width, g_row,
+                           g_col, square)
+
+
+@njit(parallel=True, cache=True)
+def _hog_uint8_cpu(images, width, bins, magnitudes, mask, c_row, c_col, b_row, b_col,
+                   norm_code, edges, scratch, where, blocks, hist, cells, out):
+    """HoG of a uint8 batch: cell histograms into ``hist``, normalised blocks into ``out``.
+
+    Parameters
+    ----------
+    images : (N, C, H * W) uint8, C-contiguous
+        The batch with each channel flattened.
+    width : int
+        ``W``.
+    bins, magnitudes : the tables of :func:`_uint8_tables`
+    mask : (H * W,) float32
+        See :func:`_uint8_gradients`.
+    c_row, c_col, b_row, b_col, norm_code : int
+        As for :func:`_hog_cpu`.
+    edges : (n_chunks, W + 2) uint8
+        Per-chunk workspace for :func:`_uint8_gradients`.
+    scratch : (n_chunks, 3, H * W) float32
+        Per-chunk workspace for the gradients.
+    where : (n_chunks, 2, H * W) int32
+        Per-chunk workspace for each pixel's positions in ``bins`` and ``magnitudes``.
+    blocks : (n_chunks, b_row * b_col * orientations) float64
+        Per-chunk workspace for :func:`_normalize_blocks`.
+    hist : (N, n_cells_row, n_cells_col, orientations) float32
+        Overwritten with the cell histograms (mean votes).
+    cells : (N, n_cells_row, n_cells_col * orientations) float32
+        The same memory as ``hist``, each row of cells flat.
+    out : (N, F) float32
+        The features, overwritten.
+
+    Notes
+    -----
+    Each pixel votes ``magnitudes[...]`` (float64) into its cell's float32 sum,
+    in skimage's order within a cell (row-major). The votes visit every cell in
+    turn (pixel ``(r, j)`` of each cell, then the next pixel), so that
+    consecutive votes go to different sums and need not wait on each other; the
+    order within each cell is unchanged.
+    """
+    n_images, size = images.shape[0], images.shape[2]
+    n_cells_row, n_cells_col, n_orient = hist.shape[1], hist.shape[2], hist.shape[3]
+    n_chunks = scratch.shape[0]
+    area = np.float32(c_row * c_col)
+    offset, span, side = np.float32(255), np.float32(_U8_SPAN), np.float32(256)
+    per_chunk = (n_images + n_chunks - 1) // n_chunks
+    # no race: chunk k writes only edges[k], scratch[k], where[k], blocks[k] and its images' rows
+    for chunk in prange(n_chunks):
+        g_row, g_col, square = scratch[chunk, 0], scratch[chunk, 1], scratch[chunk, 2]
+        at_bin, at_magnitude = where[chunk, 0], where[chunk, 1]
+        for n in range(chunk * per_chunk, min(n_images, (chunk + 1) * per_chunk)):
+            _uint8_gradients(images[n], width, mask, edges[chunk], g_row, g_col, square)
+            for i in range(size):  # exact in float32: the integers stay below 2**24
+                gr = g_row[i]
+                gc = g_col[i]
+                at_bin[i] = np.int32((gr + offset) * span + (gc + offset))
+                at_magnitude[i] = np.int32(abs(gr) * side + abs(gc))
+            hist[n] = 0.0
+            for r in range(c_row):
+                for j in range(c_col):
+                    for cell_r in range(n_cells_row):
+                        cell_row = hist[n, cell_r]
+                        row = np.uint64((cell_r * c_row + r) * width + j)
+                        for cell_c in range(n_cells_col):
+                            i = row + np.uint64(cell_c * c_col)
+                            b = bins[np.uint32(at_bin[i])]
+                            if b >= 0:
+                                # float32 accumulation, as skimage's C ``float total``
+                                o = np.uint32(b)
+                                magnitude = magnitudes[np.uint32(at_magnitude[i])]
+                                cell_row[cell_c, o] = cell_row[cell_c, o] + magnitude
+            for cell_r in range(n_cells_row):
+                for cell_c in range(n_cells_col):
+                    for o in range(n_orient):
+                        hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] / area
+            _normalize_blocks(cells, n, b_row, b_col, n_orient, norm_code, blocks[chunk], out)
 
 # ---------------------------------------------------------------- numpy reference
 def _gradients_numpy(batch):
@@ -565,8 +806,23 @@ def _cell_histograms_and_features(batch, orientations, cells, blocks, code, n_ce
         return hist, _normalize_blocks_numpy(hist, b_row, b_col, BLOCK_NORMS[code])
     n_images = batch.shape[0]
     hist = np.empty((n_images, *n_cells, orientations), dtype=np.float32)
+    cell_rows = hist.reshape(n_images, n_cells[0], n_cells[1] * orientations)
     n_features = n_hog_features(batch.shape, orientations, cells, blocks)
     out = np.empty((n_images, n_features), dtype=np.float32)
+    if batch.dtype == np.uint8:
+        height, width = batch.shape[2:]
+        mask = np.ones((height, width), dtype=np.float32)
+        mask[:, [0, -1]] = 0.0
+        n_chunks = min(n_images, 2 * numba.get_num_threads())
+        edges = np.zeros((n_chunks, width + 2), dtype=np.uint8)
+        scratch = np.empty((n_chunks, 3, height * width), dtype=np.float32)
+        where = np.empty((n_chunks, 2, height * width), dtype=np.int32)
+        bins, magnitudes = _uint8_tables(orientations)
+        flat = np.ascontiguousarray(batch).reshape(n_images, batch.shape[1], height * width)
+        blocks = np.empty((n_chunks, b_row * b_col * orientations))
+        _hog_uint8_cpu(flat, width, bins, magnitudes, mask.ravel(), c_row, c_col, b_row, b_col,
+                       code, edges, scratch, where, blocks, hist, cell_rows, out)
+        return hist, out
     ambiguous = np.empty(n_images, dtype=np.int64)
     work = _work_dtype(batch.dtype)
     # hypot in float32 can tie where float64 squares do not; in float64 it cannot
@@ -576,7 +832,7 @@ def _cell_histograms_and_features(batch, orientations, cells, blocks, code, n_ce
     scratch = np.empty((n_images, 7, batch.shape[3]))
     _hog_cpu(np.ascontiguousarray(batch), work.type(0), near_tie, bounds, np.cos(edges),
              np.sin(edges), _special_bins(bounds), c_row, c_col, b_row, b_col, code, scratch,
-             hist, out, ambiguous)
+             hist, cell_rows, np.empty((n_images, b_row * b_col * orientations)), out, ambiguous)
     redo = np.flatnonzero(ambiguous)
     if redo.size:
         # rare: an angle within an ulp-sized distance of a bin edge (see _AMBIGUOUS_DEGREES)
