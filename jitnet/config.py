@@ -33,3 +33,12 @@ DTYPE = "float32"
 #: Most blocks of a 1-D grid-stride CUDA launch (and of one-block-per-output
 #: reductions); larger arrays make each thread loop. Tests patch it tiny.
 CUDA_MAX_BLOCKS = 4096
+
+#: Arrays of at least this many bytes come from the cpu target's array pool
+#: (:mod:`jitnet.kernels.pool`): reused across calls once released, where a
+#: fresh allocation would page-fault on first touch.
+ARRAY_POOL_MIN_BYTES = 1 << 18
+
+#: Most bytes the cpu target's array pool keeps (idle arrays of the least recently
+#: used shapes go first). 0 turns the pool off.
+ARRAY_POOL_MAX_BYTES = 1 << 30

@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
+from .pool import ArrayPool
 
 _JIT = dict(parallel=True, cache=True, fastmath=config.FASTMATH)
 # Exact kernels (losses, dropout masks, optimizer steps) keep IEEE semantics so
@@ -62,6 +63,21 @@ def to_numpy(a):
 def empty(shape, dtype):
     """Uninitialised host array of ``shape`` and ``dtype``."""
     return np.empty(shape, dtype=dtype)
+
+
+# The wrappers take their arrays from a pool that hands a large array out again once
+# released: fresh memory would page-fault on first touch at every training step.
+_POOL = ArrayPool(np.empty)
+
+
+def _empty(shape, dtype=np.float64):
+    """``np.empty``, from the pool when large."""
+    return _POOL.empty((shape,) if isinstance(shape, (int, np.integer)) else shape, dtype)
+
+
+def _zeros(shape, dtype=np.float64):
+    """``np.zeros``, from the pool when large."""
+    return _POOL.zeros((shape,) if isinstance(shape, (int, np.integer)) else shape, dtype)
 
 
 def zeros(shape, dtype):
@@ -268,14 +284,14 @@ def _chunks(n_tiles):
 def _conv_channel_last(x, groups, top, left, hp, wp, sh=1, sw=1):
     """``x`` (N, C, H, W) as zero-padded (optionally dilated) channel-last ``xh``."""
     n, c = x.shape[0], x.shape[1]
-    xh = np.zeros((n, groups, hp, wp * (c // groups)), dtype=x.dtype)
+    xh = _zeros((n, groups, hp, wp * (c // groups)), dtype=x.dtype)
     _to_padded_nhwc(x, xh, top, left, sh, sw)
     return xh
 
 
 def _conv_forward_core(xh, weight, bias, y, stride, groups, flip=False):
     f, cg, kh, _ = weight.shape
-    wpk = np.empty((groups, _blocks(f // groups), kh, weight.shape[3] * cg, _FB), dtype=y.dtype)
+    wpk = _empty((groups, _blocks(f // groups), kh, weight.shape[3] * cg, _FB), dtype=y.dtype)
     _pack_weight(weight, wpk, flip)
     _conv2d_tiles(xh, wpk, bias, y, stride, cg)
 
@@ -313,12 +329,12 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     f, _, kh, kw = weight.shape
     ho = _conv_out_size(h, kh, s, p)
     wo = _conv_out_size(w, kw, s, p)
-    b = np.zeros(f, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    b = _zeros(f, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     weight = np.ascontiguousarray(weight, dtype=dtype)
     if s == 1 and _rows_pay(f // groups, wo):
         return _conv_rows(x, weight, b, (n, f, ho, wo), p, p, groups)
     xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
-    y = np.empty((n, f, ho, wo), dtype=dtype)
+    y = _empty((n, f, ho, wo), dtype=dtype)
     _conv_forward_core(xh, weight, b, y, s, groups)
     return y
 
@@ -672,7 +688,7 @@ def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
     weight = np.ascontiguousarray(weight, dtype=x.dtype)
     dx = _conv_input_grad(dy, weight, x.shape, s, p, groups) if input_grad else None
     dweight = _conv_weight_grad(dy, x, weight.shape, s, p, groups)
-    dbias = np.empty(dy.shape[1], dtype=x.dtype)
+    dbias = _empty(dy.shape[1], dtype=x.dtype)
     _conv_bias_grad(dy, dbias)
     return dx, dweight, dbias
 
@@ -778,7 +794,7 @@ def _pack_rows_weight(weight, groups, flip):
     fg = f // groups
     n_fb = -(-fg // _ROWS_OUT)
     w = weight[:, :, ::-1, ::-1] if flip else weight
-    w8 = np.zeros((groups, n_fb * _ROWS_OUT, cg, kh, kw), dtype=weight.dtype)
+    w8 = _zeros((groups, n_fb * _ROWS_OUT, cg, kh, kw), dtype=weight.dtype)
     w8[:, :fg] = w.reshape(groups, fg, cg, kh, kw)
     w8 = w8.reshape(groups, n_fb, _ROWS_OUT, cg * kh * kw).transpose(0, 1, 3, 2)
     return np.ascontiguousarray(w8)
@@ -808,13 +824,13 @@ def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False):
     kh, kw = weight.shape[2], weight.shape[3]
     wv = -(-wo // _LANES) * _LANES
     hp, wp = ho + kh - 1, wv + kw - 1
-    xp = np.empty((n, c, hp, wp), dtype=x.dtype)
+    xp = _empty((n, c, hp, wp), dtype=x.dtype)
     _pad_planes(x, xp, top, left)
     # Flat offset of tap (c, kh, kw) of group g from a tile's corner, in weight order.
     cg = weight.shape[1]
     tap = np.arange(cg)[:, None, None] * (hp * wp) + np.arange(kh)[:, None] * wp + np.arange(kw)
     taps = (np.arange(groups)[:, None] * (cg * hp * wp) + tap.ravel()).astype(np.uint64)
-    y = np.empty(out_shape, dtype=x.dtype)
+    y = _empty(out_shape, dtype=x.dtype)
     _conv2d_rows(xp.reshape(-1), np.array(xp.shape, dtype=np.int64),
                  _pack_rows_weight(weight, groups, flip), taps, bias, y)
     return y
@@ -845,11 +861,11 @@ def _conv_input_grad(dy, weight, x_shape, s, p, groups):
     wt = np.ascontiguousarray(
         weight.reshape(groups, fg, cg, kh, kw).transpose(0, 2, 1, 3, 4).reshape(c, fg, kh, kw)
     )
-    bias = np.zeros(c, dtype=dtype)
+    bias = _zeros(c, dtype=dtype)
     if s == 1 and _rows_pay(cg, w):
         return _conv_rows(dy, wt, bias, x_shape, kh - 1 - p, kw - 1 - p, groups, flip=True)
     dyd = _conv_channel_last(dy, groups, kh - 1 - p, kw - 1 - p, h + kh - 1, w + kw - 1, s, s)
-    dx = np.empty((n, c, h, w), dtype=dtype)
+    dx = _empty((n, c, h, w), dtype=dtype)
     _conv_forward_core(dyd, wt, bias, dx, 1, groups, flip=True)
     return dx
 
@@ -863,15 +879,15 @@ def _conv_weight_grad_rows(dy, x, weight_shape, p, groups):
     if wv == wo:
         dyp = dy
     else:  # whole vectors: zero columns past the row's end
-        dyp = np.empty((n, f, ho, wv), dtype=dy.dtype)
+        dyp = _empty((n, f, ho, wv), dtype=dy.dtype)
         _pad_planes(dy, dyp, 0, 0)
-    xp = np.empty((n, c, ho + kh - 1, wv + kw - 1), dtype=x.dtype)
+    xp = _empty((n, c, ho + kh - 1, wv + kw - 1), dtype=x.dtype)
     _pad_planes(x, xp, p, p)
     fg = f // groups
     n_tiles = groups * -(-fg // _WROWS_OUT) * -(-(cg * kh * kw) // _WROWS_TAPS)
     n_chunks = _chunks(n_tiles)
-    part = np.zeros((n_tiles, _WROWS_OUT, _WROWS_TAPS, _LANES), dtype=x.dtype)
-    dweight = np.empty(weight_shape, dtype=x.dtype)
+    part = _zeros((n_tiles, _WROWS_OUT, _WROWS_TAPS, _LANES), dtype=x.dtype)
+    dweight = _empty(weight_shape, dtype=x.dtype)
     _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part)
     return dweight
 
@@ -892,18 +908,18 @@ def _conv_weight_grad(dy, x, weight_shape, s, p, groups):
     n, _, h, w = x.shape
     ho, wo = dy.shape[2], dy.shape[3]
     xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
-    dweight = np.empty(weight_shape, dtype=x.dtype)
+    dweight = _empty(weight_shape, dtype=x.dtype)
     if cg % _FB == 0:
         n_tiles = groups * -(-(f // groups) // _PIX) * kh * kw * (cg // _FB)
         n_chunks = _chunks(n_tiles)
-        part = np.zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
+        part = _zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
         _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part)
         return dweight
-    dyh = np.zeros((n, groups, _blocks(f // groups), ho, wo, _FB), dtype=x.dtype)
+    dyh = _zeros((n, groups, _blocks(f // groups), ho, wo, _FB), dtype=x.dtype)
     _to_channel_blocks(dy, dyh)
     n_tiles = groups * _blocks(f // groups) * -(-(cg * kh * kw) // _PIX)
     n_chunks = _chunks(n_tiles)
-    part = np.zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
+    part = _zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
     _conv2d_weight_tiles(dyh, xh, dweight, s, wo, n_chunks, part)
     return dweight
 
@@ -1009,8 +1025,8 @@ def maxpool2d_forward(x, kernel_size, stride):
     n, c, h, w = x.shape
     ho = (h - kh) // sh + 1
     wo = (w - kw) // sw + 1
-    y = np.empty((n, c, ho, wo), dtype=x.dtype)
-    argmax = np.empty((n, c, ho, wo), dtype=np.int32)
+    y = _empty((n, c, ho, wo), dtype=x.dtype)
+    argmax = _empty((n, c, ho, wo), dtype=np.int32)
     if kh == kw == sh == sw == 2:
         _maxpool2x2_forward(x, y, argmax)  # the reference net's pooling
     else:
@@ -1049,7 +1065,7 @@ def maxpool2d_backward(dy, argmax, x_shape):
     """
     dy = np.ascontiguousarray(dy)
     n, c, h, w = (int(s) for s in x_shape)
-    dx = np.empty((n, c, h, w), dtype=dy.dtype)
+    dx = _empty((n, c, h, w), dtype=dy.dtype)
     argmax = np.ascontiguousarray(argmax, dtype=np.int32)
     # Flat planes: the argmax indexes them directly (a row / column split of it
     # cost an integer division per element, 0.88 -> 0.26 ms for the first pooling).
@@ -1159,12 +1175,12 @@ def _matmul(a, b, dtype):
     if j_pad == j and b.flags.c_contiguous and b.dtype == dtype:
         bp = b
     else:
-        bp = np.zeros((k, j_pad), dtype=dtype)
+        bp = _zeros((k, j_pad), dtype=dtype)
         bp[:, :j] = b
-    c = np.empty((a.shape[0], j), dtype=dtype)
+    c = _empty((a.shape[0], j), dtype=dtype)
     n_tiles = -(-a.shape[0] // _PIX) * (j_pad // _GEMM_COLS)
     n_chunks = _chunks(n_tiles)
-    part = np.empty((n_tiles if k > _GEMM_KC else 0, _PIX, _GEMM_COLS), dtype=dtype)
+    part = _empty((n_tiles if k > _GEMM_KC else 0, _PIX, _GEMM_COLS), dtype=dtype)
     # Re-read the smaller operand (see _gemm's notes).
     _gemm(a, bp.reshape(k, j_pad // _GEMM_COLS, _GEMM_COLS), c, bp.size > a.size, n_chunks,
           part)
@@ -1200,9 +1216,9 @@ def linear_forward(x, weight, bias):
     x = np.ascontiguousarray(x)
     dtype = x.dtype
     m = weight.shape[0]
-    b = np.zeros(m, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    b = _zeros(m, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     yt = _matmul(weight, x.T, dtype)
-    y = np.empty((x.shape[0], m), dtype=dtype)
+    y = _empty((x.shape[0], m), dtype=dtype)
     _transpose_add_bias(yt, b, y)
     return y
 
@@ -1239,7 +1255,7 @@ def linear_backward(dy, x, weight, input_grad=True):
     dy = np.ascontiguousarray(dy, dtype=dtype)
     dx = _matmul(dy, weight, dtype) if input_grad else None
     dweight = _matmul(dy.T, x, dtype)
-    dbias = np.empty(weight.shape[0], dtype=dtype)
+    dbias = _empty(weight.shape[0], dtype=dtype)
     _column_sums(dy, dbias)
     return dx, dweight, dbias
 
@@ -1279,8 +1295,8 @@ def maxout_forward(x, weight, bias, pieces):
     pieces = int(pieces)
     z = linear_forward(x, weight, bias)
     m = z.shape[1] // pieces
-    y = np.empty((z.shape[0], m), dtype=z.dtype)
-    argmax = np.empty((z.shape[0], m), dtype=np.int32)
+    y = _empty((z.shape[0], m), dtype=z.dtype)
+    argmax = _empty((z.shape[0], m), dtype=np.int32)
     _maxout_select(z, y, argmax, pieces)
     return y, argmax
 
@@ -1314,7 +1330,7 @@ def maxout_backward(dy, x, weight, argmax, pieces):
     """
     pieces = int(pieces)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
-    dz = np.empty((dy.shape[0], dy.shape[1] * pieces), dtype=dy.dtype)
+    dz = _empty((dy.shape[0], dy.shape[1] * pieces), dtype=dy.dtype)
     _maxout_scatter(dy, np.ascontiguousarray(argmax, dtype=np.int32), dz, pieces)
     return linear_backward(dz, x, weight)
 
@@ -1405,70 +1421,70 @@ def _elu_backward(dy, x, y, alpha, dx):
 
 def relu_forward(x):
     """``max(x, 0)`` element-wise; NaN stays NaN. Any shape, x's dtype."""
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = _empty(x.shape, dtype=x.dtype)
     _relu_forward(_flat(x), y.reshape(-1))
     return y
 
 
 def relu_backward(dy, y):
     """``dy`` where the forward output ``y > 0``, else 0. Any shape, dy's dtype."""
-    dx = np.empty(dy.shape, dtype=dy.dtype)
+    dx = _empty(dy.shape, dtype=dy.dtype)
     _relu_backward(_flat(dy), _flat(y), dx.reshape(-1))
     return dx
 
 
 def leaky_relu_forward(x, negative_slope):
     """``x`` where ``x > 0``, else ``negative_slope * x``. Any shape, x's dtype."""
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = _empty(x.shape, dtype=x.dtype)
     _leaky_relu_forward(_flat(x), float(negative_slope), y.reshape(-1))
     return y
 
 
 def leaky_relu_backward(dy, x, negative_slope):
     """``dy`` where the forward input ``x > 0``, else ``negative_slope * dy``."""
-    dx = np.empty(dy.shape, dtype=dy.dtype)
+    dx = _empty(dy.shape, dtype=dy.dtype)
     _leaky_relu_backward(_flat(dy), _flat(x), float(negative_slope), dx.reshape(-1))
     return dx
 
 
 def sigmoid_forward(x):
     """Logistic sigmoid, without overflow for large ``|x|``. Any shape, x's dtype."""
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = _empty(x.shape, dtype=x.dtype)
     _sigmoid_forward(_flat(x), y.reshape(-1))
     return y
 
 
 def sigmoid_backward(dy, y):
     """``dy * y * (1 - y)`` with ``y`` the forward output."""
-    dx = np.empty(dy.shape, dtype=dy.dtype)
+    dx = _empty(dy.shape, dtype=dy.dtype)
     _sigmoid_backward(_flat(dy), _flat(y), dx.reshape(-1))
     return dx
 
 
 def tanh_forward(x):
     """Hyperbolic tangent. Any shape, x's dtype."""
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = _empty(x.shape, dtype=x.dtype)
     _tanh_forward(_flat(x), y.reshape(-1))
     return y
 
 
 def tanh_backward(dy, y):
     """``dy * (1 - y**2)`` with ``y`` the forward output."""
-    dx = np.empty(dy.shape, dtype=dy.dtype)
+    dx = _empty(dy.shape, dtype=dy.dtype)
     _tanh_backward(_flat(dy), _flat(y), dx.reshape(-1))
     return dx
 
 
 def elu_forward(x, alpha):
     """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``. Any shape, x's dtype."""
-    y = np.empty(x.shape, dtype=x.dtype)
+    y = _empty(x.shape, dtype=x.dtype)
     _elu_forward(_flat(x), float(alpha), y.reshape(-1))
     return y
 
 
 def elu_backward(dy, x, y, alpha):
     """``dy`` where ``x > 0``, else ``dy * (y + alpha)`` (``= dy * alpha * exp(x)``)."""
-    dx = np.empty(dy.shape, dtype=dy.dtype)
+    dx = _empty(dy.shape, dtype=dy.dtype)
     _elu_backward(_flat(dy), _flat(x), _flat(y), float(alpha), dx.reshape(-1))
     return dx
 
@@ -1519,8 +1535,8 @@ def dropout_forward(x, p, seed):
     splitmix64(seed + (i + 1) * 0x9E3779B97F4A7C15) scaled to [0, 1): the formula of
     :func:`jitnet.kernels.numpy_ref.dropout_forward`, so masks agree bit for bit.
     """
-    y = np.empty(x.shape, dtype=x.dtype)
-    mask = np.empty(x.shape, dtype=x.dtype)
+    y = _empty(x.shape, dtype=x.dtype)
+    mask = _empty(x.shape, dtype=x.dtype)
     _dropout_forward(_flat(x), float(p), np.uint64(seed), y.reshape(-1), mask.reshape(-1))
     return y, mask
 
@@ -1533,7 +1549,7 @@ def _multiply(a, b, out):
 
 def dropout_backward(dy, mask):
     """``dy * mask``, with ``mask`` from :func:`dropout_forward`."""
-    dx = np.empty(dy.shape, dtype=dy.dtype)
+    dx = _empty(dy.shape, dtype=dy.dtype)
     _multiply(_flat(dy), _flat(mask), dx.reshape(-1))
     return dx
 
@@ -1607,8 +1623,8 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
     dtype = x.dtype
     if training:
         n = x.size // x.shape[1]
-        mean64 = np.empty(x.shape[1])
-        var64 = np.empty(x.shape[1])
+        mean64 = _empty(x.shape[1])
+        var64 = _empty(x.shape[1])
         _batchnorm2d_stats(x, mean64, var64)
         mean = mean64.astype(dtype)
         var = var64.astype(dtype)
@@ -1673,8 +1689,8 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
     dtype = x.dtype
     dy = np.ascontiguousarray(dy, dtype=dtype)
     dx = np.empty_like(x)
-    dweight = np.empty(x.shape[1], dtype=dtype)
-    dbias = np.empty(x.shape[1], dtype=dtype)
+    dweight = _empty(x.shape[1], dtype=dtype)
+    dbias = _empty(x.shape[1], dtype=dtype)
     _batchnorm2d_backward(
         dy,
         x,
@@ -1730,7 +1746,7 @@ def softmax_cross_entropy(scores, labels):
     """
     scores = np.ascontiguousarray(scores)
     dscores = np.empty_like(scores)
-    row_loss = np.empty(scores.shape[0], dtype=np.float64)
+    row_loss = _empty(scores.shape[0], dtype=np.float64)
     _softmax_cross_entropy(scores, np.ascontiguousarray(labels, dtype=np.int64), dscores, row_loss)
     return float(row_loss.sum() / scores.shape[0]), dscores
 
@@ -1774,7 +1790,7 @@ def multiclass_hinge(scores, labels, margin):
     """
     scores = np.ascontiguousarray(scores)
     dscores = np.empty_like(scores)
-    row_loss = np.empty(scores.shape[0], dtype=np.float64)
+    row_loss = _empty(scores.shape[0], dtype=np.float64)
     _multiclass_hinge(
         scores, np.ascontiguousarray(labels, dtype=np.int64), float(margin), dscores, row_loss
     )
@@ -1815,8 +1831,8 @@ def bce_with_logits(scores, targets):
     dscores : ndarray, scores' shape, ``(sigmoid(s) - t) / scores.size``
     """
     s = _flat(scores)
-    ds = np.empty(scores.shape, dtype=s.dtype)
-    parts = np.empty(64)
+    ds = _empty(scores.shape, dtype=s.dtype)
+    parts = _empty(64)
     _bce_with_logits(s, _flat(np.asarray(targets, dtype=s.dtype)), ds.reshape(-1), parts)
     return float(parts.sum() / s.size), ds
 
@@ -1853,8 +1869,8 @@ def mse(pred, target):
     dpred : ndarray, pred's shape, ``2 * (pred - target) / pred.size``
     """
     p = _flat(pred)
-    dp = np.empty(pred.shape, dtype=p.dtype)
-    parts = np.empty(64)
+    dp = _empty(pred.shape, dtype=p.dtype)
+    parts = _empty(64)
     _regression(p, _flat(np.asarray(target, dtype=p.dtype)), False, dp.reshape(-1), parts)
     return float(parts.sum() / p.size), dp
 
@@ -1868,8 +1884,8 @@ def l1(pred, target):
     dpred : ndarray, pred's shape, ``sign(pred - target) / pred.size`` (0 where equal)
     """
     p = _flat(pred)
-    dp = np.empty(pred.shape, dtype=p.dtype)
-    parts = np.empty(64)
+    dp = _empty(pred.shape, dtype=p.dtype)
+    parts = _empty(64)
     _regression(p, _flat(np.asarray(target, dtype=p.dtype)), True, dp.reshape(-1), parts)
     return float(parts.sum() / p.size), dp
 

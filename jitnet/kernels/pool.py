@@ -1,0 +1,106 @@
+"""Large arrays recycled across calls, so that a training step stops paying for fresh memory.
+
+A training step allocates the same large arrays every time: activations, their
+gradients, padded copies of the input. glibc hands a freed block of that size
+back to the system, so the next step's array is fresh memory again, and every
+4 KiB page of it faults on first touch: about 2 ms of a 17 ms step of the
+reference ConvNet at batch 64 (measured, see ``benchmarks/RESULTS.md``).
+
+:class:`ArrayPool` keeps each large array it hands out and hands it out again,
+for the same shape and dtype, once nothing but the pool refers to it
+(``sys.getrefcount``). An array the caller still holds, or any view of it (a
+view holds its base), is never handed out twice. Small arrays are not worth
+the bookkeeping and come straight from the allocator.
+"""
+
+import math
+import sys
+import threading
+
+import numpy as np
+
+from .. import config
+
+# references to an idle pooled array inside _take_idle: the pool's list, the loop
+# variable and getrefcount's own argument
+_IDLE_REFS = 3
+
+
+class ArrayPool:
+    """Arrays of at least ``config.ARRAY_POOL_MIN_BYTES``, reused once released.
+
+    Parameters
+    ----------
+    allocate : callable ``(shape, dtype) -> array``
+        Makes a new array (``np.empty`` for the cpu target).
+
+    Notes
+    -----
+    The pool holds at most ``config.ARRAY_POOL_MAX_BYTES``: past that, idle
+    arrays of the least recently used shapes are dropped, and a new array that
+    still does not fit is handed out without being kept. Thread-safe.
+    """
+
+    def __init__(self, allocate):
+        self._allocate = allocate
+        self._arrays = {}  # (shape, dtype) -> [array, ...], least recently used first
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def empty(self, shape, dtype):
+        """An uninitialised array of ``shape`` and ``dtype`` that no one else holds."""
+        shape = tuple(int(s) for s in shape)
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes < config.ARRAY_POOL_MIN_BYTES:
+            return self._allocate(shape, dtype)
+        key = (shape, dtype)
+        with self._lock:
+            arrays = self._arrays.pop(key, [])
+            self._arrays[key] = arrays  # now the most recently used shape
+            array = _take_idle(arrays)
+            if array is not None:
+                return array
+            array = self._allocate(shape, dtype)
+            if self._make_room(nbytes):
+                arrays.append(array)
+                self._bytes += nbytes
+            return array
+
+    def zeros(self, shape, dtype):
+        """A zero-filled array of ``shape`` and ``dtype`` that no one else holds."""
+        array = self.empty(shape, dtype)
+        array.fill(0)
+        return array
+
+    def clear(self):
+        """Forget every pooled array (those still in use live on with their holders)."""
+        with self._lock:
+            self._arrays.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self):
+        """Bytes of the arrays the pool keeps, idle or in use."""
+        return self._bytes
+
+    def _make_room(self, nbytes):
+        """Drop idle arrays, least recently used shape first, until ``nbytes`` fit."""
+        budget = config.ARRAY_POOL_MAX_BYTES
+        for arrays in list(self._arrays.values()):
+            if self._bytes + nbytes <= budget:
+                break
+            for i in reversed(range(len(arrays))):
+                if sys.getrefcount(arrays[i]) == _IDLE_REFS - 1:  # list + argument
+                    self._bytes -= arrays.pop(i).nbytes
+                    if self._bytes + nbytes <= budget:
+                        break
+        return self._bytes + nbytes <= budget
+
+
+def _take_idle(arrays):
+    """The first array of ``arrays`` that nothing outside the list refers to, or None."""
+    for array in arrays:
+        if sys.getrefcount(array) == _IDLE_REFS:
+            return array
+    return None
