@@ -123,7 +123,15 @@ def _child(kind, batch, steps, threads):
             times.append(time.perf_counter() - start)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     step_ms = 1000.0 * float(np.median(times)) if times else float("nan")
-    print(json.dumps({"first_step_s": first, "maxrss_mb": rss_mb, "step_ms": step_ms}))
+    result = {"first_step_s": first, "maxrss_mb": rss_mb, "step_ms": step_ms}
+    if kind == "cuda":  # a small net on a big GPU is launch-bound: count them (after timing)
+        from jitnet.kernels import cuda
+
+        with cuda.count_launches() as launches:
+            step()
+            sync()
+        result["launches"] = sum(launches.values())
+    print(json.dumps(result))
 
 
 def _run_child(kind, batch, steps, threads, env=None):
@@ -187,6 +195,7 @@ def main(argv=None):
         contenders.append("torch cuda" if args.target == "cuda" else "torch cpu")
 
     rows = []
+    launches = {}
     for batch in args.batch_size:
         times = {name: [] for name in contenders}
         for _ in range(args.rounds):
@@ -196,6 +205,8 @@ def main(argv=None):
                 repeat = max(3, args.repeat // 3) if where == "numpy" else args.repeat
                 result = _run_child(kind, batch, repeat + 2, threads)
                 times[name].append(result["step_ms"])
+                if "launches" in result:
+                    launches[batch] = result["launches"]
                 print(f"batch {batch:4d}  {name:14s} {result['step_ms']:9.2f} ms/step",
                       file=sys.stderr)
         best = {name: min(t) for name, t in times.items()}
@@ -208,6 +219,9 @@ def main(argv=None):
     lines += ["## Step time", "",
               table(["batch", "who", "ms / step", "range over rounds", "img / s",
                      f"time / time of {contenders[0]}"], rows), ""]
+    if launches:
+        lines += ["Kernel launches per jitnet cuda step: " + ", ".join(
+            f"{n} at batch {b}" for b, n in launches.items()) + ".", ""]
 
     if not args.no_cold:
         rows = []

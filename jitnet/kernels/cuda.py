@@ -35,6 +35,8 @@ All ``numba.cuda`` imports of jitnet live in this module. With
 Python threads), which is how CI tests them.
 """
 
+import collections
+import contextlib
 import functools
 import importlib.metadata
 import math
@@ -150,6 +152,51 @@ def synchronize():
     back waits for the step's kernels.)
     """
     cuda.synchronize()
+
+
+@contextlib.contextmanager
+def count_launches():
+    """Count the kernel launches made inside the ``with`` block.
+
+    Yields a ``collections.Counter`` that maps each kernel's name to its number of
+    launches (``sum(counter.values())`` is the total). A small network on a big GPU
+    is launch-bound: this is how benchmarks count the launches of a training step.
+    It patches Numba's launch entry point (``_LaunchConfiguration.__call__`` on a
+    GPU, the simulator's ``FakeCUDAKernel.__call__``) for the duration, and so
+    counts every launch in the process meanwhile, jitnet's or not.
+    """
+    counter = collections.Counter()
+    if SIMULATOR:
+        from numba.cuda.simulator import kernel as simulator
+
+        launcher = simulator.FakeCUDAKernel
+
+        def is_launch(kernel):  # device functions, and calls from a running kernel
+            return not kernel._device and simulator._kernel_context is None
+
+        def name_of(kernel):
+            return kernel.fn.__name__
+    else:
+        from numba.cuda.dispatcher import _LaunchConfiguration as launcher
+
+        def is_launch(_):
+            return True
+
+        def name_of(launch):
+            return launch.dispatcher.py_func.__name__
+
+    original = launcher.__call__
+
+    def counting_call(self, *args):
+        if is_launch(self):
+            counter[name_of(self)] += 1
+        return original(self, *args)
+
+    launcher.__call__ = counting_call
+    try:
+        yield counter
+    finally:
+        launcher.__call__ = original
 
 
 # --------------------------------------------------------------------------------------
@@ -760,12 +807,14 @@ def maxpool2d_backward(dy, argmax, x_shape):
 
 
 @functools.lru_cache(maxsize=None)
-def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b):
+def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias):
     """``c = op(a) @ op(b) + bias`` with ``op`` an optional transpose, fixed at compile time.
 
     ``op(a)`` is ``(I, K)`` (``a`` is stored ``(K, I)`` when ``trans_a``), ``op(b)`` is
     ``(K, J)`` (stored ``(J, K)`` when ``trans_b``), ``c`` is ``(I, J)``, ``bias`` is
-    ``(J,)``. A ``tile x tile`` block computes a ``(tile*rpt) x tile`` tile of ``c``;
+    ``(J,)``; without ``with_bias`` the bias is not read (any array will do: the
+    branch is pruned at compile time), which spares a gradient's product a zero
+    vector and its fill launch. A ``tile x tile`` block computes a ``(tile*rpt) x tile`` tile of ``c``;
     each thread owns ``rpt`` rows of one column, so every ``b`` value read from
     shared memory feeds ``rpt`` accumulators. Tiles of ``a`` and ``b`` are loaded with
     consecutive threads on the stored array's last axis (coalesced) whatever the
@@ -828,7 +877,10 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b):
             for r in range(rpt):
                 i = i0 + ty + r * tile
                 if i < n_i:
-                    c[i, j] = acc[r] + bias[j]
+                    if with_bias:
+                        c[i, j] = acc[r] + bias[j]
+                    else:
+                        c[i, j] = acc[r]
 
     return matmul_kernel
 
@@ -843,9 +895,11 @@ def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j):
         return zeros((n_i, n_j), a.dtype) if bias is None else _broadcast_rows(bias, n_i)
     tile = _tile()
     rpt = _MATMUL_ROWS_PER_THREAD
-    kernel = _make_matmul_kernel(a.dtype.str, tile, rpt, bool(trans_a), bool(trans_b))
+    with_bias = bias is not None
+    kernel = _make_matmul_kernel(a.dtype.str, tile, rpt, bool(trans_a), bool(trans_b),
+                                 with_bias)
     grid = (_cdiv(n_j, tile), _cdiv(n_i, tile * rpt))
-    kernel[grid, (tile, tile)](a, b, _zero_bias(bias, n_j, a.dtype), c)
+    kernel[grid, (tile, tile)](a, b, _dev(bias) if with_bias else c, c)
     return c
 
 

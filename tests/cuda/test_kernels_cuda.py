@@ -49,6 +49,23 @@ def test_exports_contract_with_reference_signature(name):
     assert inspect.signature(getattr(cu, name)) == inspect.signature(getattr(ref, name))
 
 
+def test_count_launches_counts_kernels_once_and_only_inside(rng):
+    x = _dev(_normal(rng, (2, 3, 5, 7), np.float32))
+    w = _dev(_normal(rng, (4, 3, 3, 3), np.float32))
+    cu.relu_forward(x)  # compiled before counting
+    with cu.count_launches() as launches:
+        cu.relu_forward(x)
+        cu.relu_forward(x)
+        cu.conv2d_forward(x, w, None, 1, 1, 1)
+    assert launches["_relu_forward_kernel"] == 2
+    # the convolution's kernel(s), each launch once: device functions are not launches
+    assert sum(launches.values()) >= 3
+    assert all(name.endswith("kernel") for name in launches), launches
+    total = sum(launches.values())
+    cu.relu_forward(x)  # the patch is gone after the block
+    assert sum(launches.values()) == total
+
+
 def test_arrays_round_trip_and_stay_on_device(rng):
     host = rng.standard_normal((3, 5))[:, ::2]  # non-contiguous on purpose
     d = cu.asarray(host)
