@@ -539,7 +539,7 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part):
     one fixed order (image, row), whatever ``n_chunks``. Channels past a group's end
     repeat its last one and are not stored.
 
-    What the inner loop needed (conv1 at batch 64, 2 threads: 1.5 -> 1.0 ms): 20
+    What the inner loop needed (conv1 at batch 64, 2 threads: 1.11-1.19 -> 1.03-1.08 ms): 20
     accumulators, not 24 (24 plus the 10 loaded vectors overflow the 32 registers,
     and LLVM shuffled them through copies every row); flat planes with unsigned
     offsets (no negative-index fix-up per tap and row); the tiles' channels and

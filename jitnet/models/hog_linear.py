@@ -85,12 +85,13 @@ class HogLinearClassifier:
     -----
     The defaults were tuned on the real CIFAR-10 subset (train: data_batch_1..4,
     4,153 images; test: test_batch, 1,017 images): 52.5% test accuracy (mean of
-    seeds 0-2: 53.0, 51.9, 52.7) against 50.3% for scikit-learn's ``LinearSVC``
+    seeds 0-2: 53.0, 51.9, 52.7) against 50.2% for scikit-learn's ``LinearSVC``
     (best C) on skimage's colour HoG (8x8 cells, 2x2 blocks) plus cs231n's hue
     histogram. Finer cells (6x6, 3x3 blocks: 675 HoG features) and saturation and
     value histograms help; 8 epochs with a cosine decay stop before the 759
     features overfit 4k images. The same estimator on the classic features
-    (``pixels_per_cell=8, cells_per_block=2, color_channels="h"``) scores 50.0%.
+    (``pixels_per_cell=8, cells_per_block=2, color_channels="h"``) scores 49.7%
+    (measured 2026-12-01 with ``benchmarks/bench_hog_linear.py`` and seeds 0-2).
     """
 
     def __init__(
