@@ -265,6 +265,21 @@ def _normalize_blocks(cells, n, b_row, b_col, n_orient, norm_code, block, out):
 
 
 @njit(cache=True)
+def _finish_image(hist, cells, n, area, b_row, b_col, norm_code, block, out):
+    """Image ``n``'s vote sums into mean votes, then its normalised blocks into ``out[n]``.
+
+    ``hist`` and ``cells`` are the same memory (see :func:`_normalize_blocks`); the
+    mean is divided in float32, as skimage's ``total / (rows * cols)``.
+    """
+    n_cells_row, n_cells_col, n_orient = hist.shape[1], hist.shape[2], hist.shape[3]
+    for cell_r in range(n_cells_row):
+        for cell_c in range(n_cells_col):
+            for o in range(n_orient):
+                hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] / area
+    _normalize_blocks(cells, n, b_row, b_col, n_orient, norm_code, block, out)
+
+
+@njit(cache=True)
 def _strongest_gradient(images, n, r, x, zero):
     """``(g_row, g_col)`` at pixel ``(r, x)`` of image ``n``, from its strongest channel.
 
@@ -545,12 +560,7 @@ def _hog_cpu(images, zero, near_tie, bounds, edge_cos, edge_sin, special_bins, c
                             continue  # an angle of 180 after rounding: in no bin
                     # float32 accumulation, as skimage's C ``float total``
                     cell_row[cell_c, b] = cell_row[cell_c, b] + magnitude
-        for cell_r in range(n_cells_row):
-            for cell_c in range(n_cells_col):
-                for o in range(n_orient):
-                    # the mean vote, divided in float32 as skimage's ``total / (rows * cols)``
-                    hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] / area
-        _normalize_blocks(cells, n, b_row, b_col, n_orient, norm_code, blocks[n], out)
+        _finish_image(hist, cells, n, area, b_row, b_col, norm_code, blocks[n], out)
 
 
 # ---------------------------------------------------------------- cpu kernel, uint8 images
@@ -727,11 +737,8 @@ def _hog_uint8_cpu(images, width, bins, magnitudes, mask, c_row, c_col, b_row, b
                                 o = np.uint32(b)
                                 magnitude = magnitudes[np.uint32(at_magnitude[i])]
                                 cell_row[cell_c, o] = cell_row[cell_c, o] + magnitude
-            for cell_r in range(n_cells_row):
-                for cell_c in range(n_cells_col):
-                    for o in range(n_orient):
-                        hist[n, cell_r, cell_c, o] = hist[n, cell_r, cell_c, o] / area
-            _normalize_blocks(cells, n, b_row, b_col, n_orient, norm_code, blocks[chunk], out)
+            _finish_image(hist, cells, n, area, b_row, b_col, norm_code, blocks[chunk], out)
+
 
 # ---------------------------------------------------------------- numpy reference
 def _gradients_numpy(batch):
