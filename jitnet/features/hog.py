@@ -707,7 +707,7 @@ def _hog_uint8_cpu(images, width, bins, magnitudes, mask, c_row, c_col, b_row, b
     order within each cell is unchanged.
     """
     n_images, size = images.shape[0], images.shape[2]
-    n_cells_row, n_cells_col, n_orient = hist.shape[1], hist.shape[2], hist.shape[3]
+    n_cells_row, n_cells_col = hist.shape[1], hist.shape[2]
     n_chunks = scratch.shape[0]
     area = np.float32(c_row * c_col)
     offset, span, side = np.float32(255), np.float32(_U8_SPAN), np.float32(256)
