@@ -65,6 +65,8 @@ class ArrayPool:
             if self._make_room(nbytes):
                 arrays.append(array)
                 self._bytes += nbytes
+            elif not arrays:
+                del self._arrays[key]  # keep no entry for a shape the pool does not hold
             return array
 
     def zeros(self, shape, dtype):
