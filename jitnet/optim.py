@@ -122,19 +122,21 @@ class SGD(Optimizer):
             raise ValueError("SGD with nesterov=True needs momentum > 0, got momentum=0")
 
     def step(self):
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place (one call of the target's
+        ``sgd_update_many``: the cuda target fuses the updates into few launches)."""
         b = backend()
-        for p in self.params:
-            if p.grad is None:
-                continue
-            velocity = None
-            if self.momentum != 0:
+        params = [p for p in self.params if p.grad is not None]
+        velocities = [None] * len(params)
+        if self.momentum != 0:
+            for i, p in enumerate(params):
                 velocity = p.state.get("momentum_buffer")
                 if velocity is None:
                     velocity = p.state["momentum_buffer"] = b.zeros(p.shape, p.dtype)
-            b.sgd_update(
-                p.data, p.grad, velocity, self.lr, self.momentum, self.nesterov, self.weight_decay
-            )
+                velocities[i] = velocity
+        b.sgd_update_many(
+            [p.data for p in params], [p.grad for p in params], velocities, self.lr,
+            self.momentum, self.nesterov, self.weight_decay,
+        )
 
 
 class Adam(Optimizer):

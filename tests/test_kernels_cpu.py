@@ -376,6 +376,19 @@ def test_sgd_update(rng, dtype, momentum, nesterov, weight_decay):
         assert_close(velocity, velocity_ref, dtype)
 
 
+def test_sgd_update_many_is_each_sgd_update(rng):
+    shapes = [(3, 4), (5,), (2, 1, 3)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    vels = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    p_ref, v_ref = [p.copy() for p in params], [v.copy() for v in vels]
+    cpu.sgd_update_many(params, grads, vels, 0.1, 0.9, True, 1e-3)
+    for p, g, v in zip(p_ref, grads, v_ref):
+        cpu.sgd_update(p, g, v, 0.1, 0.9, True, 1e-3)
+    for a, b in zip(params + vels, p_ref + v_ref):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_update(rng, dtype):
     param, grad, m = (rng.standard_normal((3, 4)).astype(dtype) for _ in range(3))

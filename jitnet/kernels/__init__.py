@@ -56,6 +56,8 @@ Signatures (``numpy_ref`` holds the full docstrings)::
 
     # optimizer updates, in place on param and state
     sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay) -> None
+    sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_decay) -> None
+        sgd_update of every (param, grad, velocity); the cuda target fuses the launches
     adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) -> None
 """
 
@@ -92,5 +94,6 @@ CONTRACT = (
     "mse",
     "l1",
     "sgd_update",
+    "sgd_update_many",
     "adam_update",
 )

@@ -1951,6 +1951,20 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     )
 
 
+def sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_decay):
+    """:func:`sgd_update` of every ``(param, grad, velocity)``, in turn.
+
+    Parameters
+    ----------
+    params, grads : sequences of ndarray, pairwise of one shape
+    velocities : sequence of ndarray (or of None when ``momentum == 0``)
+    lr, momentum, weight_decay : float
+    nesterov : bool
+    """
+    for param, grad, velocity in zip(params, grads, velocities):
+        sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+
+
 @njit(**_JIT_EXACT)
 def _adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     t = param.dtype.type

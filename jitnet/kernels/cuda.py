@@ -1753,6 +1753,71 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     )
 
 
+#: Most tensors one fused optimizer launch takes: each array costs about 56 bytes of
+#: kernel parameters, and 16 x 3 of them stay well inside CUDA's 4 KiB limit.
+_TENSORS_PER_LAUNCH = 16
+
+
+@cuda.jit(cache=True)
+def _sgd_many_kernel(params, grads, lr, weight_decay):
+    # params and grads: tuples of 1-D arrays; every thread strides through each in turn
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for t in range(len(params)):
+        param, grad = params[t], grads[t]
+        for i in range(start, param.size, step):
+            param[i] -= lr * (grad[i] + weight_decay * param[i])
+
+
+@cuda.jit(cache=True)
+def _sgd_momentum_many_kernel(params, grads, velocities, lr, momentum, nesterov,
+                              weight_decay):
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for t in range(len(params)):
+        param, grad, velocity = params[t], grads[t], velocities[t]
+        for i in range(start, param.size, step):
+            g = grad[i] + weight_decay * param[i]
+            v = momentum * velocity[i] + g
+            velocity[i] = v
+            param[i] -= lr * (g + momentum * v if nesterov else v)
+
+
+def sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_decay):
+    """:func:`sgd_update` of every parameter, one launch per 16 tensors of one dtype.
+
+    Parameters
+    ----------
+    params, grads : sequences of device arrays, pairwise of one shape
+    velocities : sequence of device arrays (or of None when ``momentum == 0``)
+    lr, momentum, weight_decay : float
+    nesterov : bool
+
+    Notes
+    -----
+    The tensors travel as tuples of flat arrays (Numba types them as one
+    ``UniTuple``, so a mix of dtypes falls back to one launch per tensor). Each
+    element's arithmetic is that of :func:`sgd_update`'s kernels, so the results
+    are the same bits.
+    """
+    items = [(p, g, v) for p, g, v in zip(params, grads, velocities) if p.size]
+    if len({p.dtype for p, _, _ in items}) > 1:
+        for p, g, v in items:
+            sgd_update(p, g, v, lr, momentum, nesterov, weight_decay)
+        return
+    for first in range(0, len(items), _TENSORS_PER_LAUNCH):
+        chunk = items[first:first + _TENSORS_PER_LAUNCH]
+        typed = chunk[0][0].dtype.type
+        flat_params = tuple(_flat(p) for p, _, _ in chunk)
+        flat_grads = tuple(_flat(_dev(g)) for _, g, _ in chunk)
+        grid = _grid_1d(max(p.size for p in flat_params))
+        if momentum == 0:
+            _sgd_many_kernel[grid](flat_params, flat_grads, typed(lr), typed(weight_decay))
+            continue
+        _sgd_momentum_many_kernel[grid](
+            flat_params, flat_grads, tuple(_flat(v) for _, _, v in chunk), typed(lr),
+            typed(momentum), bool(nesterov), typed(weight_decay),
+        )
+
+
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """One Adam step in place, as ``torch.optim.Adam`` (L2 weight decay).
 

@@ -881,6 +881,27 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     param -= lr * g
 
 
+def sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_decay):
+    """:func:`sgd_update` of every parameter of an optimizer step.
+
+    Parameters
+    ----------
+    params, grads : sequences of np.ndarray, pairwise of one shape
+        ``params[i]`` is updated in place with ``grads[i]``.
+    velocities : sequence of np.ndarray (or of None when ``momentum == 0``)
+        ``velocities[i]`` is the momentum buffer of ``params[i]``, updated in place.
+    lr, momentum, weight_decay : float
+    nesterov : bool
+
+    Notes
+    -----
+    Every element gets exactly :func:`sgd_update`'s arithmetic. The targets that pay
+    per launch fuse the updates (the cuda target: one kernel for up to 16 tensors).
+    """
+    for param, grad, velocity in zip(params, grads, velocities):
+        sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+
+
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """One Adam step in place, as ``torch.optim.Adam`` (L2 weight decay, not AdamW).
 

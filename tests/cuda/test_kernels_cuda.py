@@ -348,6 +348,39 @@ def test_sgd_update_matches_reference(momentum, nesterov, weight_decay, dtype, r
     _assert_close(v_dev, velocity, dtype, "velocity")
 
 
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, True)])
+def test_sgd_update_many_is_sgd_update_in_few_launches(momentum, nesterov, monkeypatch, rng):
+    # 19 tensors of assorted shapes (a 16-tensor launch, then a 3-tensor one) against
+    # one sgd_update each: the same bits, and 2 launches instead of 19
+    monkeypatch.setattr(config, "CUDA_MAX_BLOCKS", 2)
+    shapes = [(3, 4), (7,), (2, 3, 2), (1,), (5, 5)] * 3 + [(4,), (9,), (2, 2), (6, 1)]
+    params = [_normal(rng, s, np.float32) for s in shapes]
+    grads = [_normal(rng, s, np.float32) for s in shapes]
+    vels = [_normal(rng, s, np.float32) for s in shapes]
+    fused = ([_dev(p) for p in params], [_dev(v) for v in vels])
+    single = ([_dev(p) for p in params], [_dev(v) for v in vels])
+    v_fused = fused[1] if momentum else [None] * len(shapes)
+    v_single = single[1] if momentum else [None] * len(shapes)
+    with cu.count_launches() as launches:
+        cu.sgd_update_many(fused[0], [_dev(g) for g in grads], v_fused, 0.1, momentum, nesterov,
+                           1e-3)
+    assert sum(launches.values()) == 2
+    for p, g, v in zip(single[0], grads, v_single):
+        cu.sgd_update(p, _dev(g), v, 0.1, momentum, nesterov, 1e-3)
+    for a, b in zip(fused[0] + fused[1], single[0] + single[1]):
+        np.testing.assert_array_equal(cu.to_numpy(a), cu.to_numpy(b))
+
+
+def test_sgd_update_many_with_mixed_dtypes_updates_each(rng):
+    params = [_normal(rng, (3,), np.float32), _normal(rng, (2, 2), np.float64)]
+    grads = [_normal(rng, p.shape, p.dtype) for p in params]
+    dev = [_dev(p) for p in params]
+    cu.sgd_update_many(dev, [_dev(g) for g in grads], [None, None], 0.5, 0.0, False, 0.0)
+    ref.sgd_update_many(params, grads, [None, None], 0.5, 0.0, False, 0.0)
+    for d, p in zip(dev, params):
+        np.testing.assert_array_equal(cu.to_numpy(d), p)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_update_matches_reference(dtype, rng):
     param, grad = _normal(rng, (9, 11), dtype), _normal(rng, (9, 11), dtype)

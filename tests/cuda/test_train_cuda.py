@@ -64,6 +64,37 @@ def test_tiny_convnet_trains_like_the_reference():
     np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
 
 
+def test_a_step_launches_the_same_kernels_and_updates_all_parameters_at_once():
+    from jitnet.kernels import cuda as cu
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    labels = np.array([0, 2])
+    with jitnet.use_target("cuda"):
+        jitnet.manual_seed(0)
+        model = _tiny_convnet()
+        optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        loss_fn = nn.SoftmaxCrossEntropyLoss()
+
+        def step():
+            optimizer.zero_grad()
+            loss_fn(model(images), labels)
+            model.backward(loss_fn.backward())
+            optimizer.step()
+
+        step()  # creates the momentum buffers
+        counts = []
+        for _ in range(2):
+            with cu.count_launches() as launches:
+                step()
+            counts.append(launches)
+    assert counts[0] == counts[1]
+    # the 8 parameters (3 layers' weights and biases, BatchNorm's 2) in one launch
+    assert len(model.parameters()) == 8
+    assert counts[0]["_sgd_momentum_many_kernel"] == 1
+    assert "_sgd_momentum_kernel" not in counts[0]
+
+
 @pytest.mark.parametrize("loss_name", ["MulticlassHingeLoss", "MSELoss"])
 def test_linear_model_with_adam_matches_reference(loss_name):
     rng = np.random.default_rng(1)
