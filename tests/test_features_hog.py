@@ -160,6 +160,13 @@ def test_uint8_tiny_images(rng, shape, colour):
         np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL, err_msg=target)
 
 
+def test_uint8_with_more_bins_than_int8_holds(rng):
+    images = random_images(rng, 2, (16, 16), True, np.uint8)
+    kwargs = dict(orientations=200, pixels_per_cell=(8, 8), cells_per_block=(1, 1))
+    np.testing.assert_allclose(hog(images, channel_axis=1, **kwargs),
+                               skimage_rows(images, 1, **kwargs), rtol=0, atol=ATOL)
+
+
 def test_uint8_equals_float64_input(rng):
     # the uint8 kernel (tables) and the general one (direction test) on the same values
     images = random_images(rng, 5, (24, 40), True, np.uint8)

@@ -576,7 +576,7 @@ def _uint8_tables(orientations):
 
     Returns
     -------
-    bins : (511 * 511,) int8
+    bins : (511 * 511,) int8 (int16 past 127 orientations)
         ``bins[(g_row + 255) * 511 + g_col + 255]``: the bin, ``-1`` for none
         (an angle that rounds to 180 degrees).
     magnitudes : (256 * 256,) float64
@@ -591,7 +591,8 @@ def _uint8_tables(orientations):
     angle = np.rad2deg(np.arctan2(g_row, g_col)) % 180
     bounds = _bin_bounds(orientations)
     bins = np.searchsorted(bounds[1:], angle, side="right")
-    bins = np.where(bins < orientations, bins, -1).astype(np.int8)
+    bins = np.where(bins < orientations, bins, -1)
+    bins = bins.astype(np.int8 if orientations <= np.iinfo(np.int8).max else np.int16)
     magnitude = np.hypot(g_col, g_row)[255:, 255:]  # hypot ignores signs
     return bins.ravel(), np.ascontiguousarray(magnitude).ravel()
 
