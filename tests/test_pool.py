@@ -50,6 +50,15 @@ def test_shape_and_dtype_select_the_array(pool):
     assert address not in (b.ctypes.data, c.ctypes.data)
 
 
+def test_array_reshaped_in_place_is_not_handed_out_for_its_old_shape(pool):
+    a = pool.empty(LARGE, np.float32)
+    a.shape = (LARGE[0] * LARGE[1],)  # legal NumPy: the pooled object itself changes
+    del a
+    b = pool.empty(LARGE, np.float32)
+    assert b.shape == LARGE and b.flags.c_contiguous
+    assert pool.nbytes == b.nbytes  # the altered one was dropped, not counted twice
+
+
 def test_small_arrays_bypass_the_pool(pool):
     small = pool.empty((4, 4), np.float32)
     assert small.shape == (4, 4) and pool.nbytes == 0

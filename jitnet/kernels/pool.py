@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import config
 
-# references to an idle pooled array inside _take_idle: the pool's list, the loop
+# references to an idle pooled array inside _take_idle: the pool's list, the local
 # variable and getrefcount's own argument
 _IDLE_REFS = 3
 
@@ -58,7 +58,7 @@ class ArrayPool:
         with self._lock:
             arrays = self._arrays.pop(key, [])
             self._arrays[key] = arrays  # now the most recently used shape
-            array = _take_idle(arrays)
+            array = self._take_idle(arrays, shape, dtype)
             if array is not None:
                 return array
             array = self._allocate(shape, dtype)
@@ -86,6 +86,23 @@ class ArrayPool:
         """Bytes of the arrays the pool keeps, idle or in use."""
         return self._bytes
 
+    def _take_idle(self, arrays, shape, dtype):
+        """The first of ``arrays`` that nothing outside the list refers to, or None.
+
+        An idle array whose shape, dtype or layout was changed in place (``a.shape =
+        ...`` is legal NumPy) no longer fits its slot: it is dropped.
+        """
+        for i in range(len(arrays)):
+            array = arrays[i]
+            if sys.getrefcount(array) != _IDLE_REFS:
+                continue
+            if array.shape == shape and array.dtype == dtype and array.flags.c_contiguous:
+                return array
+            del arrays[i]
+            self._bytes -= array.nbytes
+            return None
+        return None
+
     def _make_room(self, nbytes):
         """Drop idle arrays, least recently used shape first, until ``nbytes`` fit."""
         budget = config.ARRAY_POOL_MAX_BYTES
@@ -98,11 +115,3 @@ class ArrayPool:
                     if self._bytes + nbytes <= budget:
                         break
         return self._bytes + nbytes <= budget
-
-
-def _take_idle(arrays):
-    """The first array of ``arrays`` that nothing outside the list refers to, or None."""
-    for array in arrays:
-        if sys.getrefcount(array) == _IDLE_REFS:
-            return array
-    return None
