@@ -168,29 +168,23 @@ class Adam(Optimizer):
         self.weight_decay = _check_positive("Adam", "weight_decay", weight_decay)
 
     def step(self):
-        """Update every parameter that has a gradient, in place."""
+        """Update every parameter that has a gradient, in place (one call of the target's
+        ``adam_update_many``: the cuda target fuses the updates into few launches)."""
         b = backend()
         beta1, beta2 = self.betas
-        for p in self.params:
-            if p.grad is None:
-                continue
+        params = [p for p in self.params if p.grad is not None]
+        for p in params:
             if "exp_avg" not in p.state:
                 p.state["step"] = 0
                 p.state["exp_avg"] = b.zeros(p.shape, p.dtype)
                 p.state["exp_avg_sq"] = b.zeros(p.shape, p.dtype)
             p.state["step"] += 1
-            b.adam_update(
-                p.data,
-                p.grad,
-                p.state["exp_avg"],
-                p.state["exp_avg_sq"],
-                self.lr,
-                beta1,
-                beta2,
-                self.eps,
-                self.weight_decay,
-                p.state["step"],
-            )
+        b.adam_update_many(
+            [p.data for p in params], [p.grad for p in params],
+            [p.state["exp_avg"] for p in params], [p.state["exp_avg_sq"] for p in params],
+            self.lr, beta1, beta2, self.eps, self.weight_decay,
+            [p.state["step"] for p in params],
+        )
 
 
 class _Schedule:

@@ -389,6 +389,21 @@ def test_sgd_update_many_is_each_sgd_update(rng):
         np.testing.assert_array_equal(a, b)
 
 
+def test_adam_update_many_is_each_adam_update(rng):
+    shapes, steps = [(3, 4), (5,)], [2, 1]
+    arrays = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(4)]
+    arrays[3] = [np.abs(v) for v in arrays[3]]
+    params, grads, ms, vs = arrays
+    want = [[a.copy() for a in arrays[i]] for i in (0, 2, 3)]
+    cpu.adam_update_many(params, grads, ms, vs, 0.01, 0.9, 0.999, 1e-8, 1e-3, steps)
+    for i, step in enumerate(steps):
+        cpu.adam_update(want[0][i], grads[i], want[1][i], want[2][i], 0.01, 0.9, 0.999, 1e-8,
+                        1e-3, step)
+    for got, exp in zip((params, ms, vs), want):
+        for a, b in zip(got, exp):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_update(rng, dtype):
     param, grad, m = (rng.standard_normal((3, 4)).astype(dtype) for _ in range(3))

@@ -59,6 +59,8 @@ Signatures (``numpy_ref`` holds the full docstrings)::
     sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_decay) -> None
         sgd_update of every (param, grad, velocity); the cuda target fuses the launches
     adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) -> None
+    adam_update_many(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, steps) -> None
+        adam_update of every parameter (steps: one int each); the cuda target fuses
 """
 
 CONTRACT = (
@@ -96,4 +98,5 @@ CONTRACT = (
     "sgd_update",
     "sgd_update_many",
     "adam_update",
+    "adam_update_many",
 )

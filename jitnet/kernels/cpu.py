@@ -2008,3 +2008,16 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
         float(weight_decay),
         int(step),
     )
+
+
+def adam_update_many(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, steps):
+    """:func:`adam_update` of every ``(param, grad, m, v, step)``, in turn.
+
+    Parameters
+    ----------
+    params, grads, ms, vs : sequences of ndarray, of one shape per index
+    lr, beta1, beta2, eps, weight_decay : float
+    steps : sequence of int, from 1
+    """
+    for param, grad, m, v, step in zip(params, grads, ms, vs, steps):
+        adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step)

@@ -1753,9 +1753,10 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     )
 
 
-#: Most tensors one fused optimizer launch takes: each array costs about 56 bytes of
-#: kernel parameters, and 16 x 3 of them stay well inside CUDA's 4 KiB limit.
-_TENSORS_PER_LAUNCH = 16
+#: Most arrays one fused optimizer launch takes: a 1-D array costs 56 bytes of kernel
+#: parameters, and 48 of them (16 tensors of SGD with momentum, 12 of Adam) stay
+#: inside CUDA's 4 KiB limit.
+_ARRAYS_PER_LAUNCH = 48
 
 
 @cuda.jit(cache=True)
@@ -1782,7 +1783,7 @@ def _sgd_momentum_many_kernel(params, grads, velocities, lr, momentum, nesterov,
 
 
 def sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_decay):
-    """:func:`sgd_update` of every parameter, one launch per 16 tensors of one dtype.
+    """:func:`sgd_update` of every parameter, one launch per 16 tensors of a dtype.
 
     Parameters
     ----------
@@ -1803,8 +1804,9 @@ def sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_de
         for p, g, v in items:
             sgd_update(p, g, v, lr, momentum, nesterov, weight_decay)
         return
-    for first in range(0, len(items), _TENSORS_PER_LAUNCH):
-        chunk = items[first:first + _TENSORS_PER_LAUNCH]
+    per_launch = _ARRAYS_PER_LAUNCH // 3
+    for first in range(0, len(items), per_launch):
+        chunk = items[first:first + per_launch]
         typed = chunk[0][0].dtype.type
         flat_params = tuple(_flat(p) for p, _, _ in chunk)
         flat_grads = tuple(_flat(_dev(g)) for _, g, _ in chunk)
@@ -1842,6 +1844,58 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
         typed(beta1), typed(1 - beta1), typed(beta2), typed(1 - beta2),
         typed(bias_correction2_sqrt), typed(eps), typed(weight_decay),
     )
+
+
+@cuda.jit(cache=True)
+def _adam_many_kernel(
+    params, grads, ms, vs, lr_t, beta1, one_minus_beta1, beta2, one_minus_beta2,
+    bias_correction2_sqrt, eps, weight_decay,
+):
+    # the tensors of one step count: tuples of 1-D arrays, strided through in turn
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for t in range(len(params)):
+        param, grad, m, v = params[t], grads[t], ms[t], vs[t]
+        for i in range(start, param.size, step):
+            g = grad[i] + weight_decay * param[i]
+            m[i] = beta1 * m[i] + one_minus_beta1 * g
+            v[i] = beta2 * v[i] + one_minus_beta2 * (g * g)
+            param[i] -= lr_t * m[i] / (math.sqrt(v[i]) / bias_correction2_sqrt + eps)
+
+
+def adam_update_many(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, steps):
+    """:func:`adam_update` of every parameter, one launch per 12 tensors of a dtype and step.
+
+    Parameters
+    ----------
+    params, grads, ms, vs : sequences of device arrays, of one shape per index
+    lr, beta1, beta2, eps, weight_decay : float
+    steps : sequence of int
+        ``steps[i]`` is the number of this step of ``params[i]``, from 1.
+
+    Notes
+    -----
+    The bias corrections depend on the step count, so the tensors are grouped by
+    ``(dtype, step)`` (usually one group: every parameter steps together). Each
+    element's arithmetic is that of :func:`adam_update`'s kernel.
+    """
+    groups = {}
+    for item in zip(params, grads, ms, vs, steps):
+        if item[0].size:
+            groups.setdefault((item[0].dtype, int(item[4])), []).append(item)
+    for (dtype, step), items in groups.items():
+        typed = dtype.type
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+        per_launch = _ARRAYS_PER_LAUNCH // 4
+        for first in range(0, len(items), per_launch):
+            chunk = items[first:first + per_launch]
+            flat_params = tuple(_flat(item[0]) for item in chunk)
+            _adam_many_kernel[_grid_1d(max(p.size for p in flat_params))](
+                flat_params, tuple(_flat(_dev(item[1])) for item in chunk),
+                tuple(_flat(item[2]) for item in chunk), tuple(_flat(item[3]) for item in chunk),
+                typed(lr / bias_correction1), typed(beta1), typed(1 - beta1), typed(beta2),
+                typed(1 - beta2), typed(bias_correction2_sqrt), typed(eps), typed(weight_decay),
+            )
 
 
 # --------------------------------------------------------------------------------------

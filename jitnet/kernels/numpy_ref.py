@@ -932,3 +932,23 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     bias_correction2_sqrt = np.sqrt(1 - beta2**step)
     denom = np.sqrt(v) / param.dtype.type(bias_correction2_sqrt) + param.dtype.type(eps)
     param -= param.dtype.type(lr / bias_correction1) * m / denom
+
+
+def adam_update_many(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay, steps):
+    """:func:`adam_update` of every parameter of an optimizer step.
+
+    Parameters
+    ----------
+    params, grads, ms, vs : sequences of np.ndarray, of one shape per index
+        ``params[i]``, ``ms[i]`` and ``vs[i]`` are updated in place.
+    lr, beta1, beta2, eps, weight_decay : float
+    steps : sequence of int
+        ``steps[i]`` is the number of this step of ``params[i]``, from 1.
+
+    Notes
+    -----
+    Every element gets exactly :func:`adam_update`'s arithmetic; the cuda target
+    fuses the updates of tensors that share a dtype and a step count.
+    """
+    for param, grad, m, v, step in zip(params, grads, ms, vs, steps):
+        adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step)

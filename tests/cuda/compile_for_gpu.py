@@ -116,6 +116,8 @@ def _exercise(dtype, rng):
     k.sgd_update_many([p, arr(3)], [g, arr(3)], [None, None], 0.1, 0.0, False, 0.0)
     k.sgd_update_many([p, arr(3)], [g, arr(3)], [arr(4, 5), arr(3)], 0.1, 0.9, True, 1e-4)
     k.adam_update(p, g, arr(4, 5), arr(4, 5), 1e-3, 0.9, 0.999, 1e-8, 0.0, 1)
+    k.adam_update_many([p, arr(3)], [g, arr(3)], [arr(4, 5), arr(3)], [arr(4, 5), arr(3)], 1e-3,
+                       0.9, 0.999, 1e-8, 0.0, [1, 1])
     k.asarray(x, np.float64 if dtype == np.float32 else np.float32)
     k.zeros((3, 4), dtype)
 

@@ -371,6 +371,27 @@ def test_sgd_update_many_is_sgd_update_in_few_launches(momentum, nesterov, monke
         np.testing.assert_array_equal(cu.to_numpy(a), cu.to_numpy(b))
 
 
+def test_adam_update_many_is_adam_update_grouped_by_step(rng):
+    # 5 tensors at step 3 and 2 at step 1: two launches, the same bits as one each
+    shapes = [(3, 4), (7,), (2, 3, 2), (1,), (5, 5), (4,), (2, 2)]
+    steps = [3, 3, 1, 3, 3, 1, 3]
+    arrays = {name: [_normal(rng, s, np.float32) for s in shapes] for name in "pgm"}
+    arrays["v"] = [np.abs(_normal(rng, s, np.float32)) for s in shapes]
+    fused = {k: [_dev(a) for a in arrays[k]] for k in "pmv"}
+    single = {k: [_dev(a) for a in arrays[k]] for k in "pmv"}
+    grads = [_dev(g) for g in arrays["g"]]
+    with cu.count_launches() as launches:
+        cu.adam_update_many(fused["p"], grads, fused["m"], fused["v"], 0.01, 0.9, 0.999, 1e-8,
+                            1e-3, steps)
+    assert launches == {"_adam_many_kernel": 2}
+    for i, step in enumerate(steps):
+        cu.adam_update(single["p"][i], grads[i], single["m"][i], single["v"][i], 0.01, 0.9,
+                       0.999, 1e-8, 1e-3, step)
+    for key in "pmv":
+        for a, b in zip(fused[key], single[key]):
+            np.testing.assert_array_equal(cu.to_numpy(a), cu.to_numpy(b))
+
+
 def test_sgd_update_many_with_mixed_dtypes_updates_each(rng):
     params = [_normal(rng, (3,), np.float32), _normal(rng, (2, 2), np.float64)]
     grads = [_normal(rng, p.shape, p.dtype) for p in params]
