@@ -732,7 +732,9 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, y):
     -----
     The taps run as one loop over precomputed offsets (27 trips for a 3-channel
     3x3 kernel) rather than three nested ones; measured no faster, but it is one
-    loop to read.
+    loop to read. A whole tile is stored by a loop of fixed trip count, straight
+    from the accumulator registers (a first layer's 27 taps are short next to the
+    epilogue: interleaved A/B on conv1 at batch 64, 0.77-0.85 -> 0.69-0.74 ms).
     """
     n_img, n_out, ho_n, wo_n = y.shape
     groups, n_fb, q_n = w8.shape[0], w8.shape[1], w8.shape[2]
@@ -740,6 +742,7 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, y):
     fg = n_out // groups
     n_rp = (ho_n + 1) // 2
     n_cv = (wo_n + _LANES - 1) // _LANES
+    yflat = y.reshape(y.size)
     # No race: iteration t owns output rows h0 and h0 + 1 of image n, every channel.
     for t in prange(n_img * n_rp):
         n = t // n_rp
@@ -787,6 +790,20 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, y):
                             acc[1, 6, lane] += w6 * xb
                             acc[1, 7, lane] += w7 * xb
                     n_valid = min(_LANES, wo_n - wo0)
+                    f0 = g * fg + fb * _ROWS_OUT
+                    if n_valid == _LANES and f0 + _ROWS_OUT <= (g + 1) * fg:
+                        # A whole tile: a fixed number of stores, so the accumulators
+                        # go from registers to y (the general loop below goes through
+                        # memory), at unsigned flat offsets.
+                        for q in range(_ROWS_OUT):
+                            b = bias[f0 + q]
+                            top_y = np.uint64(((n * n_out + f0 + q) * ho_n + h0) * wo_n + wo0)
+                            bot_y = np.uint64(((n * n_out + f0 + q) * ho_n + h1) * wo_n + wo0)
+                            for lane in range(_LANES):
+                                yflat[top_y + np.uint64(lane)] = acc[0, q, lane] + b
+                            for lane in range(_LANES):
+                                yflat[bot_y + np.uint64(lane)] = acc[1, q, lane] + b
+                        continue
                     for q in range(min(_ROWS_OUT, fg - fb * _ROWS_OUT)):
                         f = g * fg + fb * _ROWS_OUT + q
                         b = bias[f]
