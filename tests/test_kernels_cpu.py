@@ -101,6 +101,27 @@ def test_conv2d_fixed_cases(rng, dtype, case):
     _check_conv(rng, dtype, *case)
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 3, 9, 20, 8, 3, 1, 1, 1),  # 27 triples: the bias rides in a spare slot
+        (2, 6, 7, 9, 6, 3, 1, 1, 6),  # depthwise, 9 triples: a spare slot per group
+        (2, 5, 6, 6, 12, 1, 1, 0, 1),  # 5 triples fill the tile: a separate bias pass
+    ],
+    ids=["spare-slot", "depthwise", "no-spare-slot"],
+)
+def test_row_weight_gradient_and_its_bias(rng, case):
+    n, c, h, w, f, k, s, p, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((f, c // groups, k, k)).astype(np.float32)
+    dy = rng.standard_normal((n, f, h + 2 * p - k + 1, w + 2 * p - k + 1)).astype(np.float32)
+    _, dweight, dbias = cpu.conv2d_backward(dy, x, weight, s, p, groups, input_grad=False)
+    _, want_w, want_b = ref.conv2d_backward(dy.astype(np.float64), x.astype(np.float64),
+                                            weight.astype(np.float64), s, p, groups)
+    assert_close(dweight, want_w, np.float32)
+    assert_close(dbias, want_b, np.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_without_bias(rng, dtype):
     _check_conv(rng, dtype, 2, 4, 6, 7, 4, 3, 1, 1, 2, with_bias=False)

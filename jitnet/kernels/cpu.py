@@ -519,7 +519,7 @@ _LANES = 16
 
 
 @njit(**_JIT)
-def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part):
+def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
     """Stride-1 weight gradient with vectors along the output row (NCHW as it comes).
 
     ``dyp`` (N, F, HO, WV) is the upstream gradient with ``WV`` a multiple of 16
@@ -530,6 +530,11 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part):
     fused multiply-adds. The lanes and blocks of each accumulator are summed once,
     at the end. ``part`` (tiles, 4, 5, 16), zeroed by the caller, holds each tile's
     lane sums between images.
+
+    With ``bias_slot``, ``xp`` has one more channel, all ones, after the input's,
+    and the first unused slot of the last triple tile reads it: its sums are the
+    bias gradient, written to ``dbias`` (F,). A 3-channel 3x3 kernel has 27 triples
+    in 6 tiles of 5, so the bias costs no extra FMA and no extra pass over dy.
 
     Notes
     -----
@@ -547,7 +552,7 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part):
     """
     n_img, n_out, ho_n, wv_n = dyp.shape
     cg, kh_n, kw_n = dweight.shape[1], dweight.shape[2], dweight.shape[3]
-    groups = xp.shape[1] // cg
+    groups = (xp.shape[1] - bias_slot) // cg  # the plane of ones is no group's
     fg = n_out // groups
     k_n = kh_n * kw_n
     q_n = cg * k_n
@@ -578,6 +583,10 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part):
             outs[t, a] = min(f_base + a, g * fg + fg - 1)
         cols[t] = (t // n_qt) % n_v * _LANES
         for b in range(_WROWS_TAPS):
+            if bias_slot and qt * _WROWS_TAPS + b == q_n:  # the plane of ones
+                chans[t, b] = xp.shape[1] - 1
+                offs[t, b] = cols[t]
+                continue
             q = min(qt * _WROWS_TAPS + b, q_n - 1)
             chans[t, b] = g * cg + q // k_n
             offs[t, b] = (q % k_n) // kw_n * wx + q % kw_n + cols[t]
@@ -651,6 +660,13 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part):
                         total += part[t, a, b, lane]
                 q = q0 + b
                 dweight[g * fg + fl + a, q // k_n, (q % k_n) // kw_n, q % kw_n] = total
+            if bias_slot and q0 <= q_n < q0 + _WROWS_TAPS:
+                total = dweight.dtype.type(0)
+                for v in range(n_v):
+                    t = (gft * n_v + v) * n_qt + qt
+                    for lane in range(_LANES):
+                        total += part[t, a, q_n - q0, lane]
+                dbias[g * fg + fl + a] = total
 
 
 @njit(**_JIT)
@@ -703,9 +719,8 @@ def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
     weight = np.ascontiguousarray(weight, dtype=x.dtype)
     dx = _conv_input_grad(dy, weight, x.shape, s, p, groups) if input_grad else None
-    dweight = _conv_weight_grad(dy, x, weight.shape, s, p, groups)
     dbias = _empty(dy.shape[1], dtype=x.dtype)
-    _conv_bias_grad(dy, dbias)
+    dweight = _conv_weight_grad(dy, x, weight.shape, s, p, groups, dbias)
     return dx, dweight, dbias
 
 
@@ -903,8 +918,12 @@ def _conv_input_grad(dy, weight, x_shape, s, p, groups):
     return dx
 
 
-def _conv_weight_grad_rows(dy, x, weight_shape, p, groups):
-    """Stride-1 ``dweight`` on the row-vector kernel: ``dy`` and ``x`` stay NCHW."""
+def _conv_weight_grad_rows(dy, x, weight_shape, p, groups, dbias):
+    """Stride-1 ``dweight`` on the row-vector kernel: ``dy`` and ``x`` stay NCHW.
+
+    ``dbias`` (F,), when given, is filled with the bias gradient: by the kernel when
+    its last triple tile has a slot to spare, else by :func:`_conv_bias_grad`.
+    """
     n, c, h, w = x.shape
     f, cg, kh, kw = weight_shape
     ho, wo = dy.shape[2], dy.shape[3]
@@ -914,19 +933,28 @@ def _conv_weight_grad_rows(dy, x, weight_shape, p, groups):
     else:  # whole vectors: zero columns past the row's end
         dyp = _empty((n, f, ho, wv), dtype=dy.dtype)
         _pad_planes(dy, dyp, 0, 0)
-    xp = _empty((n, c, ho + kh - 1, wv + kw - 1), dtype=x.dtype)
-    _pad_planes(x, xp, p, p)
+    bias_slot = dbias is not None and (cg * kh * kw) % _WROWS_TAPS != 0
+    xp = _empty((n, c + bias_slot, ho + kh - 1, wv + kw - 1), dtype=x.dtype)
+    _pad_planes(x, xp, p, p)  # the input's channels; the extra one is all ones
+    if bias_slot:
+        xp[:, c] = 1
     fg = f // groups
     n_tiles = groups * -(-fg // _WROWS_OUT) * -(-(cg * kh * kw) // _WROWS_TAPS) * (wv // _LANES)
     n_chunks = _chunks(n_tiles)
     part = _zeros((n_tiles, _WROWS_OUT, _WROWS_TAPS, _LANES), dtype=x.dtype)
     dweight = _empty(weight_shape, dtype=x.dtype)
-    _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part)
+    _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot,
+                        dbias if bias_slot else dweight.reshape(-1))
+    if dbias is not None and not bias_slot:
+        _conv_bias_grad(dy, dbias)
     return dweight
 
 
-def _conv_weight_grad(dy, x, weight_shape, s, p, groups):
+def _conv_weight_grad(dy, x, weight_shape, s, p, groups, dbias=None):
     """``dweight`` (F, C/G, KH, KW) on the kernel that suits the shape.
+
+    ``dbias`` (F,), when given, is filled with the bias gradient too (the row kernel
+    folds it into its weight-gradient tiles where it can).
 
     The row kernel wins where each output sees little reduction per pixel (a first
     layer, 1x1, depthwise: no copy, no wasted lanes), the tiles where it sees much
@@ -937,7 +965,9 @@ def _conv_weight_grad(dy, x, weight_shape, s, p, groups):
     """
     f, cg, kh, kw = weight_shape
     if s == 1 and (cg * kh * kw <= 72 or f // groups < 16):
-        return _conv_weight_grad_rows(dy, x, weight_shape, p, groups)
+        return _conv_weight_grad_rows(dy, x, weight_shape, p, groups, dbias)
+    if dbias is not None:
+        _conv_bias_grad(dy, dbias)
     n, _, h, w = x.shape
     ho, wo = dy.shape[2], dy.shape[3]
     xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
