@@ -944,7 +944,7 @@ def _conv_weight_grad_rows(dy, x, weight_shape, p, groups, dbias):
     part = _zeros((n_tiles, _WROWS_OUT, _WROWS_TAPS, _LANES), dtype=x.dtype)
     dweight = _empty(weight_shape, dtype=x.dtype)
     _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot,
-                        dbias if bias_slot else dweight.reshape(-1))
+                        dbias if bias_slot else np.empty(0, dtype=x.dtype))
     if dbias is not None and not bias_slot:
         _conv_bias_grad(dy, dbias)
     return dweight

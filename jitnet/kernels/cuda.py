@@ -1782,6 +1782,25 @@ def _sgd_momentum_many_kernel(params, grads, velocities, lr, momentum, nesterov,
             param[i] -= lr * (g + momentum * v if nesterov else v)
 
 
+def _fused_launches(tensors, per_launch):
+    """The arrays of each launch of a fused optimizer update.
+
+    ``tensors`` yields ``(key, arrays)`` for each parameter (``arrays`` its
+    parameter, gradient and state, ``key`` what its launch must share: dtype, step
+    count). Yields ``(key, columns)`` for launches of at most ``per_launch`` tensors
+    of one key, ``columns[j]`` the tuple of the tensors' ``j``-th arrays, flat and on
+    the device (Numba types a tuple of one array type as one ``UniTuple``).
+    """
+    groups = {}
+    for key, arrays in tensors:
+        if arrays[0].size:
+            groups.setdefault(key, []).append(arrays)
+    for key, items in groups.items():
+        for first in range(0, len(items), per_launch):
+            chunk = items[first:first + per_launch]
+            yield key, [tuple(_flat(_dev(a)) for a in column) for column in zip(*chunk)]
+
+
 def sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_decay):
     """:func:`sgd_update` of every parameter, one launch per 16 tensors of a dtype.
 
@@ -1794,30 +1813,21 @@ def sgd_update_many(params, grads, velocities, lr, momentum, nesterov, weight_de
 
     Notes
     -----
-    The tensors travel as tuples of flat arrays (Numba types them as one
-    ``UniTuple``, so a mix of dtypes falls back to one launch per tensor). Each
-    element's arithmetic is that of :func:`sgd_update`'s kernels, so the results
-    are the same bits.
+    Each element's arithmetic is that of :func:`sgd_update`'s kernels, so the
+    results are the same bits.
     """
-    items = [(p, g, v) for p, g, v in zip(params, grads, velocities) if p.size]
-    if len({p.dtype for p, _, _ in items}) > 1:
-        for p, g, v in items:
-            sgd_update(p, g, v, lr, momentum, nesterov, weight_decay)
-        return
-    per_launch = _ARRAYS_PER_LAUNCH // 3
-    for first in range(0, len(items), per_launch):
-        chunk = items[first:first + per_launch]
-        typed = chunk[0][0].dtype.type
-        flat_params = tuple(_flat(p) for p, _, _ in chunk)
-        flat_grads = tuple(_flat(_dev(g)) for _, g, _ in chunk)
-        grid = _grid_1d(max(p.size for p in flat_params))
+    if momentum == 0:
+        tensors = ((p.dtype, (p, g)) for p, g in zip(params, grads))
+    else:
+        tensors = ((p.dtype, (p, g, v)) for p, g, v in zip(params, grads, velocities))
+    for dtype, arrays in _fused_launches(tensors, _ARRAYS_PER_LAUNCH // 3):
+        typed = dtype.type
+        grid = _grid_1d(max(p.size for p in arrays[0]))
         if momentum == 0:
-            _sgd_many_kernel[grid](flat_params, flat_grads, typed(lr), typed(weight_decay))
-            continue
-        _sgd_momentum_many_kernel[grid](
-            flat_params, flat_grads, tuple(_flat(v) for _, _, v in chunk), typed(lr),
-            typed(momentum), bool(nesterov), typed(weight_decay),
-        )
+            _sgd_many_kernel[grid](*arrays, typed(lr), typed(weight_decay))
+        else:
+            _sgd_momentum_many_kernel[grid](*arrays, typed(lr), typed(momentum),
+                                            bool(nesterov), typed(weight_decay))
 
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
@@ -1878,24 +1888,17 @@ def adam_update_many(params, grads, ms, vs, lr, beta1, beta2, eps, weight_decay,
     ``(dtype, step)`` (usually one group: every parameter steps together). Each
     element's arithmetic is that of :func:`adam_update`'s kernel.
     """
-    groups = {}
-    for item in zip(params, grads, ms, vs, steps):
-        if item[0].size:
-            groups.setdefault((item[0].dtype, int(item[4])), []).append(item)
-    for (dtype, step), items in groups.items():
+    tensors = (((p.dtype, int(step)), (p, g, m, v))
+               for p, g, m, v, step in zip(params, grads, ms, vs, steps))
+    for (dtype, step), arrays in _fused_launches(tensors, _ARRAYS_PER_LAUNCH // 4):
         typed = dtype.type
         bias_correction1 = 1 - beta1**step
         bias_correction2_sqrt = math.sqrt(1 - beta2**step)
-        per_launch = _ARRAYS_PER_LAUNCH // 4
-        for first in range(0, len(items), per_launch):
-            chunk = items[first:first + per_launch]
-            flat_params = tuple(_flat(item[0]) for item in chunk)
-            _adam_many_kernel[_grid_1d(max(p.size for p in flat_params))](
-                flat_params, tuple(_flat(_dev(item[1])) for item in chunk),
-                tuple(_flat(item[2]) for item in chunk), tuple(_flat(item[3]) for item in chunk),
-                typed(lr / bias_correction1), typed(beta1), typed(1 - beta1), typed(beta2),
-                typed(1 - beta2), typed(bias_correction2_sqrt), typed(eps), typed(weight_decay),
-            )
+        _adam_many_kernel[_grid_1d(max(p.size for p in arrays[0]))](
+            *arrays, typed(lr / bias_correction1), typed(beta1), typed(1 - beta1),
+            typed(beta2), typed(1 - beta2), typed(bias_correction2_sqrt), typed(eps),
+            typed(weight_decay),
+        )
 
 
 # --------------------------------------------------------------------------------------

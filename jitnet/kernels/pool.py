@@ -3,8 +3,8 @@
 A training step allocates the same large arrays every time: activations, their
 gradients, padded copies of the input. glibc hands a freed block of that size
 back to the system, so the next step's array is fresh memory again, and every
-4 KiB page of it faults on first touch: about 2 ms of a 17 ms step of the
-reference ConvNet at batch 64 (measured, see ``benchmarks/RESULTS.md``).
+4 KiB page of it faults on first touch. (A profile of the reference ConvNet at
+batch 64 went from 17.4 to 16.0 ms with this pool; see ``benchmarks/RESULTS.md``.)
 
 :class:`ArrayPool` keeps each large array it hands out and hands it out again,
 for the same shape and dtype, once nothing but the pool refers to it
