@@ -12,6 +12,8 @@ iteration owns one output element or row and sums in a fixed order, so
 results are bitwise reproducible whatever the thread count.
 """
 
+import math
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -51,8 +53,18 @@ def _square(name, v):
 
 
 def asarray(a, dtype=None):
-    """``a`` as a C-contiguous host array (of ``dtype`` when given)."""
-    return np.ascontiguousarray(a, dtype=dtype)
+    """``a`` as a C-contiguous host array (of ``dtype`` when given).
+
+    An array of at least ``_ALIGN_MIN_BYTES`` comes back 64-byte aligned, copied
+    if it was not (see :func:`_aligned_empty`): a parameter created by NumPy is
+    then aligned for every step that reads it. Smaller ones are not copied.
+    """
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if a.nbytes >= _ALIGN_MIN_BYTES and a.__array_interface__["data"][0] % _ALIGN:
+        aligned = _aligned_empty(a.shape, a.dtype)
+        aligned[...] = a
+        return aligned
+    return a
 
 
 def to_numpy(a):
@@ -60,14 +72,36 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+#: Byte boundary of the arrays the wrappers allocate: a cache line, one AVX-512 vector.
+_ALIGN = 64
+#: :func:`asarray` copies a misaligned array from this size on.
+_ALIGN_MIN_BYTES = 4096
+
+
+def _aligned_empty(shape, dtype):
+    """``np.empty`` whose data starts on a ``_ALIGN``-byte boundary.
+
+    NumPy's large arrays start 16 bytes past a page (glibc's ``mmap`` header), so
+    every 64-byte vector load of a row straddles two cache lines. Aligned operands
+    made the matrix-product micro-kernel 10-25% faster on fc1's three shapes
+    (measured on the same kernel, 16-byte against 64-byte aligned).
+    """
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    start = -raw.__array_interface__["data"][0] % _ALIGN
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def empty(shape, dtype):
-    """Uninitialised host array of ``shape`` and ``dtype``."""
-    return np.empty(shape, dtype=dtype)
+    """Uninitialised host array of ``shape`` and ``dtype`` (64-byte aligned)."""
+    return _aligned_empty(shape, dtype)
 
 
 # The wrappers take their arrays from a pool that hands a large array out again once
 # released: fresh memory would page-fault on first touch at every training step.
-_POOL = ArrayPool(np.empty)
+_POOL = ArrayPool(_aligned_empty)
 
 
 def _empty(shape, dtype=np.float64):
@@ -81,8 +115,10 @@ def _zeros(shape, dtype=np.float64):
 
 
 def zeros(shape, dtype):
-    """Zero-filled host array of ``shape`` and ``dtype``."""
-    return np.zeros(shape, dtype=dtype)
+    """Zero-filled host array of ``shape`` and ``dtype`` (64-byte aligned)."""
+    a = _aligned_empty(shape, dtype)
+    a.fill(0)
+    return a
 
 
 # --------------------------------------------------------------------------
@@ -429,6 +465,11 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
                     dweight[g * f_per_group + fb * _FB + j, c, kh, kw] = part[t, p, j]
 
 
+#: Images a weight-gradient tile sums in registers before it adds them to ``part``
+#: (the block's inputs stay in cache for all the chunk's tiles).
+_WTILE_IMAGES = 8
+
+
 @njit(**_JIT)
 def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
     """Weight gradient with vectors over input channels: ``dy`` stays NCHW.
@@ -460,7 +501,8 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
         t0 = chunk * per_chunk
         t1 = min(t0 + per_chunk, n_t)
         acc = np.empty((_PIX, _FB), dtype=dweight.dtype)
-        for n in range(n_img):
+        for n0 in range(0, n_img, _WTILE_IMAGES):
+            n1 = min(n0 + _WTILE_IMAGES, n_img)
             for t in range(t0, t1):
                 cb = t % n_cb
                 kw = (t // n_cb) % kw_n
@@ -480,26 +522,27 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
                 c0 = np.uint64(kw * cg + cb * _FB)
                 for p in range(_PIX):
                     for j in range(_FB):
-                        acc[p, j] = part[t, p, j]
-                for ho in range(ho_n):
-                    row = ho * s + kh
-                    for wo in range(wo_n):
-                        d0 = dy[n, f0, ho, wo]
-                        d1 = dy[n, f1, ho, wo]
-                        d2 = dy[n, f2, ho, wo]
-                        d3 = dy[n, f3, ho, wo]
-                        d4 = dy[n, f4, ho, wo]
-                        d5 = dy[n, f5, ho, wo]
-                        d6 = dy[n, f6, ho, wo]
-                        d7 = dy[n, f7, ho, wo]
-                        col = np.uint64(wo * s * cg) + c0
-                        for j in range(16):
-                            xa = xh[n, g, row, col + np.uint64(j)]
-                            xb = xh[n, g, row, col + np.uint64(16 + j)]
-                            _tile_fma(acc, j, d0, d1, d2, d3, d4, d5, d6, d7, xa, xb)
+                        acc[p, j] = 0
+                for n in range(n0, n1):
+                    for ho in range(ho_n):
+                        row = ho * s + kh
+                        for wo in range(wo_n):
+                            d0 = dy[n, f0, ho, wo]
+                            d1 = dy[n, f1, ho, wo]
+                            d2 = dy[n, f2, ho, wo]
+                            d3 = dy[n, f3, ho, wo]
+                            d4 = dy[n, f4, ho, wo]
+                            d5 = dy[n, f5, ho, wo]
+                            d6 = dy[n, f6, ho, wo]
+                            d7 = dy[n, f7, ho, wo]
+                            col = np.uint64(wo * s * cg) + c0
+                            for j in range(16):
+                                xa = xh[n, g, row, col + np.uint64(j)]
+                                xb = xh[n, g, row, col + np.uint64(16 + j)]
+                                _tile_fma(acc, j, d0, d1, d2, d3, d4, d5, d6, d7, xa, xb)
                 for p in range(_PIX):
                     for j in range(_FB):
-                        part[t, p, j] = acc[p, j]
+                        part[t, p, j] += acc[p, j]
         for t in range(t0, t1):
             cb = t % n_cb
             kw = (t // n_cb) % kw_n
@@ -596,7 +639,8 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
         t0 = chunk * per_chunk
         t1 = min(t0 + per_chunk, n_t)
         acc = np.empty((_WROWS_OUT, _WROWS_TAPS, _LANES), dtype=dweight.dtype)
-        for n in range(n_img):
+        for n0 in range(0, n_img, _WTILE_IMAGES):
+            n1 = min(n0 + _WTILE_IMAGES, n_img)
             for t in range(t0, t1):
                 f0, f1, f2, f3 = outs[t, 0], outs[t, 1], outs[t, 2], outs[t, 3]
                 c0, c1, c2, c3, c4 = chans[t, 0], chans[t, 1], chans[t, 2], chans[t, 3], chans[t, 4]
@@ -605,46 +649,47 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
                 for a in range(_WROWS_OUT):
                     for b in range(_WROWS_TAPS):
                         for lane in range(_LANES):
-                            acc[a, b, lane] = part[t, a, b, lane]
-                for ho in range(ho_n):
-                    drow = np.uint64(ho * wv_n) + col
-                    xrow = np.uint64(ho * wx)
-                    for lane in range(_LANES):
-                        u = drow + np.uint64(lane)
-                        d0 = dyf[n, f0, u]
-                        d1 = dyf[n, f1, u]
-                        d2 = dyf[n, f2, u]
-                        d3 = dyf[n, f3, u]
-                        i = xrow + np.uint64(lane)
-                        x0 = xf[n, c0, i + o0]
-                        x1 = xf[n, c1, i + o1]
-                        x2 = xf[n, c2, i + o2]
-                        x3 = xf[n, c3, i + o3]
-                        x4 = xf[n, c4, i + o4]
-                        acc[0, 0, lane] += d0 * x0
-                        acc[0, 1, lane] += d0 * x1
-                        acc[0, 2, lane] += d0 * x2
-                        acc[0, 3, lane] += d0 * x3
-                        acc[0, 4, lane] += d0 * x4
-                        acc[1, 0, lane] += d1 * x0
-                        acc[1, 1, lane] += d1 * x1
-                        acc[1, 2, lane] += d1 * x2
-                        acc[1, 3, lane] += d1 * x3
-                        acc[1, 4, lane] += d1 * x4
-                        acc[2, 0, lane] += d2 * x0
-                        acc[2, 1, lane] += d2 * x1
-                        acc[2, 2, lane] += d2 * x2
-                        acc[2, 3, lane] += d2 * x3
-                        acc[2, 4, lane] += d2 * x4
-                        acc[3, 0, lane] += d3 * x0
-                        acc[3, 1, lane] += d3 * x1
-                        acc[3, 2, lane] += d3 * x2
-                        acc[3, 3, lane] += d3 * x3
-                        acc[3, 4, lane] += d3 * x4
+                            acc[a, b, lane] = 0
+                for n in range(n0, n1):
+                    for ho in range(ho_n):
+                        drow = np.uint64(ho * wv_n) + col
+                        xrow = np.uint64(ho * wx)
+                        for lane in range(_LANES):
+                            u = drow + np.uint64(lane)
+                            d0 = dyf[n, f0, u]
+                            d1 = dyf[n, f1, u]
+                            d2 = dyf[n, f2, u]
+                            d3 = dyf[n, f3, u]
+                            i = xrow + np.uint64(lane)
+                            x0 = xf[n, c0, i + o0]
+                            x1 = xf[n, c1, i + o1]
+                            x2 = xf[n, c2, i + o2]
+                            x3 = xf[n, c3, i + o3]
+                            x4 = xf[n, c4, i + o4]
+                            acc[0, 0, lane] += d0 * x0
+                            acc[0, 1, lane] += d0 * x1
+                            acc[0, 2, lane] += d0 * x2
+                            acc[0, 3, lane] += d0 * x3
+                            acc[0, 4, lane] += d0 * x4
+                            acc[1, 0, lane] += d1 * x0
+                            acc[1, 1, lane] += d1 * x1
+                            acc[1, 2, lane] += d1 * x2
+                            acc[1, 3, lane] += d1 * x3
+                            acc[1, 4, lane] += d1 * x4
+                            acc[2, 0, lane] += d2 * x0
+                            acc[2, 1, lane] += d2 * x1
+                            acc[2, 2, lane] += d2 * x2
+                            acc[2, 3, lane] += d2 * x3
+                            acc[2, 4, lane] += d2 * x4
+                            acc[3, 0, lane] += d3 * x0
+                            acc[3, 1, lane] += d3 * x1
+                            acc[3, 2, lane] += d3 * x2
+                            acc[3, 3, lane] += d3 * x3
+                            acc[3, 4, lane] += d3 * x4
                 for a in range(_WROWS_OUT):
                     for b in range(_WROWS_TAPS):
                         for lane in range(_LANES):
-                            part[t, a, b, lane] = acc[a, b, lane]
+                            part[t, a, b, lane] += acc[a, b, lane]
     # No race: every chunk has finished; iteration tile owns its dweight entries.
     for tile in prange(n_t // n_v):  # tile = (group * n_ft + channel tile) * n_qt + qt
         gft, qt = tile // n_qt, tile % n_qt
@@ -1280,7 +1325,9 @@ def linear_forward(x, weight, bias):
     dtype = x.dtype
     m = weight.shape[0]
     b = _zeros(m, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    yt = _matmul(weight, x.T, dtype)
+    xt = _empty((x.shape[1], x.shape[0]), dtype=dtype)
+    xt[...] = x.T
+    yt = _matmul(weight, xt, dtype)
     y = _empty((x.shape[0], m), dtype=dtype)
     _transpose_add_bias(yt, b, y)
     return y
