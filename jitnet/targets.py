@@ -46,6 +46,9 @@ def available_targets():
     return names
 
 
+_MODULES = {}
+
+
 def backend(name=None):
     """The kernel module of target ``name`` (default: the active target)."""
     name = _active if name is None else name
@@ -54,7 +57,12 @@ def backend(name=None):
         reason = _cuda_unavailable_reason()
         if reason is not None:
             raise TargetUnavailableError(f"the cuda target is unavailable: {reason}")
-    return importlib.import_module(".kernels." + _MODULE_NAMES[name], __package__)
+    module = _MODULES.get(name)
+    if module is None:  # imported once: every layer asks at every call
+        module = _MODULES[name] = importlib.import_module(
+            ".kernels." + _MODULE_NAMES[name], __package__
+        )
+    return module
 
 
 def set_target(name):

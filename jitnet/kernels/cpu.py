@@ -79,7 +79,8 @@ _ALIGN_MIN_BYTES = 4096
 
 
 def _aligned_empty(shape, dtype):
-    """``np.empty`` whose data starts on a ``_ALIGN``-byte boundary.
+    """``np.empty`` whose data starts on a ``_ALIGN``-byte boundary (from
+    ``_ALIGN_MIN_BYTES`` on).
 
     NumPy's large arrays start 16 bytes past a page (glibc's ``mmap`` header), so
     every 64-byte vector load of a row straddles two cache lines. Aligned operands
@@ -89,6 +90,8 @@ def _aligned_empty(shape, dtype):
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < _ALIGN_MIN_BYTES:
+        return np.empty(shape, dtype=dtype)  # not worth the extra view
     raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
     start = -raw.__array_interface__["data"][0] % _ALIGN
     return raw[start:start + nbytes].view(dtype).reshape(shape)
