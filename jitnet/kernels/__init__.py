@@ -18,7 +18,7 @@ Signatures (``numpy_ref`` holds the full docstrings)::
 
     # max pooling: argmax (N, C, HO, WO) int32, flat index h * W + w into the input plane
     maxpool2d_forward(x, kernel_size, stride) -> (y, argmax)
-    maxpool2d_backward(dy, argmax, x_shape) -> dx
+    maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None) -> dx
 
     # fully connected: x (N, D), weight (M, D), bias (M,) or None; y = x @ weight.T + bias
     linear_forward(x, weight, bias) -> y (N, M)

@@ -1167,7 +1167,7 @@ def _maxpool2d_backward(dy, argmax, dx):
                 plane[argmax[n, c, ho, wo]] += dy[n, c, ho, wo]
 
 
-def maxpool2d_backward(dy, argmax, x_shape):
+def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     """Route each output gradient to the input element that won its window.
 
     Parameters
@@ -1175,6 +1175,8 @@ def maxpool2d_backward(dy, argmax, x_shape):
     dy : ndarray, (N, C, HO, WO)
     argmax : ndarray, (N, C, HO, WO), int32, from :func:`maxpool2d_forward`
     x_shape : tuple, (N, C, H, W)
+    kernel_size, stride : int, optional
+        The forward's window; not needed here (the cuda target uses it).
 
     Returns
     -------

@@ -532,21 +532,25 @@ def _make_conv2d_backward_input_kernel(dtype, tile, kh, kw, stride, cpt):
 
 @functools.lru_cache(maxsize=None)
 def _make_conv2d_backward_weight_kernel(dtype, threads, kh, kw, stride):
-    """``dweight`` of a convolution: one block per ``(f, c)`` pair owns its ``kh x kw`` taps.
+    """``dweight`` and ``dbias`` of a convolution: one block per ``(f, c)`` pair owns its
+    ``kh x kw`` taps, and the pair ``(f, 0)`` the bias ``f`` too.
 
     The block's threads stride over the ``N * HO * WO`` output positions (reading
-    ``dy`` coalesced), each accumulating all ``kh * kw`` tap sums in registers. One
-    shared-memory tree then reduces every tap at once (``log2(threads)`` barriers per
-    pair, not per tap) and the first ``kh * kw`` threads write the taps.
+    ``dy`` coalesced), each accumulating all ``kh * kw`` tap sums in registers, plus
+    the sum of ``dy`` itself in a last slot (the bias; only the pairs ``(f, 0)``
+    store it). One shared-memory tree then reduces every slot at once
+    (``log2(threads)`` barriers per pair, not per tap), and the first threads write
+    the taps and the bias: no separate launch over ``dy`` for the bias.
     """
     nt = _numba_type(dtype)
     zero = np.dtype(dtype).type(0)
     taps = kh * kw
+    slots = taps + 1
 
     @cuda.jit
-    def conv2d_backward_weight_kernel(dy, x, padding, groups, dweight):
-        scratch = cuda.shared.array((taps, threads), nt)
-        acc = cuda.local.array(taps, nt)
+    def conv2d_backward_weight_kernel(dy, x, padding, groups, dweight, dbias):
+        scratch = cuda.shared.array((slots, threads), nt)
+        acc = cuda.local.array(slots, nt)
         n_img, _, h, w = x.shape
         f_total, c_group, _, _ = dweight.shape
         _, _, ho, wo = dy.shape
@@ -557,13 +561,14 @@ def _make_conv2d_backward_weight_kernel(dtype, threads, kh, kw, stride):
             f = fc // c_group
             ci = fc - f * c_group
             c = (f // f_group) * c_group + ci
-            for k in range(taps):
+            for k in range(slots):
                 acc[k] = zero
             for p in range(tid, positions, threads):
                 n = p // (ho * wo)
                 oh = (p // wo) % ho
                 ow = p % wo
                 g = dy[n, f, oh, ow]
+                acc[taps] += g
                 for a in range(kh):
                     ih = oh * stride - padding + a
                     if 0 <= ih < h:
@@ -571,18 +576,20 @@ def _make_conv2d_backward_weight_kernel(dtype, threads, kh, kw, stride):
                             iw = ow * stride - padding + b
                             if 0 <= iw < w:
                                 acc[a * kw + b] += g * x[n, c, ih, iw]
-            for k in range(taps):
+            for k in range(slots):
                 scratch[k, tid] = acc[k]
             cuda.syncthreads()
             half = threads // 2
             while half > 0:
                 if tid < half:
-                    for k in range(taps):
+                    for k in range(slots):
                         scratch[k, tid] += scratch[k, tid + half]
                 cuda.syncthreads()
                 half //= 2
             if tid < taps:
                 dweight[f, ci, tid // kw, tid % kw] = scratch[tid, 0]
+            if tid == taps and ci == 0:
+                dbias[f] = scratch[taps, 0]
             cuda.syncthreads()  # scratch is reused by the next pair
 
     return conv2d_backward_weight_kernel
@@ -594,29 +601,6 @@ def _weight_grad_threads(taps, itemsize):
     while threads > 1 and taps * threads * itemsize > 32 * 1024:
         threads //= 2
     return threads
-
-
-@functools.lru_cache(maxsize=None)
-def _make_channel_sum_kernel(dtype, threads):
-    """``out[c] = a[:, c, :, :].sum()``: one block per channel, a tree across threads."""
-    nt = _numba_type(dtype)
-    zero = np.dtype(dtype).type(0)
-    block_sum = _make_block_sum(threads)
-
-    @cuda.jit
-    def channel_sum_kernel(a, out):
-        scratch = cuda.shared.array(threads, nt)
-        n_img, channels, h, w = a.shape
-        tid = cuda.threadIdx.x
-        for c in range(cuda.blockIdx.x, channels, cuda.gridDim.x):
-            acc = zero
-            for p in range(tid, n_img * h * w, threads):
-                acc += a[p // (h * w), c, (p // w) % h, p % w]
-            total = block_sum(scratch, tid, acc)
-            if tid == 0:
-                out[c] = total
-
-    return channel_sum_kernel
 
 
 def _grid_tiles(rows, cols, depth, tile):
@@ -694,14 +678,10 @@ def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
             dy, weight, padding, groups, dx
         )
 
-    threads = _weight_grad_threads(kh * kw, dy.dtype.itemsize)
+    threads = _weight_grad_threads(kh * kw + 1, dy.dtype.itemsize)
     blocks = min(f * c_group, int(config.CUDA_MAX_BLOCKS))
     kernel = _make_conv2d_backward_weight_kernel(dtype, threads, kh, kw, stride)
-    kernel[blocks, threads](dy, x, padding, groups, dweight)
-
-    threads = _reduction_threads()
-    blocks = min(f, int(config.CUDA_MAX_BLOCKS))
-    _make_channel_sum_kernel(dtype, threads)[blocks, threads](dy, dbias)
+    kernel[blocks, threads](dy, x, padding, groups, dweight, dbias)
     return dx, dweight, dbias
 
 
@@ -778,7 +758,29 @@ def maxpool2d_forward(x, kernel_size, stride):
     return y, argmax
 
 
-def maxpool2d_backward(dy, argmax, x_shape):
+@cuda.jit(cache=True)
+def _maxpool2d_backward_gather_kernel(dy, argmax, k, stride, dx):
+    # Windows that do not overlap (k <= stride): one thread per input element (grid-
+    # stride) takes the gradient of the one window holding it, if it won there, else
+    # 0. Every element is written once, so neither a zero fill nor atomics.
+    _, channels, h, w = dx.shape
+    _, _, ho, wo = dy.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, dx.size, step):
+        iw = i % w
+        ih = (i // w) % h
+        c = (i // (w * h)) % channels
+        n = i // (w * h * channels)
+        oh = ih // stride
+        ow = iw // stride
+        inside = oh < ho and ow < wo and ih - oh * stride < k and iw - ow * stride < k
+        if inside and argmax[n, c, oh, ow] == ih * w + iw:
+            dx[n, c, ih, iw] = dy[n, c, oh, ow]
+        else:
+            dx[n, c, ih, iw] = 0
+
+
+def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     """Route each upstream gradient to its window's maximum.
 
     Parameters
@@ -787,6 +789,11 @@ def maxpool2d_backward(dy, argmax, x_shape):
     argmax : device array, shape (N, C, HO, WO), int32
     x_shape : tuple of int
         ``(N, C, H, W)``.
+    kernel_size, stride : int, optional
+        The forward's window. Given, and with windows that do not overlap
+        (``kernel_size <= stride``, as ``nn.MaxPool2d`` passes for the reference
+        net), ``dx`` takes one launch that writes each element once; otherwise a
+        zero fill and an atomic scatter.
 
     Returns
     -------
@@ -794,6 +801,13 @@ def maxpool2d_backward(dy, argmax, x_shape):
     """
     dy, argmax = _dev(dy), _dev(argmax)
     x_shape = tuple(int(s) for s in x_shape)
+    if kernel_size is not None and stride is not None and int(kernel_size) <= int(stride):
+        dx = cuda.device_array(x_shape, dtype=dy.dtype)
+        if dx.size:
+            _maxpool2d_backward_gather_kernel[_grid_1d(dx.size)](
+                dy, argmax, int(kernel_size), int(stride), dx
+            )
+        return dx
     dx = zeros(x_shape, dy.dtype)
     if dy.size:
         plane = x_shape[2] * x_shape[3]
@@ -1505,50 +1519,68 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
 # --------------------------------------------------------------------------------------
 
 
-@cuda.jit(cache=True)
-def _softmax_cross_entropy_kernel(scores, labels, n_rows, losses, dscores):
-    # One thread per row: the row's max, log-sum-exp, loss and gradient. Rows are
-    # short (classes), so a thread per row is the cheap layout.
+@cuda.jit(device=True)
+def _softmax_cross_entropy_row(scores, labels, margin, n, n_rows, dscores):
+    # Row n: its max, log-sum-exp, loss (returned) and gradient. (margin: unused.)
     n_classes = scores.shape[1]
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for n in range(start, scores.shape[0], step):
-        top = scores[n, 0]
-        for j in range(1, n_classes):
-            top = max(top, scores[n, j])
-        total = 0.0
-        for j in range(n_classes):
-            e = math.exp(scores[n, j] - top)
-            dscores[n, j] = e
-            total += e
-        y = labels[n]
-        losses[n] = math.log(total) - (scores[n, y] - top)
-        for j in range(n_classes):
-            d = dscores[n, j] / total
-            if j == y:
-                d -= 1
-            dscores[n, j] = d / n_rows
+    top = scores[n, 0]
+    for j in range(1, n_classes):
+        top = max(top, scores[n, j])
+    total = 0.0
+    for j in range(n_classes):
+        e = math.exp(scores[n, j] - top)
+        dscores[n, j] = e
+        total += e
+    y = labels[n]
+    loss = math.log(total) - (scores[n, y] - top)
+    for j in range(n_classes):
+        d = dscores[n, j] / total
+        if j == y:
+            d -= 1
+        dscores[n, j] = d / n_rows
+    return loss
 
 
-@cuda.jit(cache=True)
-def _multiclass_hinge_kernel(scores, labels, margin, n_rows, losses, dscores):
-    # One thread per row; the gradient at the label is minus the count of violators.
+@cuda.jit(device=True)
+def _multiclass_hinge_row(scores, labels, margin, n, n_rows, dscores):
+    # Row n; the gradient at the label is minus the count of violators.
     n_classes = scores.shape[1]
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for n in range(start, scores.shape[0], step):
-        y = labels[n]
-        correct = scores[n, y]
-        loss = 0.0
-        active = 0
-        for j in range(n_classes):
-            m = scores[n, j] - correct + margin
-            if j != y and m > 0:
-                loss += m
-                active += 1
-                dscores[n, j] = 1 / n_rows
-            else:
-                dscores[n, j] = 0
-        dscores[n, y] = -active / n_rows
-        losses[n] = loss
+    y = labels[n]
+    correct = scores[n, y]
+    loss = 0.0
+    active = 0
+    for j in range(n_classes):
+        m = scores[n, j] - correct + margin
+        if j != y and m > 0:
+            loss += m
+            active += 1
+            dscores[n, j] = 1 / n_rows
+        else:
+            dscores[n, j] = 0
+    dscores[n, y] = -active / n_rows
+    return loss
+
+
+@functools.lru_cache(maxsize=None)
+def _make_row_loss_kernel(row, threads):
+    """One block: ``row`` of every score row (a thread per row, striding) and the mean
+    of their losses in ``out[0]``, the tree of :func:`_make_sum_kernel` in the same
+    order. One launch for a classification loss, not one for the rows and one for
+    their sum. Rows are short (classes), so a thread per row is the cheap layout."""
+    block_sum = _make_block_sum(threads)
+
+    @cuda.jit
+    def row_loss_kernel(scores, labels, margin, n_rows, dscores, out):
+        scratch = cuda.shared.array(threads, numba.float64)
+        tid = cuda.threadIdx.x
+        acc = 0.0
+        for n in range(tid, scores.shape[0], threads):
+            acc += row(scores, labels, margin, n, n_rows, dscores)
+        total = block_sum(scratch, tid, acc)
+        if tid == 0:
+            out[0] = total / scores.shape[0]
+
+    return row_loss_kernel
 
 
 @cuda.jit(cache=True)
@@ -1581,16 +1613,17 @@ def _l1_kernel(pred, target, scale, losses, dpred):
         dpred[i] = sign * scale
 
 
-def _row_loss(kernel, scores, labels, *scalars):
+def _row_loss(row, scores, labels, margin):
     scores, labels = _dev(scores), _dev(labels)
     n = scores.shape[0]
-    losses = cuda.device_array((n,), dtype=np.float64)
     dscores = cuda.device_array(scores.shape, dtype=scores.dtype)
     if n == 0:
         return float("nan"), dscores
-    typed = [scores.dtype.type(s) for s in scalars]
-    kernel[_grid_1d(n)](scores, labels, *typed, scores.dtype.type(n), losses, dscores)
-    return _mean_to_host(losses), dscores
+    threads = _reduction_threads()
+    out = cuda.device_array(1, dtype=np.float64)
+    t = scores.dtype.type
+    _make_row_loss_kernel(row, threads)[1, threads](scores, labels, t(margin), t(n), dscores, out)
+    return float(out.copy_to_host()[0]), dscores
 
 
 def _elementwise_loss(kernel, pred, target, scale):
@@ -1620,7 +1653,7 @@ def softmax_cross_entropy(scores, labels):
     dscores : device array, shape (N, C), dtype of ``scores``
         ``(softmax(scores) - onehot(labels)) / N``.
     """
-    return _row_loss(_softmax_cross_entropy_kernel, scores, labels)
+    return _row_loss(_softmax_cross_entropy_row, scores, labels, 0)
 
 
 def multiclass_hinge(scores, labels, margin):
@@ -1637,7 +1670,7 @@ def multiclass_hinge(scores, labels, margin):
     loss : float
     dscores : device array, shape (N, C), dtype of ``scores``
     """
-    return _row_loss(_multiclass_hinge_kernel, scores, labels, margin)
+    return _row_loss(_multiclass_hinge_row, scores, labels, margin)
 
 
 def bce_with_logits(scores, targets):

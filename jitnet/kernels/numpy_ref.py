@@ -252,7 +252,7 @@ def maxpool2d_forward(x, kernel_size, stride):
     return np.ascontiguousarray(y), argmax
 
 
-def maxpool2d_backward(dy, argmax, x_shape):
+def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     """Route each upstream gradient to its window's maximum.
 
     Parameters
@@ -262,6 +262,10 @@ def maxpool2d_backward(dy, argmax, x_shape):
         From :func:`maxpool2d_forward`.
     x_shape : tuple of int
         ``(N, C, H, W)``, the forward input's shape.
+    kernel_size, stride : int, optional
+        The forward's window. The result does not depend on them; a target may use
+        them to pick a faster kernel (the cuda target, for windows that do not
+        overlap).
 
     Returns
     -------

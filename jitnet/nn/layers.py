@@ -207,7 +207,9 @@ class MaxPool2d(Module):
         return y
 
     def backward(self, dy):
-        return backend().maxpool2d_backward(dy, self._saved_argmax, self._saved_shape)
+        return backend().maxpool2d_backward(
+            dy, self._saved_argmax, self._saved_shape, self.kernel_size, self.stride
+        )
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"

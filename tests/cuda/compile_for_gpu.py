@@ -89,6 +89,7 @@ def _exercise(dtype, rng):
     x = arr(2, 3, 6, 8)
     y, argmax = k.maxpool2d_forward(x, 2, 2)
     k.maxpool2d_backward(arr(*y.shape), argmax, x.shape)
+    k.maxpool2d_backward(arr(*y.shape), argmax, x.shape, 2, 2)  # the one-launch gather
     xf, wf = arr(5, 7), arr(6, 7)
     k.linear_forward(xf, wf, arr(6))
     k.linear_backward(arr(5, 6), xf, wf)

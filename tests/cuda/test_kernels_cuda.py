@@ -154,6 +154,23 @@ def test_maxpool2d_matches_reference(k, stride, dtype, rng):
     _assert_close(dx, ref.maxpool2d_backward(dy, want_argmax, x.shape), dtype, "dx")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, stride", [(2, 2), (1, 2), (2, 3), (3, 3), (3, 2)])
+def test_maxpool2d_backward_with_the_window_equals_the_scatter(k, stride, dtype, rng):
+    # 5x7 leaves rows and columns in no window; (3, 2) overlaps and takes the scatter
+    x = _normal(rng, (2, 3, 5, 7), dtype)
+    y, argmax = cu.maxpool2d_forward(_dev(x), k, stride)
+    dy = _normal(rng, y.shape, dtype)
+    want = ref.maxpool2d_backward(dy, cu.to_numpy(argmax), x.shape)
+    with cu.count_launches() as launches:
+        dx = cu.maxpool2d_backward(_dev(dy), argmax, x.shape, k, stride)
+    np.testing.assert_array_equal(cu.to_numpy(dx), want)  # one gradient each: exact
+    if k <= stride:  # one launch writes every element: no zero fill, no scatter
+        assert dict(launches) == {"_maxpool2d_backward_gather_kernel": 1}
+    else:
+        assert launches["_maxpool2d_backward_kernel"] == 1
+
+
 def test_maxpool2d_propagates_nan(rng):
     x = _normal(rng, (1, 1, 4, 4), np.float32)
     x[0, 0, 1, 0] = np.nan

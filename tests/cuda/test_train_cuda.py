@@ -93,6 +93,14 @@ def test_a_step_launches_the_same_kernels_and_updates_all_parameters_at_once():
     assert len(model.parameters()) == 8
     assert counts[0]["_sgd_momentum_many_kernel"] == 1
     assert "_sgd_momentum_kernel" not in counts[0]
+    # the loss and its mean in one launch; the pooling's gradient in one (no zero
+    # fill); each convolution's bias gradient inside its weight-gradient launch
+    assert counts[0]["row_loss_kernel"] == 1
+    assert counts[0]["_maxpool2d_backward_gather_kernel"] == 1
+    assert counts[0]["conv2d_backward_weight_kernel"] == 2
+    for fused_away in ("sum_kernel", "_fill_kernel", "channel_sum_kernel",
+                       "_maxpool2d_backward_kernel"):
+        assert fused_away not in counts[0], counts[0]
 
 
 @pytest.mark.parametrize("loss_name", ["MulticlassHingeLoss", "MSELoss"])
