@@ -254,6 +254,43 @@ def test_maxpool2d_2x2_fast_path_odd_sizes_and_ties(rng, dtype):
     _check_pool(x, 2, 2)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape, weight_shape, stride, padding, groups, pool",
+    [
+        ((3, 3, 32, 32), (32, 3, 3, 3), 1, 1, 1, (2, 2)),  # the reference net's layers
+        ((2, 32, 16, 16), (64, 32, 3, 3), 1, 1, 1, (2, 2)),
+        ((2, 5, 13, 11), (7, 5, 3, 3), 1, 1, 1, (2, 2)),  # odd rows and columns
+        ((2, 4, 9, 20), (6, 2, 3, 3), 1, 0, 2, (2, 2)),  # groups, no padding
+        ((1, 2, 34, 40), (9, 2, 5, 5), 1, 2, 1, (2, 2)),  # 5x5, ragged channel tile
+        ((2, 3, 12, 12), (8, 3, 3, 3), 1, 1, 1, (3, 2)),  # overlapping: the two kernels
+        ((2, 3, 12, 12), (8, 3, 3, 3), 2, 1, 1, (2, 2)),  # strided: the two kernels
+    ],
+)
+def test_conv2d_maxpool2d_forward_is_the_two_kernels_bit_for_bit(
+    rng, dtype, shape, weight_shape, stride, padding, groups, pool
+):
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 0, :4] = np.nan  # NaN windows: the first NaN must win, as in the pooling
+    x[-1, -1] = np.round(x[-1, -1])  # ties
+    weight = rng.standard_normal(weight_shape).astype(dtype)
+    bias = rng.standard_normal(weight_shape[0]).astype(dtype)
+    y, argmax = cpu.conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, *pool)
+    want_y, want_argmax = cpu.maxpool2d_forward(
+        cpu.conv2d_forward(x, weight, bias, stride, padding, groups), *pool
+    )
+    assert y.dtype == dtype and argmax.dtype == np.int32
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(argmax, want_argmax)
+    ref_y, ref_argmax = ref.conv2d_maxpool2d_forward(
+        x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64),
+        stride, padding, groups, *pool,
+    )
+    finite = ~np.isnan(ref_y)
+    np.testing.assert_allclose(y[finite], ref_y[finite], rtol=1e-4, atol=1e-4)
+    assert np.array_equal(np.isnan(y), ~finite)
+
+
 def test_maxpool2d_propagates_nan(rng):
     x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
     x[0, 0, 1, 0] = np.nan

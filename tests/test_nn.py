@@ -394,6 +394,29 @@ def test_relu_before_maxpool_runs_pooled_first_with_the_same_results(target, rng
         np.testing.assert_array_equal(jitnet.to_numpy(p.grad), g)
 
 
+def test_sequential_runs_a_convolution_and_its_pooling_as_one_kernel_call(
+    target, rng, monkeypatch
+):
+    calls = []
+    module = jitnet.targets.backend()
+    fused = module.conv2d_maxpool2d_forward
+    monkeypatch.setattr(module, "conv2d_maxpool2d_forward",
+                        lambda *args: calls.append(args[6:]) or fused(*args))
+    jitnet.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 4, 3, padding=1), nn.MaxPool2d(2, 1), nn.Flatten())
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y = model(x)
+    assert calls == [(2, 2), (2, 1)]
+    conv, relu, pool, conv2, pool2, flat = list(model)
+    want = flat(pool2(conv2(relu(pool(conv(x))))))  # one by one
+    np.testing.assert_array_equal(jitnet.to_numpy(y), jitnet.to_numpy(want))
+    # the pooling still checks its input, now the convolution's output
+    small = nn.Sequential(nn.Conv2d(3, 2, 3), nn.MaxPool2d(2))
+    with pytest.raises(ValueError, match=r"MaxPool2d kernel size 2 is larger than the input 1x1"):
+        small(rng.standard_normal((1, 3, 3, 3)).astype(np.float32))
+
+
 def test_backward_without_input_grad(target, rng):
     """Same parameter gradients, no dx, nothing run below the first layer with parameters."""
     calls = []

@@ -19,6 +19,8 @@ Signatures (``numpy_ref`` holds the full docstrings)::
     # max pooling: argmax (N, C, HO, WO) int32, flat index h * W + w into the input plane
     maxpool2d_forward(x, kernel_size, stride) -> (y, argmax)
     maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None) -> dx
+    conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride)
+        -> (y, argmax)    the two forwards in one, bit for bit (nn.Sequential calls it)
 
     # fully connected: x (N, D), weight (M, D), bias (M,) or None; y = x @ weight.T + bias
     linear_forward(x, weight, bias) -> y (N, M)
@@ -72,6 +74,7 @@ CONTRACT = (
     "conv2d_backward",
     "maxpool2d_forward",
     "maxpool2d_backward",
+    "conv2d_maxpool2d_forward",
     "linear_forward",
     "linear_backward",
     "maxout_forward",

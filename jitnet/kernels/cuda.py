@@ -758,6 +758,12 @@ def maxpool2d_forward(x, kernel_size, stride):
     return y, argmax
 
 
+def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride):
+    """:func:`conv2d_forward`, then :func:`maxpool2d_forward` (two launches, as before)."""
+    y = conv2d_forward(x, weight, bias, stride, padding, groups)
+    return maxpool2d_forward(y, pool_size, pool_stride)
+
+
 @cuda.jit(cache=True)
 def _maxpool2d_backward_gather_kernel(dy, argmax, k, stride, dx):
     # Windows that do not overlap (k <= stride): one thread per input element (grid-

@@ -252,6 +252,32 @@ def maxpool2d_forward(x, kernel_size, stride):
     return np.ascontiguousarray(y), argmax
 
 
+def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride):
+    """:func:`conv2d_forward`, then :func:`maxpool2d_forward` of its output.
+
+    Parameters
+    ----------
+    x, weight, bias, stride, padding, groups
+        As :func:`conv2d_forward`.
+    pool_size, pool_stride : int
+        ``kernel_size`` and ``stride`` of :func:`maxpool2d_forward`.
+
+    Returns
+    -------
+    y : np.ndarray, the pooled convolution
+    argmax : np.ndarray, int32
+        As :func:`maxpool2d_forward`'s, into the planes of the convolution's output.
+
+    Notes
+    -----
+    Every target returns the two calls' results bit for bit; a target may compute
+    them without storing the convolution's output (the cpu target does for 2x2
+    pooling). ``nn.Sequential`` calls it for a ``Conv2d`` followed by a ``MaxPool2d``.
+    """
+    y = conv2d_forward(x, weight, bias, stride, padding, groups)
+    return maxpool2d_forward(y, pool_size, pool_stride)
+
+
 def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     """Route each upstream gradient to its window's maximum.
 

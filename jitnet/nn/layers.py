@@ -131,6 +131,39 @@ class Conv2d(Module):
         )
 
     def forward(self, x):
+        x = self._checked(x)
+        self._saved_x = x
+        bias = self.bias.data if self.bias is not None else None
+        return backend().conv2d_forward(
+            x, self.weight.data, bias, self.stride, self.padding, self.groups
+        )
+
+    def forward_pooled(self, x, pool):
+        """``pool(self(x))`` in one kernel call, with both layers ready for backward.
+
+        ``pool`` is a ``MaxPool2d``. The result and every gradient are those of the
+        two calls, bit for bit; the cpu target skips storing the convolution's output
+        (for 2x2 pooling). ``Sequential`` calls it for a convolution followed by a
+        pooling.
+        """
+        x = self._checked(x)
+        k = self.kernel_size
+        out_h = (x.shape[2] + 2 * self.padding - k) // self.stride + 1
+        out_w = (x.shape[3] + 2 * self.padding - k) // self.stride + 1
+        out_shape = (x.shape[0], self.out_channels, out_h, out_w)
+        pool._check_shape(out_shape)
+        self._saved_x = x
+        bias = self.bias.data if self.bias is not None else None
+        y, argmax = backend().conv2d_maxpool2d_forward(
+            x, self.weight.data, bias, self.stride, self.padding, self.groups,
+            pool.kernel_size, pool.stride,
+        )
+        pool._saved_argmax = argmax
+        pool._saved_shape = out_shape
+        return y
+
+    def _checked(self, x):
+        """``x`` as an input of the active target, after the checks of ``forward``."""
         x = as_input(x)
         _check_input("Conv2d", x, 4, "(N, C, H, W)", self.weight.dtype)
         check_placement("Conv2d", self.weight)
@@ -142,9 +175,7 @@ class Conv2d(Module):
                 f"Conv2d kernel size {k} is larger than the padded input "
                 f"{h + 2 * p}x{w + 2 * p} (input shape {tuple(x.shape)}, padding {p})"
             )
-        self._saved_x = x
-        bias = self.bias.data if self.bias is not None else None
-        return backend().conv2d_forward(x, self.weight.data, bias, self.stride, p, self.groups)
+        return x
 
     def backward(self, dy, input_grad=True):
         """``dx`` (None with ``input_grad=False``); sets ``weight.grad`` and ``bias.grad``."""
@@ -195,16 +226,19 @@ class MaxPool2d(Module):
     def forward(self, x):
         x = as_input(x)
         _check_input("MaxPool2d", x, 4, "(N, C, H, W)")
-        k = self.kernel_size
-        if x.shape[2] < k or x.shape[3] < k:
-            raise ValueError(
-                f"MaxPool2d kernel size {k} is larger than the input "
-                f"{x.shape[2]}x{x.shape[3]} (input shape {tuple(x.shape)})"
-            )
-        y, argmax = backend().maxpool2d_forward(x, k, self.stride)
+        self._check_shape(tuple(x.shape))
+        y, argmax = backend().maxpool2d_forward(x, self.kernel_size, self.stride)
         self._saved_argmax = argmax
         self._saved_shape = tuple(x.shape)
         return y
+
+    def _check_shape(self, shape):
+        k = self.kernel_size
+        if shape[2] < k or shape[3] < k:
+            raise ValueError(
+                f"MaxPool2d kernel size {k} is larger than the input "
+                f"{shape[2]}x{shape[3]} (input shape {shape})"
+            )
 
     def backward(self, dy):
         return backend().maxpool2d_backward(

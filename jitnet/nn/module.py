@@ -274,6 +274,11 @@ class Sequential(Module):
     positive may differ, and the gradient routed there is zero either way. Other
     activations keep their place: a saturating one (sigmoid) can tie values that
     differ, and its gradient there is not zero.
+
+    A ``Conv2d`` then running directly before a ``MaxPool2d`` runs with it as one
+    kernel call (``Conv2d.forward_pooled``): the same results, bit for bit, and
+    the same saved state for backward, but the cpu target never stores the
+    convolution's output.
     """
 
     def __init__(self, *modules):
@@ -294,8 +299,18 @@ class Sequential(Module):
         return order
 
     def forward(self, x):
-        for m in self._run_order():
-            x = m(x)
+        from .layers import Conv2d, MaxPool2d
+
+        order = self._run_order()
+        i = 0
+        while i < len(order):
+            m = order[i]
+            if type(m) is Conv2d and i + 1 < len(order) and type(order[i + 1]) is MaxPool2d:
+                x = m.forward_pooled(x, order[i + 1])  # one kernel call for the two
+                i += 2
+            else:
+                x = m(x)
+                i += 1
         return x
 
     def backward(self, dy, input_grad=True):

@@ -171,6 +171,17 @@ def test_maxpool2d_backward_with_the_window_equals_the_scatter(k, stride, dtype,
         assert launches["_maxpool2d_backward_kernel"] == 1
 
 
+def test_conv2d_maxpool2d_forward_is_the_two_kernels(rng):
+    x = _normal(rng, (2, 3, 6, 5), np.float32)
+    w = _normal(rng, (4, 3, 3, 3), np.float32)
+    b = _normal(rng, (4,), np.float32)
+    y, argmax = cu.conv2d_maxpool2d_forward(_dev(x), _dev(w), _dev(b), 1, 1, 1, 2, 2)
+    want_y, want_argmax = cu.maxpool2d_forward(cu.conv2d_forward(_dev(x), _dev(w), _dev(b),
+                                                                 1, 1, 1), 2, 2)
+    np.testing.assert_array_equal(cu.to_numpy(y), cu.to_numpy(want_y))
+    np.testing.assert_array_equal(cu.to_numpy(argmax), cu.to_numpy(want_argmax))
+
+
 def test_maxpool2d_propagates_nan(rng):
     x = _normal(rng, (1, 1, 4, 4), np.float32)
     x[0, 0, 1, 0] = np.nan
