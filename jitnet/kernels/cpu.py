@@ -383,7 +383,7 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
 
     Returns ``(y, argmax)`` of the pooling. A stride-1 convolution on the row kernel
     with 2x2 pooling (stride 2) pools in the kernel's epilogue
-    (:func:`_conv2d_rows_pool`): the convolution's output, the largest array of a
+    (:func:`_conv2d_rows` with ``pooled``): the convolution's output, the largest array of a
     first layer, is neither written nor read back. At batch 64, two threads: conv1
     and its pooling 1.12 -> 0.87 ms, conv2 and its pooling 2.66-2.85 -> 2.40-2.54 ms.
     Any other case runs the two kernels.
@@ -844,7 +844,7 @@ def _rows_tile(acc, xflat, w8, taps, g, fb, top, bottom):
 
 
 @njit(**_JIT)
-def _conv2d_rows(xflat, x_shape, w8, taps, bias, y):
+def _conv2d_rows(xflat, x_shape, w8, taps, bias, y_shape, y, pooled, argmax):
     """Stride-1 convolution with vectors along the output row: NCHW in, NCHW out.
 
     ``xflat`` is the zero-padded input ``xp`` (N, C, HO + KH - 1, WV + KW - 1),
@@ -862,17 +862,27 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, y):
     -----
     The taps run as one loop over precomputed offsets (27 trips for a 3-channel
     3x3 kernel) rather than three nested ones; measured no faster, but it is one
-    loop to read. A whole tile is stored by a loop of fixed trip count, straight
-    from the accumulator registers (a first layer's 27 taps are short next to the
-    epilogue: interleaved A/B on conv1 at batch 64, 0.77-0.85 -> 0.69-0.74 ms).
+    loop to read.
+
+    ``y_shape`` is the convolution's output shape. With ``pooled`` not empty, the
+    output's 2x2 max pooling (stride 2) goes to ``pooled`` and ``argmax`` instead of
+    ``y`` (then empty): a tile's two rows and 16 columns are 8 whole windows, so the
+    convolution's output never reaches memory (:func:`_pool_tile`). The tile leaves
+    by :func:`_store_tile` or :func:`_pool_tile`, functions of their own: either
+    epilogue inlined here kept the accumulators out of registers in the tap loop
+    (3-4x slower).
     """
-    n_img, n_out, ho_n, wo_n = y.shape
-    groups, n_fb, q_n = w8.shape[0], w8.shape[1], w8.shape[2]
+    n_img, n_out, ho_n, wo_n = y_shape[0], y_shape[1], y_shape[2], y_shape[3]
+    groups, n_fb = w8.shape[0], w8.shape[1]
     c_n, hp_n, wp_n = x_shape[1], x_shape[2], x_shape[3]
     fg = n_out // groups
-    n_rp = (ho_n + 1) // 2
+    pool = pooled.size > 0
+    # Row pairs; pooled, a last single row belongs to no window.
+    n_rp = ho_n // 2 if pool else (ho_n + 1) // 2
     n_cv = (wo_n + _LANES - 1) // _LANES
     yflat = y.reshape(y.size)
+    pflat = pooled.reshape(pooled.size)
+    aflat = argmax.reshape(argmax.size)
     # No race: iteration t owns output rows h0 and h0 + 1 of image n, every channel.
     for t in prange(n_img * n_rp):
         n = t // n_rp
@@ -881,39 +891,35 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, y):
         acc = np.empty((2, _ROWS_OUT, _LANES), dtype=y.dtype)
         for g in range(groups):
             for fb in range(n_fb):
+                f0 = g * fg + fb * _ROWS_OUT
+                n_ch = min(_ROWS_OUT, fg - fb * _ROWS_OUT)
                 for cv in range(n_cv):
                     wo0 = cv * _LANES
                     # Unsigned flat corners of the two rows: no negative-index fix-up.
                     top = np.uint64((n * c_n * hp_n + h0) * wp_n + wo0)
                     bottom = np.uint64((n * c_n * hp_n + h1) * wp_n + wo0)
                     _rows_tile(acc, xflat, w8, taps, g, fb, top, bottom)
-                    n_valid = min(_LANES, wo_n - wo0)
-                    f0 = g * fg + fb * _ROWS_OUT
-                    if n_valid == _LANES and f0 + _ROWS_OUT <= (g + 1) * fg:
-                        # A whole tile: a fixed number of stores, so the accumulators
-                        # go from registers to y (the general loop below goes through
-                        # memory), at unsigned flat offsets.
-                        for q in range(_ROWS_OUT):
-                            b = bias[f0 + q]
-                            top_y = np.uint64(((n * n_out + f0 + q) * ho_n + h0) * wo_n + wo0)
-                            bot_y = np.uint64(((n * n_out + f0 + q) * ho_n + h1) * wo_n + wo0)
-                            for lane in range(_LANES):
-                                yflat[top_y + np.uint64(lane)] = acc[0, q, lane] + b
-                            for lane in range(_LANES):
-                                yflat[bot_y + np.uint64(lane)] = acc[1, q, lane] + b
-                        continue
-                    for q in range(min(_ROWS_OUT, fg - fb * _ROWS_OUT)):
-                        f = g * fg + fb * _ROWS_OUT + q
-                        b = bias[f]
-                        if n_valid == _LANES:
-                            for lane in range(_LANES):
-                                y[n, f, h0, wo0 + lane] = acc[0, q, lane] + b
-                            for lane in range(_LANES):
-                                y[n, f, h1, wo0 + lane] = acc[1, q, lane] + b
-                        else:
-                            for lane in range(n_valid):
-                                y[n, f, h0, wo0 + lane] = acc[0, q, lane] + b
-                                y[n, f, h1, wo0 + lane] = acc[1, q, lane] + b
+                    if pool:
+                        _pool_tile(acc, bias, pflat, aflat, n, f0, n_ch, h0, wo0, wo_n,
+                                   n_rp, wo_n // 2, n_out)
+                    else:
+                        _store_tile(acc, bias, yflat, n, f0, n_ch, h0, h1, wo0, wo_n,
+                                    ho_n, n_out)
+
+
+@njit(**_JIT_SMALL)
+def _store_tile(acc, bias, yflat, n, f0, n_ch, h0, h1, wo0, wo_n, ho_n, n_out):
+    """A :func:`_conv2d_rows` tile ``acc`` plus ``bias`` to the flat output ``yflat``:
+    rows ``h0`` and ``h1`` (the same row for a last odd one), columns from ``wo0``."""
+    n_valid = np.uint64(min(_LANES, wo_n - wo0))
+    for q in range(n_ch):
+        b = bias[f0 + q]
+        top = np.uint64(((n * n_out + f0 + q) * ho_n + h0) * wo_n + wo0)
+        bottom = np.uint64(((n * n_out + f0 + q) * ho_n + h1) * wo_n + wo0)
+        for lane in range(n_valid):
+            yflat[top + lane] = acc[0, q, lane] + b
+        for lane in range(n_valid):
+            yflat[bottom + lane] = acc[1, q, lane] + b
 
 
 @njit(**_JIT_SMALL)
@@ -955,40 +961,6 @@ def _pool_tile(acc, bias, pflat, aflat, n, f0, n_ch, h0, wo0, wo_n, ho_q, wo_q, 
             at = wide + np.int32(1) if take else at
             pflat[out + i] = best
             aflat[out + i] = corner + np.int32(c) + at
-
-
-@njit(**_JIT)
-def _conv2d_rows_pool(xflat, x_shape, w8, taps, bias, y_shape, pooled, argmax):
-    """:func:`_conv2d_rows` with its output's 2x2 max pooling (stride 2) stored instead.
-
-    A tile's two rows and 16 columns are 8 whole windows, so the convolution's
-    output (shape ``y_shape``) never reaches memory: ``pooled`` (N, F, HO // 2,
-    WO // 2) gets the maxima and ``argmax`` their flat positions in the output
-    plane (:func:`_pool_tile`). Both are bit for bit the two kernels' results.
-    """
-    n_img, n_out, ho_n, wo_n = y_shape[0], y_shape[1], y_shape[2], y_shape[3]
-    groups, n_fb = w8.shape[0], w8.shape[1]
-    c_n, hp_n, wp_n = x_shape[1], x_shape[2], x_shape[3]
-    fg = n_out // groups
-    n_rp = ho_n // 2  # a last single row belongs to no window
-    n_cv = (wo_n + _LANES - 1) // _LANES
-    pflat = pooled.reshape(pooled.size)
-    aflat = argmax.reshape(argmax.size)
-    # No race: iteration t owns pooled row h0 // 2 of image n, every channel.
-    for t in prange(n_img * n_rp):
-        n = t // n_rp
-        h0 = (t % n_rp) * 2
-        acc = np.empty((2, _ROWS_OUT, _LANES), dtype=pooled.dtype)
-        for g in range(groups):
-            for fb in range(n_fb):
-                for cv in range(n_cv):
-                    wo0 = cv * _LANES
-                    top = np.uint64((n * c_n * hp_n + h0) * wp_n + wo0)
-                    bottom = np.uint64((n * c_n * hp_n + h0 + 1) * wp_n + wo0)
-                    _rows_tile(acc, xflat, w8, taps, g, fb, top, bottom)
-                    _pool_tile(acc, bias, pflat, aflat, n, g * fg + fb * _ROWS_OUT,
-                               min(_ROWS_OUT, fg - fb * _ROWS_OUT), h0, wo0, wo_n,
-                               n_rp, wo_n // 2, n_out)
 
 
 def _pack_rows_weight(weight, groups, flip):
@@ -1040,16 +1012,17 @@ def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False, pool=F
     tap = np.arange(cg)[:, None, None] * (hp * wp) + np.arange(kh)[:, None] * wp + np.arange(kw)
     taps = (np.arange(groups)[:, None] * (cg * hp * wp) + tap.ravel()).astype(np.uint64)
     w8 = _pack_rows_weight(weight, groups, flip)
-    x_dims = np.array(xp.shape, dtype=np.int64)
+    dims = np.array(xp.shape, dtype=np.int64), np.array(out_shape, dtype=np.int64)
     if pool:
+        y = np.empty((0,) * 4, dtype=x.dtype)
         pooled = _empty((n, out_shape[1], out_shape[2] // 2, out_shape[3] // 2), dtype=x.dtype)
         argmax = _empty(pooled.shape, dtype=np.int32)
-        _conv2d_rows_pool(xp.reshape(-1), x_dims, w8, taps, bias,
-                          np.array(out_shape, dtype=np.int64), pooled, argmax)
-        return pooled, argmax
-    y = _empty(out_shape, dtype=x.dtype)
-    _conv2d_rows(xp.reshape(-1), x_dims, w8, taps, bias, y)
-    return y
+    else:
+        y = _empty(out_shape, dtype=x.dtype)
+        pooled = np.empty((0,) * 4, dtype=x.dtype)
+        argmax = np.empty((0,) * 4, dtype=np.int32)
+    _conv2d_rows(xp.reshape(-1), dims[0], w8, taps, bias, dims[1], y, pooled, argmax)
+    return (pooled, argmax) if pool else y
 
 
 @njit(**_JIT)
