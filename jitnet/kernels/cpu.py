@@ -1379,10 +1379,22 @@ def _gemm(a, b3, c, column_major, n_chunks, part):
                         for j in range(_GEMM_COLS):
                             part[t, p, j] = acc[p, j]
                 else:
-                    j0 = cb * _GEMM_COLS
-                    for p in range(min(_PIX, i_n - i0)):
-                        for j in range(min(_GEMM_COLS, j_n - j0)):
-                            c[i0 + p, j0 + j] = acc[p, j]
+                    _gemm_store(acc, c, i0, cb * _GEMM_COLS)
+
+
+@njit(**_JIT_SMALL)
+def _gemm_store(acc, c, i0, j0):
+    """A :func:`_gemm` tile ``acc`` (8, 32) to ``c[i0:, j0:]``, as far as ``c`` goes.
+
+    A function of its own (its run-time loops vectorise; inlined, the variable-count
+    stores became scatter instructions)."""
+    i_n, j_n = c.shape
+    cflat = c.reshape(c.size)
+    n_cols = np.uint64(min(_GEMM_COLS, j_n - j0))
+    for p in range(min(_PIX, i_n - i0)):
+        row = np.uint64((i0 + p) * j_n + j0)
+        for j in range(n_cols):
+            cflat[row + j] = acc[p, j]
 
 
 def _matmul(a, b, dtype):
