@@ -39,11 +39,16 @@ def _cases(batch, rng):
     f32 = np.float32
     rows = []
 
+    def normal(*shape):
+        # 64-byte aligned, as the arrays of a training step are (cpu.asarray); every
+        # contender reads the same memory
+        return cpu.asarray(rng.standard_normal(shape, dtype=f32))
+
     def conv(tag, c, f, hw):
-        x = rng.standard_normal((batch, c, hw, hw), dtype=f32)
-        w = rng.standard_normal((f, c, 3, 3), dtype=f32)
-        b = rng.standard_normal(f, dtype=f32)
-        dy = rng.standard_normal((batch, f, hw, hw), dtype=f32)
+        x = normal(batch, c, hw, hw)
+        w = normal(f, c, 3, 3)
+        b = normal(f)
+        dy = normal(batch, f, hw, hw)
         flops = 2.0 * batch * f * hw * hw * c * 9
         t = {}
         if torch is not None:
@@ -68,11 +73,20 @@ def _cases(batch, rng):
         rows.append((f"{tag} bwd (all)", 2 * flops,
                      lambda: cpu.conv2d_backward(dy, x, w, 1, 1, 1),
                      lambda: numpy_ref.conv2d_backward(dy, x, w, 1, 1, 1), tb_all))
+        # the convolution and its 2x2 pooling, as nn.Sequential runs them
+        pooled = None
+        if torch is not None:
+            pooled = lambda: torch.nn.functional.max_pool2d(  # noqa: E731
+                t["fwd"](), 2, return_indices=True)
+        rows.append((f"{tag} fwd + pool", flops,
+                     lambda: cpu.conv2d_maxpool2d_forward(x, w, b, 1, 1, 1, 2, 2),
+                     lambda: numpy_ref.conv2d_maxpool2d_forward(x, w, b, 1, 1, 1, 2, 2),
+                     pooled))
 
     conv("conv1 3->32 32x32", 3, 32, 32)
     conv("conv2 32->64 16x16", 32, 64, 16)
 
-    a = rng.standard_normal((batch, 32, 32, 32), dtype=f32)
+    a = normal(batch, 32, 32, 32)
     y, am = cpu.maxpool2d_forward(a, 2, 2)
     ta = torch.from_numpy(a) if torch is not None else None
     rows.append(("pool1 fwd", 0, lambda: cpu.maxpool2d_forward(a, 2, 2),
@@ -82,10 +96,10 @@ def _cases(batch, rng):
     rows.append(("pool1 bwd", 0, lambda: cpu.maxpool2d_backward(y, am, a.shape),
                  lambda: numpy_ref.maxpool2d_backward(y, am, a.shape), None))
 
-    x = rng.standard_normal((batch, 4096), dtype=f32)
-    w = rng.standard_normal((256, 4096), dtype=f32)
-    b = rng.standard_normal(256, dtype=f32)
-    dy = rng.standard_normal((batch, 256), dtype=f32)
+    x = normal(batch, 4096)
+    w = normal(256, 4096)
+    b = normal(256)
+    dy = normal(batch, 256)
     flops = 2.0 * batch * 4096 * 256
     tl = {}
     if torch is not None:
