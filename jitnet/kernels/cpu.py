@@ -405,6 +405,11 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
     return maxpool2d_forward(y, pool_size, pool_stride)
 
 
+#: Images a weight-gradient tile sums in registers before it adds them to ``part``
+#: (the block's inputs stay in cache for all the chunk's tiles).
+_WTILE_IMAGES = 8
+
+
 @njit(**_JIT)
 def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
     """Weight gradient micro-kernel.
@@ -414,15 +419,16 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
     gradient in channel blocks, ``dyh[n, g, fb, ho, wo, j] = dy[n, g * Fg + fb * 32 + j,
     ho, wo]`` (zero past Fg). A tile is 8 consecutive ``(kh, kw, c)`` triples
     times 32 output channels (16 registers). ``part`` (tiles, 8, 32), zeroed by
-    the caller, holds each tile's running sums between images.
+    the caller, holds each tile's running sums between blocks of images.
 
     Notes
     -----
     Iteration ``chunk`` of the ``prange`` owns a contiguous run of tiles and
-    visits them image by image, so one image of ``dyh`` and ``xh`` (tens of KiB)
-    is read from cache by all its tiles rather than the whole batch streaming
-    from memory once per tile. Every element still sums ``n``, ``ho``, ``wo`` in
-    ascending order, whatever ``n_chunks`` and the thread count.
+    visits them a block of ``_WTILE_IMAGES`` images at a time, so the block of
+    ``dyh`` and ``xh`` is read from cache by all its tiles rather than the whole
+    batch streaming from memory once per tile. A tile sums a block in registers,
+    ``n``, ``ho``, ``wo`` in ascending order, and adds it to ``part``; the blocks
+    are added in order, whatever ``n_chunks`` and the thread count.
     """
     n_img, groups, n_blocks, ho_n = dyh.shape[0], dyh.shape[1], dyh.shape[2], dyh.shape[3]
     n_out, cg, kh_n, kw_n = dweight.shape
@@ -437,7 +443,8 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
         t0 = chunk * per_chunk
         t1 = min(t0 + per_chunk, n_t)
         acc = np.empty((_PIX, _FB), dtype=dweight.dtype)
-        for n in range(n_img):
+        for n0 in range(0, n_img, _WTILE_IMAGES):
+            n1 = min(n0 + _WTILE_IMAGES, n_img)
             for t in range(t0, t1):
                 g = t // (n_blocks * n_qt)
                 fb = (t // n_qt) % n_blocks
@@ -462,26 +469,27 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
                 h7, r7 = q // r_n, np.uint64(q % r_n)
                 for p in range(_PIX):
                     for j in range(_FB):
-                        acc[p, j] = part[t, p, j]
-                for ho in range(ho_n):
-                    hs = ho * s
-                    for wo in range(wo_n):
-                        col = np.uint64(wo * s * cg)
-                        x0 = xh[n, g, hs + h0, col + r0]
-                        x1 = xh[n, g, hs + h1, col + r1]
-                        x2 = xh[n, g, hs + h2, col + r2]
-                        x3 = xh[n, g, hs + h3, col + r3]
-                        x4 = xh[n, g, hs + h4, col + r4]
-                        x5 = xh[n, g, hs + h5, col + r5]
-                        x6 = xh[n, g, hs + h6, col + r6]
-                        x7 = xh[n, g, hs + h7, col + r7]
-                        for j in range(16):
-                            da = dyh[n, g, fb, ho, wo, j]
-                            db = dyh[n, g, fb, ho, wo, 16 + j]
-                            _tile_fma(acc, j, x0, x1, x2, x3, x4, x5, x6, x7, da, db)
+                        acc[p, j] = 0
+                for n in range(n0, n1):
+                    for ho in range(ho_n):
+                        hs = ho * s
+                        for wo in range(wo_n):
+                            col = np.uint64(wo * s * cg)
+                            x0 = xh[n, g, hs + h0, col + r0]
+                            x1 = xh[n, g, hs + h1, col + r1]
+                            x2 = xh[n, g, hs + h2, col + r2]
+                            x3 = xh[n, g, hs + h3, col + r3]
+                            x4 = xh[n, g, hs + h4, col + r4]
+                            x5 = xh[n, g, hs + h5, col + r5]
+                            x6 = xh[n, g, hs + h6, col + r6]
+                            x7 = xh[n, g, hs + h7, col + r7]
+                            for j in range(16):
+                                da = dyh[n, g, fb, ho, wo, j]
+                                db = dyh[n, g, fb, ho, wo, 16 + j]
+                                _tile_fma(acc, j, x0, x1, x2, x3, x4, x5, x6, x7, da, db)
                 for p in range(_PIX):
                     for j in range(_FB):
-                        part[t, p, j] = acc[p, j]
+                        part[t, p, j] += acc[p, j]
         for t in range(t0, t1):
             g = t // (n_blocks * n_qt)
             fb = (t // n_qt) % n_blocks
@@ -495,11 +503,6 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
                     dweight[g * f_per_group + fb * _FB + j, c, kh, kw] = part[t, p, j]
 
 
-#: Images a weight-gradient tile sums in registers before it adds them to ``part``
-#: (the block's inputs stay in cache for all the chunk's tiles).
-_WTILE_IMAGES = 8
-
-
 @njit(**_JIT)
 def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
     """Weight gradient with vectors over input channels: ``dy`` stays NCHW.
@@ -509,13 +512,14 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
     each plane read along its row) times 32 input channels of one ``(kh, kw)``
     (two vectors of ``xh``): per output pixel 8 broadcasts and 2 vector loads for
     16 fused multiply-adds, and no copy of ``dy`` into channel blocks. ``part``
-    (tiles, 8, 32), zeroed by the caller, holds each tile's sums between images.
+    (tiles, 8, 32), zeroed by the caller, holds each tile's sums between blocks
+    of images.
 
     Notes
     -----
     As in :func:`_conv2d_weight_tiles`, iteration ``chunk`` owns a contiguous run
-    of tiles and visits them image by image; every element sums ``n``, ``ho``,
-    ``wo`` in ascending order, whatever ``n_chunks``. Channels past a group's end
+    of tiles and visits them a block of images at a time, in one fixed order
+    whatever ``n_chunks``. Channels past a group's end
     repeat its last one and are not stored.
     """
     n_img, n_out, ho_n, wo_n = dy.shape
@@ -602,7 +606,7 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
     the rows: 20 accumulators of 16 lanes, and per row 4 + 5 vector loads for 20
     fused multiply-adds. The lanes and blocks of each accumulator are summed once,
     at the end. ``part`` (tiles, 4, 5, 16), zeroed by the caller, holds each tile's
-    lane sums between images.
+    lane sums between blocks of images.
 
     With ``bias_slot``, ``xp`` has one more channel, all ones, after the input's,
     and the first unused slot of the last triple tile reads it: its sums are the
@@ -613,8 +617,9 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
     -----
     No copy of ``dy`` into channel blocks (the cost that dominated a first layer's
     weight gradient). Iteration ``chunk`` owns a contiguous run of tiles and visits
-    them image by image, as in :func:`_conv2d_weight_tiles`; every lane sums in
-    one fixed order (image, row), whatever ``n_chunks``. Channels past a group's end
+    them a block of images at a time, as in :func:`_conv2d_weight_tiles`; every
+    lane sums in one fixed order (block, image, row), whatever ``n_chunks``.
+    Channels past a group's end
     repeat its last one and are not stored.
 
     The inner loop is 20 accumulators, not 24: 24 plus the 10 loaded vectors
