@@ -359,49 +359,51 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     on zero-padded planes, otherwise by :func:`_conv2d_tiles` on a channel-last
     padded copy (see :func:`_rows_pay`).
     """
+    x, weight, b, s, p, groups, out_shape = _conv_arguments(x, weight, bias, stride, padding,
+                                                           groups)
+    if s == 1 and _rows_pay(out_shape[1] // groups, out_shape[3]):
+        return _conv_rows(x, weight, b, out_shape, p, p, groups)
+    h, w = x.shape[2], x.shape[3]
+    xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
+    y = _empty(out_shape, dtype=x.dtype)
+    _conv_forward_core(xh, weight, b, y, s, groups)
+    return y
+
+
+def _conv_arguments(x, weight, bias, stride, padding, groups):
+    """The forward's arguments as its kernels take them, and its output shape.
+
+    Returns ``(x, weight, bias, stride, padding, groups, (N, F, HO, WO))``: C-contiguous
+    arrays of x's dtype (a zero bias for None), and plain ints.
+    """
     s = _square("stride", stride)
     p = _square("padding", padding)
-    groups = int(groups)
     x = np.ascontiguousarray(x)
     dtype = x.dtype
     n, _, h, w = x.shape
     f, _, kh, kw = weight.shape
-    ho = _conv_out_size(h, kh, s, p)
-    wo = _conv_out_size(w, kw, s, p)
+    out_shape = (n, f, _conv_out_size(h, kh, s, p), _conv_out_size(w, kw, s, p))
     b = _zeros(f, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     weight = np.ascontiguousarray(weight, dtype=dtype)
-    if s == 1 and _rows_pay(f // groups, wo):
-        return _conv_rows(x, weight, b, (n, f, ho, wo), p, p, groups)
-    xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
-    y = _empty((n, f, ho, wo), dtype=dtype)
-    _conv_forward_core(xh, weight, b, y, s, groups)
-    return y
+    return x, weight, b, s, p, int(groups), out_shape
 
 
 def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride):
     """:func:`conv2d_forward` then :func:`maxpool2d_forward`, equal bit for bit.
 
     Returns ``(y, argmax)`` of the pooling. A stride-1 convolution on the row kernel
-    with 2x2 pooling (stride 2) pools in the kernel's epilogue
-    (:func:`_conv2d_rows` with ``pooled``): the convolution's output, the largest array of a
-    first layer, is neither written nor read back. At batch 64, two threads: conv1
+    with 2x2 pooling (stride 2) pools in the kernel's epilogue (:func:`_conv2d_rows`
+    with ``pooled``): the convolution's output, the largest array of a first layer,
+    is neither written nor read back. At batch 64, two threads: conv1
     and its pooling 1.12 -> 0.87 ms, conv2 and its pooling 2.66-2.85 -> 2.40-2.54 ms.
     Any other case runs the two kernels.
     """
-    s = _square("stride", stride)
-    p = _square("padding", padding)
-    groups = int(groups)
-    x = np.ascontiguousarray(x)
-    dtype = x.dtype
-    n, _, h, w = x.shape
-    f, _, kh, kw = weight.shape
-    ho = _conv_out_size(h, kh, s, p)
-    wo = _conv_out_size(w, kw, s, p)
-    if s == 1 and int(pool_size) == int(pool_stride) == 2 and _rows_pay(f // groups, wo):
-        b = _zeros(f, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-        weight = np.ascontiguousarray(weight, dtype=dtype)
-        return _conv_rows(x, weight, b, (n, f, ho, wo), p, p, groups, pool=True)
-    y = conv2d_forward(x, weight, bias, stride, padding, groups)
+    x, weight, b, s, p, groups, out_shape = _conv_arguments(x, weight, bias, stride, padding,
+                                                           groups)
+    pool_2x2 = int(pool_size) == int(pool_stride) == 2
+    if s == 1 and pool_2x2 and _rows_pay(out_shape[1] // groups, out_shape[3]):
+        return _conv_rows(x, weight, b, out_shape, p, p, groups, pool=True)
+    y = conv2d_forward(x, weight, b, s, p, groups)
     return maxpool2d_forward(y, pool_size, pool_stride)
 
 
