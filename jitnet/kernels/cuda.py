@@ -539,8 +539,9 @@ def _make_conv2d_backward_weight_kernel(dtype, threads, kh, kw, stride):
     ``dy`` coalesced), each accumulating all ``kh * kw`` tap sums in registers, plus
     the sum of ``dy`` itself in a last slot (the bias; only the pairs ``(f, 0)``
     store it). One shared-memory tree then reduces every slot at once
-    (``log2(threads)`` barriers per pair, not per tap), and the first threads write
-    the taps and the bias: no separate launch over ``dy`` for the bias.
+    (``log2(threads)`` barriers per pair, not per tap), and the threads write the
+    taps (striding, when there are more taps than threads) and the bias: no separate
+    launch over ``dy`` for the bias.
     """
     nt = _numba_type(dtype)
     zero = np.dtype(dtype).type(0)
@@ -586,9 +587,10 @@ def _make_conv2d_backward_weight_kernel(dtype, threads, kh, kw, stride):
                         scratch[k, tid] += scratch[k, tid + half]
                 cuda.syncthreads()
                 half //= 2
-            if tid < taps:
-                dweight[f, ci, tid // kw, tid % kw] = scratch[tid, 0]
-            if tid == taps and ci == 0:
+            # A kernel can have more taps than the block has threads (7x7: 49 > 32).
+            for k in range(tid, taps, threads):
+                dweight[f, ci, k // kw, k % kw] = scratch[k, 0]
+            if tid == 0 and ci == 0:
                 dbias[f] = scratch[taps, 0]
             cuda.syncthreads()  # scratch is reused by the next pair
 

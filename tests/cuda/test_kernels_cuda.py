@@ -95,6 +95,7 @@ CONV_CASES = [
     (1, 6, 4, 5, 7, 1, 2, 0, 1),  # 1x1, stride 2
     (2, 3, 2, 7, 5, 1, 1, 1, 1),  # 1x1 with padding: the border sees only the bias
     (1, 2, 3, 5, 7, 5, 2, 2, 1),  # 5x5 as tall as the input, stride 2
+    (1, 2, 3, 6, 6, 7, 1, 3, 1),  # 7x7: 49 weight taps, more than the 32 threads a block
 ]
 
 
