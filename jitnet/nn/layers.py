@@ -138,7 +138,7 @@ class Conv2d(Module):
             x, self.weight.data, bias, self.stride, self.padding, self.groups
         )
 
-    def forward_pooled(self, x, pool):
+    def _forward_pooled(self, x, pool):
         """``pool(self(x))`` in one kernel call, with both layers ready for backward.
 
         ``pool`` is a ``MaxPool2d``. The result and every gradient are those of the

@@ -276,7 +276,7 @@ class Sequential(Module):
     differ, and its gradient there is not zero.
 
     A ``Conv2d`` then running directly before a ``MaxPool2d`` runs with it as one
-    kernel call (``Conv2d.forward_pooled``): the same results, bit for bit, and
+    kernel call (``Conv2d._forward_pooled``): the same results, bit for bit, and
     the same saved state for backward, but the cpu target never stores the
     convolution's output.
     """
@@ -306,7 +306,7 @@ class Sequential(Module):
         while i < len(order):
             m = order[i]
             if type(m) is Conv2d and i + 1 < len(order) and type(order[i + 1]) is MaxPool2d:
-                x = m.forward_pooled(x, order[i + 1])  # one kernel call for the two
+                x = m._forward_pooled(x, order[i + 1])  # one kernel call for the two
                 i += 2
             else:
                 x = m(x)
