@@ -291,6 +291,22 @@ def test_conv2d_maxpool2d_forward_is_the_two_kernels_bit_for_bit(
     assert np.array_equal(np.isnan(y), ~finite)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k, stride", [(2, 2), (3, 2), (2, 1)])
+def test_maxpool2d_relu_backward_is_the_two_kernels_bit_for_bit(rng, dtype, k, stride):
+    x = np.round(rng.standard_normal((2, 3, 7, 9)), 1).astype(dtype)  # ties, zeros
+    x[0, 0, 0, :4] = np.nan
+    y, argmax = cpu.maxpool2d_forward(x, k, stride)
+    r = cpu.relu_forward(y)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    want = cpu.maxpool2d_backward(cpu.relu_backward(dy, r), argmax, x.shape)
+    got = cpu.maxpool2d_relu_backward(dy, r, argmax, x.shape, k, stride)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    # the reference adds overlapping windows' gradients in float64
+    assert_close(got, ref.maxpool2d_relu_backward(dy, r, argmax, x.shape), dtype)
+
+
 def test_maxpool2d_propagates_nan(rng):
     x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
     x[0, 0, 1, 0] = np.nan

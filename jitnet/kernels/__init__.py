@@ -21,6 +21,8 @@ Signatures (``numpy_ref`` holds the full docstrings)::
     maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None) -> dx
     conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride)
         -> (y, argmax)    the two forwards in one, bit for bit (nn.Sequential calls it)
+    maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=None) -> dx
+        relu_backward(dy, y) then maxpool2d_backward, bit for bit (nn.Sequential calls it)
 
     # fully connected: x (N, D), weight (M, D), bias (M,) or None; y = x @ weight.T + bias
     linear_forward(x, weight, bias) -> y (N, M)
@@ -75,6 +77,7 @@ CONTRACT = (
     "maxpool2d_forward",
     "maxpool2d_backward",
     "conv2d_maxpool2d_forward",
+    "maxpool2d_relu_backward",
     "linear_forward",
     "linear_backward",
     "maxout_forward",

@@ -767,12 +767,15 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
 
 
 @cuda.jit(cache=True)
-def _maxpool2d_backward_gather_kernel(dy, argmax, k, stride, dx):
+def _maxpool2d_backward_gather_kernel(dy, argmax, k, stride, relu_y, dx):
     # Windows that do not overlap (k <= stride): one thread per input element (grid-
     # stride) takes the gradient of the one window holding it, if it won there, else
-    # 0. Every element is written once, so neither a zero fill nor atomics.
+    # 0. Every element is written once, so neither a zero fill nor atomics. With
+    # relu_y not empty (a ReLU's output after the pooling), also 0 where it is not
+    # positive: that ReLU's backward, without its own launch.
     _, channels, h, w = dx.shape
     _, _, ho, wo = dy.shape
+    relu = relu_y.size > 0
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dx.size, step):
         iw = i % w
@@ -782,7 +785,9 @@ def _maxpool2d_backward_gather_kernel(dy, argmax, k, stride, dx):
         oh = ih // stride
         ow = iw // stride
         inside = oh < ho and ow < wo and ih - oh * stride < k and iw - ow * stride < k
-        if inside and argmax[n, c, oh, ow] == ih * w + iw:
+        if inside and argmax[n, c, oh, ow] == ih * w + iw and (
+            not relu or relu_y[n, c, oh, ow] > 0
+        ):
             dx[n, c, ih, iw] = dy[n, c, oh, ow]
         else:
             dx[n, c, ih, iw] = 0
@@ -808,19 +813,39 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     dx : device array, shape ``x_shape``, dtype of ``dy``
     """
     dy, argmax = _dev(dy), _dev(argmax)
+    if _gather_pays(kernel_size, stride):
+        return _maxpool2d_gather(dy, argmax, x_shape, kernel_size, stride,
+                                 cuda.device_array((0,) * 4, dtype=dy.dtype))
     x_shape = tuple(int(s) for s in x_shape)
-    if kernel_size is not None and stride is not None and int(kernel_size) <= int(stride):
-        dx = cuda.device_array(x_shape, dtype=dy.dtype)
-        if dx.size:
-            _maxpool2d_backward_gather_kernel[_grid_1d(dx.size)](
-                dy, argmax, int(kernel_size), int(stride), dx
-            )
-        return dx
     dx = zeros(x_shape, dy.dtype)
     if dy.size:
         plane = x_shape[2] * x_shape[3]
         _maxpool2d_backward_kernel[_grid_1d(dy.size)](dy, argmax, plane, _flat(dx))
     return dx
+
+
+def _gather_pays(kernel_size, stride):
+    """The one-launch gather needs the window and windows that do not overlap."""
+    return kernel_size is not None and stride is not None and int(kernel_size) <= int(stride)
+
+
+def _maxpool2d_gather(dy, argmax, x_shape, kernel_size, stride, relu_y):
+    dx = cuda.device_array(tuple(int(s) for s in x_shape), dtype=dy.dtype)
+    if dx.size:
+        _maxpool2d_backward_gather_kernel[_grid_1d(dx.size)](
+            dy, argmax, int(kernel_size), int(stride), relu_y, dx
+        )
+    return dx
+
+
+def maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=None):
+    """:func:`relu_backward` (``y`` the ReLU's output) then :func:`maxpool2d_backward`:
+    one launch where the gather applies (the ReLU's mask read as the gradient is
+    routed), else the two."""
+    dy, y, argmax = _dev(dy), _dev(y), _dev(argmax)
+    if _gather_pays(kernel_size, stride):
+        return _maxpool2d_gather(dy, argmax, x_shape, kernel_size, stride, y)
+    return maxpool2d_backward(relu_backward(dy, y), argmax, x_shape, kernel_size, stride)
 
 
 # --------------------------------------------------------------------------------------

@@ -252,6 +252,25 @@ def maxpool2d_forward(x, kernel_size, stride):
     return np.ascontiguousarray(y), argmax
 
 
+def maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=None):
+    """:func:`relu_backward` of a ReLU run after the pooling, then :func:`maxpool2d_backward`.
+
+    Parameters
+    ----------
+    dy : np.ndarray, shape (N, C, HO, WO), the gradient of the ReLU's output
+    y : np.ndarray, shape (N, C, HO, WO), the ReLU's output
+    argmax, x_shape, kernel_size, stride
+        As :func:`maxpool2d_backward`.
+
+    Returns
+    -------
+    dx : np.ndarray, shape ``x_shape``
+        Equal, bit for bit, to the two calls; ``nn.Sequential`` calls it for a
+        pooling whose ReLU runs after it.
+    """
+    return maxpool2d_backward(relu_backward(dy, y), argmax, x_shape, kernel_size, stride)
+
+
 def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride):
     """:func:`conv2d_forward`, then :func:`maxpool2d_forward` of its output.
 

@@ -245,6 +245,14 @@ class MaxPool2d(Module):
             dy, self._saved_argmax, self._saved_shape, self.kernel_size, self.stride
         )
 
+    def _backward_relu(self, dy, relu):
+        """``self.backward(relu.backward(dy))`` in one kernel call, for a ``ReLU`` that ran
+        after this pooling (``Sequential`` calls it)."""
+        return backend().maxpool2d_relu_backward(
+            dy, relu._saved_y, self._saved_argmax, self._saved_shape, self.kernel_size,
+            self.stride,
+        )
+
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 

@@ -278,7 +278,8 @@ class Sequential(Module):
     A ``Conv2d`` then running directly before a ``MaxPool2d`` runs with it as one
     kernel call (``Conv2d._forward_pooled``): the same results, bit for bit, and
     the same saved state for backward, but the cpu target never stores the
-    convolution's output.
+    convolution's output. Going back, the ReLU after a pooling goes with it
+    (``MaxPool2d._backward_relu``), again bit for bit.
     """
 
     def __init__(self, *modules):
@@ -323,13 +324,10 @@ class Sequential(Module):
         """
         modules = self._run_order()
         if input_grad:
-            for m in reversed(modules):
-                dy = m.backward(dy)
-            return dy
+            return _backward_through(modules, dy)
         first = next((i for i, m in enumerate(modules) if m.parameters()), None)
         if first is not None:
-            for m in reversed(modules[first + 1 :]):
-                dy = m.backward(dy)
+            dy = _backward_through(modules[first + 1 :], dy)
             backward_without_input_grad(modules[first], dy)
         return None
 
@@ -341,6 +339,27 @@ class Sequential(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+def _backward_through(modules, dy):
+    """``dy`` back through ``modules`` (in their run order), last first.
+
+    A ``ReLU`` that runs after a ``MaxPool2d`` goes back with it in one kernel call
+    (``MaxPool2d._backward_relu``): the same gradient, bit for bit, without a pass
+    of its own.
+    """
+    from .layers import MaxPool2d, ReLU
+
+    i = len(modules) - 1
+    while i >= 0:
+        m = modules[i]
+        if type(m) is ReLU and i > 0 and type(modules[i - 1]) is MaxPool2d:
+            dy = modules[i - 1]._backward_relu(dy, m)
+            i -= 2
+        else:
+            dy = m.backward(dy)
+            i -= 1
+    return dy
 
 
 @functools.lru_cache(maxsize=None)

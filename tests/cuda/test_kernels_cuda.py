@@ -172,6 +172,20 @@ def test_maxpool2d_backward_with_the_window_equals_the_scatter(k, stride, dtype,
         assert launches["_maxpool2d_backward_kernel"] == 1
 
 
+@pytest.mark.parametrize("k, stride", [(2, 2), (3, 2)])  # the gather, the scatter
+def test_maxpool2d_relu_backward_is_the_two_kernels(k, stride, rng):
+    x = _normal(rng, (2, 3, 6, 7), np.float32)
+    y, argmax = cu.maxpool2d_forward(_dev(x), k, stride)
+    r = cu.relu_forward(y)
+    dy = _dev(_normal(rng, y.shape, np.float32))
+    want = cu.maxpool2d_backward(cu.relu_backward(dy, r), argmax, x.shape, k, stride)
+    with cu.count_launches() as launches:
+        dx = cu.maxpool2d_relu_backward(dy, r, argmax, x.shape, k, stride)
+    np.testing.assert_array_equal(cu.to_numpy(dx), cu.to_numpy(want))
+    if k <= stride:
+        assert dict(launches) == {"_maxpool2d_backward_gather_kernel": 1}
+
+
 def test_conv2d_maxpool2d_forward_is_the_two_kernels(rng):
     x = _normal(rng, (2, 3, 6, 5), np.float32)
     w = _normal(rng, (4, 3, 3, 3), np.float32)

@@ -97,6 +97,8 @@ def test_a_step_launches_the_same_kernels_and_updates_all_parameters_at_once():
     # fill); each convolution's bias gradient inside its weight-gradient launch
     assert counts[0]["row_loss_kernel"] == 1
     assert counts[0]["_maxpool2d_backward_gather_kernel"] == 1
+    # the ReLU after the pooling goes back inside the pooling's launch; the other alone
+    assert counts[0]["_relu_backward_kernel"] == 1
     assert counts[0]["conv2d_backward_weight_kernel"] == 2
     for fused_away in ("sum_kernel", "_fill_kernel", "channel_sum_kernel",
                        "_maxpool2d_backward_kernel"):
