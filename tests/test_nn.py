@@ -428,6 +428,19 @@ def test_sequential_runs_a_convolution_and_its_pooling_as_one_kernel_call(
         small(rng.standard_normal((1, 3, 3, 3)).astype(np.float32))
 
 
+def test_a_batch_passes_through_and_parameters_are_aligned_on_the_cpu(target, rng):
+    raw = np.empty(64 * 3 * 32 * 32 * 4 + 64, np.uint8)
+    start = (16 - raw.ctypes.data) % 64  # 16 bytes past a 64-byte boundary
+    x = raw[start:start + 64 * 3 * 32 * 32 * 4].view(np.float32).reshape(64, 3, 32, 32)
+    assert x.ctypes.data % 64 == 16
+    from jitnet.nn.module import as_input
+
+    assert as_input(x) is x  # a batch is read once: no copy for alignment
+    if target == "cpu":  # a parameter is read every step: its memory is aligned
+        assert nn.Linear(4096, 256).weight.data.ctypes.data % 64 == 0
+        assert jitnet.asarray(x).ctypes.data % 64 == 0
+
+
 def test_backward_without_input_grad(target, rng):
     """Same parameter gradients, no dx, nothing run below the first layer with parameters."""
     calls = []
