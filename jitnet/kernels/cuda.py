@@ -767,15 +767,14 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
 
 
 @cuda.jit(cache=True)
-def _maxpool2d_backward_gather_kernel(dy, argmax, k, stride, relu_y, dx):
+def _maxpool2d_backward_gather_kernel(dy, argmax, k, stride, relu, relu_y, dx):
     # Windows that do not overlap (k <= stride): one thread per input element (grid-
     # stride) takes the gradient of the one window holding it, if it won there, else
     # 0. Every element is written once, so neither a zero fill nor atomics. With
-    # relu_y not empty (a ReLU's output after the pooling), also 0 where it is not
-    # positive: that ReLU's backward, without its own launch.
+    # relu, also 0 where relu_y (a ReLU's output after the pooling) is not positive:
+    # that ReLU's backward, without its own launch.
     _, channels, h, w = dx.shape
     _, _, ho, wo = dy.shape
-    relu = relu_y.size > 0
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dx.size, step):
         iw = i % w
@@ -814,8 +813,7 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     """
     dy, argmax = _dev(dy), _dev(argmax)
     if _gather_pays(kernel_size, stride):
-        return _maxpool2d_gather(dy, argmax, x_shape, kernel_size, stride,
-                                 cuda.device_array((0,) * 4, dtype=dy.dtype))
+        return _maxpool2d_gather(dy, argmax, x_shape, kernel_size, stride, None)
     x_shape = tuple(int(s) for s in x_shape)
     dx = zeros(x_shape, dy.dtype)
     if dy.size:
@@ -830,10 +828,12 @@ def _gather_pays(kernel_size, stride):
 
 
 def _maxpool2d_gather(dy, argmax, x_shape, kernel_size, stride, relu_y):
+    """The gather launch; ``relu_y`` None, or the output of a ReLU after the pooling."""
     dx = cuda.device_array(tuple(int(s) for s in x_shape), dtype=dy.dtype)
     if dx.size:
+        relu = relu_y is not None
         _maxpool2d_backward_gather_kernel[_grid_1d(dx.size)](
-            dy, argmax, int(kernel_size), int(stride), relu_y, dx
+            dy, argmax, int(kernel_size), int(stride), relu, relu_y if relu else dy, dx
         )
     return dx
 
