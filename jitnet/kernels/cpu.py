@@ -1292,25 +1292,27 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     -------
     dx : ndarray, x_shape, dy's dtype
     """
-    dy = np.ascontiguousarray(dy)
-    n, c, h, w = (int(s) for s in x_shape)
-    dx = _empty((n, c, h, w), dtype=dy.dtype)
-    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
-    # Flat planes: the argmax indexes them directly (a row / column split of it
-    # cost an integer division per element, 0.88 -> 0.26 ms for the first pooling).
-    _maxpool2d_backward(dy, argmax, dx.reshape(n * c, h * w), np.empty((0,) * 4, dy.dtype))
-    return dx
+    return _route_to_argmax(dy, argmax, x_shape, None)
 
 
 def maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=None):
     """:func:`relu_backward` (``y`` the ReLU's output) then :func:`maxpool2d_backward`,
     bit for bit, in one pass: the masked gradient is routed as it is read."""
+    return _route_to_argmax(dy, argmax, x_shape, y)
+
+
+def _route_to_argmax(dy, argmax, x_shape, relu_y):
+    """The two backwards above: ``relu_y`` None, or the ReLU's output."""
     dy = np.ascontiguousarray(dy)
-    y = np.ascontiguousarray(y, dtype=dy.dtype)
     n, c, h, w = (int(s) for s in x_shape)
     dx = _empty((n, c, h, w), dtype=dy.dtype)
     argmax = np.ascontiguousarray(argmax, dtype=np.int32)
-    _maxpool2d_backward(dy, argmax, dx.reshape(n * c, h * w), y)
+    if relu_y is None:
+        relu_y = np.empty((0,) * 4, dtype=dy.dtype)
+    # Flat planes: the argmax indexes them directly (a row / column split of it
+    # cost an integer division per element, 0.88 -> 0.26 ms for the first pooling).
+    _maxpool2d_backward(dy, argmax, dx.reshape(n * c, h * w),
+                        np.ascontiguousarray(relu_y, dtype=dy.dtype))
     return dx
 
 
