@@ -692,6 +692,12 @@ def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
 # --------------------------------------------------------------------------------------
 
 
+@cuda.jit(device=True)
+def _nchw(i, channels, h, w):
+    """The ``(n, c, row, column)`` of flat index ``i`` into a C-contiguous NCHW array."""
+    return i // (w * h * channels), (i // (w * h)) % channels, (i // w) % h, i % w
+
+
 @cuda.jit(cache=True)
 def _maxpool2d_forward_kernel(x, k, stride, y, argmax):
     # One thread per output element (grid-stride); it owns y and argmax there.
@@ -699,10 +705,7 @@ def _maxpool2d_forward_kernel(x, k, stride, y, argmax):
     _, _, ho, wo = y.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, y.size, step):
-        ow = i % wo
-        oh = (i // wo) % ho
-        c = (i // (wo * ho)) % channels
-        n = i // (wo * ho * channels)
+        n, c, oh, ow = _nchw(i, channels, ho, wo)
         h0 = oh * stride
         w0 = ow * stride
         best = x[n, c, h0, w0]
@@ -726,11 +729,8 @@ def _maxpool2d_backward_kernel(dy, argmax, plane, dx_flat):
     _, channels, ho, wo = dy.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dy.size, step):
-        ow = i % wo
-        oh = (i // wo) % ho
-        nc = i // (wo * ho)
-        c = nc % channels
-        n = nc // channels
+        n, c, oh, ow = _nchw(i, channels, ho, wo)
+        nc = n * channels + c
         cuda.atomic.add(dx_flat, nc * plane + argmax[n, c, oh, ow], dy[n, c, oh, ow])
 
 
@@ -777,10 +777,7 @@ def _maxpool2d_backward_gather_kernel(dy, argmax, k, stride, relu, relu_y, dx):
     _, _, ho, wo = dy.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dx.size, step):
-        iw = i % w
-        ih = (i // w) % h
-        c = (i // (w * h)) % channels
-        n = i // (w * h * channels)
+        n, c, ih, iw = _nchw(i, channels, h, w)
         oh = ih // stride
         ow = iw // stride
         inside = oh < ho and ow < wo and ih - oh * stride < k and iw - ow * stride < k
@@ -1412,11 +1409,10 @@ def _batchnorm_apply_kernel(x, weight, bias, mean, invstd, y):
     _, channels, h, w = x.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
-        c = (i // (h * w)) % channels
-        n = i // (h * w * channels)
+        n, c, r, s = _nchw(i, channels, h, w)
         scale = weight[c] * invstd[c]
         shift = bias[c] - mean[c] * weight[c] * invstd[c]
-        y[n, c, (i // w) % h, i % w] = x[n, c, (i // w) % h, i % w] * scale + shift
+        y[n, c, r, s] = x[n, c, r, s] * scale + shift
 
 
 def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, eps, training):
@@ -1504,10 +1500,7 @@ def _batchnorm_backward_apply_kernel(dy, x, weight, mean, invstd, dweight, dbias
     count = n_img * h * w
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
-        c = (i // (h * w)) % channels
-        n = i // (h * w * channels)
-        r = (i // w) % h
-        s = i % w
+        n, c, r, s = _nchw(i, channels, h, w)
         xhat = (x[n, c, r, s] - mean[c]) * invstd[c]
         dx[n, c, r, s] = (weight[c] * invstd[c]) * (
             dy[n, c, r, s] - dbias[c] / count - xhat * (dweight[c] / count)
