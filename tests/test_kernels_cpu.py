@@ -267,24 +267,29 @@ def test_maxpool2d_2x2_fast_path_odd_sizes_and_ties(rng, dtype):
         ((2, 3, 12, 12), (8, 3, 3, 3), 2, 1, 1, (2, 2)),  # strided: the two kernels
     ],
 )
+@pytest.mark.parametrize("relu", [False, True])
 def test_conv2d_maxpool2d_forward_is_the_two_kernels_bit_for_bit(
-    rng, dtype, shape, weight_shape, stride, padding, groups, pool
+    rng, dtype, shape, weight_shape, stride, padding, groups, pool, relu
 ):
     x = rng.standard_normal(shape).astype(dtype)
     x[0, 0, 0, :4] = np.nan  # NaN windows: the first NaN must win, as in the pooling
     x[-1, -1] = np.round(x[-1, -1])  # ties
     weight = rng.standard_normal(weight_shape).astype(dtype)
     bias = rng.standard_normal(weight_shape[0]).astype(dtype)
-    y, argmax = cpu.conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, *pool)
+    y, argmax = cpu.conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, *pool,
+                                             relu=relu)
     want_y, want_argmax = cpu.maxpool2d_forward(
         cpu.conv2d_forward(x, weight, bias, stride, padding, groups), *pool
     )
+    if relu:  # and the ReLU of the pooling: zeros where not positive, NaN kept
+        want_y = cpu.relu_forward(want_y)
+        assert (y == 0).any() and (y > 0).any()
     assert y.dtype == dtype and argmax.dtype == np.int32
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(argmax, want_argmax)
     ref_y, ref_argmax = ref.conv2d_maxpool2d_forward(
         x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64),
-        stride, padding, groups, *pool,
+        stride, padding, groups, *pool, relu=relu,
     )
     finite = ~np.isnan(ref_y)
     np.testing.assert_allclose(y[finite], ref_y[finite], rtol=1e-4, atol=1e-4)

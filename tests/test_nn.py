@@ -401,13 +401,20 @@ def test_sequential_runs_a_convolution_and_its_pooling_as_one_kernel_call(
     module = jitnet.targets.backend()
     fused = module.conv2d_maxpool2d_forward
     monkeypatch.setattr(module, "conv2d_maxpool2d_forward",
-                        lambda *args: calls.append(args[6:]) or fused(*args))
+                        lambda *args, relu=False: calls.append(args[6:] + (relu,))
+                        or fused(*args, relu=relu))
+    relus = []
+    relu_forward = module.relu_forward
+    monkeypatch.setattr(module, "relu_forward", lambda x: relus.append(x) or relu_forward(x))
     jitnet.manual_seed(2)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(4, 4, 3, padding=1), nn.MaxPool2d(2, 1), nn.Flatten())
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     y = model(x)
-    assert calls == [(2, 2), (2, 1)]
+    # the ReLU, run after the first pooling, joins its call; the second pooling has none
+    assert calls == [(2, 2, True), (2, 1, False)]
+    if target == "cpu":  # (the others compose the fused function of relu_forward)
+        assert relus == []
     conv, relu, pool, conv2, pool2, flat = list(model)
     want = flat(pool2(conv2(relu(pool(conv(x))))))  # one by one
     np.testing.assert_array_equal(jitnet.to_numpy(y), jitnet.to_numpy(want))

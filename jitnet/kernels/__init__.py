@@ -19,8 +19,10 @@ Signatures (``numpy_ref`` holds the full docstrings)::
     # max pooling: argmax (N, C, HO, WO) int32, flat index h * W + w into the input plane
     maxpool2d_forward(x, kernel_size, stride) -> (y, argmax)
     maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None) -> dx
-    conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride)
-        -> (y, argmax)    the two forwards in one, bit for bit (nn.Sequential calls it)
+    conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride,
+                             relu=False)
+        -> (y, argmax)    the two forwards (and relu_forward) in one, bit for bit
+                          (nn.Sequential calls it)
     maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=None) -> dx
         relu_backward(dy, y) then maxpool2d_backward, bit for bit (nn.Sequential calls it)
 

@@ -322,8 +322,19 @@ def _chunks(n_tiles):
 
 def _conv_channel_last(x, groups, top, left, hp, wp, sh=1, sw=1):
     """``x`` (N, C, H, W) as zero-padded (optionally dilated) channel-last ``xh``."""
-    n, c = x.shape[0], x.shape[1]
-    xh = _zeros((n, groups, hp, wp * (c // groups)), dtype=x.dtype)
+    n, c, h, w = x.shape
+    cg = c // groups
+    if sh == sw == 1 and top >= 0 and left >= 0:
+        # Zero only the border that the copy leaves: a fill of the whole 2.6 MiB
+        # (the reference net's second layer) was a fifth of the copy's time.
+        xh = _empty((n, groups, hp, wp * cg), dtype=x.dtype)
+        xh[:, :, :top] = 0
+        xh[:, :, top + h:] = 0
+        rows = xh.reshape(n, groups, hp, wp, cg)
+        rows[:, :, top:top + h, :left] = 0
+        rows[:, :, top:top + h, left + w:] = 0
+    else:
+        xh = _zeros((n, groups, hp, wp * cg), dtype=x.dtype)
     _to_padded_nhwc(x, xh, top, left, sh, sw)
     return xh
 
@@ -388,23 +399,26 @@ def _conv_arguments(x, weight, bias, stride, padding, groups):
     return x, weight, b, s, p, int(groups), out_shape
 
 
-def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride):
-    """:func:`conv2d_forward` then :func:`maxpool2d_forward`, equal bit for bit.
+def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride,
+                             relu=False):
+    """:func:`conv2d_forward` then :func:`maxpool2d_forward` (then, with ``relu``,
+    :func:`relu_forward` of the pooling), equal bit for bit.
 
     Returns ``(y, argmax)`` of the pooling. A stride-1 convolution on the row kernel
     with 2x2 pooling (stride 2) pools in the kernel's epilogue (:func:`_conv2d_rows`
     with ``pooled``): the convolution's output, the largest array of a first layer,
     is neither written nor read back. At batch 64, two threads: conv1
     and its pooling 1.12 -> 0.87 ms, conv2 and its pooling 2.66-2.85 -> 2.40-2.54 ms.
-    Any other case runs the two kernels.
+    The ReLU rides in the same epilogue. Any other case runs the kernels in turn.
     """
     x, weight, b, s, p, groups, out_shape = _conv_arguments(x, weight, bias, stride, padding,
                                                            groups)
     pool_2x2 = int(pool_size) == int(pool_stride) == 2
     if s == 1 and pool_2x2 and _rows_pay(out_shape[1] // groups, out_shape[3]):
-        return _conv_rows(x, weight, b, out_shape, p, p, groups, pool=True)
-    y = conv2d_forward(x, weight, b, s, p, groups)
-    return maxpool2d_forward(y, pool_size, pool_stride)
+        return _conv_rows(x, weight, b, out_shape, p, p, groups, pool=True, relu=relu)
+    y, argmax = maxpool2d_forward(conv2d_forward(x, weight, b, s, p, groups), pool_size,
+                                  pool_stride)
+    return (relu_forward(y) if relu else y), argmax
 
 
 #: Images a weight-gradient tile sums in registers before it adds them to ``part``
@@ -727,8 +741,9 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
                     for b in range(_WROWS_TAPS):
                         for lane in range(_LANES):
                             part[t, a, b, lane] += acc[a, b, lane]
-    # No race: every chunk has finished; iteration tile owns its dweight entries.
-    for tile in prange(n_t // n_v):  # tile = (group * n_ft + channel tile) * n_qt + qt
+    # The lane sums, serially: a second parallel loop cost 0.9 s of compilation (4.2
+    # -> 3.3 s for this kernel) to save microseconds (conv1: 96 tiles of 320 sums).
+    for tile in range(n_t // n_v):  # tile = (group * n_ft + channel tile) * n_qt + qt
         gft, qt = tile // n_qt, tile % n_qt
         g = gft // n_ft
         fl = (gft % n_ft) * _WROWS_OUT
@@ -851,7 +866,7 @@ def _rows_tile(acc, xflat, w8, taps, g, fb, top, bottom):
 
 
 @njit(**_JIT)
-def _conv2d_rows(xflat, x_shape, w8, taps, bias, y_shape, y, pooled, argmax):
+def _conv2d_rows(xflat, x_shape, w8, taps, bias, y_shape, y, pooled, argmax, relu):
     """Stride-1 convolution with vectors along the output row: NCHW in, NCHW out.
 
     ``xflat`` is the zero-padded input ``xp`` (N, C, HO + KH - 1, WV + KW - 1),
@@ -874,7 +889,8 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, y_shape, y, pooled, argmax):
     ``y_shape`` is the convolution's output shape. With ``pooled`` not empty, the
     output's 2x2 max pooling (stride 2) goes to ``pooled`` and ``argmax`` instead of
     ``y`` (then empty): a tile's two rows and 16 columns are 8 whole windows, so the
-    convolution's output never reaches memory (:func:`_pool_tile`). The tile leaves
+    convolution's output never reaches memory (:func:`_pool_tile`); with ``relu``
+    the maxima pass through a ReLU on the way out. The tile leaves
     by :func:`_store_tile` or :func:`_pool_tile`, functions of their own: the pooling
     epilogue inlined here, in any form tried, kept the accumulators out of registers
     in the tap loop (2.3-4x slower, pooled or not).
@@ -908,7 +924,7 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, y_shape, y, pooled, argmax):
                     _rows_tile(acc, xflat, w8, taps, g, fb, top, bottom)
                     if pool:
                         _pool_tile(acc, bias, pflat, aflat, n, f0, n_ch, h0, wo0, wo_n,
-                                   n_rp, wo_n // 2, n_out)
+                                   n_rp, wo_n // 2, n_out, relu)
                     else:
                         _store_tile(acc, bias, yflat, n, f0, n_ch, h0, h1, wo0, wo_n,
                                     ho_n, n_out)
@@ -930,11 +946,12 @@ def _store_tile(acc, bias, yflat, n, f0, n_ch, h0, h1, wo0, wo_n, ho_n, n_out):
 
 
 @njit(**_JIT_SMALL)
-def _pool_tile(acc, bias, pflat, aflat, n, f0, n_ch, h0, wo0, wo_n, ho_q, wo_q, n_out):
+def _pool_tile(acc, bias, pflat, aflat, n, f0, n_ch, h0, wo0, wo_n, ho_q, wo_q, n_out, relu):
     """The 2x2 windows of a :func:`_conv2d_rows` tile ``acc`` (rows ``h0``, ``h0 + 1``,
     columns from ``wo0``; ``bias`` not yet added): maxima to the flat pooled output
     ``pflat`` (N, F, ``ho_q``, ``wo_q``), their flat positions in the convolution's
-    output plane to ``aflat``.
+    output plane to ``aflat``. With ``relu`` a maximum that is not positive (nor NaN)
+    is stored as 0, as :func:`relu_forward` would make it; the argmax is unchanged.
 
     A function of its own, not inlined: inlined into the kernel, this code kept the
     kernel's accumulators out of registers in the tap loop (2.3-4x slower). The
@@ -943,6 +960,7 @@ def _pool_tile(acc, bias, pflat, aflat, n, f0, n_ch, h0, wo0, wo_n, ho_q, wo_q, 
     hq = h0 // 2
     n_win = np.uint64(min(_LANES // 2, wo_q - wo0 // 2))
     wide = np.int32(wo_n)
+    zero = acc.dtype.type(0)
     for q in range(n_ch):
         f = f0 + q
         b = bias[f]
@@ -966,6 +984,8 @@ def _pool_tile(acc, bias, pflat, aflat, n, f0, n_ch, h0, wo0, wo_n, ho_q, wo_q, 
             take = (v > best) | ((v != v) & (best == best))
             best = v if take else best
             at = wide + np.int32(1) if take else at
+            if relu:
+                best = best if (best > zero or best != best) else zero
             pflat[out + i] = best
             aflat[out + i] = corner + np.int32(c) + at
 
@@ -1002,10 +1022,12 @@ def _rows_pay(out_per_group, wo):
     return rows >= tiles
 
 
-def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False, pool=False):
+def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False, pool=False,
+               relu=False):
     """Stride-1 correlation of ``x`` padded by ``top`` / ``left`` on :func:`_conv2d_rows`.
 
-    With ``pool``, its 2x2 max pooling (stride 2) instead: ``(y, argmax)``.
+    With ``pool``, its 2x2 max pooling (stride 2) instead: ``(y, argmax)``, and with
+    ``relu`` too, the ReLU of the pooling.
     """
     n, c = x.shape[0], x.shape[1]
     _, _, ho, wo = out_shape
@@ -1028,7 +1050,7 @@ def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False, pool=F
         y = _empty(out_shape, dtype=x.dtype)
         pooled = np.empty((0,) * 4, dtype=x.dtype)
         argmax = np.empty((0,) * 4, dtype=np.int32)
-    _conv2d_rows(xp.reshape(-1), dims[0], w8, taps, bias, dims[1], y, pooled, argmax)
+    _conv2d_rows(xp.reshape(-1), dims[0], w8, taps, bias, dims[1], y, pooled, argmax, relu)
     return (pooled, argmax) if pool else y
 
 

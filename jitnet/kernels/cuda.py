@@ -760,10 +760,13 @@ def maxpool2d_forward(x, kernel_size, stride):
     return y, argmax
 
 
-def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride):
-    """:func:`conv2d_forward`, then :func:`maxpool2d_forward` (two launches, as before)."""
+def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride,
+                             relu=False):
+    """:func:`conv2d_forward`, then :func:`maxpool2d_forward`, then with ``relu``
+    :func:`relu_forward` (the launches of the three, as before)."""
     y = conv2d_forward(x, weight, bias, stride, padding, groups)
-    return maxpool2d_forward(y, pool_size, pool_stride)
+    y, argmax = maxpool2d_forward(y, pool_size, pool_stride)
+    return (relu_forward(y) if relu else y), argmax
 
 
 @cuda.jit(cache=True)

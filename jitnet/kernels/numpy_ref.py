@@ -271,8 +271,10 @@ def maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=Non
     return maxpool2d_backward(relu_backward(dy, y), argmax, x_shape, kernel_size, stride)
 
 
-def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride):
-    """:func:`conv2d_forward`, then :func:`maxpool2d_forward` of its output.
+def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride,
+                             relu=False):
+    """:func:`conv2d_forward`, then :func:`maxpool2d_forward` of its output, then with
+    ``relu`` :func:`relu_forward` of the pooling.
 
     Parameters
     ----------
@@ -280,21 +282,26 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
         As :func:`conv2d_forward`.
     pool_size, pool_stride : int
         ``kernel_size`` and ``stride`` of :func:`maxpool2d_forward`.
+    relu : bool, default False
+        Apply a ReLU to the pooled result (``max(y, 0)`` commutes with the pooling's
+        maximum, so this is also the pooling of a ReLU'd convolution).
 
     Returns
     -------
-    y : np.ndarray, the pooled convolution
+    y : np.ndarray, the pooled convolution (ReLU'd with ``relu``)
     argmax : np.ndarray, int32
         As :func:`maxpool2d_forward`'s, into the planes of the convolution's output.
 
     Notes
     -----
-    Every target returns the two calls' results bit for bit; a target may compute
+    Every target returns the calls' results bit for bit; a target may compute
     them without storing the convolution's output (the cpu target does for 2x2
-    pooling). ``nn.Sequential`` calls it for a ``Conv2d`` followed by a ``MaxPool2d``.
+    pooling). ``nn.Sequential`` calls it for a ``Conv2d`` followed by a ``MaxPool2d``
+    (and a ``ReLU``, which it runs after the pooling).
     """
     y = conv2d_forward(x, weight, bias, stride, padding, groups)
-    return maxpool2d_forward(y, pool_size, pool_stride)
+    y, argmax = maxpool2d_forward(y, pool_size, pool_stride)
+    return (relu_forward(y) if relu else y), argmax
 
 
 def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):

@@ -138,13 +138,13 @@ class Conv2d(Module):
             x, self.weight.data, bias, self.stride, self.padding, self.groups
         )
 
-    def _forward_pooled(self, x, pool):
+    def _forward_pooled(self, x, pool, relu=None):
         """``pool(self(x))`` in one kernel call, with both layers ready for backward.
 
-        ``pool`` is a ``MaxPool2d``. The result and every gradient are those of the
-        two calls, bit for bit; the cpu target skips storing the convolution's output
-        (for 2x2 pooling). ``Sequential`` calls it for a convolution followed by a
-        pooling.
+        ``pool`` is a ``MaxPool2d``; ``relu``, a ``ReLU`` to run after it in the same
+        call, or None. The result and every gradient are those of the separate calls,
+        bit for bit; the cpu target skips storing the convolution's output (for 2x2
+        pooling). ``Sequential`` calls it for a convolution followed by a pooling.
         """
         x = self._checked(x)
         k = self.kernel_size
@@ -156,10 +156,12 @@ class Conv2d(Module):
         bias = self.bias.data if self.bias is not None else None
         y, argmax = backend().conv2d_maxpool2d_forward(
             x, self.weight.data, bias, self.stride, self.padding, self.groups,
-            pool.kernel_size, pool.stride,
+            pool.kernel_size, pool.stride, relu=relu is not None,
         )
         pool._saved_argmax = argmax
         pool._saved_shape = out_shape
+        if relu is not None:
+            relu._saved_y = y
         return y
 
     def _checked(self, x):

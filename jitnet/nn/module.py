@@ -278,8 +278,10 @@ class Sequential(Module):
     A ``Conv2d`` then running directly before a ``MaxPool2d`` runs with it as one
     kernel call (``Conv2d._forward_pooled``): the same results, bit for bit, and
     the same saved state for backward, but the cpu target never stores the
-    convolution's output. Going back, the ReLU after a pooling goes with it
-    (``MaxPool2d._backward_relu``), again bit for bit.
+    convolution's output. A ``ReLU`` then running after that pooling joins the same
+    call (the cpu target applies it to the maxima on their way out). Going back,
+    the ReLU after a pooling goes with it (``MaxPool2d._backward_relu``), again bit
+    for bit.
     """
 
     def __init__(self, *modules):
@@ -300,15 +302,16 @@ class Sequential(Module):
         return order
 
     def forward(self, x):
-        from .layers import Conv2d, MaxPool2d
+        from .layers import Conv2d, MaxPool2d, ReLU
 
         order = self._run_order()
         i = 0
         while i < len(order):
             m = order[i]
             if type(m) is Conv2d and i + 1 < len(order) and type(order[i + 1]) is MaxPool2d:
-                x = m._forward_pooled(x, order[i + 1])  # one kernel call for the two
-                i += 2
+                relu = order[i + 2] if i + 2 < len(order) and type(order[i + 2]) is ReLU else None
+                x = m._forward_pooled(x, order[i + 1], relu)  # one kernel call for them
+                i += 2 if relu is None else 3
             else:
                 x = m(x)
                 i += 1

@@ -189,12 +189,16 @@ def test_maxpool2d_relu_backward_is_the_two_kernels(k, stride, rng):
         assert dict(launches) == {"_maxpool2d_backward_gather_kernel": 1}
 
 
-def test_conv2d_maxpool2d_forward_matches_reference(rng):
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_maxpool2d_forward_matches_reference(rng, relu):
     x = _normal(rng, (2, 3, 6, 5), np.float64)
     w = _normal(rng, (4, 3, 3, 3), np.float64)
     b = _normal(rng, (4,), np.float64)
-    y, argmax = cu.conv2d_maxpool2d_forward(_dev(x), _dev(w), _dev(b), 1, 1, 1, 2, 2)
-    want_y, want_argmax = ref.conv2d_maxpool2d_forward(x, w, b, 1, 1, 1, 2, 2)
+    y, argmax = cu.conv2d_maxpool2d_forward(_dev(x), _dev(w), _dev(b), 1, 1, 1, 2, 2,
+                                            relu=relu)
+    want_y, want_argmax = ref.conv2d_maxpool2d_forward(x, w, b, 1, 1, 1, 2, 2, relu=relu)
+    if relu:
+        assert (want_y == 0).any() and (want_y > 0).any()
     _assert_close(y, want_y, np.float64, "y")
     np.testing.assert_array_equal(cu.to_numpy(argmax), want_argmax)
 
