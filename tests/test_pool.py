@@ -135,3 +135,34 @@ def test_training_steps_reuse_memory_and_match_without_pool(monkeypatch):
     assert pooled == plain
     for a, b in zip(pooled_weights, plain_weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cpu_kernels_ignore_what_reused_memory_held(monkeypatch):
+    # Every pooled array comes back uninitialised: poisoned with NaN, the second run of
+    # the same calls must give the first one's results (padding borders, zero fills).
+    monkeypatch.setattr(config, "ARRAY_POOL_MIN_BYTES", 0)
+    rng = np.random.default_rng(3)
+    x1 = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    w1 = rng.standard_normal((32, 3, 3, 3)).astype(np.float32)
+    x2 = rng.standard_normal((4, 32, 8, 8)).astype(np.float32)
+    w2 = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)  # the channel tiles
+    b = rng.standard_normal(64).astype(np.float32)
+
+    def run():
+        y1, a1 = cpu.conv2d_maxpool2d_forward(x1, w1, b[:32], 1, 1, 1, 2, 2, relu=True)
+        y2 = cpu.conv2d_forward(x2, w2, b, 1, 1, 1)
+        g2 = cpu.conv2d_backward(y2, x2, w2, 1, 1, 1)
+        d1 = cpu.maxpool2d_relu_backward(y1, y1, a1, (4, 32, 16, 16), 2, 2)
+        g1 = cpu.conv2d_backward(d1, x1, w1, 1, 1, 1, input_grad=False)
+        return [np.array(a) for a in (y1, a1, y2, *g2, d1, *g1[1:])]
+
+    cpu._POOL.clear()
+    first = run()
+    gc.collect()
+    for arrays in cpu._POOL._arrays.values():
+        for a in arrays:
+            a.view(np.uint8).fill(0xFF)  # NaN as float, -1 as int
+    again = run()
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    cpu._POOL.clear()
