@@ -363,8 +363,9 @@ def test_maxout(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_activations(rng, dtype):
-    x = (3 * rng.standard_normal((3, 4, 5))).astype(dtype)
+@pytest.mark.parametrize("shape", [(3, 4, 5), (2, 3, 110, 110)])  # serial, parallel kernel
+def test_activations(rng, dtype, shape):
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
     x[0, 0, 0] = 0
     dy = rng.standard_normal(x.shape).astype(dtype)
     for name in ("relu", "sigmoid", "tanh"):
@@ -382,6 +383,25 @@ def test_activations(rng, dtype):
 def test_relu_propagates_nan():
     y = cpu.relu_forward(np.array([np.nan, -1.0, 2.0], np.float32))
     assert np.isnan(y[0]) and y[1] == 0 and y[2] == 2
+
+
+def test_elementwise_kernels_run_serially_on_small_arrays_only(monkeypatch):
+    ran = []
+    kernel = cpu._relu_forward
+    # two compilations of one function, kept apart in Numba's on-disk cache by name
+    assert kernel.serial.py_func.__qualname__ == "_relu_forward_serial"
+    assert kernel.parallel.targetoptions["parallel"]
+    assert not kernel.serial.targetoptions.get("parallel")
+    for name in ("parallel", "serial"):
+        compiled = getattr(kernel, name)
+        monkeypatch.setattr(kernel, name,
+                            lambda *args, name=name, compiled=compiled: ran.append(name)
+                            or compiled(*args))
+    small = cpu._PARALLEL_MIN_ELEMENTS - 1
+    for n in (small, small + 1):
+        np.testing.assert_array_equal(cpu.relu_forward(np.arange(n, dtype=np.float32) - 9),
+                                      np.maximum(np.arange(n, dtype=np.float32) - 9, 0))
+    assert ran == ["serial", "parallel"]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -13,6 +13,7 @@ results are bitwise reproducible whatever the thread count.
 """
 
 import math
+import types
 
 import numba
 import numpy as np
@@ -766,18 +767,11 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
                 dbias[g * fg + fl + a] = total
 
 
-@njit(**_JIT)
 def _conv_bias_grad(dy, dbias):
-    n_img, n_out = dy.shape[0], dy.shape[1]
-    # No race: iteration f owns dbias[f]; the batch is summed in order.
-    for f in prange(n_out):
-        acc = dy.dtype.type(0)
-        for n in range(n_img):
-            plane = dy[n, f]
-            for i in range(plane.shape[0]):
-                for j in range(plane.shape[1]):
-                    acc += plane[i, j]
-        dbias[f] = acc
+    """``dbias[f] = dy[:, f].sum()`` by NumPy: 0.27 ms against a parallel kernel's 0.21
+    for the reference net's second layer (batch 64), and no parallel kernel to
+    compile on a cold start (0.8 s)."""
+    np.sum(dy, axis=(0, 2, 3), out=dbias)
 
 
 def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
@@ -1646,7 +1640,37 @@ def _flat(a):
     return np.ascontiguousarray(a).reshape(-1)
 
 
-@njit(**_JIT)
+#: Elements below which an element-wise kernel runs serially (256 KiB of float32).
+_PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+class _Elementwise:
+    """An element-wise kernel compiled twice: ``parallel`` for large arrays, ``serial``
+    below :data:`_PARALLEL_MIN_ELEMENTS` (its first argument's size).
+
+    A small array is done before the threads of a parallel region would have
+    started, and a parallel kernel costs about 0.3 s more to compile: the reference
+    net's only unfused activation, fc1's ReLU (16,384 elements at batch 64), paid
+    0.6 s of a cold start for its two kernels. Each twin compiles on first use. The
+    serial one is a copy of the function under another name (``_serial`` appended),
+    so that Numba's on-disk cache, which keys on the name, keeps the two apart.
+    """
+
+    def __init__(self, py_func):
+        self.parallel = njit(**_JIT)(py_func)
+        twin = types.FunctionType(py_func.__code__, py_func.__globals__,
+                                  py_func.__name__ + "_serial", py_func.__defaults__,
+                                  py_func.__closure__)
+        twin.__qualname__ = py_func.__qualname__ + "_serial"
+        twin.__doc__ = py_func.__doc__
+        self.serial = njit(**_JIT_SMALL)(twin)  # a prange is a range there
+
+    def __call__(self, a, *args):
+        kernel = self.parallel if a.size >= _PARALLEL_MIN_ELEMENTS else self.serial
+        return kernel(a, *args)
+
+
+@_Elementwise
 def _relu_forward(x, y):
     zero = x.dtype.type(0)
     # No race: iteration i owns y[i] (likewise in every element-wise kernel below).
@@ -1655,14 +1679,14 @@ def _relu_forward(x, y):
         y[i] = v if (v > zero or v != v) else zero
 
 
-@njit(**_JIT)
+@_Elementwise
 def _relu_backward(dy, y, dx):
     zero = dy.dtype.type(0)
     for i in prange(dy.size):  # no race: owns dx[i]
         dx[i] = dy[i] if y[i] > zero else zero
 
 
-@njit(**_JIT)
+@_Elementwise
 def _leaky_relu_forward(x, slope, y):
     s = x.dtype.type(slope)
     for i in prange(x.size):  # no race: owns y[i]
@@ -1670,14 +1694,14 @@ def _leaky_relu_forward(x, slope, y):
         y[i] = v if v > 0 else v * s
 
 
-@njit(**_JIT)
+@_Elementwise
 def _leaky_relu_backward(dy, x, slope, dx):
     s = dy.dtype.type(slope)
     for i in prange(dy.size):  # no race: owns dx[i]
         dx[i] = dy[i] if x[i] > 0 else dy[i] * s
 
 
-@njit(**_JIT)
+@_Elementwise
 def _sigmoid_forward(x, y):
     one = x.dtype.type(1)
     for i in prange(x.size):  # no race: owns y[i]
@@ -1686,27 +1710,27 @@ def _sigmoid_forward(x, y):
         y[i] = one / (one + e) if v >= 0 else e / (one + e)
 
 
-@njit(**_JIT)
+@_Elementwise
 def _sigmoid_backward(dy, y, dx):
     one = dy.dtype.type(1)
     for i in prange(dy.size):  # no race: owns dx[i]
         dx[i] = dy[i] * y[i] * (one - y[i])
 
 
-@njit(**_JIT)
+@_Elementwise
 def _tanh_forward(x, y):
     for i in prange(x.size):  # no race: owns y[i]
         y[i] = np.tanh(x[i])
 
 
-@njit(**_JIT)
+@_Elementwise
 def _tanh_backward(dy, y, dx):
     one = dy.dtype.type(1)
     for i in prange(dy.size):  # no race: owns dx[i]
         dx[i] = dy[i] * (one - y[i] * y[i])
 
 
-@njit(**_JIT)
+@_Elementwise
 def _elu_forward(x, alpha, y):
     a = x.dtype.type(alpha)
     for i in prange(x.size):  # no race: owns y[i]
@@ -1714,7 +1738,7 @@ def _elu_forward(x, alpha, y):
         y[i] = v if v > 0 else a * np.expm1(v)
 
 
-@njit(**_JIT)
+@_Elementwise
 def _elu_backward(dy, x, y, alpha, dx):
     a = dy.dtype.type(alpha)
     for i in prange(dy.size):  # no race: owns dx[i]
