@@ -699,8 +699,9 @@ def _nchw(i, channels, h, w):
 
 
 @cuda.jit(cache=True)
-def _maxpool2d_forward_kernel(x, k, stride, y, argmax):
-    # One thread per output element (grid-stride); it owns y and argmax there.
+def _maxpool2d_forward_kernel(x, k, stride, relu, y, argmax):
+    # One thread per output element (grid-stride); it owns y and argmax there. With
+    # relu, the maximum leaves through a ReLU (relu_forward's rule), argmax unchanged.
     _, channels, h, w = x.shape
     _, _, ho, wo = y.shape
     start, step = cuda.grid(1), cuda.gridsize(1)
@@ -718,6 +719,8 @@ def _maxpool2d_forward_kernel(x, k, stride, y, argmax):
                 if v > best or (v != v and best == best):
                     best = v
                     best_at = (h0 + a) * w + w0 + b
+        if relu and best < 0:
+            best = 0
         y[n, c, oh, ow] = best
         argmax[n, c, oh, ow] = best_at
 
@@ -749,24 +752,25 @@ def maxpool2d_forward(x, kernel_size, stride):
     argmax : device array, shape (N, C, HO, WO), int32
         Flat index ``h * W + w`` into the plane ``x[n, c]``; first maximum wins, NaN wins.
     """
-    x = _dev(x)
-    k, stride = int(kernel_size), int(stride)
+    return _maxpool2d(_dev(x), int(kernel_size), int(stride), False)
+
+
+def _maxpool2d(x, k, stride, relu):
     n, c, h, w = x.shape
     shape = (n, c, (h - k) // stride + 1, (w - k) // stride + 1)
     y = cuda.device_array(shape, dtype=x.dtype)
     argmax = cuda.device_array(shape, dtype=np.int32)
     if y.size:
-        _maxpool2d_forward_kernel[_grid_1d(y.size)](x, k, stride, y, argmax)
+        _maxpool2d_forward_kernel[_grid_1d(y.size)](x, k, stride, relu, y, argmax)
     return y, argmax
 
 
 def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride,
                              relu=False):
     """:func:`conv2d_forward`, then :func:`maxpool2d_forward`, then with ``relu``
-    :func:`relu_forward` (the launches of the three, as before)."""
+    :func:`relu_forward`: two launches, the ReLU inside the pooling's."""
     y = conv2d_forward(x, weight, bias, stride, padding, groups)
-    y, argmax = maxpool2d_forward(y, pool_size, pool_stride)
-    return (relu_forward(y) if relu else y), argmax
+    return _maxpool2d(y, int(pool_size), int(pool_stride), bool(relu))
 
 
 @cuda.jit(cache=True)

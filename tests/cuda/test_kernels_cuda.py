@@ -199,6 +199,10 @@ def test_conv2d_maxpool2d_forward_matches_reference(rng, relu):
     want_y, want_argmax = ref.conv2d_maxpool2d_forward(x, w, b, 1, 1, 1, 2, 2, relu=relu)
     if relu:
         assert (want_y == 0).any() and (want_y > 0).any()
+    with cu.count_launches() as launches:
+        cu.conv2d_maxpool2d_forward(_dev(x), _dev(w), _dev(b), 1, 1, 1, 2, 2, relu=relu)
+    # the ReLU rides in the pooling's launch
+    assert launches["_maxpool2d_forward_kernel"] == 1 and "_relu_forward_kernel" not in launches
     _assert_close(y, want_y, np.float64, "y")
     np.testing.assert_array_equal(cu.to_numpy(argmax), want_argmax)
 
