@@ -232,15 +232,24 @@ def main(argv=None):
             warm = _run_child(args.target, batch, 3, threads, env)
             rows.append([f"jitnet {args.target}", f"{cold['first_step_s']:.1f}",
                          f"{warm['first_step_s']:.1f}", f"{warm['maxrss_mb']:.0f}"])
-            if torch is not None:
-                device = "cuda" if args.target == "cuda" else "cpu"
-                t = _run_child(f"torch-{device}", batch, 3, threads)
-                rows.append([f"torch {device}", "-", f"{t['first_step_s']:.1f}",
-                             f"{t['maxrss_mb']:.0f}"])
+        if args.target == "cpu":  # and without the helper process that compiles beside it
+            with tempfile.TemporaryDirectory() as cache:
+                env = dict(os.environ, NUMBA_CACHE_DIR=cache, JITNET_PRECOMPILE="0")
+                alone = _run_child(args.target, batch, 3, threads, env)
+                rows.append(["jitnet cpu, `JITNET_PRECOMPILE=0`",
+                             f"{alone['first_step_s']:.1f}", "-", "-"])
+        if torch is not None:
+            device = "cuda" if args.target == "cuda" else "cpu"
+            t = _run_child(f"torch-{device}", batch, 3, threads)
+            rows.append([f"torch {device}", "-", f"{t['first_step_s']:.1f}",
+                         f"{t['maxrss_mb']:.0f}"])
         lines += [f"## Cold start and memory (batch {batch}, fresh process, 3 steps)", "",
                   "Seconds from process start (imports included) to the end of the first "
                   "step; `cold` has an empty Numba cache directory, `warm` the one the cold "
-                  "run filled. Peak memory is the process's maximum resident set size.", "",
+                  "run filled. A cold cpu run compiles its backward kernels in a helper "
+                  "process beside it (`jitnet.kernels.precompile`); `JITNET_PRECOMPILE=0` "
+                  "is the same run in one process. Peak memory is the process's maximum "
+                  "resident set size.", "",
                   table(["who", "cold first step (s)", "warm first step (s)", "peak RSS (MiB)"],
                         rows), ""]
 

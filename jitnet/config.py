@@ -21,6 +21,11 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 #: 256-bit ones (see :mod:`jitnet.codegen`). ``JITNET_PREFER_512_BIT=0`` turns it off.
 PREFER_512_BIT = os.environ.get("JITNET_PREFER_512_BIT", "1") != "0"
 
+#: On a first training run (empty Numba cache), compile the backward kernels in a
+#: helper process beside the forward ones (:mod:`jitnet.kernels.precompile`).
+#: ``JITNET_PRECOMPILE=0`` turns it off.
+PRECOMPILE = os.environ.get("JITNET_PRECOMPILE", "1") != "0"
+
 #: Threads per block for 1-D grid-stride CUDA launches.
 CUDA_THREADS_PER_BLOCK = 256
 

@@ -3,13 +3,18 @@
 ``tests/cuda`` runs in its own pytest process (``NUMBA_ENABLE_CUDASIM=1`` must
 be set before numba is imported), so the main run leaves it out unless the
 simulator is on or ``JITNET_TEST_CUDA=1`` says a real GPU is there.
+
+The tests start no precompile helper process (``JITNET_PRECOMPILE=0``, set before
+jitnet is imported); ``test_precompile.py`` turns it on where it tests it.
 """
 
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
+os.environ.setdefault("JITNET_PRECOMPILE", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 collect_ignore = []
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1" and os.environ.get("JITNET_TEST_CUDA") != "1":

@@ -15,6 +15,7 @@ import inspect
 import numpy as np
 
 from .. import rng
+from ..kernels import precompile
 from ..targets import backend, get_target, is_device_array, to_numpy
 
 
@@ -304,6 +305,8 @@ class Sequential(Module):
     def forward(self, x):
         from .layers import Conv2d, MaxPool2d, ReLU
 
+        if self.training and get_target() == "cpu":
+            precompile.maybe_start(self, x)  # once per process, on a cold first run
         order = self._run_order()
         i = 0
         while i < len(order):

@@ -1,0 +1,147 @@
+"""A first training run compiles its backward kernels in a second process.
+
+On an empty Numba cache a training step spends seconds compiling, one kernel after
+another: compilation is single-threaded and holds a global lock. The backward pass
+and the optimizer need kernels of their own (the weight gradients above all), so
+while this process compiles the forward kernels a helper process can compile
+those, into the same on-disk cache, and this process loads them when it gets
+there. On two cores the reference ConvNet's cold first step went from 13.4-15.0
+to 9.3-9.4 s (see ``benchmarks/RESULTS.md``).
+
+:func:`maybe_start` is called by ``nn.Sequential`` at its first forward pass in
+training mode on the cpu target. It starts the helper once per process, and only
+when Numba caches to disk here and holds no optimizer kernel yet (the first
+training run with this cache), at least two CPUs are usable and
+``JITNET_PRECOMPILE`` is not ``0``. The helper gets a copy of the model and the
+input's shape and dtype. It compiles the optimizers' updates, runs the forward
+pass on the numpy target (nothing to compile) and then each layer's backward on
+the cpu target, first layer first: the reverse of the order in which this process
+gets to them. Every result is thrown away: the cache entries are the point. If
+anything fails, the helper just stops, and this process compiles what is missing
+itself, as it always would. The helper is stopped when this process exits.
+"""
+
+import atexit
+import os
+import pickle
+import subprocess
+import sys
+
+from .. import config
+
+_helper = None
+_tried = False
+
+# The helper's program: this very jitnet package (the one that this process imported,
+# wherever it lies, without putting its folder before the standard library's on
+# sys.path), then child().
+_CHILD = """\
+import importlib.util, os, sys
+package = {package!r}
+spec = importlib.util.spec_from_file_location(
+    "jitnet", os.path.join(package, "__init__.py"), submodule_search_locations=[package])
+module = importlib.util.module_from_spec(spec)
+sys.modules["jitnet"] = module
+spec.loader.exec_module(module)
+from jitnet.kernels import precompile
+precompile.child()
+"""
+
+
+def maybe_start(model, x):
+    """Start the helper for ``model`` with input ``x`` if this is a cold first run."""
+    global _tried, _helper
+    if _tried:
+        return
+    _tried = True
+    if not config.PRECOMPILE or os.environ.get("NUMBA_DISABLE_JIT") == "1":
+        return
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cpus or 1) < 2 or _optimizer_kernels_cached():
+        return
+    try:
+        payload = pickle.dumps((model, tuple(x.shape), str(x.dtype)))
+    except Exception:  # a model that does not pickle (a class in __main__), an odd input
+        return
+    env = dict(os.environ, JITNET_PRECOMPILE="0")  # the helper starts no helper
+    try:
+        _helper = subprocess.Popen(
+            [sys.executable, "-c", _CHILD.format(package=os.path.dirname(os.path.dirname(
+                os.path.abspath(__file__))))],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        _helper.stdin.write(payload)
+        _helper.stdin.close()
+    except OSError:
+        _helper = None
+        return
+    atexit.register(stop)
+
+
+def wait(timeout=None):
+    """Wait for the helper to finish (tests and benchmarks); its exit code, or None."""
+    if _helper is None:
+        return None
+    return _helper.wait(timeout)
+
+
+def stop():
+    """Stop the helper if it still runs (at exit: what it compiled so far stays cached)."""
+    if _helper is not None and _helper.poll() is None:
+        _helper.kill()
+        _helper.wait()
+
+
+def _optimizer_kernels_cached():
+    """True when Numba's cache already holds SGD's or Adam's update (or cannot be
+    told): a training step has run with this cache before."""
+    from . import cpu
+
+    try:
+        return any(os.path.exists(kernel._cache._cache_file._index_path)
+                   for kernel in (cpu._sgd_update, cpu._adam_update))
+    except AttributeError:  # no cache, or another Numba's internals
+        return True
+
+
+def child():
+    """The helper: compile the backward and optimizer kernels of the pickled model."""
+    model, shape, dtype = pickle.load(sys.stdin.buffer)
+    compile_training_kernels(model, shape, dtype)
+
+
+def compile_training_kernels(model, shape, dtype):
+    """Compile, on the cpu target, what a training step of ``model`` (a ``Sequential``)
+    on inputs of ``shape`` and ``dtype`` needs beyond its forward pass, in the reverse
+    of the order the step needs it: SGD's and Adam's updates, then each layer's
+    backward, first layer first, on zeros. Input gradients are skipped: a
+    convolution's or a matrix product's is a forward kernel, which the training
+    process compiles for its forward pass anyway."""
+    import numpy as np
+
+    from .. import targets
+    from ..nn.layers import MaxPool2d, ReLU
+    from ..nn.module import backward_without_input_grad
+    from . import cpu
+
+    p = np.zeros(16, dtype=dtype)
+    cpu.sgd_update(p, p.copy(), p.copy(), 0.1, 0.9, False, 0.0)
+    cpu.adam_update(p, p.copy(), p.copy(), p.copy(), 0.1, 0.9, 0.999, 1e-8, 0.0, 1)
+    with targets.use_target("numpy"):  # every layer's saved state, nothing compiled
+        order = model._run_order()
+        x = np.zeros(shape, dtype=dtype)
+        outputs = []
+        for m in order:
+            x = m(x)
+            outputs.append(x.shape)
+    with targets.use_target("cpu"):
+        i = 0
+        while i < len(order):
+            m = order[i]
+            if type(m) is MaxPool2d and i + 1 < len(order) and type(order[i + 1]) is ReLU:
+                m._backward_relu(np.zeros(outputs[i + 1], dtype=dtype), order[i + 1])
+                i += 2
+            else:
+                backward_without_input_grad(m, np.zeros(outputs[i], dtype=dtype))
+                i += 1

@@ -1,0 +1,129 @@
+"""jitnet.kernels.precompile: a cold first training run compiles its backward kernels
+in a helper process."""
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet import config, nn
+from jitnet.kernels import cpu, precompile
+
+
+def _small_net():
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(8 * 2 * 2, 5), nn.Sigmoid(),
+    )
+
+
+class _FakePopen:
+    started = []
+
+    def __init__(self, args, stdin, stdout, stderr, env):
+        self.args, self.env = args, env
+        self.stdin = self
+        self.written = b""
+        _FakePopen.started.append(self)
+
+    def write(self, data):
+        self.written += data
+
+    def close(self):
+        pass
+
+    def poll(self):
+        return 0
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """A process that has not tried yet, with a fake helper and a cold cache."""
+    monkeypatch.setattr(precompile, "_tried", False)
+    monkeypatch.setattr(precompile, "_helper", None)
+    monkeypatch.setattr(config, "PRECOMPILE", True)
+    monkeypatch.setattr(precompile, "_optimizer_kernels_cached", lambda: False)
+    monkeypatch.setattr(precompile.subprocess, "Popen", _FakePopen)
+    monkeypatch.setattr(precompile.atexit, "register", lambda f: None)
+    _FakePopen.started = []
+    return _FakePopen.started
+
+
+def test_the_first_training_forward_on_the_cpu_starts_one_helper(fresh):
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    with jitnet.use_target("cpu"):
+        model = _small_net()
+        model(x)
+        model(x)
+    assert len(fresh) == 1
+    helper = fresh[0]
+    assert helper.env["JITNET_PRECOMPILE"] == "0"  # it starts none of its own
+    assert "precompile.child()" in helper.args[-1]
+    assert repr(os.path.dirname(jitnet.__file__)) in helper.args[-1]  # this very package
+    sent, shape, dtype = pickle.loads(helper.written)
+    assert [type(m) for m in sent] == [type(m) for m in model]
+    assert shape == (2, 3, 8, 8) and dtype == "float32"
+
+
+@pytest.mark.parametrize("case", ["eval", "numpy", "off", "cached"])
+def test_no_helper_unless_a_cold_training_run_on_the_cpu(fresh, monkeypatch, case):
+    target = "numpy" if case == "numpy" else "cpu"
+    if case == "off":
+        monkeypatch.setattr(config, "PRECOMPILE", False)
+    if case == "cached":
+        monkeypatch.setattr(precompile, "_optimizer_kernels_cached", lambda: True)
+    with jitnet.use_target(target):
+        model = _small_net()
+        if case == "eval":
+            model.eval()
+        model(np.zeros((2, 3, 8, 8), np.float32))
+    assert fresh == []
+
+
+def test_a_model_that_does_not_pickle_starts_none_and_still_runs(fresh):
+    with jitnet.use_target("cpu"):
+        model = _small_net()
+        model.hook = lambda: None  # not picklable
+        y = model(np.zeros((2, 3, 8, 8), np.float32))
+    assert fresh == [] and y.shape == (2, 5)
+
+
+def test_optimizer_kernels_cached_reads_numbas_index():
+    cpu.sgd_update(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32),
+                   0.1, 0.9, False, 0.0)  # compiled or loaded: its index is on disk now
+    assert precompile._optimizer_kernels_cached()
+
+
+def test_compile_training_kernels_walks_every_layer_backward():
+    model = _small_net()
+    before = [p.data.copy() for p in model.parameters()]
+    precompile.compile_training_kernels(model, (2, 3, 8, 8), "float32")
+    for p, b in zip(model.parameters(), before):  # results are thrown away
+        np.testing.assert_array_equal(p.data, b)
+
+
+@pytest.mark.slow
+def test_a_cold_run_leaves_the_backward_kernels_in_the_cache(tmp_path):
+    script = textwrap.dedent("""
+        import numpy as np, jitnet
+        from jitnet import nn
+        from jitnet.kernels import precompile
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+        model(np.zeros((2, 3, 8, 8), np.float32))  # a forward pass only
+        print("helper exit code", precompile.wait(timeout=600))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), JITNET_PRECOMPILE="1")
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "helper exit code 0" in out.stdout
+    cached = " ".join(p.name for p in tmp_path.rglob("*.nbi"))
+    # the helper's: a weight gradient and an optimizer update, which this process never ran
+    assert "_conv2d_weight_rows" in cached and "_sgd_update" in cached
