@@ -48,7 +48,7 @@ def fresh(monkeypatch):
     monkeypatch.setattr(precompile, "_tried", False)
     monkeypatch.setattr(precompile, "_helper", None)
     monkeypatch.setattr(config, "PRECOMPILE", True)
-    monkeypatch.setattr(precompile, "_optimizer_kernels_cached", lambda: False)
+    monkeypatch.setattr(precompile, "_training_kernels_cached", lambda model: False)
     monkeypatch.setattr(precompile.subprocess, "Popen", _FakePopen)
     monkeypatch.setattr(precompile.atexit, "register", lambda f: None)
     _FakePopen.started = []
@@ -77,7 +77,7 @@ def test_no_helper_unless_a_cold_training_run_on_the_cpu(fresh, monkeypatch, cas
     if case == "off":
         monkeypatch.setattr(config, "PRECOMPILE", False)
     if case == "cached":
-        monkeypatch.setattr(precompile, "_optimizer_kernels_cached", lambda: True)
+        monkeypatch.setattr(precompile, "_training_kernels_cached", lambda model: True)
     with jitnet.use_target(target):
         model = _small_net()
         if case == "eval":
@@ -94,10 +94,16 @@ def test_a_model_that_does_not_pickle_starts_none_and_still_runs(fresh):
     assert fresh == [] and y.shape == (2, 5)
 
 
-def test_optimizer_kernels_cached_reads_numbas_index():
+def test_training_kernels_cached_reads_numbas_index(monkeypatch):
     cpu.sgd_update(np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(4, np.float32),
                    0.1, 0.9, False, 0.0)  # compiled or loaded: its index is on disk now
-    assert precompile._optimizer_kernels_cached()
+    linear = nn.Sequential(nn.Linear(3, 2))
+    assert precompile._training_kernels_cached(linear)
+    # a model with convolutions also needs a convolution's weight gradient cached
+    for name in ("_conv2d_weight_rows", "_conv2d_weight_channel_tiles", "_conv2d_weight_tiles"):
+        monkeypatch.setattr(getattr(cpu, name)._cache._cache_file, "_index_path", "/nonexistent")
+    assert not precompile._training_kernels_cached(_small_net())
+    assert precompile._training_kernels_cached(linear)
 
 
 def test_compile_training_kernels_walks_every_layer_backward():

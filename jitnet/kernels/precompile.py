@@ -10,8 +10,9 @@ to 9.3-9.4 s (see ``benchmarks/RESULTS.md``).
 
 :func:`maybe_start` is called by ``nn.Sequential`` at its first forward pass in
 training mode on the cpu target. It starts the helper once per process, and only
-when Numba caches to disk here and holds no optimizer kernel yet (the first
-training run with this cache), at least two CPUs are usable and
+when Numba caches to disk here and holds no optimizer kernel yet, or no
+convolution weight gradient for a model with convolutions (the first training run
+of its kind with this cache), at least two CPUs are usable and
 ``JITNET_PRECOMPILE`` is not ``0``. The helper gets a copy of the model and the
 input's shape and dtype. It compiles the optimizers' updates, runs the forward
 pass on the numpy target (nothing to compile) and then each layer's backward on
@@ -57,7 +58,7 @@ def maybe_start(model, x):
     if not config.PRECOMPILE or os.environ.get("NUMBA_DISABLE_JIT") == "1":
         return
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if (cpus or 1) < 2 or _optimizer_kernels_cached():
+    if (cpus or 1) < 2 or _training_kernels_cached(model):
         return
     try:
         payload = pickle.dumps((model, tuple(x.shape), str(x.dtype)))
@@ -93,14 +94,21 @@ def stop():
         _helper.wait()
 
 
-def _optimizer_kernels_cached():
-    """True when Numba's cache already holds SGD's or Adam's update (or cannot be
-    told): a training step has run with this cache before."""
+def _training_kernels_cached(model):
+    """True when Numba's cache already holds an optimizer's update and, for a model
+    with convolutions, a convolution weight gradient (or when it cannot be told):
+    a training step of this kind has run with this cache before. (A linear model
+    trained first, as ``jitnet compare`` does, leaves the ConvNet's kernels cold.)"""
+    from ..nn.layers import Conv2d
     from . import cpu
 
+    groups = [(cpu._sgd_update, cpu._adam_update)]
+    if any(type(m) is Conv2d for m in model.modules()):
+        groups.append((cpu._conv2d_weight_rows, cpu._conv2d_weight_channel_tiles,
+                       cpu._conv2d_weight_tiles))
     try:
-        return any(os.path.exists(kernel._cache._cache_file._index_path)
-                   for kernel in (cpu._sgd_update, cpu._adam_update))
+        return all(any(os.path.exists(kernel._cache._cache_file._index_path) for kernel in group)
+                   for group in groups)
     except AttributeError:  # no cache, or another Numba's internals
         return True
 
