@@ -64,7 +64,7 @@ def test_the_first_training_forward_on_the_cpu_starts_one_helper(fresh):
     assert len(fresh) == 1
     helper = fresh[0]
     assert helper.env["JITNET_PRECOMPILE"] == "0"  # it starts none of its own
-    assert "precompile.child()" in helper.args[-1]
+    assert "precompile.child(job)" in helper.args[-1]
     assert repr(os.path.dirname(jitnet.__file__)) in helper.args[-1]  # this very package
     sent, shape, dtype = pickle.loads(helper.written)
     assert [type(m) for m in sent] == [type(m) for m in model]

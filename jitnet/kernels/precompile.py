@@ -33,11 +33,14 @@ from .. import config
 _helper = None
 _tried = False
 
-# The helper's program: this very jitnet package (the one that this process imported,
-# wherever it lies, without putting its folder before the standard library's on
-# sys.path), then child().
+# The helper's program: read the pickled job first (this process's write of it
+# blocks until then), import this very jitnet package (the one this process
+# imported, wherever it lies, without putting its folder before the standard
+# library's on sys.path), then child().
 _CHILD = """\
-import importlib.util, os, sys
+import sys
+job = sys.stdin.buffer.read()
+import importlib.util, os
 package = {package!r}
 spec = importlib.util.spec_from_file_location(
     "jitnet", os.path.join(package, "__init__.py"), submodule_search_locations=[package])
@@ -45,7 +48,7 @@ module = importlib.util.module_from_spec(spec)
 sys.modules["jitnet"] = module
 spec.loader.exec_module(module)
 from jitnet.kernels import precompile
-precompile.child()
+precompile.child(job)
 """
 
 
@@ -113,9 +116,9 @@ def _training_kernels_cached(model):
         return True
 
 
-def child():
+def child(job):
     """The helper: compile the backward and optimizer kernels of the pickled model."""
-    model, shape, dtype = pickle.load(sys.stdin.buffer)
+    model, shape, dtype = pickle.loads(job)
     compile_training_kernels(model, shape, dtype)
 
 
