@@ -27,11 +27,23 @@ def _tiny_convnet():
     )
 
 
-def _train(target, images, labels, steps=3):
+def _fused_convnet():
+    # Conv2d, ReLU, MaxPool2d: Sequential runs the three as one call forward and the
+    # pooling with its ReLU as one going back.
+    return nn.Sequential(
+        nn.Conv2d(3, 4, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
+    )
+
+
+def _train(target, images, labels, steps=3, make_model=_tiny_convnet):
     """Losses of ``steps`` SGD steps on ``target``, the final state and eval-mode scores."""
     with jitnet.use_target(target):
         jitnet.manual_seed(0)
-        model = _tiny_convnet()
+        model = make_model()
         optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
         loss_fn = nn.SoftmaxCrossEntropyLoss()
         losses = []
@@ -127,3 +139,16 @@ def test_linear_model_with_adam_matches_reference(loss_name):
             return losses
 
     np.testing.assert_allclose(run("cuda"), run("numpy"), rtol=1e-4)
+
+
+def test_the_fused_conv_pool_relu_trains_like_the_reference():
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    labels = np.array([1, 0, 2, 2])
+    losses, state, scores = _train("cuda", images, labels, make_model=_fused_convnet)
+    want_losses, want_state, want_scores = _train("numpy", images, labels,
+                                                  make_model=_fused_convnet)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-4)
+    for key in state:
+        np.testing.assert_allclose(state[key], want_state[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
