@@ -858,7 +858,7 @@ def maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=Non
 
 
 @functools.lru_cache(maxsize=None)
-def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias):
+def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias, with_row_sums=False):
     """``c = op(a) @ op(b) + bias`` with ``op`` an optional transpose, fixed at compile time.
 
     ``op(a)`` is ``(I, K)`` (``a`` is stored ``(K, I)`` when ``trans_a``), ``op(b)`` is
@@ -871,6 +871,12 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias):
     consecutive threads on the stored array's last axis (coalesced) whatever the
     transpose; the shared tiles are padded by one column so that the transposed
     stores and the column reads do not hit the same bank.
+
+    With ``with_row_sums`` the kernel also writes ``row_sums[i] = sum_k op(a)[i, k]``
+    (a Linear layer's bias gradient, ``dy.sum(0)``, beside its weight gradient
+    ``dy.T @ x``: one launch fewer). The blocks of the first column of tiles sum
+    the ``a`` tiles they hold in shared memory, one thread per row, in float64 and
+    in ``k`` order, then rounded to the array's dtype.
     """
     nt = _numba_type(dtype)
     zero = np.dtype(dtype).type(0)
@@ -879,18 +885,21 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias):
     threads = tile * tile
 
     @cuda.jit
-    def matmul_kernel(a, b, bias, c):
+    def matmul_kernel(a, b, bias, c, row_sums):
         a_tile = cuda.shared.array((rows, padded), nt)
         b_tile = cuda.shared.array((tile, padded), nt)
         acc = cuda.local.array(rpt, nt)
+        sums = cuda.local.array(rpt, numba.float64)
         n_i, n_j = c.shape
         n_k = a.shape[0] if trans_a else a.shape[1]
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         tid = ty * tile + tx
         i0 = cuda.blockIdx.y * rows
         j0 = cuda.blockIdx.x * tile
+        summing = with_row_sums and cuda.blockIdx.x == 0 and tx == 0
         for r in range(rpt):
             acc[r] = zero
+            sums[r] = 0.0
         for k0 in range(0, n_k, tile):
             for idx in range(tid, rows * tile, threads):
                 if trans_a:
@@ -922,6 +931,10 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias):
                 bv = b_tile[kk, tx]
                 for r in range(rpt):
                     acc[r] += a_tile[ty + r * tile, kk] * bv
+            if summing:  # zeros past the end of k add nothing
+                for kk in range(min(tile, n_k - k0)):
+                    for r in range(rpt):
+                        sums[r] += a_tile[ty + r * tile, kk]
             cuda.syncthreads()
         j = j0 + tx
         if j < n_j:
@@ -932,25 +945,38 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias):
                         c[i, j] = acc[r] + bias[j]
                     else:
                         c[i, j] = acc[r]
+        if summing:
+            for r in range(rpt):
+                i = i0 + ty + r * tile
+                if i < n_i:
+                    row_sums[i] = sums[r]
 
     return matmul_kernel
 
 
-def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j):
-    """``op(a) @ op(b) + bias`` as a new ``(n_i, n_j)`` device array (bias may be None)."""
+def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j, row_sums=None):
+    """``op(a) @ op(b) + bias`` as a new ``(n_i, n_j)`` device array (bias may be None).
+
+    ``row_sums``, an ``(n_i,)`` device array if given, gets the sums of ``op(a)``'s
+    rows in the same launch (see :func:`_make_matmul_kernel`).
+    """
     c = cuda.device_array((n_i, n_j), dtype=a.dtype)
-    if c.size == 0:
-        return c
     n_k = a.shape[0] if trans_a else a.shape[1]
-    if n_k == 0:
+    if c.size == 0 or n_k == 0:
+        if row_sums is not None and row_sums.size:
+            _fill_kernel[_grid_1d(row_sums.size)](row_sums, row_sums.dtype.type(0))
+        if c.size == 0:
+            return c
         return zeros((n_i, n_j), a.dtype) if bias is None else _broadcast_rows(bias, n_i)
     tile = _tile()
     rpt = _MATMUL_ROWS_PER_THREAD
     with_bias = bias is not None
+    with_row_sums = row_sums is not None
     kernel = _make_matmul_kernel(a.dtype.str, tile, rpt, bool(trans_a), bool(trans_b),
-                                 with_bias)
+                                 with_bias, with_row_sums)
     grid = (_cdiv(n_j, tile), _cdiv(n_i, tile * rpt))
-    kernel[grid, (tile, tile)](a, b, _dev(bias) if with_bias else c, c)
+    kernel[grid, (tile, tile)](a, b, _dev(bias) if with_bias else c, c,
+                               row_sums if with_row_sums else c)
     return c
 
 
@@ -965,28 +991,6 @@ def _broadcast_rows(row, n):
     out = cuda.device_array((n, row.size), dtype=row.dtype)
     if out.size:
         _broadcast_rows_kernel[_grid_1d(out.size)](_dev(row), _flat(out))
-    return out
-
-
-@cuda.jit(cache=True)
-def _column_sum_kernel(a, out):
-    # One thread per column (grid-stride) sums down its column: reads of a row are
-    # coalesced across threads, and each out[j] has one writer.
-    n_rows, n_cols = a.shape
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for j in range(start, n_cols, step):
-        acc = 0.0  # float64: an exact-enough sum down a long column
-        for i in range(n_rows):
-            acc += a[i, j]
-        out[j] = acc
-
-
-def _column_sum(a):
-    out = cuda.device_array((a.shape[1],), dtype=a.dtype)
-    if a.shape[0] == 0:
-        return zeros(out.shape, a.dtype)
-    if out.size:
-        _column_sum_kernel[_grid_1d(out.size)](a, out)
     return out
 
 
@@ -1031,8 +1035,9 @@ def linear_backward(dy, x, weight, input_grad=True):
     n, m = dy.shape
     d = x.shape[1]
     dx = _matmul(dy, weight, None, False, False, n, d) if input_grad else None
-    dweight = _matmul(dy, x, None, True, False, m, d)
-    return dx, dweight, _column_sum(dy)
+    dbias = cuda.device_array((m,), dtype=dy.dtype)
+    dweight = _matmul(dy, x, None, True, False, m, d, row_sums=dbias)  # and dbias
+    return dx, dweight, dbias
 
 
 @cuda.jit(cache=True)

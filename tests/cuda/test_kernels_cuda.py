@@ -222,7 +222,8 @@ def test_maxpool2d_propagates_nan(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, d, m", [(1, 7, 5), (17, 9, 6)])  # 17 rows: two row tiles
+# 17 rows: two row tiles; 21 outputs: the weight gradient (and its bias sums) in two too
+@pytest.mark.parametrize("n, d, m", [(1, 7, 5), (17, 9, 6), (5, 9, 21)])
 def test_linear_matches_reference(n, d, m, dtype, rng):
     x, weight = _normal(rng, (n, d), dtype), _normal(rng, (m, d), dtype)
     bias = _normal(rng, (m,), dtype)
@@ -236,6 +237,14 @@ def test_linear_matches_reference(n, d, m, dtype, rng):
     dx, dweight, _ = cu.linear_backward(_dev(dy), _dev(x), _dev(weight), input_grad=False)
     assert dx is None
     np.testing.assert_array_equal(dweight.copy_to_host(), got[1].copy_to_host())
+    # the bias gradient rides in the weight gradient's launch, summed in float64 in order
+    with cu.count_launches() as launches:
+        cu.linear_backward(_dev(dy), _dev(x), _dev(weight))
+    assert dict(launches) == {"matmul_kernel": 2}
+    want = np.zeros(m)
+    for row in dy.astype(np.float64):
+        want += row
+    np.testing.assert_array_equal(cu.to_numpy(got[2]), want.astype(dtype))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
