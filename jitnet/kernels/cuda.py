@@ -379,7 +379,7 @@ def _mean_to_host(values):
 
 
 @functools.lru_cache(maxsize=None)
-def _make_conv2d_forward_kernel(dtype, tile, kh, kw, stride, fpt):
+def _make_conv2d_forward_kernel(dtype, tile, kh, kw, stride, fpt, pool=False, relu=False):
     """Direct convolution: a ``tile x tile`` block of outputs, ``fpt`` filters per thread.
 
     Block ``(bx, by, z)`` owns output rows ``by*tile ..``, columns ``bx*tile ..`` of
@@ -388,21 +388,33 @@ def _make_conv2d_forward_kernel(dtype, tile, kh, kw, stride, fpt):
     tile reads (``(tile-1)*stride + kh`` rows, zero where it falls into the padding)
     and the ``fpt`` filters' ``kh x kw`` taps in shared memory, then every thread
     accumulates its ``fpt`` outputs. Each output has one writer.
+
+    With ``pool`` (``tile`` even) the block's outputs are its ``tile/2 x tile/2`` 2x2
+    windows instead: the threads stage their outputs in shared memory, and a quarter
+    of them take each window's maximum and its flat position in the convolution's
+    output plane, in :func:`_maxpool2d_forward_kernel`'s order and with its NaN rule,
+    to ``y`` (the pooled output) and ``argmax`` (through a ReLU with ``relu``): the
+    three kernels' results bit for bit, in one launch, and the convolution's output
+    never reaches global memory. Without ``pool``, ``argmax`` is not touched.
     """
     nt = _numba_type(dtype)
     zero = np.dtype(dtype).type(0)
     patch_h = (tile - 1) * stride + kh
     patch_w = (tile - 1) * stride + kw
     threads = tile * tile
+    half = tile // 2
+    outs_shape = (fpt, tile, tile) if pool else (1, 1, 1)  # shared shapes: constants
 
     @cuda.jit
-    def conv2d_forward_kernel(x, weight, bias, padding, groups, y):
+    def conv2d_forward_kernel(x, weight, bias, padding, groups, y, argmax):
         patch = cuda.shared.array((patch_h, patch_w), nt)
         taps = cuda.shared.array((fpt, kh, kw), nt)
+        outs = cuda.shared.array(outs_shape, nt)
         acc = cuda.local.array(fpt, nt)
         n_img, _, h, w = x.shape
         f_total, c_group, _, _ = weight.shape
-        _, _, ho, wo = y.shape
+        ho = (h + 2 * padding - kh) // stride + 1
+        wo = (w + 2 * padding - kw) // stride + 1
         f_group = f_total // groups
         f_blocks = (f_group + fpt - 1) // fpt
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
@@ -442,9 +454,31 @@ def _make_conv2d_forward_kernel(dtype, tile, kh, kw, stride, fpt):
                         for j in range(fpt):
                             acc[j] += v * taps[j, a, b]
                 cuda.syncthreads()  # the tiles are overwritten by the next channel
-            if oh < ho and ow < wo:
+            if not pool:
+                if oh < ho and ow < wo:
+                    for j in range(nf):
+                        y[n, f0 + j, oh, ow] = acc[j] + bias[f0 + j]
+                continue
+            for j in range(nf):
+                outs[j, ty, tx] = acc[j] + bias[f0 + j]
+            cuda.syncthreads()
+            ph = cuda.blockIdx.y * half + ty
+            pw = cuda.blockIdx.x * half + tx
+            if ty < half and tx < half and ph < ho // 2 and pw < wo // 2:
                 for j in range(nf):
-                    y[n, f0 + j, oh, ow] = acc[j] + bias[f0 + j]
+                    best = outs[j, 2 * ty, 2 * tx]
+                    at = 2 * ph * wo + 2 * pw
+                    for a in range(2):
+                        for b in range(2):
+                            v = outs[j, 2 * ty + a, 2 * tx + b]
+                            if v > best or (v != v and best == best):
+                                best = v
+                                at = (2 * ph + a) * wo + 2 * pw + b
+                    if relu and best < 0:
+                        best = 0
+                    y[n, f0 + j, ph, pw] = best
+                    argmax[n, f0 + j, ph, pw] = at
+            cuda.syncthreads()  # outs is overwritten by the next z
 
     return conv2d_forward_kernel
 
@@ -637,7 +671,7 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     tile = _tile()
     kernel = _make_conv2d_forward_kernel(x.dtype.str, tile, kh, kw, stride, fpt)
     grid = _grid_tiles(ho, wo, n * groups * _cdiv(f // groups, fpt), tile)
-    kernel[grid](x, weight, _zero_bias(bias, f, x.dtype), padding, groups, y)
+    kernel[grid](x, weight, _zero_bias(bias, f, x.dtype), padding, groups, y, y)
     return y
 
 
@@ -768,9 +802,29 @@ def _maxpool2d(x, k, stride, relu):
 def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride,
                              relu=False):
     """:func:`conv2d_forward`, then :func:`maxpool2d_forward`, then with ``relu``
-    :func:`relu_forward`: two launches, the ReLU inside the pooling's."""
-    y = conv2d_forward(x, weight, bias, stride, padding, groups)
-    return _maxpool2d(y, int(pool_size), int(pool_stride), bool(relu))
+    :func:`relu_forward`: for 2x2 pooling (stride 2) one launch, the convolution
+    kernel pooling its own block of outputs (see :func:`_make_conv2d_forward_kernel`);
+    otherwise two, the ReLU inside the pooling's."""
+    x, weight = _dev(x), _dev(weight)
+    stride, padding, groups = int(stride), int(padding), int(groups)
+    tile = _tile()
+    if not (int(pool_size) == int(pool_stride) == 2 and tile % 2 == 0):
+        y = conv2d_forward(x, weight, bias, stride, padding, groups)
+        return _maxpool2d(y, int(pool_size), int(pool_stride), bool(relu))
+    n, _, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    ho = (h + 2 * padding - kh) // stride + 1
+    wo = (w + 2 * padding - kw) // stride + 1
+    y = cuda.device_array((n, f, ho // 2, wo // 2), dtype=x.dtype)
+    argmax = cuda.device_array(y.shape, dtype=np.int32)
+    if y.size == 0:
+        return y, argmax
+    fpt = min(_CONV_OUTPUTS_PER_THREAD, f // groups)
+    kernel = _make_conv2d_forward_kernel(x.dtype.str, tile, kh, kw, stride, fpt, True,
+                                         bool(relu))
+    grid = _grid_tiles(ho, wo, n * groups * _cdiv(f // groups, fpt), tile)
+    kernel[grid](x, weight, _zero_bias(bias, f, x.dtype), padding, groups, y, argmax)
+    return y, argmax
 
 
 @cuda.jit(cache=True)

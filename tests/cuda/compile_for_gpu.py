@@ -86,6 +86,9 @@ def _exercise(dtype, rng):
         y = k.conv2d_forward(x, wt, arr(f), stride, padding, groups)
         k.conv2d_forward(x, wt, None, stride, padding, groups)
         k.conv2d_backward(arr(*y.shape), x, wt, stride, padding, groups)
+    for relu in (False, True):  # the convolution that pools its own outputs
+        k.conv2d_maxpool2d_forward(arr(2, 3, 8, 8), arr(4, 3, 3, 3), arr(4), 1, 1, 1, 2, 2,
+                                   relu=relu)
     x = arr(2, 3, 6, 8)
     y, argmax = k.maxpool2d_forward(x, 2, 2)
     k.maxpool2d_backward(arr(*y.shape), argmax, x.shape)

@@ -190,21 +190,42 @@ def test_maxpool2d_relu_backward_is_the_two_kernels(k, stride, rng):
 
 
 @pytest.mark.parametrize("relu", [False, True])
-def test_conv2d_maxpool2d_forward_matches_reference(rng, relu):
-    x = _normal(rng, (2, 3, 6, 5), np.float64)
-    w = _normal(rng, (4, 3, 3, 3), np.float64)
-    b = _normal(rng, (4,), np.float64)
-    y, argmax = cu.conv2d_maxpool2d_forward(_dev(x), _dev(w), _dev(b), 1, 1, 1, 2, 2,
-                                            relu=relu)
-    want_y, want_argmax = ref.conv2d_maxpool2d_forward(x, w, b, 1, 1, 1, 2, 2, relu=relu)
-    if relu:
-        assert (want_y == 0).any() and (want_y > 0).any()
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, padding, groups, pool",
+    [
+        ((2, 3, 6, 5), (4, 3, 3, 3), 1, 1, 1, (2, 2)),  # odd columns: the last one unpooled
+        ((1, 4, 11, 9), (6, 2, 3, 3), 2, 1, 2, (2, 2)),  # strided, grouped, several blocks
+        ((2, 3, 7, 7), (5, 3, 3, 3), 1, 1, 1, (3, 2)),  # overlapping: two launches
+    ],
+)
+def test_conv2d_maxpool2d_forward_matches_reference(rng, relu, x_shape, w_shape, stride,
+                                                    padding, groups, pool):
+    x = _normal(rng, x_shape, np.float32)
+    x[0, 0, 0, :3] = np.nan  # NaN windows: the first NaN wins
+    x[-1, -1] = np.round(x[-1, -1])  # ties
+    w = np.round(_normal(rng, w_shape, np.float32))  # small integers: tied outputs
+    b = _normal(rng, (w_shape[0],), np.float32)
+    args = (stride, padding, groups, *pool)
     with cu.count_launches() as launches:
-        cu.conv2d_maxpool2d_forward(_dev(x), _dev(w), _dev(b), 1, 1, 1, 2, 2, relu=relu)
-    # the ReLU rides in the pooling's launch
-    assert launches["_maxpool2d_forward_kernel"] == 1 and "_relu_forward_kernel" not in launches
-    _assert_close(y, want_y, np.float64, "y")
-    np.testing.assert_array_equal(cu.to_numpy(argmax), want_argmax)
+        y, argmax = cu.conv2d_maxpool2d_forward(_dev(x), _dev(w), _dev(b), *args, relu=relu)
+    # 2x2 pooling in the convolution's own launch (the ReLU too), else two launches
+    if pool == (2, 2):
+        assert dict(launches) == {"conv2d_forward_kernel": 1}
+    else:
+        assert dict(launches) == {"conv2d_forward_kernel": 1, "_maxpool2d_forward_kernel": 1}
+    # the separate kernels' results, bit for bit
+    two_y, two_argmax = cu.maxpool2d_forward(cu.conv2d_forward(_dev(x), _dev(w), _dev(b),
+                                                               *args[:3]), *pool)
+    if relu:
+        two_y = cu.relu_forward(two_y)
+    np.testing.assert_array_equal(cu.to_numpy(y), cu.to_numpy(two_y))
+    np.testing.assert_array_equal(cu.to_numpy(argmax), cu.to_numpy(two_argmax))
+    want_y, _ = ref.conv2d_maxpool2d_forward(x, w, b, *args, relu=relu)  # (ties may differ)
+    if relu and pool == (2, 2):  # the ReLU had something to do
+        assert (want_y == 0).any() and (want_y > 0).any()
+    finite = ~np.isnan(want_y)
+    np.testing.assert_allclose(cu.to_numpy(y)[finite], want_y[finite], rtol=1e-4, atol=1e-4)
+    assert np.array_equal(np.isnan(cu.to_numpy(y)), ~finite)
 
 
 def test_maxpool2d_propagates_nan(rng):
