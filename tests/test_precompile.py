@@ -106,11 +106,27 @@ def test_training_kernels_cached_reads_numbas_index(monkeypatch):
     assert precompile._training_kernels_cached(linear)
 
 
-def test_compile_training_kernels_walks_every_layer_backward():
+def test_compile_training_kernels_walks_every_layer_backward(monkeypatch):
+    calls = []
+    for name in ("conv2d_backward", "maxpool2d_relu_backward", "maxpool2d_backward",
+                 "batchnorm2d_backward", "relu_backward", "dropout_backward",
+                 "linear_backward", "sigmoid_backward", "sgd_update", "adam_update"):
+        kernel = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel, **kw:
+                            calls.append((name, args)) or kernel(*args, **kw))
     model = _small_net()
     before = [p.data.copy() for p in model.parameters()]
     precompile.compile_training_kernels(model, (2, 3, 8, 8), "float32")
-    for p, b in zip(model.parameters(), before):  # results are thrown away
+    names = [name for name, _ in calls]
+    # the optimizers first, then every layer's backward, the first layer first, the ReLUs
+    # after poolings with them; input gradients skipped (they are forward kernels)
+    assert names == ["sgd_update", "adam_update", "conv2d_backward", "batchnorm2d_backward",
+                     "maxpool2d_relu_backward", "conv2d_backward", "maxpool2d_relu_backward",
+                     "dropout_backward", "linear_backward", "sigmoid_backward"]
+    input_grads = [args[-1] for name, args in calls if name in ("conv2d_backward",
+                                                                 "linear_backward")]
+    assert input_grads == [False, False, False]
+    for p, b in zip(model.parameters(), before):  # the results are thrown away
         np.testing.assert_array_equal(p.data, b)
 
 

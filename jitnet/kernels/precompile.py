@@ -5,8 +5,8 @@ another: compilation is single-threaded and holds a global lock. The backward pa
 and the optimizer need kernels of their own (the weight gradients above all), so
 while this process compiles the forward kernels a helper process can compile
 those, into the same on-disk cache, and this process loads them when it gets
-there. On two cores the reference ConvNet's cold first step went from 13.4-15.0
-to 9.3-9.4 s (see ``benchmarks/RESULTS.md``).
+there. On two cores the reference ConvNet's cold first step went from 13.4-15.2
+to 9.2-10.3 s in the same hours (see ``benchmarks/RESULTS.md``).
 
 :func:`maybe_start` is called by ``nn.Sequential`` at its first forward pass in
 training mode on the cpu target. It starts the helper once per process, and only
