@@ -295,8 +295,8 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
     Notes
     -----
     Every target returns the calls' results bit for bit; a target may compute
-    them without storing the convolution's output (the cpu target does for 2x2
-    pooling). ``nn.Sequential`` calls it for a ``Conv2d`` followed by a ``MaxPool2d``
+    them without storing the convolution's output (the cpu and cuda targets do for
+    2x2 pooling). ``nn.Sequential`` calls it for a ``Conv2d`` followed by a ``MaxPool2d``
     (and a ``ReLU``, which it runs after the pooling).
     """
     y = conv2d_forward(x, weight, bias, stride, padding, groups)

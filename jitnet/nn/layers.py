@@ -143,8 +143,8 @@ class Conv2d(Module):
 
         ``pool`` is a ``MaxPool2d``; ``relu``, a ``ReLU`` to run after it in the same
         call, or None. The result and every gradient are those of the separate calls,
-        bit for bit; the cpu target skips storing the convolution's output (for 2x2
-        pooling). ``Sequential`` calls it for a convolution followed by a pooling.
+        bit for bit; the cpu and cuda targets skip storing the convolution's output (for
+        2x2 pooling). ``Sequential`` calls it for a convolution followed by a pooling.
         """
         x = self._checked(x)
         k = self.kernel_size

@@ -278,11 +278,11 @@ class Sequential(Module):
 
     A ``Conv2d`` then running directly before a ``MaxPool2d`` runs with it as one
     kernel call (``Conv2d._forward_pooled``): the same results, bit for bit, and
-    the same saved state for backward, but the cpu target never stores the
-    convolution's output. A ``ReLU`` then running after that pooling joins the same
-    call (the cpu target applies it to the maxima on their way out). Going back,
-    the ReLU after a pooling goes with it (``MaxPool2d._backward_relu``), again bit
-    for bit.
+    the same saved state for backward, but the cpu and cuda targets never store the
+    convolution's output (for 2x2 pooling). A ``ReLU`` then running after that
+    pooling joins the same call, applied to the maxima on their way out. Going
+    back, the ReLU after a pooling goes with it (``MaxPool2d._backward_relu``),
+    again bit for bit.
     """
 
     def __init__(self, *modules):
