@@ -919,8 +919,8 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias, with_row_
     ``(K, J)`` (stored ``(J, K)`` when ``trans_b``), ``c`` is ``(I, J)``, ``bias`` is
     ``(J,)``; without ``with_bias`` the bias is not read (any array will do: the
     branch is pruned at compile time), which spares a gradient's product a zero
-    vector and its fill launch. A ``tile x tile`` block computes a ``(tile*rpt) x tile`` tile of ``c``;
-    each thread owns ``rpt`` rows of one column, so every ``b`` value read from
+    vector and its fill launch. A ``tile x tile`` block computes a ``(tile*rpt) x tile``
+    tile of ``c``; each thread owns ``rpt`` rows of one column, so every ``b`` value read from
     shared memory feeds ``rpt`` accumulators. Tiles of ``a`` and ``b`` are loaded with
     consecutive threads on the stored array's last axis (coalesced) whatever the
     transpose; the shared tiles are padded by one column so that the transposed

@@ -14,10 +14,10 @@ when Numba caches to disk here and holds no optimizer kernel yet, or no
 convolution weight gradient for a model with convolutions (the first training run
 of its kind with this cache), at least two CPUs are usable and
 ``JITNET_PRECOMPILE`` is not ``0``. The helper gets a copy of the model and the
-input's shape and dtype. It compiles the optimizers' updates, runs the forward
-pass on the numpy target (nothing to compile) and then each layer's backward on
-the cpu target, first layer first: the reverse of the order in which this process
-gets to them. Every result is thrown away: the cache entries are the point. If
+input's shape (at most 8 images) and dtype. It compiles the optimizers' updates,
+runs the forward pass on the numpy target (nothing to compile) and then each
+layer's backward on the cpu target, first layer first: the reverse of the order in
+which this process gets to them. Every result is thrown away: the cache entries are the point. If
 anything fails, the helper just stops, and this process compiles what is missing
 itself, as it always would. The helper is stopped when this process exits.
 """
@@ -32,6 +32,9 @@ from .. import config
 
 _helper = None
 _tried = False
+
+#: Most images of the batch the helper runs its layers on.
+_BATCH = 8
 
 # The helper's program: read the pickled job first (this process's write of it
 # blocks until then), import this very jitnet package (the one this process
@@ -64,8 +67,11 @@ def maybe_start(model, x):
     if (cpus or 1) < 2 or _training_kernels_cached(model):
         return
     try:
-        payload = pickle.dumps((model, tuple(x.shape), str(x.dtype)))
-    except Exception:  # a model that does not pickle (a class in __main__), an odd input
+        # A few images: the same kernels compile (their types do not depend on the
+        # batch), without a second copy of a large batch's activations.
+        shape = (min(int(x.shape[0]), _BATCH),) + tuple(x.shape[1:])
+        payload = pickle.dumps((model, shape, str(x.dtype)))
+    except Exception:  # noqa: BLE001 - a model that does not pickle, an odd input: no helper
         return
     env = dict(os.environ, JITNET_PRECOMPILE="0")  # the helper starts no helper
     try:
