@@ -659,20 +659,28 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
         ``HO = (H + 2*padding - KH) // stride + 1``, likewise ``WO``.
     """
     x, weight = _dev(x), _dev(weight)
-    stride, padding, groups = int(stride), int(padding), int(groups)
+    return _conv2d(x, weight, bias, int(stride), int(padding), int(groups), False, False)[0]
+
+
+def _conv2d(x, weight, bias, stride, padding, groups, pool, relu):
+    """One launch of :func:`_make_conv2d_forward_kernel`: ``(y, argmax)``, with ``y`` the
+    convolution's output, or with ``pool`` its 2x2 pooling (ReLU'd with ``relu``) and
+    ``argmax`` the pooling's (else None)."""
     n, _, h, w = x.shape
     f, _, kh, kw = weight.shape
     ho = (h + 2 * padding - kh) // stride + 1
     wo = (w + 2 * padding - kw) // stride + 1
-    y = cuda.device_array((n, f, ho, wo), dtype=x.dtype)
+    y = cuda.device_array((n, f, ho // 2, wo // 2) if pool else (n, f, ho, wo), dtype=x.dtype)
+    argmax = cuda.device_array(y.shape, dtype=np.int32) if pool else None
     if y.size == 0:
-        return y
+        return y, argmax
     fpt = min(_CONV_OUTPUTS_PER_THREAD, f // groups)
     tile = _tile()
-    kernel = _make_conv2d_forward_kernel(x.dtype.str, tile, kh, kw, stride, fpt)
+    kernel = _make_conv2d_forward_kernel(x.dtype.str, tile, kh, kw, stride, fpt, pool, relu)
     grid = _grid_tiles(ho, wo, n * groups * _cdiv(f // groups, fpt), tile)
-    kernel[grid](x, weight, _zero_bias(bias, f, x.dtype), padding, groups, y, y)
-    return y
+    kernel[grid](x, weight, _zero_bias(bias, f, x.dtype), padding, groups, y,
+                 argmax if pool else y)
+    return y, argmax
 
 
 def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
@@ -807,24 +815,10 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
     otherwise two, the ReLU inside the pooling's."""
     x, weight = _dev(x), _dev(weight)
     stride, padding, groups = int(stride), int(padding), int(groups)
-    tile = _tile()
-    if not (int(pool_size) == int(pool_stride) == 2 and tile % 2 == 0):
-        y = conv2d_forward(x, weight, bias, stride, padding, groups)
-        return _maxpool2d(y, int(pool_size), int(pool_stride), bool(relu))
-    n, _, h, w = x.shape
-    f, _, kh, kw = weight.shape
-    ho = (h + 2 * padding - kh) // stride + 1
-    wo = (w + 2 * padding - kw) // stride + 1
-    y = cuda.device_array((n, f, ho // 2, wo // 2), dtype=x.dtype)
-    argmax = cuda.device_array(y.shape, dtype=np.int32)
-    if y.size == 0:
-        return y, argmax
-    fpt = min(_CONV_OUTPUTS_PER_THREAD, f // groups)
-    kernel = _make_conv2d_forward_kernel(x.dtype.str, tile, kh, kw, stride, fpt, True,
-                                         bool(relu))
-    grid = _grid_tiles(ho, wo, n * groups * _cdiv(f // groups, fpt), tile)
-    kernel[grid](x, weight, _zero_bias(bias, f, x.dtype), padding, groups, y, argmax)
-    return y, argmax
+    if int(pool_size) == int(pool_stride) == 2 and _tile() % 2 == 0:
+        return _conv2d(x, weight, bias, stride, padding, groups, True, bool(relu))
+    y = _conv2d(x, weight, bias, stride, padding, groups, False, False)[0]
+    return _maxpool2d(y, int(pool_size), int(pool_stride), bool(relu))
 
 
 @cuda.jit(cache=True)
