@@ -177,7 +177,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (status 2)
         return exc.code if isinstance(exc.code, int) else 2
-    from .train import CheckpointError, TrainingDiverged
+    from .train import CheckpointError, TrainingDiverged, is_interrupt
 
     debug = os.environ.get("JITNET_DEBUG") == "1"
     try:
@@ -187,8 +187,10 @@ def main(argv=None):
         # stops training with its own message (TrainingDiverged)
         with np.errstate(over="ignore", invalid="ignore"):
             return args.func(args)
-    except KeyboardInterrupt as exc:
-        message = str(exc) or "interrupted"
+    except (KeyboardInterrupt, SystemError) as exc:
+        if not is_interrupt(exc):
+            raise
+        message = (str(exc) if isinstance(exc, KeyboardInterrupt) else "") or "interrupted"
         print(f"jitnet: {message}", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except TrainingDiverged as exc:

@@ -47,6 +47,14 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; ``str(exc)`` says where the checkpoint is."""
 
 
+def is_interrupt(exc):
+    """True for Ctrl-C: a ``KeyboardInterrupt``, or the ``SystemError`` ("returned a
+    result with an exception set") that Python raises from one when the signal
+    arrived while a compiled Numba kernel ran and its dispatcher returned anyway."""
+    return isinstance(exc, KeyboardInterrupt) or (
+        isinstance(exc, SystemError) and isinstance(exc.__cause__, KeyboardInterrupt))
+
+
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or does not fit the model."""
 
@@ -430,7 +438,9 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
             save(epoch + 1)
             if not quiet:
                 print(_epoch_line(history[-1], epochs), file=progress, flush=True)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemError) as exc:
+        if not is_interrupt(exc):
+            raise
         # the parameters in memory are mid-epoch; the checkpoint on disk (written
         # atomically after every epoch) is the state to continue from exactly
         if path is None:

@@ -189,3 +189,27 @@ def test_help_explains_every_option(command, capsys):
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     for action in sub._actions:
         assert action.help, action.option_strings
+
+
+@pytest.mark.parametrize("raised", ["interrupt", "inside a kernel", "other"])
+def test_ctrl_c_inside_a_kernel_exits_130_too(monkeypatch, capsys, raised):
+    from jitnet import cli
+
+    def info(args):
+        if raised == "other":
+            raise SystemError("a real bug")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            if raised == "interrupt":
+                raise
+            # what Python raises when SIGINT arrives while a Numba kernel runs
+            raise SystemError("returned a result with an exception set") from exc
+
+    monkeypatch.setattr(cli, "cmd_info", info)
+    if raised == "other":  # not taken for Ctrl-C
+        with pytest.raises(SystemError, match="a real bug"):
+            main(["info"])
+        return
+    assert main(["info"]) == 130
+    assert capsys.readouterr().err.strip() == "jitnet: interrupted"

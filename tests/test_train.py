@@ -198,13 +198,25 @@ def test_huge_learning_rate_diverges(tmp_path):
                 epochs=5, out_dir=tmp_path, quiet=True)
 
 
-def test_keyboard_interrupt_keeps_checkpoint(tmp_path):
+def _ctrl_c_inside_a_kernel():
+    # what Python raises when SIGINT arrives while a Numba kernel runs: the kernel's
+    # dispatcher returns with the KeyboardInterrupt pending
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        raise SystemError("returned a result with an exception set") from exc
+
+
+@pytest.mark.parametrize("where", ["python", "kernel"])
+def test_keyboard_interrupt_keeps_checkpoint(tmp_path, where):
     x, y = _data()
 
     class Interrupting(_Loader):
         def __iter__(self):
             for i, batch in enumerate(super().__iter__()):
                 if i == 1:
+                    if where == "kernel":
+                        _ctrl_c_inside_a_kernel()
                     raise KeyboardInterrupt
                 yield batch
 
@@ -278,3 +290,18 @@ def test_predict_confusion_and_helpers():
 def test_fit_rejects_bad_epochs():
     with pytest.raises(ValueError, match="epochs"):
         fit(None, None, None, None, None, None, epochs=-1)
+
+
+def test_other_system_errors_are_not_taken_for_ctrl_c(tmp_path):
+    x, y = _data()
+
+    class Broken(_Loader):
+        def __iter__(self):
+            raise SystemError("a real bug")
+            yield
+
+    with jitnet.use_target("numpy"):
+        model, optimizer, scheduler, _ = _setup(x, y)
+        with pytest.raises(SystemError, match="a real bug"):
+            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, Broken(x, y, 16, 0),
+                x, y, epochs=1, out_dir=tmp_path, quiet=True)
