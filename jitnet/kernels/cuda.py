@@ -3,9 +3,10 @@
 Every public function has the signature of its twin in :mod:`.numpy_ref` (the
 reference and test oracle) and takes and returns numba device arrays; a host
 ``np.ndarray`` given as a read-only input is copied to the device first. A public
-function validates nothing (the layers do), allocates its outputs with
-``cuda.device_array`` and launches one or more ``_name_kernel`` kernels. Nothing
-comes back to the host except the loss value (one scalar copy per loss call).
+function validates nothing (the layers do), takes its outputs from a pool of
+device arrays reused across calls (:func:`_empty`) and launches one or more
+``_name_kernel`` kernels. Nothing comes back to the host except the loss value
+(one scalar copy per loss call).
 
 Launch shapes are read from :mod:`jitnet.config` at every call, never inside a
 kernel, so tests can patch them tiny:
@@ -40,12 +41,14 @@ import contextlib
 import functools
 import importlib.metadata
 import math
+import sys
 
 import numba
 import numpy as np
 from numba import cuda
 
 from .. import config
+from .pool import ArrayPool
 
 #: True when ``NUMBA_ENABLE_CUDASIM=1`` replaced the GPU by Numba's simulator.
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
@@ -280,16 +283,27 @@ def asarray(a, dtype=None):
     if _is_device(a):
         if dtype is None or np.dtype(dtype) == a.dtype:
             return a
-        out = cuda.device_array(a.shape, dtype=np.dtype(dtype))
+        out = _empty(a.shape, a.dtype if dtype is None else dtype)
         if out.size:
             _cast_kernel[_grid_1d(out.size)](_flat(a), _flat(out))
         return out
-    return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+    return _to_device(np.ascontiguousarray(a, dtype=dtype))
 
 
 def _dev(a):
     """A read-only input as a device array (host arrays are copied over once)."""
-    return a if _is_device(a) else cuda.to_device(np.ascontiguousarray(a))
+    return a if _is_device(a) else _to_device(np.ascontiguousarray(a))
+
+
+def _to_device(host):
+    """A copy of the C-contiguous ``host`` array in a pooled device array."""
+    if not host.size:
+        return cuda.to_device(host)
+    out = _empty(host.shape, host.dtype)
+    # flat on both sides: the simulator's copy mishandles the strides NumPy may give
+    # a dimension of length 1
+    _flat(out).copy_to_device(host.reshape(host.size))
+    return out
 
 
 def to_numpy(a):
@@ -304,15 +318,68 @@ def empty(shape, dtype):
 
 def zeros(shape, dtype):
     """A device array of zeros of ``shape`` and ``dtype`` (filled by a kernel)."""
-    out = cuda.device_array(shape, dtype=np.dtype(dtype))
+    return _filled_with_zeros(cuda.device_array(shape, dtype=np.dtype(dtype)))
+
+
+def _filled_with_zeros(out):
     if out.size:
         _fill_kernel[_grid_1d(out.size)](_flat(out), out.dtype.type(0))
     return out
 
 
+def _memory_shared(a):
+    """True while something besides the device array ``a`` itself refers to its memory.
+
+    A device array's views (``reshape``, slices) hold its memory, not the array
+    object, so the pool's reference count of ``a`` cannot see them. numba-cuda
+    counts them on the allocation (``refct``, one per owning pointer; a reshape
+    shares ``a``'s pointer object); the simulator's views are NumPy views of the
+    array it wraps. Memory this cannot account for counts as shared (never reused).
+    """
+    if SIMULATOR:
+        return sys.getrefcount(a._ary) > 2  # a's attribute and the argument
+    data = a.gpu_data
+    base = getattr(data, "_mem", None)
+    # references to data: a's attribute, the local name, getrefcount's argument
+    return base is None or sys.getrefcount(data) > 3 or base.refct > 1
+
+
+# Every wrapper output and host copy comes from here. A fresh device array is a
+# cuMemAlloc, and numba-cuda's deferred frees call cuMemFree, which can wait for the
+# device; a training step reuses the same shapes every time. Kernels run in the order
+# they are launched (one stream), so memory handed out again is written only after
+# the kernels that read it before have finished.
+_POOL = ArrayPool(lambda shape, dtype: cuda.device_array(shape, dtype=dtype), min_bytes=1,
+                  shared=_memory_shared)
+
+
+@functools.cache
+def _pool_usable():
+    """The simulator, or numba-cuda's own allocator, whose counts :func:`_memory_shared`
+    reads. An allocator plugged in by the user (RMM, say) pools memory itself."""
+    if SIMULATOR:
+        return True
+    from numba.cuda.cudadrv.driver import NumbaCUDAMemoryManager
+
+    return type(cuda.current_context().memory_manager) is NumbaCUDAMemoryManager
+
+
+def _empty(shape, dtype):
+    """An uninitialised device array from the pool, reused once no one holds it."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if not _pool_usable():
+        return cuda.device_array(shape, dtype=np.dtype(dtype))
+    return _POOL.empty(shape, dtype)
+
+
+def _zeros(shape, dtype):
+    """:func:`_empty` filled with zeros by a kernel."""
+    return _filled_with_zeros(_empty(shape, dtype))
+
+
 def _zero_bias(bias, length, dtype):
     """``bias`` on the device, or zeros when it is None (one kernel handles both)."""
-    return zeros((length,), dtype) if bias is None else _dev(bias)
+    return _zeros((length,), dtype) if bias is None else _dev(bias)
 
 
 # --------------------------------------------------------------------------------------
@@ -368,7 +435,7 @@ def _make_sum_kernel(threads):
 def _mean_to_host(values):
     """Mean of a flat float64 device array as a Python float: the one host copy."""
     threads = _reduction_threads()
-    out = cuda.device_array(1, dtype=np.float64)
+    out = _empty(1, np.float64)
     _make_sum_kernel(threads)[1, threads](values, 1.0 / max(values.size, 1), out)
     return float(out.copy_to_host()[0])
 
@@ -670,8 +737,8 @@ def _conv2d(x, weight, bias, stride, padding, groups, pool, relu):
     f, _, kh, kw = weight.shape
     ho = (h + 2 * padding - kh) // stride + 1
     wo = (w + 2 * padding - kw) // stride + 1
-    y = cuda.device_array((n, f, ho // 2, wo // 2) if pool else (n, f, ho, wo), dtype=x.dtype)
-    argmax = cuda.device_array(y.shape, dtype=np.int32) if pool else None
+    y = _empty((n, f, ho // 2, wo // 2) if pool else (n, f, ho, wo), dtype=x.dtype)
+    argmax = _empty(y.shape, dtype=np.int32) if pool else None
     if y.size == 0:
         return y, argmax
     fpt = min(_CONV_OUTPUTS_PER_THREAD, f // groups)
@@ -706,15 +773,15 @@ def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
     n, c, h, w = x.shape
     f, c_group, kh, kw = weight.shape
     if dy.size == 0:  # an empty batch: zero gradients (and no zero-sized launches)
-        dx = zeros(x.shape, dy.dtype) if input_grad else None
-        return dx, zeros(weight.shape, dy.dtype), zeros((f,), dy.dtype)
+        dx = _zeros(x.shape, dy.dtype) if input_grad else None
+        return dx, _zeros(weight.shape, dy.dtype), _zeros((f,), dy.dtype)
     dtype = dy.dtype.str
     dx = None
-    dweight = cuda.device_array(weight.shape, dtype=dy.dtype)
-    dbias = cuda.device_array((f,), dtype=dy.dtype)
+    dweight = _empty(weight.shape, dtype=dy.dtype)
+    dbias = _empty((f,), dtype=dy.dtype)
 
     if input_grad:
-        dx = cuda.device_array(x.shape, dtype=dy.dtype)
+        dx = _empty(x.shape, dtype=dy.dtype)
         tile = _tile()
         cpt = min(_CONV_OUTPUTS_PER_THREAD, c_group)
         kernel = _make_conv2d_backward_input_kernel(dtype, tile, kh, kw, stride, cpt)
@@ -800,8 +867,8 @@ def maxpool2d_forward(x, kernel_size, stride):
 def _maxpool2d(x, k, stride, relu):
     n, c, h, w = x.shape
     shape = (n, c, (h - k) // stride + 1, (w - k) // stride + 1)
-    y = cuda.device_array(shape, dtype=x.dtype)
-    argmax = cuda.device_array(shape, dtype=np.int32)
+    y = _empty(shape, dtype=x.dtype)
+    argmax = _empty(shape, dtype=np.int32)
     if y.size:
         _maxpool2d_forward_kernel[_grid_1d(y.size)](x, k, stride, relu, y, argmax)
     return y, argmax
@@ -867,7 +934,7 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     if _gather_pays(kernel_size, stride):
         return _maxpool2d_gather(dy, argmax, x_shape, kernel_size, stride, None)
     x_shape = tuple(int(s) for s in x_shape)
-    dx = zeros(x_shape, dy.dtype)
+    dx = _zeros(x_shape, dy.dtype)
     if dy.size:
         plane = x_shape[2] * x_shape[3]
         _maxpool2d_backward_kernel[_grid_1d(dy.size)](dy, argmax, plane, _flat(dx))
@@ -881,7 +948,7 @@ def _gather_pays(kernel_size, stride):
 
 def _maxpool2d_gather(dy, argmax, x_shape, kernel_size, stride, relu_y):
     """The gather launch; ``relu_y`` None, or the output of a ReLU after the pooling."""
-    dx = cuda.device_array(tuple(int(s) for s in x_shape), dtype=dy.dtype)
+    dx = _empty(tuple(int(s) for s in x_shape), dtype=dy.dtype)
     if dx.size:
         relu = relu_y is not None
         _maxpool2d_backward_gather_kernel[_grid_1d(dx.size)](
@@ -1008,14 +1075,14 @@ def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j, row_sums=None):
     ``row_sums``, an ``(n_i,)`` device array if given, gets the sums of ``op(a)``'s
     rows in the same launch (see :func:`_make_matmul_kernel`).
     """
-    c = cuda.device_array((n_i, n_j), dtype=a.dtype)
+    c = _empty((n_i, n_j), dtype=a.dtype)
     n_k = a.shape[0] if trans_a else a.shape[1]
     if c.size == 0 or n_k == 0:
         if row_sums is not None and row_sums.size:
             _fill_kernel[_grid_1d(row_sums.size)](row_sums, row_sums.dtype.type(0))
         if c.size == 0:
             return c
-        return zeros((n_i, n_j), a.dtype) if bias is None else _broadcast_rows(bias, n_i)
+        return _zeros((n_i, n_j), a.dtype) if bias is None else _broadcast_rows(bias, n_i)
     tile = _tile()
     rpt = _MATMUL_ROWS_PER_THREAD
     with_bias = bias is not None
@@ -1036,7 +1103,7 @@ def _broadcast_rows_kernel(row, out):
 
 
 def _broadcast_rows(row, n):
-    out = cuda.device_array((n, row.size), dtype=row.dtype)
+    out = _empty((n, row.size), dtype=row.dtype)
     if out.size:
         _broadcast_rows_kernel[_grid_1d(out.size)](_dev(row), _flat(out))
     return out
@@ -1083,7 +1150,7 @@ def linear_backward(dy, x, weight, input_grad=True):
     n, m = dy.shape
     d = x.shape[1]
     dx = _matmul(dy, weight, None, False, False, n, d) if input_grad else None
-    dbias = cuda.device_array((m,), dtype=dy.dtype)
+    dbias = _empty((m,), dtype=dy.dtype)
     dweight = _matmul(dy, x, None, True, False, m, d, row_sums=dbias)  # and dbias
     return dx, dweight, dbias
 
@@ -1141,8 +1208,8 @@ def maxout_forward(x, weight, bias, pieces):
     pieces = int(pieces)
     z = linear_forward(x, weight, bias)
     n, width = z.shape
-    y = cuda.device_array((n, width // pieces), dtype=z.dtype)
-    argmax = cuda.device_array((n, width // pieces), dtype=np.int32)
+    y = _empty((n, width // pieces), dtype=z.dtype)
+    argmax = _empty((n, width // pieces), dtype=np.int32)
     if y.size:
         _maxout_select_kernel[_grid_1d(y.size)](z, pieces, y, argmax)
     return y, argmax
@@ -1168,7 +1235,7 @@ def maxout_backward(dy, x, weight, argmax, pieces):
     dy, argmax = _dev(dy), _dev(argmax)
     pieces = int(pieces)
     n, m = dy.shape
-    dz = cuda.device_array((n, m * pieces), dtype=dy.dtype)
+    dz = _empty((n, m * pieces), dtype=dy.dtype)
     if dz.size:
         _maxout_route_kernel[_grid_1d(dz.size)](dy, argmax, pieces, dz)
     return linear_backward(dz, x, weight)
@@ -1261,7 +1328,7 @@ def _elu_backward_kernel(dy, x, y, alpha, dx):
 def _map(kernel, inputs, scalars=()):
     """Launch element-wise ``kernel(*flat inputs, *scalars, flat out)``; out like inputs[0]."""
     inputs = [_dev(a) for a in inputs]
-    out = cuda.device_array(inputs[0].shape, dtype=inputs[0].dtype)
+    out = _empty(inputs[0].shape, dtype=inputs[0].dtype)
     if out.size:
         scalars = [inputs[0].dtype.type(s) for s in scalars]  # keep float32 in float32
         kernel[_grid_1d(out.size)](*[_flat(a) for a in inputs], *scalars, _flat(out))
@@ -1396,8 +1463,8 @@ def dropout_forward(x, p, seed):
     x = _dev(x)
     p = float(p)
     scale = 0.0 if p >= 1 else 1.0 / (1.0 - p)
-    y = cuda.device_array(x.shape, dtype=x.dtype)
-    mask = cuda.device_array(x.shape, dtype=x.dtype)
+    y = _empty(x.shape, dtype=x.dtype)
+    mask = _empty(x.shape, dtype=x.dtype)
     if x.size:
         seed = np.uint64(int(seed) & _UINT64_MASK)
         _dropout_forward_kernel[_grid_1d(x.size)](
@@ -1496,9 +1563,9 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
     """
     x, weight, bias = _dev(x), _dev(weight), _dev(bias)
     n, c, h, w = x.shape
-    mean = cuda.device_array((c,), dtype=x.dtype)
-    invstd = cuda.device_array((c,), dtype=x.dtype)
-    y = cuda.device_array(x.shape, dtype=x.dtype)
+    mean = _empty((c,), dtype=x.dtype)
+    invstd = _empty((c,), dtype=x.dtype)
+    y = _empty(x.shape, dtype=x.dtype)
     if c == 0:
         return y, mean, invstd
     typed = x.dtype.type
@@ -1584,9 +1651,9 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
     """
     dy, x, weight, mean, invstd = (_dev(a) for a in (dy, x, weight, mean, invstd))
     c = x.shape[1]
-    dx = cuda.device_array(x.shape, dtype=dy.dtype)
-    dweight = cuda.device_array((c,), dtype=dy.dtype)
-    dbias = cuda.device_array((c,), dtype=dy.dtype)
+    dx = _empty(x.shape, dtype=dy.dtype)
+    dweight = _empty((c,), dtype=dy.dtype)
+    dbias = _empty((c,), dtype=dy.dtype)
     if c == 0:
         return dx, dweight, dbias
     threads = _reduction_threads()
@@ -1702,11 +1769,11 @@ def _l1_kernel(pred, target, scale, losses, dpred):
 def _row_loss(row, scores, labels, margin):
     scores, labels = _dev(scores), _dev(labels)
     n = scores.shape[0]
-    dscores = cuda.device_array(scores.shape, dtype=scores.dtype)
+    dscores = _empty(scores.shape, dtype=scores.dtype)
     if n == 0:
         return float("nan"), dscores
     threads = _reduction_threads()
-    out = cuda.device_array(1, dtype=np.float64)
+    out = _empty(1, np.float64)
     t = scores.dtype.type
     _make_row_loss_kernel(row, threads)[1, threads](scores, labels, t(margin), t(n), dscores, out)
     return float(out.copy_to_host()[0]), dscores
@@ -1715,8 +1782,8 @@ def _row_loss(row, scores, labels, margin):
 def _elementwise_loss(kernel, pred, target, scale):
     pred = _dev(pred)
     target = asarray(target, pred.dtype)
-    losses = cuda.device_array((pred.size,), dtype=np.float64)
-    dpred = cuda.device_array(pred.shape, dtype=pred.dtype)
+    losses = _empty((pred.size,), dtype=np.float64)
+    dpred = _empty(pred.shape, dtype=pred.dtype)
     if pred.size == 0:
         return float("nan"), dpred
     kernel[_grid_1d(pred.size)](
@@ -2290,7 +2357,7 @@ def hog_cells(images, bounds, special_bins, pixels_per_cell):
     c_row, c_col = pixels_per_cell
     n_img, _, height, width = images.shape
     n_orient = len(bounds) - 1
-    hist = cuda.device_array((n_img, height // c_row, width // c_col, n_orient), np.float32)
+    hist = _empty((n_img, height // c_row, width // c_col, n_orient), np.float32)
     if hist.size == 0:
         return hist
     work = np.float32 if images.dtype == np.float32 else np.float64
@@ -2321,7 +2388,7 @@ def hog_blocks(hist, cells_per_block, norm_code):
     b_row, b_col = cells_per_block
     n_img, n_cells_row, n_cells_col, n_orient = hist.shape
     n_blocks = max(n_cells_row - b_row + 1, 0) * max(n_cells_col - b_col + 1, 0)
-    out = cuda.device_array((n_img, n_blocks * b_row * b_col * n_orient), np.float32)
+    out = _empty((n_img, n_blocks * b_row * b_col * n_orient), np.float32)
     if out.size:
         _hog_blocks_kernel[_grid_1d(n_img * n_blocks)](
             hist, int(b_row), int(b_col), int(norm_code), out
@@ -2429,7 +2496,7 @@ def color_histogram(images, scale, codes, bins):
     """
     images = _dev(images)
     codes = np.asarray(codes, np.int64)
-    out = cuda.device_array((images.shape[0], len(codes) * int(bins)), np.float32)
+    out = _empty((images.shape[0], len(codes) * int(bins)), np.float32)
     if out.size:
         _color_histogram_kernel[_grid_1d(out.size)](
             images, float(scale), _dev(codes), _dev(np.linspace(0.0, 1.0, int(bins) + 1)), out

@@ -1,4 +1,4 @@
-"""Large arrays recycled across calls, so that a training step stops paying for fresh memory.
+"""Arrays recycled across calls, so that a training step stops paying for fresh memory.
 
 A training step allocates the same large arrays every time: activations, their
 gradients, padded copies of the input. glibc hands a freed block of that size
@@ -9,8 +9,13 @@ batch 64 went from 17.4 to 16.0 ms with this pool; see ``benchmarks/RESULTS.md``
 :class:`ArrayPool` keeps each large array it hands out and hands it out again,
 for the same shape and dtype, once nothing but the pool refers to it
 (``sys.getrefcount``). An array the caller still holds, or any view of it (a
-view holds its base), is never handed out twice. Small arrays are not worth
-the bookkeeping and come straight from the allocator.
+NumPy view holds its base), is never handed out twice. Small host arrays are not
+worth the bookkeeping and come straight from the allocator.
+
+The cuda target keeps its device arrays in a pool of its own (every allocation
+there is a driver call, and numba-cuda's frees can synchronise the device). A
+device array's views do not hold the array object, only its memory, so that
+pool also asks ``shared(array)`` whether such a view is still alive.
 """
 
 import math
@@ -33,6 +38,12 @@ class ArrayPool:
     ----------
     allocate : callable ``(shape, dtype) -> array``
         Makes a new array (``np.empty`` for the cpu target).
+    min_bytes : int, optional
+        Smaller arrays bypass the pool; by default ``config.ARRAY_POOL_MIN_BYTES``,
+        read at every call.
+    shared : callable ``array -> bool``, optional
+        True while something other than the array object refers to its memory (a
+        device array's views); such an array is not handed out again.
 
     Notes
     -----
@@ -41,8 +52,10 @@ class ArrayPool:
     still does not fit is handed out without being kept. Thread-safe.
     """
 
-    def __init__(self, allocate):
+    def __init__(self, allocate, min_bytes=None, shared=None):
         self._allocate = allocate
+        self._min_bytes = min_bytes
+        self._shared = shared
         self._arrays = {}  # (shape, dtype) -> [array, ...], least recently used first
         self._bytes = 0
         self._lock = threading.Lock()
@@ -52,7 +65,8 @@ class ArrayPool:
         shape = tuple(int(s) for s in shape)
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes < config.ARRAY_POOL_MIN_BYTES:
+        min_bytes = config.ARRAY_POOL_MIN_BYTES if self._min_bytes is None else self._min_bytes
+        if nbytes < min_bytes:
             return self._allocate(shape, dtype)
         key = (shape, dtype)
         with self._lock:
@@ -70,7 +84,7 @@ class ArrayPool:
             return array
 
     def zeros(self, shape, dtype):
-        """A zero-filled array of ``shape`` and ``dtype`` that no one else holds."""
+        """A zero-filled host array of ``shape`` and ``dtype`` that no one else holds."""
         array = self.empty(shape, dtype)
         array.fill(0)
         return array
@@ -94,9 +108,9 @@ class ArrayPool:
         """
         for i in range(len(arrays)):
             array = arrays[i]
-            if sys.getrefcount(array) != _IDLE_REFS:
+            if sys.getrefcount(array) != _IDLE_REFS or (self._shared and self._shared(array)):
                 continue
-            if array.shape == shape and array.dtype == dtype and array.flags.c_contiguous:
+            if array.shape == shape and array.dtype == dtype and array.flags["C_CONTIGUOUS"]:
                 return array
             del arrays[i]
             self._bytes -= array.nbytes

@@ -45,6 +45,9 @@ class FakeDeviceArray(np.ndarray):
     def copy_to_host(self):
         return np.array(self)
 
+    def copy_to_device(self, ary):
+        self[...] = ary
+
     def is_c_contiguous(self):
         return self.flags.c_contiguous
 
@@ -171,6 +174,7 @@ def main(argv=None):
         FakeDeviceArray
     )
     cuda.to_device = _fake
+    k._pool_usable = lambda: False  # no context to ask; the pool is only Python
     cuda_dispatcher.CUDADispatcher.__getitem__ = _compile_instead_of_launch(cc)
     # Device functions compile for "the current device": make that the target.
     cuda_dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jitnet
-from jitnet import nn, optim
+from jitnet import config, nn, optim
 from jitnet.targets import is_device_array
 
 
@@ -153,3 +153,67 @@ def test_the_fused_conv_pool_relu_trains_like_the_reference():
     for key in state:
         np.testing.assert_allclose(state[key], want_state[key], rtol=1e-4, atol=1e-5, err_msg=key)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
+
+
+def test_training_steps_reuse_device_memory_and_train_the_same(monkeypatch):
+    """After the first steps, a step allocates no device memory: every output, the
+    batch's copy and the labels' come from the pool (issue 4: buffers reused across
+    steps). With the pool off the losses are the same."""
+    from jitnet.kernels import cuda as cu
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    labels = np.array([0, 2])
+    fresh = []
+    allocate = cu._POOL._allocate
+    monkeypatch.setattr(cu._POOL, "_allocate",
+                        lambda shape, dtype: fresh.append(shape) or allocate(shape, dtype))
+
+    def run():
+        cu._POOL.clear()
+        with jitnet.use_target("cuda"):
+            jitnet.manual_seed(0)
+            model = _tiny_convnet()
+            optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            loss_fn = nn.SoftmaxCrossEntropyLoss()
+            losses, per_step = [], []
+            for _ in range(4):
+                fresh.clear()
+                optimizer.zero_grad()
+                losses.append(loss_fn(model(images), labels))
+                model.backward(loss_fn.backward())
+                optimizer.step()
+                per_step.append(len(fresh))
+        return losses, per_step
+
+    losses, per_step = run()
+    assert per_step[0] > 0 and per_step[2:] == [0, 0], per_step
+    monkeypatch.setattr(config, "ARRAY_POOL_MAX_BYTES", 0)
+    unpooled, per_step = run()
+    assert per_step[-1] > 0  # the pool off: every step allocates again
+    assert losses == unpooled
+
+
+def _address(a):
+    from jitnet.kernels import cuda as cu
+
+    return a._ary.ctypes.data if cu.SIMULATOR else a.device_ctypes_pointer.value
+
+
+def test_device_memory_that_a_view_still_uses_is_not_handed_out_again():
+    from jitnet.kernels import cuda as cu
+
+    x = cu.asarray(np.arange(24, dtype=np.float32).reshape(2, 3, 4) - 10)
+    y = cu.relu_forward(x)
+    address, want = _address(y), jitnet.to_numpy(y).copy()
+    flat, part = y.reshape(24), y[1:]  # views hold y's memory, not y
+    del y
+    taken = [cu.relu_forward(x) for _ in range(3)]
+    assert address not in {_address(t) for t in taken}
+    for t in taken:  # writing what was handed out leaves the views' memory alone
+        cu._fill_kernel[cu._grid_1d(t.size)](cu._flat(t), np.float32(-1))
+    np.testing.assert_array_equal(jitnet.to_numpy(flat).reshape(2, 3, 4), want)
+    np.testing.assert_array_equal(jitnet.to_numpy(part), want[1:])
+    del flat, part, taken
+    got = [cu.relu_forward(x) for _ in range(4)]  # once they are gone, it is reused
+    assert address in {_address(g) for g in got}
