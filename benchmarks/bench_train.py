@@ -13,6 +13,7 @@ Usage::
 
     python benchmarks/bench_train.py                       # cpu target, batches 64 and 128
     python benchmarks/bench_train.py --target cuda         # jitnet cuda vs cpu vs torch cuda
+                                                           # (float32, and its TF32 default)
     python benchmarks/bench_train.py --batch-size 64 --repeat 20 --no-cold
 
 Set ``NUMBA_NUM_THREADS`` to the thread count you compare at; PyTorch gets
@@ -75,8 +76,19 @@ def jitnet_step(target, batch):
 
 
 def torch_step(torch, device, batch):
-    """The same step in PyTorch (``device`` "cpu" or "cuda"), and a sync function."""
+    """The same step in PyTorch, and a sync function.
+
+    ``device`` is "cpu", "cuda" (float32 throughout, as jitnet computes) or
+    "cuda-tf32": PyTorch's own default on Ampere and later GPUs, where cuDNN runs
+    the convolutions on the tensor cores in TF32 (10-bit mantissas). The report
+    shows both, so that jitnet's float32 is compared with PyTorch's float32 and
+    with what a PyTorch user gets by default.
+    """
     nn = torch.nn
+    if device.startswith("cuda"):
+        torch.backends.cudnn.allow_tf32 = device == "cuda-tf32"
+        torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default already
+        device = "cuda"
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -192,7 +204,7 @@ def main(argv=None):
     if args.target != "numpy" and not args.no_numpy:
         contenders.append("jitnet numpy")
     if torch is not None:
-        contenders.append("torch cuda" if args.target == "cuda" else "torch cpu")
+        contenders += ["torch cuda", "torch cuda-tf32"] if args.target == "cuda" else ["torch cpu"]
 
     rows = []
     launches = {}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks that only a real GPU can do, in one call, for a lent device machine
 # (issue 4): the cuda test suite on the hardware, then the training-step benchmark
-# of jitnet cuda against jitnet cpu and PyTorch on the same GPU.
+# of jitnet cuda against jitnet cpu and PyTorch on the same GPU (PyTorch twice: in
+# float32, as jitnet computes, and with its default TF32 convolutions).
 #
 #     bash benchmarks/gpu_check.sh            # writes its logs under $OUT (or ./gpu_check)
 #
