@@ -342,6 +342,29 @@ def test_linear(rng, dtype, with_bias):
     np.testing.assert_array_equal(dbias, got[2])
 
 
+@pytest.mark.parametrize("module", [cpu, ref], ids=["cpu", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_with_its_relu_is_the_two_kernels_bit_for_bit(rng, module, dtype):
+    x = rng.standard_normal((70, 9)).astype(dtype)  # a batch past 64: the GEMM's row tiles
+    x[3] = 0  # outputs equal to the bias, and to -0.0 with a zero bias
+    x[5, 2] = np.nan
+    weight = rng.standard_normal((40, 9)).astype(dtype)
+    for bias in (rng.standard_normal(40).astype(dtype), None):
+        y = module.linear_forward(x, weight, bias, relu=True)
+        np.testing.assert_array_equal(y, module.relu_forward(module.linear_forward(x, weight,
+                                                                                   bias)))
+        assert np.isnan(y[5]).all() and (y >= 0)[~np.isnan(y)].all()
+    relu_y = module.relu_forward(rng.standard_normal((70, 40)).astype(dtype))
+    relu_y[:, 0] = np.nan  # a NaN output lets no gradient through, as relu_backward
+    dy = rng.standard_normal((70, 9)).astype(dtype)
+    got = module.linear_backward(dy, relu_y, weight.T.copy(), relu_y=relu_y)
+    plain = module.linear_backward(dy, relu_y, weight.T.copy())
+    np.testing.assert_array_equal(got[0], module.relu_backward(plain[0], relu_y))
+    np.testing.assert_array_equal(got[1], plain[1])
+    np.testing.assert_array_equal(got[2], plain[2])
+    assert module.linear_backward(dy, relu_y, weight.T.copy(), False, relu_y=relu_y)[0] is None
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_maxout(rng, dtype):
     x = rng.standard_normal((4, 6)).astype(dtype)

@@ -435,6 +435,46 @@ def test_sequential_runs_a_convolution_and_its_pooling_as_one_kernel_call(
         small(rng.standard_normal((1, 3, 3, 3)).astype(np.float32))
 
 
+def test_sequential_runs_a_linear_and_its_relu_as_one_kernel_call(target, rng, monkeypatch):
+    module = jitnet.targets.backend()
+    calls = {"forward": [], "backward": [], "relu": 0}
+    linear_forward, linear_backward = module.linear_forward, module.linear_backward
+    monkeypatch.setattr(module, "linear_forward", lambda x, w, b, relu=False: (
+        calls["forward"].append(relu) or linear_forward(x, w, b, relu=relu)))
+    monkeypatch.setattr(module, "linear_backward", lambda dy, x, w, g=True, relu_y=None: (
+        calls["backward"].append(relu_y is not None)
+        or linear_backward(dy, x, w, g, relu_y=relu_y)))
+    for name in ("relu_forward", "relu_backward"):
+        kernel = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _k=kernel: (
+            calls.__setitem__("relu", calls["relu"] + 1) or _k(*a)))
+    jitnet.manual_seed(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = rng.standard_normal((5, 3, 2, 2)).astype(np.float32)
+    x[0] = 0  # outputs equal to the bias alone; and a NaN through the whole row
+    x[1, 0, 0, 0] = np.nan
+    y = model(x)
+    assert calls["forward"] == [True, False]
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = jitnet.to_numpy(model.backward(jitnet.asarray(dy)))
+    assert calls["backward"] == [True, False]  # the ReLU goes back with the second layer
+    if target != "numpy":  # (numpy composes the fused functions of the ReLU's)
+        assert calls["relu"] == 0
+    grads = [jitnet.to_numpy(p.grad).copy() for p in model.parameters()]
+    flat, fc1, relu, fc2 = list(model)  # the same layers one by one
+    want = fc2(relu(fc1(flat(x))))
+    np.testing.assert_array_equal(jitnet.to_numpy(y), jitnet.to_numpy(want))
+    want_dx = flat.backward(fc1.backward(relu.backward(fc2.backward(jitnet.asarray(dy)))))
+    np.testing.assert_array_equal(dx, jitnet.to_numpy(want_dx))
+    for p, g in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.grad), g)
+    # with input_grad=False nothing is computed below the first Linear
+    model(x)
+    assert model.backward(jitnet.asarray(dy), input_grad=False) is None
+    for p, g in zip(model.parameters(), grads):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.grad), g)
+
+
 def test_a_batch_passes_through_and_parameters_are_aligned_on_the_cpu(target, rng):
     raw = np.empty(64 * 3 * 32 * 32 * 4 + 64, np.uint8)
     start = (16 - raw.ctypes.data) % 64  # 16 bytes past a 64-byte boundary

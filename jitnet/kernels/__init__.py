@@ -27,8 +27,11 @@ Signatures (``numpy_ref`` holds the full docstrings)::
         relu_backward(dy, y) then maxpool2d_backward, bit for bit (nn.Sequential calls it)
 
     # fully connected: x (N, D), weight (M, D), bias (M,) or None; y = x @ weight.T + bias
-    linear_forward(x, weight, bias) -> y (N, M)
-    linear_backward(dy, x, weight, input_grad=True) -> (dx, dweight, dbias)
+    linear_forward(x, weight, bias, relu=False) -> y (N, M)
+        with relu, relu_forward(y), bit for bit (nn.Sequential: a Linear then a ReLU)
+    linear_backward(dy, x, weight, input_grad=True, relu_y=None) -> (dx, dweight, dbias)
+        with relu_y (the output of a ReLU just before the layer), dx is
+        relu_backward(dy @ weight, relu_y), bit for bit
 
     # maxout: weight (M * pieces, D), row j * pieces + k is piece k of unit j
     maxout_forward(x, weight, bias, pieces) -> (y (N, M), argmax (N, M) int32 piece index)

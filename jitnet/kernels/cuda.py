@@ -973,7 +973,8 @@ def maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=Non
 
 
 @functools.lru_cache(maxsize=None)
-def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias, with_row_sums=False):
+def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias, with_row_sums=False,
+                        relu=False, gated=False):
     """``c = op(a) @ op(b) + bias`` with ``op`` an optional transpose, fixed at compile time.
 
     ``op(a)`` is ``(I, K)`` (``a`` is stored ``(K, I)`` when ``trans_a``), ``op(b)`` is
@@ -992,6 +993,12 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias, with_row_
     ``dy.T @ x``: one launch fewer). The blocks of the first column of tiles sum
     the ``a`` tiles they hold in shared memory, one thread per row, in float64 and
     in ``k`` order, then rounded to the array's dtype.
+
+    With ``relu`` each result leaves through :func:`_relu_forward_kernel`'s test
+    (a Linear layer followed by a ReLU); with ``gated`` through
+    :func:`_relu_backward_kernel`'s, ``c[i, j]`` where ``gate[i, j] > 0`` else 0 (the
+    input gradient of a Linear layer that a ReLU feeds): the same bits as that
+    kernel's launch after this one, which they spare.
     """
     nt = _numba_type(dtype)
     zero = np.dtype(dtype).type(0)
@@ -1000,7 +1007,7 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias, with_row_
     threads = tile * tile
 
     @cuda.jit
-    def matmul_kernel(a, b, bias, c, row_sums):
+    def matmul_kernel(a, b, bias, c, row_sums, gate):
         a_tile = cuda.shared.array((rows, padded), nt)
         b_tile = cuda.shared.array((tile, padded), nt)
         acc = cuda.local.array(rpt, nt)
@@ -1057,9 +1064,14 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias, with_row_
                 i = i0 + ty + r * tile
                 if i < n_i:
                     if with_bias:
-                        c[i, j] = acc[r] + bias[j]
+                        v = acc[r] + bias[j]
                     else:
-                        c[i, j] = acc[r]
+                        v = acc[r]
+                    if relu:
+                        v = zero if v < zero else v  # NaN fails the test and propagates
+                    if gated:
+                        v = v if gate[i, j] > zero else zero
+                    c[i, j] = v
         if summing:
             for r in range(rpt):
                 i = i0 + ty + r * tile
@@ -1069,11 +1081,13 @@ def _make_matmul_kernel(dtype, tile, rpt, trans_a, trans_b, with_bias, with_row_
     return matmul_kernel
 
 
-def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j, row_sums=None):
+def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j, row_sums=None, relu=False, gate=None):
     """``op(a) @ op(b) + bias`` as a new ``(n_i, n_j)`` device array (bias may be None).
 
     ``row_sums``, an ``(n_i,)`` device array if given, gets the sums of ``op(a)``'s
-    rows in the same launch (see :func:`_make_matmul_kernel`).
+    rows in the same launch; ``relu`` passes the result through a ReLU, and ``gate``,
+    an ``(n_i, n_j)`` device array if given, through a ReLU's backward with that
+    output (see :func:`_make_matmul_kernel`).
     """
     c = _empty((n_i, n_j), dtype=a.dtype)
     n_k = a.shape[0] if trans_a else a.shape[1]
@@ -1082,16 +1096,20 @@ def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j, row_sums=None):
             _fill_kernel[_grid_1d(row_sums.size)](row_sums, row_sums.dtype.type(0))
         if c.size == 0:
             return c
-        return _zeros((n_i, n_j), a.dtype) if bias is None else _broadcast_rows(bias, n_i)
+        c = _zeros((n_i, n_j), a.dtype) if bias is None else _broadcast_rows(bias, n_i)
+        if relu:
+            c = relu_forward(c)
+        return c if gate is None else relu_backward(c, gate)
     tile = _tile()
     rpt = _MATMUL_ROWS_PER_THREAD
     with_bias = bias is not None
     with_row_sums = row_sums is not None
     kernel = _make_matmul_kernel(a.dtype.str, tile, rpt, bool(trans_a), bool(trans_b),
-                                 with_bias, with_row_sums)
+                                 with_bias, with_row_sums, bool(relu), gate is not None)
     grid = (_cdiv(n_j, tile), _cdiv(n_i, tile * rpt))
     kernel[grid, (tile, tile)](a, b, _dev(bias) if with_bias else c, c,
-                               row_sums if with_row_sums else c)
+                               row_sums if with_row_sums else c,
+                               c if gate is None else _dev(gate))
     return c
 
 
@@ -1109,7 +1127,7 @@ def _broadcast_rows(row, n):
     return out
 
 
-def linear_forward(x, weight, bias):
+def linear_forward(x, weight, bias, relu=False):
     """Batched fully connected layer, ``y = x @ weight.T + bias``.
 
     Parameters
@@ -1117,16 +1135,19 @@ def linear_forward(x, weight, bias):
     x : device array, shape (N, D)
     weight : device array, shape (M, D)
     bias : device array, shape (M,), or None
+    relu : bool, default False
+        Return :func:`relu_forward` of ``y`` instead, bit for bit, in the matrix
+        product's launch.
 
     Returns
     -------
     y : device array, shape (N, M), dtype of ``x``
     """
     x, weight = _dev(x), _dev(weight)
-    return _matmul(x, weight, bias, False, True, x.shape[0], weight.shape[0])
+    return _matmul(x, weight, bias, False, True, x.shape[0], weight.shape[0], relu=relu)
 
 
-def linear_backward(dy, x, weight, input_grad=True):
+def linear_backward(dy, x, weight, input_grad=True, relu_y=None):
     """Gradients of :func:`linear_forward`.
 
     Parameters
@@ -1136,6 +1157,10 @@ def linear_backward(dy, x, weight, input_grad=True):
     weight : device array, shape (M, D)
     input_grad : bool, default True
         False skips ``dx`` (returned as None).
+    relu_y : device array, shape (N, D), optional
+        The output of a ReLU that ran just before this layer: ``dx`` goes back
+        through it too, ``relu_backward(dy @ weight, relu_y)``, bit for bit, in the
+        matrix product's launch.
 
     Returns
     -------
@@ -1149,7 +1174,7 @@ def linear_backward(dy, x, weight, input_grad=True):
     dy, x, weight = _dev(dy), _dev(x), _dev(weight)
     n, m = dy.shape
     d = x.shape[1]
-    dx = _matmul(dy, weight, None, False, False, n, d) if input_grad else None
+    dx = _matmul(dy, weight, None, False, False, n, d, gate=relu_y) if input_grad else None
     dbias = _empty((m,), dtype=dy.dtype)
     dweight = _matmul(dy, x, None, True, False, m, d, row_sums=dbias)  # and dbias
     return dx, dweight, dbias

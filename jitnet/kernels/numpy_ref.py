@@ -339,7 +339,7 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
 # --------------------------------------------------------------------------------------
 
 
-def linear_forward(x, weight, bias):
+def linear_forward(x, weight, bias, relu=False):
     """Batched fully connected layer, ``y = x @ weight.T + bias``.
 
     Parameters
@@ -347,6 +347,9 @@ def linear_forward(x, weight, bias):
     x : np.ndarray, shape (N, D)
     weight : np.ndarray, shape (M, D)
     bias : np.ndarray, shape (M,), or None
+    relu : bool, default False
+        Return :func:`relu_forward` of ``y`` instead, bit for bit (``nn.Sequential``
+        asks for it for a ``Linear`` followed by a ``ReLU``).
 
     Returns
     -------
@@ -355,10 +358,10 @@ def linear_forward(x, weight, bias):
     y = x @ weight.T
     if bias is not None:
         y += bias
-    return y
+    return relu_forward(y) if relu else y
 
 
-def linear_backward(dy, x, weight, input_grad=True):
+def linear_backward(dy, x, weight, input_grad=True, relu_y=None):
     """Gradients of :func:`linear_forward`.
 
     Parameters
@@ -368,6 +371,10 @@ def linear_backward(dy, x, weight, input_grad=True):
     weight : np.ndarray, shape (M, D)
     input_grad : bool, default True
         False skips ``dx`` (returned as None).
+    relu_y : np.ndarray, shape (N, D), optional
+        The output of a ReLU that ran just before this layer (``x`` itself, in a
+        ``nn.Sequential``): ``dx`` then goes back through it too,
+        ``relu_backward(dy @ weight, relu_y)``, bit for bit.
 
     Returns
     -------
@@ -378,7 +385,10 @@ def linear_backward(dy, x, weight, input_grad=True):
     dbias : np.ndarray, shape (M,)
         ``dy.sum(0)``
     """
-    return (dy @ weight if input_grad else None), dy.T @ x, dy.sum(axis=0)
+    dx = dy @ weight if input_grad else None
+    if dx is not None and relu_y is not None:
+        dx = relu_backward(dx, relu_y)
+    return dx, dy.T @ x, dy.sum(axis=0)
 
 
 def maxout_forward(x, weight, bias, pieces):

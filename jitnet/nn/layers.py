@@ -292,18 +292,38 @@ class Linear(Module):
         self.bias = Parameter(kaiming_uniform((self.out_features,), d, dtype)) if bias else None
 
     def forward(self, x):
+        return self._forward(x, None)
+
+    def backward(self, dy, input_grad=True):
+        """``dx`` (None with ``input_grad=False``); sets ``weight.grad`` and ``bias.grad``."""
+        return self._backward(dy, input_grad, None)
+
+    def _forward_relu(self, x, relu):
+        """``relu(self(x))`` in one kernel call, ``relu`` (a ``ReLU``) ready for backward;
+        bit for bit the separate calls. ``Sequential`` calls it for a Linear then a ReLU."""
+        return self._forward(x, relu)
+
+    def _backward_relu(self, dy, relu):
+        """``relu.backward(self.backward(dy))`` in one kernel call, for the ``ReLU`` that
+        ran just before this layer (``Sequential`` calls it); bit for bit."""
+        return self._backward(dy, True, relu)
+
+    def _forward(self, x, relu):
         x = as_input(x)
         _check_input("Linear", x, 2, "(N, in_features)", self.weight.dtype)
         check_placement("Linear", self.weight)
         _check_size("Linear", "input features", self.in_features, x.shape[1], tuple(x.shape))
         self._saved_x = x
         bias = self.bias.data if self.bias is not None else None
-        return backend().linear_forward(x, self.weight.data, bias)
+        y = backend().linear_forward(x, self.weight.data, bias, relu=relu is not None)
+        if relu is not None:
+            relu._saved_y = y
+        return y
 
-    def backward(self, dy, input_grad=True):
-        """``dx`` (None with ``input_grad=False``); sets ``weight.grad`` and ``bias.grad``."""
+    def _backward(self, dy, input_grad, relu):
         dx, dweight, dbias = backend().linear_backward(
-            dy, self._saved_x, self.weight.data, input_grad
+            dy, self._saved_x, self.weight.data, input_grad,
+            relu_y=None if relu is None else relu._saved_y,
         )
         self.weight.grad = dweight
         if self.bias is not None:

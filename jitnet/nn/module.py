@@ -283,6 +283,11 @@ class Sequential(Module):
     pooling joins the same call, applied to the maxima on their way out. Going
     back, the ReLU after a pooling goes with it (``MaxPool2d._backward_relu``),
     again bit for bit.
+
+    Likewise a ``ReLU`` directly after a ``Linear`` runs in that layer's call
+    (``Linear._forward_relu``), and going back a ``ReLU`` directly before a
+    ``Linear`` runs in that layer's input gradient (``Linear._backward_relu``): on
+    the cuda target in the matrix product's launch, bit for bit.
     """
 
     def __init__(self, *modules):
@@ -303,7 +308,7 @@ class Sequential(Module):
         return order
 
     def forward(self, x):
-        from .layers import Conv2d, MaxPool2d, ReLU
+        from .layers import Conv2d, Linear, MaxPool2d, ReLU
 
         if self.training and get_target() == "cpu":
             precompile.maybe_start(self, x)  # once per process, on a cold first run
@@ -311,10 +316,14 @@ class Sequential(Module):
         i = 0
         while i < len(order):
             m = order[i]
-            if type(m) is Conv2d and i + 1 < len(order) and type(order[i + 1]) is MaxPool2d:
+            after = type(order[i + 1]) if i + 1 < len(order) else None
+            if type(m) is Conv2d and after is MaxPool2d:
                 relu = order[i + 2] if i + 2 < len(order) and type(order[i + 2]) is ReLU else None
                 x = m._forward_pooled(x, order[i + 1], relu)  # one kernel call for them
                 i += 2 if relu is None else 3
+            elif type(m) is Linear and after is ReLU:
+                x = m._forward_relu(x, order[i + 1])  # the ReLU in the product's epilogue
+                i += 2
             else:
                 x = m(x)
                 i += 1
@@ -351,16 +360,21 @@ def _backward_through(modules, dy):
     """``dy`` back through ``modules`` (in their run order), last first.
 
     A ``ReLU`` that runs after a ``MaxPool2d`` goes back with it in one kernel call
-    (``MaxPool2d._backward_relu``): the same gradient, bit for bit, without a pass
-    of its own.
+    (``MaxPool2d._backward_relu``), and one that runs before a ``Linear`` with that
+    layer's input gradient (``Linear._backward_relu``): the same gradient, bit for
+    bit, without a pass of its own.
     """
-    from .layers import MaxPool2d, ReLU
+    from .layers import Linear, MaxPool2d, ReLU
 
     i = len(modules) - 1
     while i >= 0:
         m = modules[i]
-        if type(m) is ReLU and i > 0 and type(modules[i - 1]) is MaxPool2d:
+        before = type(modules[i - 1]) if i > 0 else None
+        if type(m) is ReLU and before is MaxPool2d:
             dy = modules[i - 1]._backward_relu(dy, m)
+            i -= 2
+        elif type(m) is Linear and before is ReLU:
+            dy = m._backward_relu(dy, modules[i - 1])
             i -= 2
         else:
             dy = m.backward(dy)

@@ -99,6 +99,8 @@ def _exercise(dtype, rng):
     xf, wf = arr(5, 7), arr(6, 7)
     k.linear_forward(xf, wf, arr(6))
     k.linear_backward(arr(5, 6), xf, wf)
+    k.linear_forward(xf, wf, arr(6), relu=True)  # the ReLU in the product's epilogue
+    k.linear_backward(arr(5, 6), xf, wf, relu_y=xf)  # and its backward in dx's
     y, argmax = k.maxout_forward(xf, wf, arr(6), 2)
     k.maxout_backward(arr(5, 3), xf, wf, argmax, 2)
     for name in ("relu", "sigmoid", "tanh"):

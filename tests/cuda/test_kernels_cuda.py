@@ -269,6 +269,36 @@ def test_linear_matches_reference(n, d, m, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_with_its_relu_is_one_launch_and_the_two_kernels_bit_for_bit(dtype, rng):
+    n, d, m = 17, 9, 6  # two row tiles
+    x, weight = _normal(rng, (n, d), dtype), _normal(rng, (m, d), dtype)
+    x[3] = 0  # outputs equal to the bias
+    x[5, 2] = np.nan
+    for b in (_normal(rng, (m,), dtype), None):
+        with cu.count_launches() as launches:
+            y = cu.linear_forward(_dev(x), _dev(weight), None if b is None else _dev(b), relu=True)
+        assert dict(launches) == {"matmul_kernel": 1}
+        want = cu.relu_forward(cu.linear_forward(_dev(x), _dev(weight),
+                                                 None if b is None else _dev(b)))
+        np.testing.assert_array_equal(cu.to_numpy(y), cu.to_numpy(want))
+        _assert_close(y, ref.linear_forward(x, weight, b, relu=True), dtype, "y")
+    relu_y = ref.relu_forward(_normal(rng, (n, d), dtype))
+    relu_y[:, 0] = np.nan
+    dy = _normal(rng, (n, m), dtype)
+    with cu.count_launches() as launches:
+        got = cu.linear_backward(_dev(dy), _dev(relu_y), _dev(weight), relu_y=_dev(relu_y))
+    assert dict(launches) == {"matmul_kernel": 2}  # dx (gated) and dweight with dbias
+    plain = cu.linear_backward(_dev(dy), _dev(relu_y), _dev(weight))
+    np.testing.assert_array_equal(cu.to_numpy(got[0]),
+                                  cu.to_numpy(cu.relu_backward(plain[0], _dev(relu_y))))
+    for g, p in zip(got[1:], plain[1:]):
+        np.testing.assert_array_equal(cu.to_numpy(g), cu.to_numpy(p))
+    want = ref.linear_backward(dy, relu_y, weight, relu_y=relu_y)
+    for name, g, r in zip(("dx", "dweight", "dbias"), got, want):
+        _assert_close(g, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pieces", [2, 3])
 def test_maxout_matches_reference(pieces, dtype, rng):
     n, d, m = 3, 7, 4

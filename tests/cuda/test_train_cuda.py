@@ -155,6 +155,33 @@ def test_the_fused_conv_pool_relu_trains_like_the_reference():
     np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
 
 
+def _mlp():
+    # Linear, ReLU, Linear: the ReLU rides in the first product's launch forward and in
+    # the second's input gradient going back
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_a_linear_relu_linear_trains_like_the_reference_without_relu_launches():
+    from jitnet.kernels import cuda as cu
+
+    rng = np.random.default_rng(2)
+    images = rng.standard_normal((4, 3, 4, 4)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    losses, state, scores = _train("cuda", images, labels, make_model=_mlp)
+    want_losses, want_state, want_scores = _train("numpy", images, labels, make_model=_mlp)
+    np.testing.assert_allclose(losses, want_losses, rtol=1e-4)
+    for key in state:
+        np.testing.assert_allclose(state[key], want_state[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-4, atol=1e-5)
+    with jitnet.use_target("cuda"):
+        model, loss_fn = _mlp(), nn.SoftmaxCrossEntropyLoss()
+        with cu.count_launches() as launches:
+            loss_fn(model(images), labels)
+            model.backward(loss_fn.backward())
+    assert launches["matmul_kernel"] == 6  # 2 forward, 2 per layer back
+    assert "_relu_forward_kernel" not in launches and "_relu_backward_kernel" not in launches
+
+
 def test_training_steps_reuse_device_memory_and_train_the_same(monkeypatch):
     """After the first steps, a step allocates no device memory: every output, the
     batch's copy and the labels' come from the pool (issue 4: buffers reused across
