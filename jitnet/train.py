@@ -570,16 +570,27 @@ def channel_stats(x):
         ``(C,)`` float32 means and standard deviations.
     """
     x = np.asarray(x)
-    mean = np.zeros(x.shape[1])
-    square = np.zeros(x.shape[1])
-    # in chunks: a float64 copy of 50,000 images would take 1.2 GB
-    for start in range(0, len(x), 4096):
-        chunk = x[start:start + 4096].astype(np.float64) / 255.0
-        mean += chunk.sum(axis=(0, 2, 3))
-        square += (chunk * chunk).sum(axis=(0, 2, 3))
     count = x.shape[0] * x.shape[2] * x.shape[3]
-    mean /= count
-    std = np.sqrt(np.maximum(square / count - mean * mean, 1e-12))
+    if x.dtype == np.uint8:
+        # Exact integer sums from each channel's histogram of the 256 values: 10x
+        # faster than float64 sums over the images (0.39 -> 0.04 s on 5,000), and the
+        # same float32 results on the synthetic set and the real CIFAR-10 subset.
+        values = np.arange(256, dtype=np.int64)
+        counts = np.stack([np.bincount(x[:, c].ravel(), minlength=256)
+                           for c in range(x.shape[1])])
+        mean = (counts @ values) / (255.0 * count)
+        square = (counts @ (values * values)) / (255.0 ** 2 * count)
+    else:
+        mean = np.zeros(x.shape[1])
+        square = np.zeros(x.shape[1])
+        # in chunks: a float64 copy of 50,000 images would take 1.2 GB
+        for start in range(0, len(x), 4096):
+            chunk = x[start:start + 4096].astype(np.float64) / 255.0
+            mean += chunk.sum(axis=(0, 2, 3))
+            square += (chunk * chunk).sum(axis=(0, 2, 3))
+        mean /= count
+        square /= count
+    std = np.sqrt(np.maximum(square - mean * mean, 1e-12))
     return mean.astype(np.float32), std.astype(np.float32)
 
 

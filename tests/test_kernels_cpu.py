@@ -457,6 +457,21 @@ def test_batchnorm2d(rng, dtype, training):
     assert_all_close(got, ref.batchnorm2d_backward(dy, x, weight, want[1], want[2]), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm2d_statistics_of_a_large_mean_do_not_cancel(rng, dtype):
+    # One pass of float64 sums: shifted by each channel's first value, the sum of
+    # squares keeps the spread of values near 1000 with a standard deviation of 1e-2.
+    x = (1000 + 1e-2 * rng.standard_normal((4, 3, 6, 7))).astype(dtype)
+    x[:, 1] = 7  # a constant channel: variance 0, not a negative rounding error
+    mean64 = np.empty(3)
+    var64 = np.empty(3)
+    cpu._batchnorm2d_stats(x, mean64, var64)
+    want = x.astype(np.float64)
+    np.testing.assert_allclose(mean64, want.mean(axis=(0, 2, 3)), rtol=1e-14)
+    np.testing.assert_allclose(var64, want.var(axis=(0, 2, 3)), rtol=1e-9, atol=1e-18)
+    assert var64[1] == 0
+
+
 # --------------------------------------------------------------------------
 # losses and optimizer updates
 # --------------------------------------------------------------------------

@@ -1897,27 +1897,30 @@ def dropout_backward(dy, mask):
 
 @njit(**_JIT)
 def _batchnorm2d_stats(x, mean, var):
+    """Per-channel mean and biased variance of ``x`` (N, C, H, W), in float64.
+
+    One pass over ``x`` (it was two: 0.61 -> 0.15 ms for the reference net's first
+    layer at batch 64), summing ``d = x - k`` and ``d * d`` with ``k`` the channel's
+    first value, so that the sum of squares does not cancel when the mean is large
+    against the spread; each plane is one loop, so its sums are vectorised.
+    """
     n_img, n_ch = x.shape[0], x.shape[1]
-    count = x.shape[2] * x.shape[3] * n_img
-    # No race: iteration c owns mean[c] and var[c]. Sums run in float64 in a
-    # fixed order (two passes: mean, then squared deviations).
+    hw = x.shape[2] * x.shape[3]
+    count = hw * n_img
+    xf = x.reshape((n_img, n_ch, hw))
+    # No race: iteration c owns mean[c] and var[c]; its sums run in a fixed order.
     for c in prange(n_ch):
+        k = np.float64(xf[0, c, 0]) if count > 0 else 0.0
         s = 0.0
-        for n in range(n_img):
-            plane = x[n, c]
-            for i in range(plane.shape[0]):
-                for j in range(plane.shape[1]):
-                    s += plane[i, j]
-        mu = s / count
         q = 0.0
         for n in range(n_img):
-            plane = x[n, c]
-            for i in range(plane.shape[0]):
-                for j in range(plane.shape[1]):
-                    d = plane[i, j] - mu
-                    q += d * d
-        mean[c] = mu
-        var[c] = q / count
+            for i in range(hw):
+                d = np.float64(xf[n, c, i]) - k
+                s += d
+                q += d * d
+        mu = s / count
+        mean[c] = k + mu
+        var[c] = max(q / count - mu * mu, 0.0)
 
 
 @njit(**_JIT)
@@ -1974,7 +1977,7 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
     invstd = (1 / np.sqrt(var + eps)).astype(dtype, copy=False)
     scale = np.ascontiguousarray(weight * invstd, dtype=dtype)
     shift = np.ascontiguousarray(bias - mean * weight * invstd, dtype=dtype)
-    y = np.empty_like(x)
+    y = _empty(x.shape, dtype=dtype)  # pooled: fresh memory page-faults every step
     _batchnorm2d_apply(x, scale, shift, y)
     return y, mean, invstd
 
@@ -1982,7 +1985,13 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
 @njit(**_JIT)
 def _batchnorm2d_backward(dy, x, weight, mean, invstd, dx, dweight, dbias):
     n_img, n_ch = x.shape[0], x.shape[1]
-    count = x.shape[2] * x.shape[3] * n_img
+    hw = x.shape[2] * x.shape[3]
+    count = hw * n_img
+    # Flat planes: each plane's sums are one loop, vectorised (0.82 -> 0.59 ms for the
+    # reference net's first layer at batch 64).
+    dyf = dy.reshape((n_img, n_ch, hw))
+    xf = x.reshape((n_img, n_ch, hw))
+    dxf = dx.reshape((n_img, n_ch, hw))
     # No race: iteration c owns channel c of dx, dweight and dbias; its sums
     # run in float64 in a fixed order.
     for c in prange(n_ch):
@@ -1991,21 +2000,19 @@ def _batchnorm2d_backward(dy, x, weight, mean, invstd, dx, dweight, dbias):
         sb = 0.0
         sw = 0.0
         for n in range(n_img):
-            for i in range(x.shape[2]):
-                for j in range(x.shape[3]):
-                    g = dy[n, c, i, j]
-                    sb += g
-                    sw += g * ((x[n, c, i, j] - mu) * istd)
+            for i in range(hw):
+                g = dyf[n, c, i]
+                sb += g
+                sw += g * ((xf[n, c, i] - mu) * istd)
         dbias[c] = sb
         dweight[c] = sw
         k = weight[c] * istd
         mb = sb / count
         mw = sw / count
         for n in range(n_img):
-            for i in range(x.shape[2]):
-                for j in range(x.shape[3]):
-                    xhat = (x[n, c, i, j] - mu) * istd
-                    dx[n, c, i, j] = k * (dy[n, c, i, j] - mb - xhat * mw)
+            for i in range(hw):
+                xhat = (xf[n, c, i] - mu) * istd
+                dxf[n, c, i] = k * (dyf[n, c, i] - mb - xhat * mw)
 
 
 def batchnorm2d_backward(dy, x, weight, mean, invstd):
@@ -2024,7 +2031,7 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
     x = np.ascontiguousarray(x)
     dtype = x.dtype
     dy = np.ascontiguousarray(dy, dtype=dtype)
-    dx = np.empty_like(x)
+    dx = _empty(x.shape, dtype=dtype)
     dweight = _empty(x.shape[1], dtype=dtype)
     dbias = _empty(x.shape[1], dtype=dtype)
     _batchnorm2d_backward(
