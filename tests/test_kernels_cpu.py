@@ -457,6 +457,39 @@ def test_batchnorm2d(rng, dtype, training):
     assert_all_close(got, ref.batchnorm2d_backward(dy, x, weight, want[1], want[2]), dtype)
 
 
+@pytest.mark.parametrize("module", [cpu, ref], ids=["cpu", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape, pool", [((3, 4, 6, 8), (2, 2)), ((2, 3, 7, 5), (2, 2)),
+                                         ((2, 3, 7, 7), (3, 2))])
+def test_batchnorm2d_maxpool2d_forward_is_the_kernels_in_turn_bit_for_bit(
+    rng, module, dtype, training, shape, pool
+):
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 0, :2] = 0.5  # a tie
+    x[1, 1, 2, 3] = np.nan
+    c = shape[1]
+    weight = rng.standard_normal(c).astype(dtype)
+    bias = rng.standard_normal(c).astype(dtype)
+    stats = [rng.standard_normal(c).astype(dtype), (rng.random(c) + 0.5).astype(dtype)]
+    for relu in (False, True):
+        fused_stats = [s.copy() for s in stats]
+        y, argmax, mean, invstd = module.batchnorm2d_maxpool2d_forward(
+            x, weight, bias, *fused_stats, 0.1, 1e-5, training, *pool, relu=relu)
+        turn_stats = [s.copy() for s in stats]
+        z, want_mean, want_invstd = module.batchnorm2d_forward(x, weight, bias, *turn_stats,
+                                                               0.1, 1e-5, training)
+        want_y, want_argmax = module.maxpool2d_forward(z, *pool)
+        if relu:
+            want_y = module.relu_forward(want_y)
+        np.testing.assert_array_equal(y, want_y)
+        np.testing.assert_array_equal(argmax, want_argmax)
+        np.testing.assert_array_equal(mean, want_mean)
+        np.testing.assert_array_equal(invstd, want_invstd)
+        for a, b in zip(fused_stats, turn_stats):
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batchnorm2d_statistics_of_a_large_mean_do_not_cancel(rng, dtype):
     # One pass of float64 sums: shifted by each channel's first value, the sum of

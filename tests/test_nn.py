@@ -435,6 +435,42 @@ def test_sequential_runs_a_convolution_and_its_pooling_as_one_kernel_call(
         small(rng.standard_normal((1, 3, 3, 3)).astype(np.float32))
 
 
+def test_sequential_runs_a_batch_norm_and_its_pooling_as_one_kernel_call(
+    target, rng, monkeypatch
+):
+    module = jitnet.targets.backend()
+    calls = []
+    fused = module.batchnorm2d_maxpool2d_forward
+    monkeypatch.setattr(module, "batchnorm2d_maxpool2d_forward",
+                        lambda *args, relu=False: calls.append(args[8:] + (relu,))
+                        or fused(*args, relu=relu))
+    jitnet.manual_seed(5)
+    # Conv, BatchNorm, ReLU, MaxPool: the ReLU runs after the pooling, and the three
+    # after the convolution are one call
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten())
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    y = model(x)
+    assert calls == [(2, 2, True)]
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = jitnet.to_numpy(model.backward(jitnet.asarray(dy)))
+    grads = [jitnet.to_numpy(p.grad).copy() for p in model.parameters()]
+    running = [jitnet.to_numpy(b).copy() for b in (model[1].running_mean, model[1].running_var)]
+    jitnet.manual_seed(5)
+    again = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten())
+    conv, bn, relu, pool, flat = list(again)  # one by one, in the run order
+    want = flat(relu(pool(bn(conv(x)))))
+    np.testing.assert_array_equal(jitnet.to_numpy(y), jitnet.to_numpy(want))
+    want_dx = conv.backward(bn.backward(pool.backward(relu.backward(flat.backward(
+        jitnet.asarray(dy))))))
+    np.testing.assert_array_equal(dx, jitnet.to_numpy(want_dx))
+    for p, g in zip(again.parameters(), grads):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.grad), g)
+    for b, r in zip((bn.running_mean, bn.running_var), running):
+        np.testing.assert_array_equal(jitnet.to_numpy(b), r)
+
+
 def test_sequential_runs_a_linear_and_its_relu_as_one_kernel_call(target, rng, monkeypatch):
     module = jitnet.targets.backend()
     calls = {"forward": [], "backward": [], "relu": 0}

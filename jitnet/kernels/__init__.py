@@ -53,6 +53,10 @@ Signatures (``numpy_ref`` holds the full docstrings)::
     # in place when training (unbiased variance, as PyTorch)
     batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, eps, training)
         -> (y, mean, invstd)
+    batchnorm2d_maxpool2d_forward(x, weight, bias, running_mean, running_var, momentum, eps,
+                                  training, pool_size, pool_stride, relu=False)
+        -> (y, argmax, mean, invstd)   batchnorm2d_forward then maxpool2d_forward (and
+                                       relu_forward), bit for bit (nn.Sequential calls it)
     batchnorm2d_backward(dy, x, weight, mean, invstd) -> (dx, dweight, dbias)
 
     # losses: (value as a Python float, gradient w.r.t. the first argument),
@@ -100,6 +104,7 @@ CONTRACT = (
     "dropout_forward",
     "dropout_backward",
     "batchnorm2d_forward",
+    "batchnorm2d_maxpool2d_forward",
     "batchnorm2d_backward",
     "softmax_cross_entropy",
     "multiclass_hinge",

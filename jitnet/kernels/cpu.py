@@ -1959,6 +1959,16 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
     invstd : ndarray, (C,), ``1 / sqrt(var + eps)`` (biased batch variance)
     """
     x = np.ascontiguousarray(x)
+    scale, shift, mean, invstd = _batchnorm2d_affine(x, weight, bias, running_mean,
+                                                     running_var, momentum, eps, training)
+    y = _empty(x.shape, dtype=x.dtype)  # pooled: fresh memory page-faults every step
+    _batchnorm2d_apply(x, scale, shift, y)
+    return y, mean, invstd
+
+
+def _batchnorm2d_affine(x, weight, bias, running_mean, running_var, momentum, eps, training):
+    """``(scale, shift, mean, invstd)`` of :func:`batchnorm2d_forward`, whose output is
+    ``x * scale + shift`` per channel; updates the running statistics when training."""
     dtype = x.dtype
     if training:
         n = x.size // x.shape[1]
@@ -1977,9 +1987,72 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
     invstd = (1 / np.sqrt(var + eps)).astype(dtype, copy=False)
     scale = np.ascontiguousarray(weight * invstd, dtype=dtype)
     shift = np.ascontiguousarray(bias - mean * weight * invstd, dtype=dtype)
-    y = _empty(x.shape, dtype=dtype)  # pooled: fresh memory page-faults every step
-    _batchnorm2d_apply(x, scale, shift, y)
-    return y, mean, invstd
+    return scale, shift, mean, invstd
+
+
+@njit(**_JIT)
+def _batchnorm2d_pool2x2(x, scale, shift, y, argmax, relu):
+    """:func:`_batchnorm2d_apply` then :func:`_maxpool2x2_forward` (then, with ``relu``,
+    :func:`_relu_forward`), the normalised value of each input computed as the window
+    reads it: the same expressions, so the same bits, and the normalised images
+    (the size of ``x``) are never stored."""
+    n_img, n_ch, ho_n, wo_n = y.shape
+    w_n = x.shape[3]
+    zero = y.dtype.type(0)
+    # No race: iteration t owns the output planes y[n, c] and argmax[n, c].
+    for t in prange(n_img * n_ch):
+        n = t // n_ch
+        c = t - n * n_ch
+        a = scale[c]
+        b = shift[c]
+        for ho in range(ho_n):
+            top = x[n, c, 2 * ho]
+            bottom = x[n, c, 2 * ho + 1]
+            for wo in range(wo_n):
+                best = top[2 * wo] * a + b
+                at = 0
+                # as _maxpool2x2_forward: the first maximum, and a NaN, win
+                v = top[2 * wo + 1] * a + b
+                take = v > best or (v != v and best == best)
+                best = v if take else best
+                at = 1 if take else at
+                v = bottom[2 * wo] * a + b
+                take = v > best or (v != v and best == best)
+                best = v if take else best
+                at = w_n if take else at
+                v = bottom[2 * wo + 1] * a + b
+                take = v > best or (v != v and best == best)
+                best = v if take else best
+                at = w_n + 1 if take else at
+                if relu:
+                    best = best if (best > zero or best != best) else zero
+                y[n, c, ho, wo] = best
+                argmax[n, c, ho, wo] = 2 * ho * w_n + 2 * wo + at
+
+
+def batchnorm2d_maxpool2d_forward(x, weight, bias, running_mean, running_var, momentum, eps,
+                                  training, pool_size, pool_stride, relu=False):
+    """:func:`batchnorm2d_forward` then :func:`maxpool2d_forward` (then, with ``relu``,
+    :func:`relu_forward` of the pooling), bit for bit; ``(y, argmax, mean, invstd)``.
+
+    For 2x2 pooling (stride 2) one kernel normalises each value as its window reads
+    it (:func:`_batchnorm2d_pool2x2`): the normalised images, which only the pooling
+    reads, are neither written nor read back. Any other pooling runs the kernels in
+    turn.
+    """
+    x = np.ascontiguousarray(x)
+    if not int(pool_size) == int(pool_stride) == 2:
+        z, mean, invstd = batchnorm2d_forward(x, weight, bias, running_mean, running_var,
+                                              momentum, eps, training)
+        y, argmax = maxpool2d_forward(z, pool_size, pool_stride)
+        return (relu_forward(y) if relu else y), argmax, mean, invstd
+    scale, shift, mean, invstd = _batchnorm2d_affine(x, weight, bias, running_mean,
+                                                     running_var, momentum, eps, training)
+    n, c, h, w = x.shape
+    y = _empty((n, c, h // 2, w // 2), dtype=x.dtype)
+    argmax = _empty(y.shape, dtype=np.int32)
+    _batchnorm2d_pool2x2(x, scale, shift, y, argmax, bool(relu))
+    return y, argmax, mean, invstd
 
 
 @njit(**_JIT)

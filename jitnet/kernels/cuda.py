@@ -1567,6 +1567,16 @@ def _batchnorm_apply_kernel(x, weight, bias, mean, invstd, y):
         y[n, c, r, s] = x[n, c, r, s] * scale + shift
 
 
+def batchnorm2d_maxpool2d_forward(x, weight, bias, running_mean, running_var, momentum, eps,
+                                  training, pool_size, pool_stride, relu=False):
+    """:func:`batchnorm2d_forward` then :func:`maxpool2d_forward` (with ``relu`` the ReLU
+    inside the pooling's launch), bit for bit; ``(y, argmax, mean, invstd)``."""
+    z, mean, invstd = batchnorm2d_forward(x, weight, bias, running_mean, running_var,
+                                          momentum, eps, training)
+    y, argmax = _maxpool2d(z, int(pool_size), int(pool_stride), bool(relu))
+    return y, argmax, mean, invstd
+
+
 def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, eps, training):
     """Batch normalisation per channel over the (N, H, W) axes (see ``numpy_ref``).
 

@@ -754,6 +754,27 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
     return x * scale + shift, mean, invstd
 
 
+def batchnorm2d_maxpool2d_forward(x, weight, bias, running_mean, running_var, momentum, eps,
+                                  training, pool_size, pool_stride, relu=False):
+    """:func:`batchnorm2d_forward` then :func:`maxpool2d_forward` (then, with ``relu``,
+    :func:`relu_forward` of the pooling), bit for bit.
+
+    ``nn.Sequential`` calls it for a ``BatchNorm2d`` followed by a ``MaxPool2d``: the
+    cpu target then never stores the normalised images, which only the pooling reads.
+
+    Returns
+    -------
+    y, argmax : np.ndarray
+        The pooling's (as :func:`maxpool2d_forward`).
+    mean, invstd : np.ndarray, shape (C,)
+        As :func:`batchnorm2d_forward`.
+    """
+    z, mean, invstd = batchnorm2d_forward(x, weight, bias, running_mean, running_var,
+                                          momentum, eps, training)
+    y, argmax = maxpool2d_forward(z, pool_size, pool_stride)
+    return (relu_forward(y) if relu else y), argmax, mean, invstd
+
+
 def batchnorm2d_backward(dy, x, weight, mean, invstd):
     """Gradients of :func:`batchnorm2d_forward` in training mode (batch statistics).
 

@@ -562,16 +562,7 @@ class BatchNorm2d(Module):
         self.register_buffer("running_var", b.asarray(np.ones(c, dtype)))
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("BatchNorm2d", x, 4, "(N, C, H, W)", self.weight.dtype)
-        check_placement("BatchNorm2d", self.weight)
-        n, c, h, w = x.shape
-        _check_size("BatchNorm2d", "channels", self.num_features, c, tuple(x.shape))
-        if self.training and n * h * w < 2:
-            raise ValueError(
-                f"BatchNorm2d expected more than 1 value per channel when training, "
-                f"got input shape {tuple(x.shape)}"
-            )
+        x = self._checked(x)
         y, mean, invstd = backend().batchnorm2d_forward(
             x,
             self.weight.data,
@@ -585,6 +576,40 @@ class BatchNorm2d(Module):
         self._saved_x, self._saved_mean, self._saved_invstd = x, mean, invstd
         self._saved_training = self.training
         return y
+
+    def _forward_pooled(self, x, pool, relu=None):
+        """``pool(self(x))`` (then ``relu`` of it, a ``ReLU`` or None) in one kernel call,
+        every layer ready for backward; bit for bit the separate calls. ``Sequential``
+        calls it for a batch norm followed by a pooling: the cpu target never stores
+        the normalised images (for 2x2 pooling)."""
+        x = self._checked(x)
+        pool._check_shape(tuple(x.shape))
+        y, argmax, mean, invstd = backend().batchnorm2d_maxpool2d_forward(
+            x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
+            self.momentum, self.eps, self.training, pool.kernel_size, pool.stride,
+            relu=relu is not None,
+        )
+        self._saved_x, self._saved_mean, self._saved_invstd = x, mean, invstd
+        self._saved_training = self.training
+        pool._saved_argmax = argmax
+        pool._saved_shape = tuple(x.shape)
+        if relu is not None:
+            relu._saved_y = y
+        return y
+
+    def _checked(self, x):
+        """``x`` as an input of the active target, after the checks of ``forward``."""
+        x = as_input(x)
+        _check_input("BatchNorm2d", x, 4, "(N, C, H, W)", self.weight.dtype)
+        check_placement("BatchNorm2d", self.weight)
+        n, c, h, w = x.shape
+        _check_size("BatchNorm2d", "channels", self.num_features, c, tuple(x.shape))
+        if self.training and n * h * w < 2:
+            raise ValueError(
+                f"BatchNorm2d expected more than 1 value per channel when training, "
+                f"got input shape {tuple(x.shape)}"
+            )
+        return x
 
     def backward(self, dy):
         b = backend()

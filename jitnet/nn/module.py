@@ -284,6 +284,10 @@ class Sequential(Module):
     back, the ReLU after a pooling goes with it (``MaxPool2d._backward_relu``),
     again bit for bit.
 
+    A ``BatchNorm2d`` directly before a ``MaxPool2d`` (and the ``ReLU`` after it)
+    runs with it in one call the same way (``BatchNorm2d._forward_pooled``): the cpu
+    target never stores the normalised images.
+
     Likewise a ``ReLU`` directly after a ``Linear`` runs in that layer's call
     (``Linear._forward_relu``), and going back a ``ReLU`` directly before a
     ``Linear`` runs in that layer's input gradient (``Linear._backward_relu``): on
@@ -308,7 +312,7 @@ class Sequential(Module):
         return order
 
     def forward(self, x):
-        from .layers import Conv2d, Linear, MaxPool2d, ReLU
+        from .layers import BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU
 
         if self.training and get_target() == "cpu":
             precompile.maybe_start(self, x)  # once per process, on a cold first run
@@ -317,7 +321,7 @@ class Sequential(Module):
         while i < len(order):
             m = order[i]
             after = type(order[i + 1]) if i + 1 < len(order) else None
-            if type(m) is Conv2d and after is MaxPool2d:
+            if type(m) in (Conv2d, BatchNorm2d) and after is MaxPool2d:
                 relu = order[i + 2] if i + 2 < len(order) and type(order[i + 2]) is ReLU else None
                 x = m._forward_pooled(x, order[i + 1], relu)  # one kernel call for them
                 i += 2 if relu is None else 3

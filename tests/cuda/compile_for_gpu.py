@@ -114,6 +114,7 @@ def _exercise(dtype, rng):
     for training in (True, False):
         _, mu, invstd = k.batchnorm2d_forward(x, gamma, beta, mean, var, 0.1, 1e-5, training)
     k.batchnorm2d_backward(x, x, gamma, mu, invstd)
+    k.batchnorm2d_maxpool2d_forward(x, gamma, beta, mean, var, 0.1, 1e-5, True, 2, 2, relu=True)
     scores, labels = arr(4, 5), k.asarray(np.array([0, 1, 2, 4]))
     k.softmax_cross_entropy(scores, labels)
     k.multiclass_hinge(scores, labels, 1.0)

@@ -402,6 +402,28 @@ def test_batchnorm2d_matches_reference(training, dtype, rng):
         _assert_close(g, r, dtype, name)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm2d_maxpool2d_forward_is_the_kernels_in_turn(dtype, rng):
+    x = _normal(rng, (2, 3, 5, 7), dtype) * 3 + 1
+    weight, bias = _normal(rng, (3,), dtype), _normal(rng, (3,), dtype)
+    stats = [_normal(rng, (3,), dtype), rng.uniform(0.5, 2.0, 3).astype(dtype)]
+    args = (0.1, 1e-5, True)
+    fused_stats, turn_stats = [_dev(s) for s in stats], [_dev(s) for s in stats]
+    y, argmax, mean, invstd = cu.batchnorm2d_maxpool2d_forward(
+        _dev(x), _dev(weight), _dev(bias), *fused_stats, *args, 2, 2, relu=True)
+    z, want_mean, want_invstd = cu.batchnorm2d_forward(_dev(x), _dev(weight), _dev(bias),
+                                                       *turn_stats, *args)
+    want_y, want_argmax = cu.maxpool2d_forward(z, 2, 2)
+    np.testing.assert_array_equal(cu.to_numpy(y), cu.to_numpy(cu.relu_forward(want_y)))
+    for got, want in [(argmax, want_argmax), (mean, want_mean), (invstd, want_invstd),
+                      *zip(fused_stats, turn_stats)]:
+        np.testing.assert_array_equal(cu.to_numpy(got), cu.to_numpy(want))
+    ref_y, _, ref_mean, _ = ref.batchnorm2d_maxpool2d_forward(x, weight, bias, *stats, *args,
+                                                               2, 2, relu=True)
+    _assert_close(y, ref_y, dtype, "y")
+    _assert_close(mean, ref_mean, dtype, "mean")
+
+
 # --------------------------------------------------------------------------------------
 # losses
 # --------------------------------------------------------------------------------------
