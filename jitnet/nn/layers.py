@@ -158,10 +158,7 @@ class Conv2d(Module):
             x, self.weight.data, bias, self.stride, self.padding, self.groups,
             pool.kernel_size, pool.stride, relu=relu is not None,
         )
-        pool._saved_argmax = argmax
-        pool._saved_shape = out_shape
-        if relu is not None:
-            relu._saved_y = y
+        pool._keep(argmax, out_shape, relu, y)
         return y
 
     def _checked(self, x):
@@ -230,9 +227,17 @@ class MaxPool2d(Module):
         _check_input("MaxPool2d", x, 4, "(N, C, H, W)")
         self._check_shape(tuple(x.shape))
         y, argmax = backend().maxpool2d_forward(x, self.kernel_size, self.stride)
-        self._saved_argmax = argmax
-        self._saved_shape = tuple(x.shape)
+        self._keep(argmax, x.shape, None, y)
         return y
+
+    def _keep(self, argmax, in_shape, relu, y):
+        """What backward needs, from this pooling's forward or a fused call: the argmax
+        and input shape, and for ``relu`` (a ``ReLU`` that ran after it, or None) the
+        output ``y`` it produced."""
+        self._saved_argmax = argmax
+        self._saved_shape = tuple(in_shape)
+        if relu is not None:
+            relu._saved_y = y
 
     def _check_shape(self, shape):
         k = self.kernel_size
@@ -591,10 +596,7 @@ class BatchNorm2d(Module):
         )
         self._saved_x, self._saved_mean, self._saved_invstd = x, mean, invstd
         self._saved_training = self.training
-        pool._saved_argmax = argmax
-        pool._saved_shape = tuple(x.shape)
-        if relu is not None:
-            relu._saved_y = y
+        pool._keep(argmax, x.shape, relu, y)
         return y
 
     def _checked(self, x):
