@@ -1,12 +1,14 @@
 """Time the reference ConvNet's kernels: jitnet cpu vs jitnet numpy vs PyTorch.
 
 For each kernel at its training shape (batch ``B``, float32): the median of
-``--repeat`` calls after warm-up (compilation excluded), GFLOP/s, the fraction
-of the sgemm rate measured in the same run (``np.dot`` on 1024x1024 float32
-matrices), the speed-up over the numpy target and over PyTorch (CPU, same
-thread count), and the time of the very first call (compilation, or loading
-from Numba's cache when it is warm: run with an empty ``NUMBA_CACHE_DIR`` to
-see compile times).
+``--repeat`` calls after warm-up (compilation excluded), GFLOP/s, the fractions
+of the sgemm rate (``np.dot`` on 1024x1024 float32 matrices) and of the FMA peak
+(:func:`common.fma_peak_gflops`) measured in the same run, the speed-up over the
+numpy target and over PyTorch (CPU, same thread count), and the time of the very
+first call (compilation, or loading from Numba's cache when it is warm: run with
+an empty ``NUMBA_CACHE_DIR`` to see compile times). glibc's mmap threshold is fixed
+first (:func:`common.steady_malloc`), so that no contender's time depends on
+which large blocks the process happened to free before.
 
 Usage::
 
@@ -24,9 +26,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     first_call_s,
+    fma_peak_gflops,
     machine,
     median_ms,
     sgemm_gflops,
+    steady_malloc,
     table,
     torch_or_none,
 )
@@ -118,6 +122,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="turns each library's group of kernels takes; the best counts")
     parser.add_argument("--threads", type=int, default=None,
                         help="PyTorch threads (default: NUMBA_NUM_THREADS or the core count)")
     parser.add_argument("--no-numpy", action="store_true")
@@ -125,26 +131,36 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
     threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
+    steady = steady_malloc()  # before any contender allocates
     torch = None if args.no_torch else torch_or_none(threads)
 
     peak = sgemm_gflops()
+    fma = fma_peak_gflops()
     cases = _cases(args.batch_size, np.random.default_rng(0))
     # Each library's kernels are timed as a group, with a pause between groups:
     # OpenBLAS (behind the numpy target) and PyTorch's OpenMP keep their threads
     # spinning for a while after a call, and a jitnet kernel timed right after one of
     # theirs found a core taken (fc1 backward measured 5.6-8.9 ms that way, 1.6 alone).
+    # The groups take turns for --rounds rounds and each kernel's best round counts:
+    # a 2-core virtual machine has slow spells of seconds, and one spell over one
+    # library's group would decide the ratios.
     time.sleep(0.5)
     first = {name: first_call_s(jit) for name, _, jit, _, _ in cases}
-    t_jits = {name: median_ms(jit, repeat=args.repeat) for name, _, jit, _, _ in cases}
-    t_nps, t_torches = {}, {}
+    groups = [("jitnet", 2, args.repeat)]
     if not args.no_numpy:
-        time.sleep(0.5)
-        t_nps = {name: median_ms(call, repeat=max(3, args.repeat // 2))
-                 for name, _, _, call, _ in cases if call is not None}
+        groups.append(("numpy", 3, max(3, args.repeat // 2)))
     if torch is not None:
-        time.sleep(0.5)
-        t_torches = {name: median_ms(call, repeat=args.repeat)
-                     for name, _, _, _, call in cases if call is not None}
+        groups.append(("torch", 4, args.repeat))
+    best = {lib: {} for lib, _, _ in groups}
+    for _ in range(args.rounds):
+        for lib, column, repeat in groups:
+            time.sleep(0.5)
+            for case in cases:
+                name, call = case[0], case[column]
+                if call is not None:
+                    t = median_ms(call, repeat=repeat)
+                    best[lib][name] = min(t, best[lib].get(name, t))
+    t_jits, t_nps, t_torches = best["jitnet"], best.get("numpy", {}), best.get("torch", {})
     rows = []
     for name, flops, _, _, _ in cases:
         t_jit, t_np, t_torch = t_jits[name], t_nps.get(name), t_torches.get(name)
@@ -154,6 +170,7 @@ def main(argv=None):
             f"{t_jit:.2f}",
             f"{gflops:.1f}" if gflops else "-",
             f"{gflops / peak:.0%}" if gflops else "-",
+            f"{gflops / fma:.0%}" if gflops else "-",
             f"{t_np:.2f}" if t_np else "-",
             f"{t_np / t_jit:.1f}x" if t_np else "-",
             f"{t_torch:.2f}" if t_torch else "-",
@@ -166,10 +183,15 @@ def main(argv=None):
         f"# Kernels of the reference ConvNet, batch {args.batch_size}, float32", "",
         f"Machine: {machine()}; jitnet threads: "
         f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
-        f"Measured sgemm rate (np.dot 1024^2 float32): {peak:.0f} GFLOP/s. "
-        f"Median of {args.repeat} calls after warm-up; `speed-up` is the other's time "
-        "over jitnet cpu's (> 1: jitnet cpu is faster).", "",
-        table(["kernel", "cpu ms", "GFLOP/s", "of sgemm", "numpy ms", "speed-up vs numpy",
+        f"Measured sgemm rate (np.dot 1024^2 float32): {peak:.0f} GFLOP/s; measured "
+        f"FMA peak (float32, all threads): {fma:.0f} GFLOP/s. "
+        f"Median of {args.repeat} calls after warm-up, the best of {args.rounds} rounds "
+        "taken in turn by the libraries; `speed-up` is the other's time "
+        "over jitnet cpu's (> 1: jitnet cpu is faster). glibc's mmap threshold: "
+        + ("fixed at 32 MiB (no page faults on fresh large arrays)." if steady
+           else "the allocator's default (mallopt unavailable)."), "",
+        table(["kernel", "cpu ms", "GFLOP/s", "of sgemm", "of FMA peak", "numpy ms",
+               "speed-up vs numpy",
                "torch ms", "speed-up vs torch", "first call s"], rows), "",
     ]
     report = "\n".join(lines)

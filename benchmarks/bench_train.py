@@ -17,7 +17,11 @@ Usage::
     python benchmarks/bench_train.py --batch-size 64 --repeat 20 --no-cold
 
 Set ``NUMBA_NUM_THREADS`` to the thread count you compare at; PyTorch gets
-``--threads`` (default: the same number).
+``--threads`` (default: the same number). ``--steady-malloc`` runs every contender
+with glibc's mmap threshold fixed at 32 MiB (``MALLOC_MMAP_THRESHOLD_``), so that no
+large array is a fresh ``mmap`` that page-faults on first touch: the numpy target
+allocates its temporaries afresh every step and runs faster that way; jitnet's cpu
+target reuses its arrays and does not depend on it.
 """
 
 import time
@@ -146,6 +150,10 @@ def _child(kind, batch, steps, threads):
     print(json.dumps(result))
 
 
+#: glibc's settings for --steady-malloc (see common.steady_malloc)
+STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
 def _run_child(kind, batch, steps, threads, env=None):
     cmd = [sys.executable, __file__, "--child", kind, "--batch-size", str(batch),
            "--steps", str(steps), "--threads", str(threads)]
@@ -171,11 +179,15 @@ def main(argv=None):
     parser.add_argument("--no-numpy", action="store_true", help="skip the (slow) numpy target")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-cold", action="store_true", help="skip memory and cold start")
+    parser.add_argument("--steady-malloc", action="store_true",
+                        help="fix glibc's mmap threshold at 32 MiB in every contender")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
+    if args.steady_malloc:  # children inherit it; glibc reads it at their start
+        os.environ.update(STEADY_MALLOC)
     if args.child:
         _child(args.child, args.batch_size[0], args.steps, threads)
         return
@@ -195,6 +207,9 @@ def main(argv=None):
              f"Each contender runs in its own fresh process (no other thread pool in it): "
              f"median of {args.repeat} steps after 2 warm-up steps (compilation excluded); "
              f"the contenders take turns for {args.rounds} rounds and the best round counts.",
+             "glibc's mmap threshold: " + ("fixed at 32 MiB in every contender "
+                                           "(`--steady-malloc`)." if args.steady_malloc
+                                           else "the allocator's default."),
              ""]
 
     # Who runs: the chosen target first, then the references.

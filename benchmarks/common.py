@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmarks: timing, machine description, sgemm peak.
+"""Helpers shared by the benchmarks: timing, machine description, sgemm and FMA peaks.
 
 Every timing is the median of ``repeat`` calls after ``warmup`` untimed calls
 (the first of which compiles); nothing here runs inside the test suite.
 """
 
+import ctypes
+import ctypes.util
 import os
 import platform
 import statistics
@@ -63,6 +65,94 @@ def sgemm_gflops(n=1024, repeat=10):
     b = rng.standard_normal((n, n), dtype=np.float32)
     ms = median_ms(lambda: np.dot(a, b), repeat=repeat)
     return 2.0 * n**3 / (ms * 1e6)
+
+
+def _fma_loop(lanes):
+    """A parallel Numba kernel of 12 independent ``lanes``-wide multiply-add chains."""
+    from numba import njit, prange
+
+    @njit(parallel=True, fastmath=True)
+    def loop(n_iter, out):
+        # No race: iteration t owns out[t].
+        for t in prange(out.shape[0]):
+            acc = np.empty((12, lanes), dtype=np.float32)
+            for k in range(12):
+                for lane in range(lanes):
+                    acc[k, lane] = np.float32(k + lane)
+            b = np.float32(0.999) + np.float32(t) * np.float32(1e-9)
+            c = np.float32(1e-3)
+            for _ in range(n_iter):
+                # written out row by row: with every index a constant offset LLVM
+                # keeps the 12 accumulators in registers (a nested loop over rows
+                # measured 100x slower)
+                for lane in range(lanes):
+                    acc[0, lane] = acc[0, lane] * b + c
+                    acc[1, lane] = acc[1, lane] * b + c
+                    acc[2, lane] = acc[2, lane] * b + c
+                    acc[3, lane] = acc[3, lane] * b + c
+                    acc[4, lane] = acc[4, lane] * b + c
+                    acc[5, lane] = acc[5, lane] * b + c
+                    acc[6, lane] = acc[6, lane] * b + c
+                    acc[7, lane] = acc[7, lane] * b + c
+                    acc[8, lane] = acc[8, lane] * b + c
+                    acc[9, lane] = acc[9, lane] * b + c
+                    acc[10, lane] = acc[10, lane] * b + c
+                    acc[11, lane] = acc[11, lane] * b + c
+            s = np.float32(0)
+            for k in range(12):
+                for lane in range(lanes):
+                    s += acc[k, lane]
+            out[t] = s
+
+    return loop
+
+
+def fma_peak_gflops(n_iter=20_000_000):
+    """Measured float32 fused multiply-add rate (GFLOP/s) of all Numba threads.
+
+    Twelve independent chains of vector FMAs per thread, 16 lanes where the CPU
+    has AVX-512 and 8 otherwise (so the chains fit its registers): the most a
+    kernel of this machine can compute, which ``np.dot`` may not reach (an OpenBLAS
+    build without a kernel for the CPU falls back to an older one's).
+    """
+    import llvmlite.binding as ll
+    import numba
+
+    lanes = 16 if ll.get_host_cpu_features().get("avx512f") else 8
+    loop = _fma_loop(lanes)
+    threads = numba.get_num_threads()
+    out = np.empty(threads, dtype=np.float32)
+    loop(10, out)
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        loop(n_iter, out)
+        best = max(best, threads * n_iter * 12 * lanes * 2 / (time.perf_counter() - start))
+    return best / 1e9
+
+
+def steady_malloc():
+    """Keep glibc's allocator from handing large blocks back to the OS after use.
+
+    By default glibc serves a block above its mmap threshold (128 KiB at first,
+    raised as the process frees large blocks) by a fresh ``mmap``, so an 8 MiB array
+    allocated afresh each call page-faults 2,048 times: PyTorch's conv1 forward at
+    batch 64 measured 4.8-6.8 ms that way and 0.58 ms once an earlier free had
+    raised the threshold. Fixing the threshold at 32 MiB (and the trim threshold
+    above it) times every contender as a long-running process finds it. jitnet's
+    kernels take their arrays from their own pool and do not depend on this.
+    Returns True when glibc took both settings (False elsewhere).
+    """
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(
+        mallopt(m_trim_threshold, 256 << 20))
 
 
 def torch_or_none(threads):
