@@ -807,6 +807,14 @@ def _nchw(i, channels, h, w):
     return i // (w * h * channels), (i // (w * h)) % channels, (i // w) % h, i % w
 
 
+@cuda.jit(device=True, cache=True)
+def _takes(v, best):
+    """Whether window value ``v`` replaces the maximum so far: strictly greater, so the
+    first maximum wins; the first NaN wins over any number (np.argmax's rule), so NaN
+    propagates."""
+    return v > best or (v != v and best == best)
+
+
 @cuda.jit(cache=True)
 def _maxpool2d_forward_kernel(x, k, stride, relu, y, argmax):
     # One thread per output element (grid-stride); it owns y and argmax there. With
@@ -823,9 +831,7 @@ def _maxpool2d_forward_kernel(x, k, stride, relu, y, argmax):
         for a in range(k):
             for b in range(k):
                 v = x[n, c, h0 + a, w0 + b]
-                # Strictly greater: the first maximum wins; the first NaN wins over
-                # any number (np.argmax's rule), so NaN propagates.
-                if v > best or (v != v and best == best):
+                if _takes(v, best):
                     best = v
                     best_at = (h0 + a) * w + w0 + b
         if relu and best < 0:
@@ -1555,6 +1561,18 @@ def _batchnorm_eval_stats_kernel(running_mean, running_var, eps, mean, invstd):
         invstd[c] = 1 / math.sqrt(running_var[c] + eps)
 
 
+@cuda.jit(device=True, cache=True)
+def _bn_affine(weight, bias, mean, invstd, c):
+    """Channel ``c``'s ``(scale, shift)``: a batch norm maps ``x`` to ``x * scale + shift``."""
+    scale = weight[c] * invstd[c]
+    return scale, bias[c] - mean[c] * weight[c] * invstd[c]
+
+
+@cuda.jit(device=True, cache=True)
+def _bn_value(v, scale, shift):
+    return v * scale + shift
+
+
 @cuda.jit(cache=True)
 def _batchnorm_apply_kernel(x, weight, bias, mean, invstd, y):
     # One thread per element; channel c = (i // (H*W)) % C of the flat NCHW index.
@@ -1562,18 +1580,55 @@ def _batchnorm_apply_kernel(x, weight, bias, mean, invstd, y):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, x.size, step):
         n, c, r, s = _nchw(i, channels, h, w)
-        scale = weight[c] * invstd[c]
-        shift = bias[c] - mean[c] * weight[c] * invstd[c]
-        y[n, c, r, s] = x[n, c, r, s] * scale + shift
+        scale, shift = _bn_affine(weight, bias, mean, invstd, c)
+        y[n, c, r, s] = _bn_value(x[n, c, r, s], scale, shift)
+
+
+@cuda.jit(cache=True)
+def _batchnorm_maxpool2d_kernel(x, weight, bias, mean, invstd, k, stride, relu, y, argmax):
+    # _batchnorm_apply_kernel then _maxpool2d_forward_kernel in one launch: each thread
+    # normalises its window's values as it reads them, by the same device functions
+    # (so the same bits), and the normalised images are never stored.
+    _, channels, h, w = x.shape
+    _, _, ho, wo = y.shape
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, y.size, step):
+        n, c, oh, ow = _nchw(i, channels, ho, wo)
+        scale, shift = _bn_affine(weight, bias, mean, invstd, c)
+        h0 = oh * stride
+        w0 = ow * stride
+        best = _bn_value(x[n, c, h0, w0], scale, shift)
+        best_at = h0 * w + w0
+        for a in range(k):
+            for b in range(k):
+                v = _bn_value(x[n, c, h0 + a, w0 + b], scale, shift)
+                if _takes(v, best):
+                    best = v
+                    best_at = (h0 + a) * w + w0 + b
+        if relu and best < 0:
+            best = 0
+        y[n, c, oh, ow] = best
+        argmax[n, c, oh, ow] = best_at
 
 
 def batchnorm2d_maxpool2d_forward(x, weight, bias, running_mean, running_var, momentum, eps,
                                   training, pool_size, pool_stride, relu=False):
-    """:func:`batchnorm2d_forward` then :func:`maxpool2d_forward` (with ``relu`` the ReLU
-    inside the pooling's launch), bit for bit; ``(y, argmax, mean, invstd)``."""
-    z, mean, invstd = batchnorm2d_forward(x, weight, bias, running_mean, running_var,
-                                          momentum, eps, training)
-    y, argmax = _maxpool2d(z, int(pool_size), int(pool_stride), bool(relu))
+    """:func:`batchnorm2d_forward` then :func:`maxpool2d_forward` (then, with ``relu``,
+    :func:`relu_forward`), bit for bit; ``(y, argmax, mean, invstd)``. Two launches:
+    the statistics, then one thread per pooled element that normalises its window as
+    it reads it (:func:`_batchnorm_maxpool2d_kernel`), so the normalised images are
+    neither written nor read back."""
+    x, weight, bias = _dev(x), _dev(weight), _dev(bias)
+    mean, invstd = _batchnorm_statistics(x, running_mean, running_var, momentum, eps,
+                                         training)
+    k, stride = int(pool_size), int(pool_stride)
+    n, c, h, w = x.shape
+    shape = (n, c, (h - k) // stride + 1, (w - k) // stride + 1)
+    y = _empty(shape, dtype=x.dtype)
+    argmax = _empty(shape, dtype=np.int32)
+    if y.size:
+        _batchnorm_maxpool2d_kernel[_grid_1d(y.size)](x, weight, bias, mean, invstd, k, stride,
+                                                      bool(relu), y, argmax)
     return y, argmax, mean, invstd
 
 
@@ -1597,12 +1652,22 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
         ``1 / sqrt(var + eps)`` with the biased batch variance (or ``running_var``).
     """
     x, weight, bias = _dev(x), _dev(weight), _dev(bias)
+    mean, invstd = _batchnorm_statistics(x, running_mean, running_var, momentum, eps,
+                                         training)
+    y = _empty(x.shape, dtype=x.dtype)
+    if y.size:
+        _batchnorm_apply_kernel[_grid_1d(y.size)](x, weight, bias, mean, invstd, y)
+    return y, mean, invstd
+
+
+def _batchnorm_statistics(x, running_mean, running_var, momentum, eps, training):
+    """``(mean, invstd)`` of :func:`batchnorm2d_forward`, one launch; in training the
+    batch's, updating the running statistics, else the running ones."""
     n, c, h, w = x.shape
     mean = _empty((c,), dtype=x.dtype)
     invstd = _empty((c,), dtype=x.dtype)
-    y = _empty(x.shape, dtype=x.dtype)
     if c == 0:
-        return y, mean, invstd
+        return mean, invstd
     typed = x.dtype.type
     if training:
         count = n * h * w
@@ -1619,9 +1684,7 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
         _batchnorm_eval_stats_kernel[_grid_1d(c)](
             _dev(running_mean), _dev(running_var), typed(eps), mean, invstd
         )
-    if y.size:
-        _batchnorm_apply_kernel[_grid_1d(y.size)](x, weight, bias, mean, invstd, y)
-    return y, mean, invstd
+    return mean, invstd
 
 
 @functools.lru_cache(maxsize=None)

@@ -585,8 +585,8 @@ class BatchNorm2d(Module):
     def _forward_pooled(self, x, pool, relu=None):
         """``pool(self(x))`` (then ``relu`` of it, a ``ReLU`` or None) in one kernel call,
         every layer ready for backward; bit for bit the separate calls. ``Sequential``
-        calls it for a batch norm followed by a pooling: the cpu target never stores
-        the normalised images (for 2x2 pooling)."""
+        calls it for a batch norm followed by a pooling: the cpu target (for 2x2
+        pooling) and the cuda target never store the normalised images."""
         x = self._checked(x)
         pool._check_shape(tuple(x.shape))
         y, argmax, mean, invstd = backend().batchnorm2d_maxpool2d_forward(

@@ -286,7 +286,7 @@ class Sequential(Module):
 
     A ``BatchNorm2d`` directly before a ``MaxPool2d`` (and the ``ReLU`` after it)
     runs with it in one call the same way (``BatchNorm2d._forward_pooled``): the cpu
-    target never stores the normalised images.
+    and cuda targets never store the normalised images.
 
     Likewise a ``ReLU`` directly after a ``Linear`` runs in that layer's call
     (``Linear._forward_relu``), and going back a ``ReLU`` directly before a

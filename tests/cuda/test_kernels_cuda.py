@@ -403,25 +403,36 @@ def test_batchnorm2d_matches_reference(training, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batchnorm2d_maxpool2d_forward_is_the_kernels_in_turn(dtype, rng):
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2)])
+def test_batchnorm2d_maxpool2d_forward_is_the_kernels_in_turn(dtype, training, pool, rng):
     x = _normal(rng, (2, 3, 5, 7), dtype) * 3 + 1
+    x[0, 0, 0, :2] = 0.5  # a tie
+    x[1, 2, 3, 4] = np.nan
     weight, bias = _normal(rng, (3,), dtype), _normal(rng, (3,), dtype)
     stats = [_normal(rng, (3,), dtype), rng.uniform(0.5, 2.0, 3).astype(dtype)]
-    args = (0.1, 1e-5, True)
-    fused_stats, turn_stats = [_dev(s) for s in stats], [_dev(s) for s in stats]
-    y, argmax, mean, invstd = cu.batchnorm2d_maxpool2d_forward(
-        _dev(x), _dev(weight), _dev(bias), *fused_stats, *args, 2, 2, relu=True)
-    z, want_mean, want_invstd = cu.batchnorm2d_forward(_dev(x), _dev(weight), _dev(bias),
-                                                       *turn_stats, *args)
-    want_y, want_argmax = cu.maxpool2d_forward(z, 2, 2)
-    np.testing.assert_array_equal(cu.to_numpy(y), cu.to_numpy(cu.relu_forward(want_y)))
-    for got, want in [(argmax, want_argmax), (mean, want_mean), (invstd, want_invstd),
-                      *zip(fused_stats, turn_stats)]:
-        np.testing.assert_array_equal(cu.to_numpy(got), cu.to_numpy(want))
-    ref_y, _, ref_mean, _ = ref.batchnorm2d_maxpool2d_forward(x, weight, bias, *stats, *args,
-                                                               2, 2, relu=True)
-    _assert_close(y, ref_y, dtype, "y")
-    _assert_close(mean, ref_mean, dtype, "mean")
+    args = (0.1, 1e-5, training)
+    for relu in (False, True):
+        fused_stats, turn_stats = [_dev(s) for s in stats], [_dev(s) for s in stats]
+        with cu.count_launches() as launches:
+            y, argmax, mean, invstd = cu.batchnorm2d_maxpool2d_forward(
+                _dev(x), _dev(weight), _dev(bias), *fused_stats, *args, *pool, relu=relu)
+        # the statistics, then the normalisation inside the pooling's launch
+        assert sum(launches.values()) == 2, launches
+        z, want_mean, want_invstd = cu.batchnorm2d_forward(
+            _dev(x), _dev(weight), _dev(bias), *turn_stats, *args)
+        want_y, want_argmax = cu.maxpool2d_forward(z, *pool)
+        if relu:
+            want_y = cu.relu_forward(want_y)
+        for got, want in [(y, want_y), (argmax, want_argmax), (mean, want_mean),
+                          (invstd, want_invstd), *zip(fused_stats, turn_stats)]:
+            np.testing.assert_array_equal(cu.to_numpy(got), cu.to_numpy(want))
+        ref_stats = [s.copy() for s in stats]
+        ref_y, ref_argmax, ref_mean, _ = ref.batchnorm2d_maxpool2d_forward(
+            x, weight, bias, *ref_stats, *args, *pool, relu=relu)
+        _assert_close(y, ref_y, dtype, "y")
+        _assert_close(mean, ref_mean, dtype, "mean")
+        np.testing.assert_array_equal(cu.to_numpy(argmax), ref_argmax)
 
 
 # --------------------------------------------------------------------------------------
