@@ -40,7 +40,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, table, torch_or_none  # noqa: E402
+from common import STEADY_MALLOC_ENV, machine, table, torch_or_none  # noqa: E402
 
 
 def _batch(batch, seed=0):
@@ -150,10 +150,6 @@ def _child(kind, batch, steps, threads):
     print(json.dumps(result))
 
 
-#: glibc's settings for --steady-malloc (see common.steady_malloc)
-STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
-
-
 def _run_child(kind, batch, steps, threads, env=None):
     cmd = [sys.executable, __file__, "--child", kind, "--batch-size", str(batch),
            "--steps", str(steps), "--threads", str(threads)]
@@ -187,7 +183,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
     if args.steady_malloc:  # children inherit it; glibc reads it at their start
-        os.environ.update(STEADY_MALLOC)
+        os.environ.update(STEADY_MALLOC_ENV)
     if args.child:
         _child(args.child, args.batch_size[0], args.steps, threads)
         return

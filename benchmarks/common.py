@@ -131,6 +131,15 @@ def fma_peak_gflops(n_iter=20_000_000):
     return best / 1e9
 
 
+#: glibc's thresholds for a steady allocator (see :func:`steady_malloc`): blocks up to
+#: 32 MiB come from the heap, and the heap keeps up to 256 MiB it no longer uses.
+STEADY_MMAP_THRESHOLD = 32 << 20
+STEADY_TRIM_THRESHOLD = 256 << 20
+#: The same for a child process, which glibc reads from its environment at start.
+STEADY_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(STEADY_MMAP_THRESHOLD),
+                     "MALLOC_TRIM_THRESHOLD_": str(STEADY_TRIM_THRESHOLD)}
+
+
 def steady_malloc():
     """Keep glibc's allocator from handing large blocks back to the OS after use.
 
@@ -151,8 +160,8 @@ def steady_malloc():
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(
-        mallopt(m_trim_threshold, 256 << 20))
+    return bool(mallopt(m_mmap_threshold, STEADY_MMAP_THRESHOLD)) and bool(
+        mallopt(m_trim_threshold, STEADY_TRIM_THRESHOLD))
 
 
 def torch_or_none(threads):

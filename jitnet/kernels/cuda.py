@@ -870,11 +870,15 @@ def maxpool2d_forward(x, kernel_size, stride):
     return _maxpool2d(_dev(x), int(kernel_size), int(stride), False)
 
 
-def _maxpool2d(x, k, stride, relu):
+def _pool_outputs(x, k, stride):
+    """Fresh ``(y, argmax)`` for a ``k x k`` pooling of ``x`` with ``stride``."""
     n, c, h, w = x.shape
     shape = (n, c, (h - k) // stride + 1, (w - k) // stride + 1)
-    y = _empty(shape, dtype=x.dtype)
-    argmax = _empty(shape, dtype=np.int32)
+    return _empty(shape, dtype=x.dtype), _empty(shape, dtype=np.int32)
+
+
+def _maxpool2d(x, k, stride, relu):
+    y, argmax = _pool_outputs(x, k, stride)
     if y.size:
         _maxpool2d_forward_kernel[_grid_1d(y.size)](x, k, stride, relu, y, argmax)
     return y, argmax
@@ -1622,10 +1626,7 @@ def batchnorm2d_maxpool2d_forward(x, weight, bias, running_mean, running_var, mo
     mean, invstd = _batchnorm_statistics(x, running_mean, running_var, momentum, eps,
                                          training)
     k, stride = int(pool_size), int(pool_stride)
-    n, c, h, w = x.shape
-    shape = (n, c, (h - k) // stride + 1, (w - k) // stride + 1)
-    y = _empty(shape, dtype=x.dtype)
-    argmax = _empty(shape, dtype=np.int32)
+    y, argmax = _pool_outputs(x, k, stride)
     if y.size:
         _batchnorm_maxpool2d_kernel[_grid_1d(y.size)](x, weight, bias, mean, invstd, k, stride,
                                                       bool(relu), y, argmax)
