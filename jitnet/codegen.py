@@ -1,4 +1,4 @@
-"""How Numba compiles the cpu kernels: 512-bit vectors on AVX-512 CPUs.
+"""How Numba compiles the cpu kernels: 512-bit vectors on AVX-512 CPUs, LLVM's -O2.
 
 Numba builds one LLVM target machine per process, at the first ``@njit``
 decoration, from the host CPU's name and features. For Intel CPUs with AVX-512
@@ -16,10 +16,25 @@ user chose ``NUMBA_CPU_NAME`` or ``NUMBA_CPU_FEATURES``, when Numba was already 
 use (a function decorated) before jitnet was imported, or with ``JITNET_PREFER_512_BIT=0``
 (:data:`jitnet.config.PREFER_512_BIT`). Numba's on-disk cache keys every entry by
 the features, so the two settings never share compiled code.
+
+jitnet's own kernels are decorated with :func:`njit`, Numba's, whose dispatcher
+compiles each new signature at LLVM's ``-O2`` (:data:`jitnet.config.LLVM_OPT`)
+instead of Numba's default ``-O3``. Their loops are blocked and unrolled by hand,
+and ``-O3`` spent the most time on them for nothing: on a 2-core Zen 4 the
+reference ConvNet's first step compiled for 19.2 s at ``-O3`` and 14.4 s at ``-O2``
+(``_gemm`` alone 4.1 -> 2.0 s), while the kernels and the warm training step ran
+as fast as before (see ``benchmarks/RESULTS.md``). The level is Numba's
+``NUMBA_OPT`` setting, set only while a jitnet kernel compiles (under Numba's
+compiler lock) and put back after, so other Numba code in the process keeps its
+level; a ``NUMBA_OPT`` set in the environment wins. Numba's cache does not key its
+entries by the level: a kernel cached at one level loads under the other.
 """
 
+import os
+
 import numba
-from numba.core.registry import cpu_target
+from numba.core.compiler_lock import global_compiler_lock
+from numba.core.registry import CPUDispatcher, cpu_target
 
 from . import config
 
@@ -58,3 +73,46 @@ def prefer_512_bit_vectors():
     numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
     status = "on (host features, -prefer-256-bit)"
     return True
+
+
+def opt_level():
+    """The LLVM level jitnet's kernels compile at, or None for Numba's own
+    (``NUMBA_OPT`` set in the environment, or :data:`jitnet.config.LLVM_OPT` None)."""
+    if "NUMBA_OPT" in os.environ:
+        return None
+    return config.LLVM_OPT
+
+
+class Dispatcher(CPUDispatcher):
+    """Numba's cpu dispatcher, compiling new signatures at :func:`opt_level`."""
+
+    def compile(self, sig):
+        level = opt_level()
+        if level is None:
+            return super().compile(sig)
+        # Numba's pass builders read numba.config.OPT as they run, so setting it
+        # for this compilation (and the kernels it calls, compiled inside it) is
+        # enough; the lock keeps another thread's compilation from seeing it.
+        with global_compiler_lock:
+            saved = numba.config.OPT
+            numba.config.OPT = type(saved)(level)
+            try:
+                return super().compile(sig)
+            finally:
+                numba.config.OPT = saved
+
+
+def njit(*args, **options):
+    """``numba.njit`` whose dispatcher is :class:`Dispatcher`: used as ``@njit`` or
+    ``@njit(**options)`` by jitnet's cpu kernels."""
+
+    def decorate(func):
+        dispatcher = numba.njit(**options)(func)
+        dispatcher.__class__ = Dispatcher  # the same object, one method more
+        return dispatcher
+
+    if args:
+        if len(args) == 1 and callable(args[0]) and not options:
+            return decorate(args[0])
+        raise TypeError(f"njit expected a function or keyword options, got {args!r}")
+    return decorate

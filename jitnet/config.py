@@ -21,6 +21,10 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 #: 256-bit ones (see :mod:`jitnet.codegen`). ``JITNET_PREFER_512_BIT=0`` turns it off.
 PREFER_512_BIT = os.environ.get("JITNET_PREFER_512_BIT", "1") != "0"
 
+#: LLVM optimisation level of jitnet's cpu kernels (Numba's default is 3; see
+#: :mod:`jitnet.codegen`). None leaves Numba's; ``NUMBA_OPT`` in the environment wins.
+LLVM_OPT = 2
+
 #: On a first training run (empty Numba cache), compile the backward kernels in a
 #: helper process beside the forward ones (:mod:`jitnet.kernels.precompile`).
 #: ``JITNET_PRECOMPILE=0`` turns it off.

@@ -61,3 +61,70 @@ def test_numba_used_before_jitnet_is_left_alone():
     result = probe("numba-first")
     assert result["features"] is None
     assert "before jitnet" in result["status"]
+
+
+OPT_PROBE = """
+import json
+import numba
+from numba.core import event
+import jitnet
+from jitnet import codegen
+
+seen = {}
+
+class Level(event.Listener):  # numba.config.OPT as each compilation starts
+    def on_start(self, ev):
+        seen.setdefault(ev.data["dispatcher"].py_func.__name__, int(numba.config.OPT))
+    def on_end(self, ev):
+        pass
+
+event.register("numba:compile", Level())
+
+@codegen.njit(cache=False)
+def add_one(x):
+    return x + 1
+
+@codegen.njit
+def calls_add_one(x):
+    return add_one(x) * 2
+
+@numba.njit
+def plain(x):
+    return x - 1
+
+assert calls_add_one(1) == 4 and plain(1) == 0 and add_one(2.5) == 3.5
+print(json.dumps({"seen": seen, "after": int(numba.config.OPT),
+                  "types": type(add_one).__name__}))
+"""
+
+
+def opt_probe(**env):
+    clean = {k: v for k, v in os.environ.items() if k != "NUMBA_OPT"}
+    clean.update(env)
+    out = subprocess.run([sys.executable, "-c", OPT_PROBE], env=clean, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def test_jitnet_kernels_compile_at_llvm_o2_and_other_numba_code_keeps_its_level():
+    from jitnet import config
+
+    result = opt_probe()
+    assert config.LLVM_OPT == 2
+    # jitnet's kernels (and the one compiled inside another's compilation) at -O2;
+    # a plain @numba.njit function, and numba.config after, at Numba's own -O3.
+    assert result["seen"] == {"calls_add_one": 2, "add_one": 2, "plain": 3}
+    assert result["after"] == 3
+    assert result["types"] == "Dispatcher"
+
+
+def test_numba_opt_in_the_environment_wins():
+    result = opt_probe(NUMBA_OPT="1")
+    assert result["seen"] == {"calls_add_one": 1, "add_one": 1, "plain": 1}
+
+
+def test_njit_rejects_positional_options():
+    from jitnet import codegen
+
+    with pytest.raises(TypeError, match="expected a function or keyword options"):
+        codegen.njit("float64(float64)")

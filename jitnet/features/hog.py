@@ -42,8 +42,9 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from ..codegen import njit
 from ..targets import backend, get_target, to_numpy
 
 BLOCK_NORMS = ("L1", "L1-sqrt", "L2", "L2-Hys")

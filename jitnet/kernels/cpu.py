@@ -17,9 +17,10 @@ import types
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .. import config
+from ..codegen import njit
 from .pool import ArrayPool
 
 _JIT = dict(parallel=True, cache=True, fastmath=config.FASTMATH)
@@ -1377,7 +1378,6 @@ def _gemm(a, b3, c, column_major, n_chunks, part):
     """
     i_n, k_n = a.shape
     n_cb = b3.shape[1]
-    j_n = c.shape[1]
     n_rt = (i_n + _PIX - 1) // _PIX
     n_t = n_rt * n_cb
     last = i_n - 1
