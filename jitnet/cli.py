@@ -340,6 +340,7 @@ def cmd_info(args):
         ("NUMBA_NUM_THREADS", str(numba.config.NUMBA_NUM_THREADS)),
         ("threading layer", _threading_layer()),
         ("cpu vectors", _cpu_vectors()),
+        ("cpu kernels", _cpu_opt_level()),
         ("active target", targets.get_target()),
         ("available targets", ", ".join(targets.available_targets())),
     ]
@@ -357,6 +358,18 @@ def _cpu_vectors():
     from . import codegen
 
     return f"{llvm.get_host_cpu_name()}; 512-bit preference {codegen.status}"
+
+
+def _cpu_opt_level():
+    """The LLVM level jitnet's cpu kernels compile at (see :mod:`jitnet.codegen`)."""
+    import numba
+
+    from . import codegen
+
+    level = codegen.opt_level()
+    if level is None:
+        return f"LLVM -O{int(numba.config.OPT)} (Numba's level, NUMBA_OPT)"
+    return f"LLVM -O{level}"
 
 
 def _threading_layer():

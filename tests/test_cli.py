@@ -165,7 +165,7 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     for word in ("jitnet", "numpy", "numba", "python", "NUMBA_NUM_THREADS", "threading layer",
-                 "available targets", "cuda"):
+                 "available targets", "cuda", "cpu kernels", "LLVM -O"):
         assert word in out, word
 
 
