@@ -342,6 +342,36 @@ def test_linear(rng, dtype, with_bias):
     np.testing.assert_array_equal(dbias, got[2])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(5, 7, 3), (9, 300, 64), (130, 70, 64), (200, 600, 31),
+                                   (3, 0, 5)], ids=str)
+def test_matmul_packed_or_not_gives_the_same_bits(rng, dtype, shape):
+    # (I, K, J): one row tile; two reduction panels; 17 row tiles, which _matmul packs
+    # b for; a last column block padded with zeros; no reduction at all.
+    i, k, j = shape
+    a = rng.standard_normal((i, k)).astype(dtype)
+    b = rng.standard_normal((k, j)).astype(dtype)
+    c = cpu._matmul(a, b, dtype)
+    assert_close(c, a.astype(np.float64) @ b, dtype)
+    np.testing.assert_array_equal(cpu._matmul(a, b.T.copy(), dtype, b_transposed=True), c)
+    if k == 0:
+        return  # (_gemm itself needs a reduction)
+    # Both of _gemm's layouts of b, where b's own is one (whole column blocks).
+    j32 = -(-j // 32) * 32
+    b32 = np.zeros((k, j32), dtype=dtype)
+    b32[:, :j] = b
+    packed = np.empty((j32 // 32, k, 32), dtype=dtype)
+    cpu._pack_columns(b32, False, packed)
+    np.testing.assert_array_equal(packed, b32.reshape(k, -1, 32).transpose(1, 0, 2))
+    n_tiles = -(-i // 8) * (j32 // 32)
+    part = np.empty((n_tiles, 8, 32), dtype=dtype)
+    for column_major in (False, True):
+        for bf, k_step, cb_step in ((b32, j32, 32), (packed, 32, 32 * k)):
+            out = np.full((i, j), np.nan, dtype=dtype)
+            cpu._gemm(a, bf.reshape(-1), k_step, cb_step, out, column_major, 3, part)
+            np.testing.assert_array_equal(out, c)
+
+
 @pytest.mark.parametrize("module", [cpu, ref], ids=["cpu", "numpy"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_with_its_relu_is_the_two_kernels_bit_for_bit(rng, module, dtype):

@@ -1355,16 +1355,27 @@ _GEMM_KC = 256
 #: 17.2 ms (interleaved A/B medians), though no faster timed alone.
 _GEMM_REREAD_BYTES = 1 << 20
 
+#: :func:`_matmul` packs ``b`` (:func:`_pack_columns`) for a product of at least this
+#: many 8-row tiles of ``a``, each of which reads all of ``b``. Measured on a 2-core
+#: Zen 4 (each best of 4 medians, interleaved processes): fc1's weight gradient
+#: (32 tiles) 1.05-1.12 -> 0.82-0.93 ms, its input gradient at batch 128 (16)
+#: 1.54-1.79 -> 1.47-1.55, and at batch 64 (8 tiles) 0.68-0.72 -> 0.75-0.81 (the
+#: packing of the 4 MiB weight not paid back).
+_GEMM_PACK_ROW_TILES = 16
+
 
 @njit(**_JIT)
-def _gemm(a, b3, c, column_major, n_chunks, part):
+def _gemm(a, bf, k_step, cb_step, c, column_major, n_chunks, part):
     """``c[i, j] = sum_k a[i, k] * b[k, j]`` for the columns ``j`` that ``c`` has.
 
-    ``a`` is (I, K); ``b3`` is ``b`` (K, J) viewed as (K, J / 32, 32) with J a
-    multiple of 32 (zero-padded by the caller); ``c`` is (I, J') with J' <= J.
-    A tile is 8 rows times 32 columns; the last row tile repeats its last row
-    in unused slots (clamped indices) and stores only the valid rows. ``part``
-    (tiles, 8, 32) holds each tile's sums between panels.
+    ``a`` is (I, K); ``c`` is (I, J). ``b`` (K, J) comes flat, as ``bf`` with
+    ``b[k, 32 cb + j] = bf[cb * cb_step + k * k_step + j]`` for ``j < 32``: either
+    ``b`` itself (``k_step = J``, ``cb_step = 32``; J a multiple of 32) or packed
+    in blocks of 32 columns by :func:`_pack_columns` (``k_step = 32``,
+    ``cb_step = 32 K``; zeros past J). A tile is 8 rows times 32 columns;
+    the last row tile repeats its last row in unused slots (clamped indices) and
+    stores only the valid rows. ``part`` (tiles, 8, 32) holds each tile's sums
+    between panels.
 
     Notes
     -----
@@ -1375,9 +1386,15 @@ def _gemm(a, b3, c, column_major, n_chunks, part):
     consecutive tiles share: with ``column_major`` a column block of ``b``,
     else 8 rows of ``a``; the caller re-reads the smaller one. Every element
     sums ``k`` in ascending order, whatever ``n_chunks``.
+
+    Packed, a tile reads its block of ``b`` front to back. In ``b``'s own layout
+    the block's rows lie a row of ``b`` apart, 16 KiB for fc1's 4096 columns, so
+    all of them fall in the same two sets of the L1 cache: a product that
+    re-reads ``b`` for many row tiles pays for that (see :func:`_matmul`).
     """
     i_n, k_n = a.shape
-    n_cb = b3.shape[1]
+    n_cb = (c.shape[1] + _GEMM_COLS - 1) // _GEMM_COLS
+    ks = np.uint64(k_step)
     n_rt = (i_n + _PIX - 1) // _PIX
     n_t = n_rt * n_cb
     last = i_n - 1
@@ -1417,9 +1434,10 @@ def _gemm(a, b3, c, column_major, n_chunks, part):
                     a5 = a[r5, u]
                     a6 = a[r6, u]
                     a7 = a[r7, u]
+                    row = np.uint64(cb * cb_step) + u * ks  # unsigned, as u
                     for j in range(16):
-                        ba = b3[u, cb, j]
-                        bb = b3[u, cb, 16 + j]
+                        ba = bf[row + np.uint64(j)]
+                        bb = bf[row + np.uint64(16 + j)]
                         _tile_fma(acc, j, a0, a1, a2, a3, a4, a5, a6, a7, ba, bb)
                 if k1 < k_n:
                     for p in range(_PIX):
@@ -1427,6 +1445,40 @@ def _gemm(a, b3, c, column_major, n_chunks, part):
                             part[t, p, j] = acc[p, j]
                 else:
                     _gemm_store(acc, c, i0, cb * _GEMM_COLS)
+
+
+@njit(**_JIT)
+def _pack_columns(b, transposed, bp):
+    """``bp[cb, k, j] = B[k, 32 cb + j]``, zero past B's columns, for ``B = b``
+    (K, J) or, with ``transposed``, ``B = b.T`` with ``b`` (J, K): :func:`_gemm`'s
+    operand. Either way ``b`` is read row by row, 8 rows an iteration."""
+    k_n = b.shape[1] if transposed else b.shape[0]
+    j_n = b.shape[0] if transposed else b.shape[1]
+    n_cb = bp.shape[0]
+    zero = bp.dtype.type(0)
+    if transposed:
+        # No race: iteration rb owns the entries of b's rows [8 rb, 8 rb + 8), that
+        # is bp[:, :, j] for those columns (and the zero padding, iteration 0).
+        for rb in prange((j_n + 7) // 8):
+            for col in range(rb * 8, min(rb * 8 + 8, j_n)):
+                cb = col // _GEMM_COLS
+                j = col % _GEMM_COLS
+                for k in range(k_n):
+                    bp[cb, k, j] = b[col, k]
+            if rb == 0:
+                for j in range(j_n - (n_cb - 1) * _GEMM_COLS, _GEMM_COLS):
+                    for k in range(k_n):
+                        bp[n_cb - 1, k, j] = zero
+        return
+    # No race: iteration kb owns bp[:, 8 kb : 8 kb + 8].
+    for kb in prange((k_n + 7) // 8):
+        for cb in range(n_cb):
+            n_cols = min(_GEMM_COLS, j_n - cb * _GEMM_COLS)
+            for k in range(kb * 8, min(kb * 8 + 8, k_n)):
+                for j in range(n_cols):
+                    bp[cb, k, j] = b[k, cb * _GEMM_COLS + j]
+                for j in range(n_cols, _GEMM_COLS):
+                    bp[cb, k, j] = zero
 
 
 @njit(**_JIT_SMALL)
@@ -1444,41 +1496,34 @@ def _gemm_store(acc, c, i0, j0):
             cflat[row + j] = acc[p, j]
 
 
-def _matmul(a, b, dtype):
-    """``a @ b`` on :func:`_gemm`; ``a`` (I, K) and ``b`` (K, J) any layout."""
+def _matmul(a, b, dtype, b_transposed=False):
+    """``a @ b`` on :func:`_gemm`; ``a`` (I, K) and ``b`` (K, J) any layout, or with
+    ``b_transposed`` ``a @ b.T`` for ``b`` (J, K) (packed from its rows, no copy of
+    the transpose)."""
     a = np.ascontiguousarray(a, dtype=dtype)
-    k, j = b.shape
-    j_pad = -(-j // _GEMM_COLS) * _GEMM_COLS
-    if j_pad == j and b.flags.c_contiguous and b.dtype == dtype:
-        bp = b
+    b = np.ascontiguousarray(b, dtype=dtype)
+    k, j = b.shape[::-1] if b_transposed else b.shape
+    n_cb = -(-j // _GEMM_COLS)
+    n_rt = -(-a.shape[0] // _PIX)
+    if b_transposed or j % _GEMM_COLS or n_rt >= _GEMM_PACK_ROW_TILES:
+        bf = _empty((n_cb, k, _GEMM_COLS), dtype=dtype)
+        _pack_columns(b, b_transposed, bf)
+        k_step, cb_step = _GEMM_COLS, k * _GEMM_COLS
     else:
-        bp = _zeros((k, j_pad), dtype=dtype)
-        bp[:, :j] = b
+        bf, k_step, cb_step = b, j, _GEMM_COLS
     c = _empty((a.shape[0], j), dtype=dtype)
-    n_tiles = -(-a.shape[0] // _PIX) * (j_pad // _GEMM_COLS)
+    if k == 0:  # an empty sum: _gemm would store no tile
+        c.fill(0)
+        return c
+    n_tiles = n_rt * n_cb
     n_chunks = _chunks(n_tiles)
     part = _empty((n_tiles if k > _GEMM_KC else 0, _PIX, _GEMM_COLS), dtype=dtype)
     # Row-major tile order re-reads b and writes c along its rows; column-major
     # re-reads a and writes c in 8-row strips (see _gemm's notes). Re-read b when it
     # stays in cache, else the smaller operand.
-    column_major = bp.nbytes > _GEMM_REREAD_BYTES and bp.size > a.size
-    _gemm(a, bp.reshape(k, j_pad // _GEMM_COLS, _GEMM_COLS), c, column_major, n_chunks, part)
+    column_major = b.nbytes > _GEMM_REREAD_BYTES and b.size > a.size
+    _gemm(a, bf.reshape(-1), k_step, cb_step, c, column_major, n_chunks, part)
     return c
-
-
-@njit(**_JIT)
-def _transpose(a, at):
-    """``at = a.T`` for a C-contiguous ``a`` (I, J): blocks of 32 columns of ``a``,
-    each read row by row and written as 32 rows of ``at`` (fc1's ``x.T`` at batch 64:
-    0.20 ms as a NumPy assignment, 0.12 ms here)."""
-    i_n, j_n = a.shape
-    # No race: iteration b owns rows [32 b, 32 b + 32) of at.
-    for b in prange((j_n + 31) // 32):
-        j0 = b * 32
-        j1 = min(j0 + 32, j_n)
-        for i in range(i_n):
-            for j in range(j0, j1):
-                at[j, i] = a[i, j]
 
 
 @njit(**_JIT_SMALL)
@@ -1508,15 +1553,13 @@ def linear_forward(x, weight, bias, relu=False):
     Notes
     -----
     Computed as ``y.T = weight @ x.T`` so that the micro-kernel's vectors run
-    along the batch (``x.T`` is one small copy) and weight rows are read in place.
+    along the batch (``x.T`` packed from x's rows) and weight rows are read in place.
     """
     x = np.ascontiguousarray(x)
     dtype = x.dtype
     m = weight.shape[0]
     b = _zeros(m, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
-    xt = _empty((x.shape[1], x.shape[0]), dtype=dtype)
-    _transpose(x, xt)
-    yt = _matmul(weight, xt, dtype)
+    yt = _matmul(weight, x, dtype, b_transposed=True)
     y = _empty((x.shape[0], m), dtype=dtype)
     _transpose_add_bias(yt, b, y)
     if relu:  # in place, by relu_forward's kernel
