@@ -1,4 +1,5 @@
-"""How Numba compiles the cpu kernels: 512-bit vectors on AVX-512 CPUs, LLVM's -O2.
+"""How Numba compiles the cpu kernels: 512-bit vectors on AVX-512 CPUs, LLVM's -O2,
+and never the same kernel in two processes at once.
 
 Numba builds one LLVM target machine per process, at the first ``@njit``
 decoration, from the host CPU's name and features. For Intel CPUs with AVX-512
@@ -28,9 +29,23 @@ as fast as before (see ``benchmarks/RESULTS.md``). The level is Numba's
 compiler lock) and put back after, so other Numba code in the process keeps its
 level; a ``NUMBA_OPT`` set in the environment wins. Numba's cache does not key its
 entries by the level: a kernel cached at one level loads under the other.
+
+The same dispatcher compiles a kernel under a lock on a file beside the kernel's
+entry in Numba's on-disk cache (``fcntl.flock``, so on POSIX systems), taken after
+Numba's own compiler lock. A process that needs a kernel another process is
+compiling waits for it and then loads it from the cache instead of compiling it
+again: a first training run's helper process (:mod:`jitnet.kernels.precompile`)
+and the training process share the work without doing any of it twice, and so do
+test workers on an empty cache. A wait longer than
+:data:`jitnet.config.COMPILE_LOCK_TIMEOUT` gives up and compiles. Nested
+compilations (a kernel that calls another) take the locks caller first, and Numba
+kernels do not call themselves, so two processes cannot wait for each other.
 """
 
+import contextlib
 import os
+import threading
+import time
 
 import numba
 from numba.core.compiler_lock import global_compiler_lock
@@ -83,17 +98,77 @@ def opt_level():
     return config.LLVM_OPT
 
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, each process compiles what it needs
+    fcntl = None
+
+# Lock files this process holds, so that a compilation nested in another of the same
+# kernel (or a second thread's, under Numba's reentrant lock) does not wait for itself.
+_held = set()
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def compile_lock(dispatcher):
+    """Hold the cross-process lock of ``dispatcher``'s kernel (see the module's notes);
+    nothing for a kernel without an on-disk cache, or without ``fcntl``."""
+    try:
+        path = dispatcher._cache._cache_file._index_path + ".lock"
+    except AttributeError:  # no cache (NullCache), or another Numba's internals
+        path = None
+    with _held_guard:
+        mine = path is not None and fcntl is not None and path not in _held
+        if mine:
+            _held.add(path)
+    if not mine:
+        yield
+        return
+    fd = None
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # a read-only cache folder: Numba will not write there either
+            fd = None
+        if fd is not None and not _flock(fd, config.COMPILE_LOCK_TIMEOUT):
+            os.close(fd)
+            fd = None
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing the file releases its lock
+        with _held_guard:
+            _held.discard(path)
+
+
+def _flock(fd, timeout):
+    """Take an exclusive lock on ``fd`` within ``timeout`` seconds; whether it did."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        except OSError:  # a file system without locks
+            return False
+
+
 class Dispatcher(CPUDispatcher):
-    """Numba's cpu dispatcher, compiling new signatures at :func:`opt_level`."""
+    """Numba's cpu dispatcher, compiling new signatures at :func:`opt_level`, one
+    process at a time (:func:`compile_lock`)."""
 
     def compile(self, sig):
         level = opt_level()
-        if level is None:
-            return super().compile(sig)
-        # Numba's pass builders read numba.config.OPT as they run, so setting it
-        # for this compilation (and the kernels it calls, compiled inside it) is
-        # enough; the lock keeps another thread's compilation from seeing it.
-        with global_compiler_lock:
+        # Numba's compiler lock first, then the file's (the order every nested
+        # compilation keeps too). Numba's pass builders read numba.config.OPT as they
+        # run, so setting it for this compilation (and the kernels it calls, compiled
+        # inside it) is enough; the lock keeps another thread's from seeing it.
+        with global_compiler_lock, compile_lock(self):
+            if level is None:
+                return super().compile(sig)
             saved = numba.config.OPT
             numba.config.OPT = type(saved)(level)
             try:

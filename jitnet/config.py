@@ -25,6 +25,10 @@ PREFER_512_BIT = os.environ.get("JITNET_PREFER_512_BIT", "1") != "0"
 #: :mod:`jitnet.codegen`). None leaves Numba's; ``NUMBA_OPT`` in the environment wins.
 LLVM_OPT = 2
 
+#: Most seconds a cpu kernel's compilation waits for another process compiling the same
+#: kernel (:func:`jitnet.codegen.compile_lock`) before it compiles the kernel itself.
+COMPILE_LOCK_TIMEOUT = 120.0
+
 #: On a first training run (empty Numba cache), compile the backward kernels in a
 #: helper process beside the forward ones (:mod:`jitnet.kernels.precompile`).
 #: ``JITNET_PRECOMPILE=0`` turns it off.

@@ -128,3 +128,77 @@ def test_njit_rejects_positional_options():
 
     with pytest.raises(TypeError, match="expected a function or keyword options"):
         codegen.njit("float64(float64)")
+
+
+KERNEL_MODULE = """
+from jitnet.codegen import njit
+
+@njit(cache=True)
+def triple(x):
+    return 3 * x
+"""
+
+WAITER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import lockmod
+print("ready", flush=True)
+start = time.perf_counter()
+assert lockmod.triple(2) == 6
+stats = lockmod.triple.stats
+print(json.dumps({"hits": sum(stats.cache_hits.values()),
+                  "misses": sum(stats.cache_misses.values()),
+                  "seconds": time.perf_counter() - start}))
+"""
+
+
+def _kernel_module(tmp_path, name):
+    import importlib
+
+    (tmp_path / f"{name}.py").write_text(KERNEL_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the compile lock needs fcntl")
+def test_a_kernel_another_process_compiles_is_waited_for_and_loaded(tmp_path):
+    import time
+
+    from jitnet import codegen
+
+    module = _kernel_module(tmp_path, "lockmod")
+    with codegen.compile_lock(module.triple):  # this process is compiling triple
+        waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(tmp_path)],
+                                  stdout=subprocess.PIPE, text=True)
+        assert waiter.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # the other process asks for triple and waits
+        assert module.triple(2) == 6  # compiled here (no wait for its own lock) and cached
+    out, _ = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0
+    result = json.loads(out.splitlines()[-1])
+    # Without the lock the other process would have compiled triple itself, a second
+    # before this one did; with it, it waited and loaded this one's compilation.
+    assert result["misses"] == 0 and result["hits"] == 1
+    assert result["seconds"] > 0.5
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the compile lock needs fcntl")
+def test_a_lock_held_too_long_is_given_up(tmp_path, monkeypatch):
+    import fcntl
+    import time
+
+    from jitnet import codegen, config
+
+    module = _kernel_module(tmp_path, "lockmod2")
+    path = module.triple._cache._cache_file._index_path + ".lock"
+    monkeypatch.setattr(config, "COMPILE_LOCK_TIMEOUT", 0.3)
+    with open(path, "w") as other:  # a process that holds the lock and never lets go
+        fcntl.flock(other, fcntl.LOCK_EX)
+        start = time.perf_counter()
+        assert module.triple(2) == 6
+        assert time.perf_counter() - start >= 0.3
+    assert sum(module.triple.stats.cache_misses.values()) == 1  # compiled it itself
+    assert codegen._held == set()

@@ -6,7 +6,12 @@ and the optimizer need kernels of their own (the weight gradients above all), so
 while this process compiles the forward kernels a helper process can compile
 those, into the same on-disk cache, and this process loads them when it gets
 there. On two cores the reference ConvNet's cold first step went from 13.4-15.2
-to 9.2-10.3 s in the same hours (see ``benchmarks/RESULTS.md``).
+to 9.2-10.3 s in the same hours (see ``benchmarks/RESULTS.md``). The two work from
+opposite ends of the list, and where they meet, the one that comes second to a
+kernel the other is compiling waits for it and loads it rather than compiling it
+too (:func:`jitnet.codegen.compile_lock`). (The helper going in the order the
+training process needs the kernels made it wait for each: 14.2-15.6 s against
+11.5-13.7.)
 
 :func:`maybe_start` is called by ``nn.Sequential`` at its first forward pass in
 training mode on the cpu target. It starts the helper once per process, and only
