@@ -651,7 +651,7 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
     -------
     TrainResult
     """
-    from . import data, models, nn, optim
+    from . import nn, optim
 
     unknown = set(options) - set(CONVNET_DEFAULTS)
     if unknown:
@@ -669,17 +669,8 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
                     n_train=int(len(x_train)), n_test=int(len(x_test)))
 
     rng.manual_seed(int(seed))
-    model = models.convnet(num_classes=10, batchnorm=settings["batchnorm"])
-    model.to(get_target())
-    optimizer = optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
-                          nesterov=settings["nesterov"], weight_decay=settings["weight_decay"])
+    model, optimizer, normalize, loader = _convnet_parts(x_train, y_train, settings)
     scheduler = _schedule(optim, optimizer, settings["schedule"], epochs)
-    T = data.transforms
-    normalize = T.Normalize(mean, std)
-    train_transform = (T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), normalize])
-                       if settings["augment"] else normalize)
-    loader = data.DataLoader(x_train, y_train, batch_size=settings["batch_size"], shuffle=True,
-                             drop_last=False, transform=train_transform, seed=int(seed))
     metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x_test, y_test,
                   epochs=epochs, scheduler=scheduler, out_dir=out_dir, resume=resume,
                   quiet=quiet, eval_transform=normalize, model_name="convnet",
@@ -689,6 +680,52 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
     if out_dir is not None:
         write_json(Path(out_dir) / "metrics.json", metrics)
     return TrainResult(model, metrics, predictions, normalize)
+
+
+def _convnet_parts(x_train, y_train, settings):
+    """:func:`train_convnet`'s model (on the active target), SGD optimizer, Normalize
+    transform and training loader, from its ``settings``."""
+    from . import data, models, optim
+
+    model = models.convnet(num_classes=10, batchnorm=settings["batchnorm"])
+    model.to(get_target())
+    optimizer = optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings["momentum"],
+                          nesterov=settings["nesterov"], weight_decay=settings["weight_decay"])
+    T = data.transforms
+    normalize = T.Normalize(settings["mean"], settings["std"])
+    train_transform = (T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), normalize])
+                       if settings["augment"] else normalize)
+    loader = data.DataLoader(x_train, y_train, batch_size=settings["batch_size"], shuffle=True,
+                             drop_last=False, transform=train_transform, seed=settings["seed"])
+    return model, optimizer, normalize, loader
+
+
+def precompile_convnet(x_train, y_train, batch_size=None):
+    """Start compiling :func:`train_convnet`'s kernels in a helper process, now.
+
+    ``jitnet compare`` calls it before it trains the HoG classifier: on a cold Numba
+    cache the ConvNet's kernels, forward and backward, compile meanwhile (see
+    :func:`jitnet.kernels.precompile.ahead`). Nothing happens on a warm cache, on one
+    CPU or off the cpu target; jitnet's generator is left as it was.
+    """
+    from . import nn
+    from .kernels import precompile
+
+    settings = dict(CONVNET_DEFAULTS, seed=0)
+    if batch_size is not None:
+        settings["batch_size"] = int(batch_size)
+    mean, std = channel_stats(x_train[:256])
+    settings.update(mean=mean.tolist(), std=std.tolist())
+    state = rng.get_state()
+    try:
+        # A few images, one batch of them: the helper's step has the training's types.
+        few = min(len(x_train), 8)
+        model, optimizer, normalize, loader = _convnet_parts(
+            x_train[:few], y_train[:few], dict(settings, batch_size=few))
+    finally:
+        rng.set_state(state)
+    precompile.ahead(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader,
+                     eval_transform=normalize)
 
 
 def _schedule(optim, optimizer, name, epochs):

@@ -66,7 +66,8 @@ def test_the_first_training_forward_on_the_cpu_starts_one_helper(fresh):
     assert helper.env["JITNET_PRECOMPILE"] == "0"  # it starts none of its own
     assert "precompile.child(job)" in helper.args[-1]
     assert repr(os.path.dirname(jitnet.__file__)) in helper.args[-1]  # this very package
-    sent, shape, dtype = pickle.loads(helper.written)
+    kind, (sent, shape, dtype) = pickle.loads(helper.written)
+    assert kind == "backward"
     assert [type(m) for m in sent] == [type(m) for m in model]
     assert shape == (2, 3, 8, 8) and dtype == "float32"
 
@@ -74,8 +75,61 @@ def test_the_first_training_forward_on_the_cpu_starts_one_helper(fresh):
 def test_the_helper_runs_a_few_images_of_a_large_batch(fresh):
     with jitnet.use_target("cpu"):
         _small_net()(np.zeros((64, 3, 8, 8), np.float32))
-    _, shape, _ = pickle.loads(fresh[0].written)
+    _, (_, shape, _) = pickle.loads(fresh[0].written)
     assert shape == (8, 3, 8, 8)
+
+
+def test_compare_starts_the_convnets_helper_before_the_hog_classifier(fresh, monkeypatch):
+    from jitnet import train
+
+    x = (np.arange(20 * 3 * 32 * 32) % 256).astype(np.uint8).reshape(20, 3, 32, 32)
+    y = np.arange(20) % 10
+    state = jitnet.rng.get_state()
+    with jitnet.use_target("cpu"):
+        train.precompile_convnet(x, y, batch_size=16)
+        train.precompile_convnet(x, y)  # once per process
+    assert jitnet.rng.get_state() == state  # the training's random draws are untouched
+    assert len(fresh) == 1
+    kind, (model, loss_fn, optimizer, loader, normalize) = pickle.loads(fresh[0].written)
+    assert kind == "step" and len(loader.x) == 8 and loader.batch_size == 8
+    assert [type(m).__name__ for m in model][:3] == ["Conv2d", "BatchNorm2d", "ReLU"]
+    assert type(optimizer).__name__ == "SGD" and type(normalize).__name__ == "Normalize"
+
+
+def test_no_step_helper_off_the_cpu_target(fresh):
+    from jitnet import train
+
+    x = np.zeros((8, 3, 32, 32), np.uint8)
+    with jitnet.use_target("numpy"):
+        train.precompile_convnet(x, np.zeros(8, np.int64))
+    assert fresh == []
+
+
+def test_the_step_helper_compiles_what_the_training_runs(monkeypatch):
+    # Its job, run here: a training step's forward as fit takes it (the fused
+    # convolution, batch norm and pooling calls), every layer's backward and the
+    # updates, then predict in eval mode.
+    from jitnet import data, models, optim
+
+    calls = []
+    for name in ("conv2d_forward", "conv2d_maxpool2d_forward", "batchnorm2d_maxpool2d_forward",
+                 "batchnorm2d_forward", "conv2d_backward", "batchnorm2d_backward",
+                 "linear_forward", "linear_backward", "sgd_update", "sgd_update_many"):
+        if hasattr(cpu, name):
+            kernel = getattr(cpu, name)
+            monkeypatch.setattr(cpu, name, lambda *a, name=name, kernel=kernel, **kw:
+                                calls.append(name) or kernel(*a, **kw))
+    model = models.convnet(batchnorm=True)
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    normalize = data.transforms.Normalize([0.5] * 3, [0.25] * 3)
+    loader = data.DataLoader(np.zeros((4, 3, 32, 32), np.uint8), np.zeros(4, np.int64), 4,
+                             transform=normalize)
+    precompile.compile_step_kernels(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader,
+                                    normalize)
+    assert "conv2d_backward" in calls and "linear_backward" in calls
+    assert "batchnorm2d_maxpool2d_forward" in calls  # Sequential's fused forward
+    assert any(name.startswith("sgd_update") for name in calls)
+    assert not model.training  # and predict ran in eval mode
 
 
 @pytest.mark.parametrize("case", ["eval", "numpy", "off", "cached"])
