@@ -282,7 +282,7 @@ def cmd_compare(args):
     start = time.perf_counter()
     # On a cold Numba cache the ConvNet's kernels compile in a helper process while
     # the HoG classifier trains (nothing happens once they are cached).
-    train.precompile_convnet(x_train, y_train, batch_size=args.batch_size)
+    train.precompile_convnet(x_train, y_train)
     hog = train.train_hog_linear(x_train, y_train, x_test, y_test, seed=args.seed,
                                  out_dir=out / "hog_linear", quiet=args.quiet)
     net = train.train_convnet(

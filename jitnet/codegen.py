@@ -103,8 +103,8 @@ try:
 except ImportError:  # not POSIX: no lock, each process compiles what it needs
     fcntl = None
 
-# Lock files this process holds, so that a compilation nested in another of the same
-# kernel (or a second thread's, under Numba's reentrant lock) does not wait for itself.
+# Lock files this process holds, so that a compilation of a kernel nested in its own
+# (another signature, typed while the first compiles) does not wait for itself.
 _held = set()
 _held_guard = threading.Lock()
 

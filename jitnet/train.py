@@ -700,7 +700,7 @@ def _convnet_parts(x_train, y_train, settings):
     return model, optimizer, normalize, loader
 
 
-def precompile_convnet(x_train, y_train, batch_size=None):
+def precompile_convnet(x_train, y_train):
     """Start compiling :func:`train_convnet`'s kernels in a helper process, now.
 
     ``jitnet compare`` calls it before it trains the HoG classifier: on a cold Numba
@@ -711,17 +711,16 @@ def precompile_convnet(x_train, y_train, batch_size=None):
     from . import nn
     from .kernels import precompile
 
-    settings = dict(CONVNET_DEFAULTS, seed=0)
-    if batch_size is not None:
-        settings["batch_size"] = int(batch_size)
-    mean, std = channel_stats(x_train[:256])
-    settings.update(mean=mean.tolist(), std=std.tolist())
+    # A few images, one batch of them: the kernels' types do not depend on the batch
+    # size, nor on the normalisation's statistics.
+    few = min(len(x_train), 8)
+    mean, std = channel_stats(x_train[:few])
+    settings = dict(CONVNET_DEFAULTS, batch_size=few, seed=0, mean=mean.tolist(),
+                    std=std.tolist())
     state = rng.get_state()
     try:
-        # A few images, one batch of them: the helper's step has the training's types.
-        few = min(len(x_train), 8)
-        model, optimizer, normalize, loader = _convnet_parts(
-            x_train[:few], y_train[:few], dict(settings, batch_size=few))
+        model, optimizer, normalize, loader = _convnet_parts(x_train[:few], y_train[:few],
+                                                             settings)
     finally:
         rng.set_state(state)
     precompile.ahead(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader,

@@ -86,7 +86,7 @@ def test_compare_starts_the_convnets_helper_before_the_hog_classifier(fresh, mon
     y = np.arange(20) % 10
     state = jitnet.rng.get_state()
     with jitnet.use_target("cpu"):
-        train.precompile_convnet(x, y, batch_size=16)
+        train.precompile_convnet(x, y)
         train.precompile_convnet(x, y)  # once per process
     assert jitnet.rng.get_state() == state  # the training's random draws are untouched
     assert len(fresh) == 1
