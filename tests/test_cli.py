@@ -100,7 +100,10 @@ def test_ctrl_c_saves_checkpoint_and_exits_130(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "jitnet", "train", "--target", "numpy", "--data", "synthetic",
          "--n-train", "512", "--n-test", "32", "--epochs", "20", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+        # Ctrl-C's default action even where this run inherited SIGINT ignored (a job
+        # started in the background by a shell): Python then installs no handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out / "checkpoint.npz").exists():  # written before the first batch
