@@ -719,12 +719,10 @@ def precompile_convnet(x_train, y_train):
                     std=std.tolist())
     state = rng.get_state()
     try:
-        model, optimizer, normalize, loader = _convnet_parts(x_train[:few], y_train[:few],
-                                                             settings)
+        model, _, normalize, loader = _convnet_parts(x_train[:few], y_train[:few], settings)
     finally:
         rng.set_state(state)
-    precompile.ahead(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader,
-                     eval_transform=normalize)
+    precompile.ahead(model, nn.SoftmaxCrossEntropyLoss(), loader, eval_transform=normalize)
 
 
 def _schedule(optim, optimizer, name, epochs):

@@ -1066,7 +1066,9 @@ def _pad_planes(src, dst, top, left):
     # Flat planes and unsigned offsets: the row copy's loads and stores contiguous.
     sf = src.reshape((n_img, n_ch, h_n * w_n))
     df = dst.reshape((n_img, dst.shape[1], h_d * w_d))
-    shift = np.uint64(j0 - left)  # source column of dst's column j0
+    # Source column of dst's column j0 (wraps when src lies past dst's right edge,
+    # and then no row copies anything).
+    shift = np.uint64(j0 - left)
     # No race: iteration n owns dst[n].
     for n in prange(n_img):
         for c in range(n_ch):
@@ -1527,6 +1529,10 @@ def _matmul(a, b, dtype, b_transposed=False):
     a = np.ascontiguousarray(a, dtype=dtype)
     b = np.ascontiguousarray(b, dtype=dtype)
     k, j = b.shape[::-1] if b_transposed else b.shape
+    c = _empty((a.shape[0], j), dtype=dtype)
+    if k == 0:  # an empty sum: _gemm would store no tile
+        c.fill(0)
+        return c
     n_cb = -(-j // _GEMM_COLS)
     n_rt = -(-a.shape[0] // _PIX)
     if b_transposed or j % _GEMM_COLS or n_rt >= _GEMM_PACK_ROW_TILES:
@@ -1535,10 +1541,6 @@ def _matmul(a, b, dtype, b_transposed=False):
         k_step, cb_step = _GEMM_COLS, k * _GEMM_COLS
     else:
         bf, k_step, cb_step = b, j, _GEMM_COLS
-    c = _empty((a.shape[0], j), dtype=dtype)
-    if k == 0:  # an empty sum: _gemm would store no tile
-        c.fill(0)
-        return c
     n_tiles = n_rt * n_cb
     n_chunks = _chunks(n_tiles)
     part = _empty((n_tiles if k > _GEMM_KC else 0, _PIX, _GEMM_COLS), dtype=dtype)

@@ -74,15 +74,15 @@ def maybe_start(model, x):
     _spawn(payload)
 
 
-def ahead(model, loss_fn, optimizer, loader, eval_transform=None):
+def ahead(model, loss_fn, loader, eval_transform=None):
     """Start the helper now, long before ``model``'s first step, for all of that step.
 
     ``jitnet compare`` calls it before the HoG classifier trains, which leaves the
     ConvNet's kernels, forward ones included, to compile meanwhile. The helper
-    compiles the kernels of a training step of (copies of) ``model``, ``loss_fn``
-    and ``optimizer`` on the first batch of ``loader`` (a
-    :class:`jitnet.data.DataLoader` over a few images, with the training transform),
-    and of :func:`jitnet.train.predict` with ``eval_transform`` (see
+    compiles the kernels of a training step of (a copy of) ``model`` with
+    ``loss_fn`` on the first batch of ``loader`` (a :class:`jitnet.data.DataLoader`
+    over a few images, with the training transform), the optimizers' updates, and
+    :func:`jitnet.train.predict`'s kernels with ``eval_transform`` (see
     :func:`compile_step_kernels`). When this process gets there, it loads what is
     compiled, waits for the kernel in flight, and compiles the rest itself. Same
     conditions as :func:`maybe_start` (once per process, a cold cache, two CPUs), and
@@ -93,7 +93,7 @@ def ahead(model, loss_fn, optimizer, loader, eval_transform=None):
     if targets.get_target() != "cpu" or not _first_cold_try(model):
         return
     try:
-        payload = pickle.dumps(("step", (model, loss_fn, optimizer, loader, eval_transform)))
+        payload = pickle.dumps(("step", (model, loss_fn, loader, eval_transform)))
     except Exception:  # noqa: BLE001 - something that does not pickle: no helper
         return
     _spawn(payload)
@@ -173,7 +173,7 @@ def child(job):
         compile_training_kernels(*args)
 
 
-def compile_step_kernels(model, loss_fn, optimizer, loader, eval_transform):
+def compile_step_kernels(model, loss_fn, loader, eval_transform):
     """The kernels of a training step on the first batch of ``loader`` and of
     :func:`jitnet.train.predict`, on the cpu target: the loader's transforms, the
     forward pass and the loss as :func:`jitnet.train.fit` runs them, then
