@@ -355,12 +355,14 @@ def cmd_info(args):
 
 
 def _cpu_vectors():
-    """LLVM's CPU name and whether jitnet lifted its 256-bit vector preference."""
+    """LLVM's CPU name, whether jitnet lifted its 256-bit vector preference, and the
+    vector width the kernels' register tiles are sized for."""
     import llvmlite.binding as llvm
 
     from . import codegen
 
-    return f"{llvm.get_host_cpu_name()}; 512-bit preference {codegen.status}"
+    return (f"{llvm.get_host_cpu_name()}; 512-bit preference {codegen.status}; "
+            f"tiles for {codegen.vector_lanes()} float32 lanes")
 
 
 def _cpu_opt_level():

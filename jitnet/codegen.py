@@ -48,6 +48,7 @@ import threading
 import time
 
 import numba
+from numba.core.caching import FunctionCache
 from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import CPUDispatcher, cpu_target
 
@@ -88,6 +89,39 @@ def prefer_512_bit_vectors():
     numba.config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
     status = "on (host features, -prefer-256-bit)"
     return True
+
+
+def vector_lanes():
+    """float32 lanes of the vectors Numba will compile jitnet's kernels with: 16 where
+    it emits 512-bit vectors, else 8; :data:`jitnet.config.VECTOR_LANES` when set.
+
+    The kernels' register tiles are written for this width (``jitnet/kernels/cpu.py``):
+    a tile of 16-lane rows on a CPU with 256-bit vectors holds twice as many
+    registers as it has (16 on AVX2), and the spills cost 2-5x (measured on a 2-core
+    Zen 3: conv2's forward 13.4 ms at 16 lanes). 512-bit vectors need AVX-512 and no
+    ``prefer-256-bit`` tuning: Intel CPUs have it unless
+    :func:`prefer_512_bit_vectors` lifted it; AMD's (Zen 4 and later) do not.
+    """
+    if config.VECTOR_LANES is not None:
+        if str(config.VECTOR_LANES) not in ("8", "16"):
+            raise ValueError(
+                f"JITNET_VECTOR_LANES must be 8 or 16 (or unset), got {config.VECTOR_LANES!r}")
+        return int(config.VECTOR_LANES)
+    import llvmlite.binding as llvm
+
+    if numba.config.CPU_FEATURES is not None:
+        features = numba.config.CPU_FEATURES
+    elif numba.config.CPU_NAME is None:
+        features = llvm.get_host_cpu_features().flatten()
+    else:
+        features = ""
+    flags = set(features.split(","))
+    name = numba.config.CPU_NAME or llvm.get_host_cpu_name()
+    if "+avx512f" not in flags:
+        return 8
+    if "-prefer-256-bit" in flags or name.startswith("znver"):
+        return 16
+    return 8
 
 
 def opt_level():
@@ -177,13 +211,30 @@ class Dispatcher(CPUDispatcher):
                 numba.config.OPT = saved
 
 
+class _KernelCache(FunctionCache):
+    """Numba's on-disk cache of a function, with :func:`vector_lanes` in each entry's key.
+
+    The kernels' tile shapes are module constants chosen from that width, which Numba
+    freezes into the compiled code but leaves out of its key (the function's bytecode,
+    signature and CPU). The width follows the CPU features, which the key has, except
+    where ``JITNET_VECTOR_LANES`` chooses it: without this, a process choosing 16
+    loaded kernels compiled for 8, and their tiles overran the wrappers' buffers.
+    """
+
+    def _index_key(self, sig, codegen):
+        return super()._index_key(sig, codegen) + (("vector lanes", vector_lanes()),)
+
+
 def njit(*args, **options):
-    """``numba.njit`` whose dispatcher is :class:`Dispatcher`: used as ``@njit`` or
+    """``numba.njit`` whose dispatcher is :class:`Dispatcher` (and whose on-disk cache,
+    with ``cache=True``, is :class:`_KernelCache`): used as ``@njit`` or
     ``@njit(**options)`` by jitnet's cpu kernels."""
 
     def decorate(func):
         dispatcher = numba.njit(**options)(func)
         dispatcher.__class__ = Dispatcher  # the same object, one method more
+        if type(getattr(dispatcher, "_cache", None)) is FunctionCache:
+            dispatcher._cache = _KernelCache(func)
         return dispatcher
 
     if args:

@@ -21,6 +21,12 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 #: 256-bit ones (see :mod:`jitnet.codegen`). ``JITNET_PREFER_512_BIT=0`` turns it off.
 PREFER_512_BIT = os.environ.get("JITNET_PREFER_512_BIT", "1") != "0"
 
+#: float32 lanes per vector that the cpu kernels' register tiles are sized for:
+#: 16 (512-bit vectors) or 8 (256-bit). None works it out from the CPU features Numba
+#: compiles for (:func:`jitnet.codegen.vector_lanes`); ``JITNET_VECTOR_LANES=8`` or
+#: ``16`` chooses (either computes the same results, at a different speed).
+VECTOR_LANES = os.environ.get("JITNET_VECTOR_LANES") or None
+
 #: LLVM optimisation level of jitnet's cpu kernels (Numba's default is 3; see
 #: :mod:`jitnet.codegen`). None leaves Numba's; ``NUMBA_OPT`` in the environment wins.
 LLVM_OPT = 2

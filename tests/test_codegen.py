@@ -63,6 +63,34 @@ def test_numba_used_before_jitnet_is_left_alone():
     assert "before jitnet" in result["status"]
 
 
+@pytest.mark.parametrize("name, features, lanes", [
+    ("znver3", "+avx,+avx2,+fma,-avx512f", 8),
+    ("znver4", "+avx2,+avx512f", 16),
+    ("skylake-avx512", "+avx2,+avx512f", 8),  # LLVM's tuning prefers 256-bit vectors
+    ("skylake-avx512", "+avx2,+avx512f,-prefer-256-bit", 16),
+    ("generic", "", 8),
+])
+def test_vector_lanes_follow_the_vectors_numba_compiles(monkeypatch, name, features, lanes):
+    import numba
+
+    from jitnet import codegen, config
+
+    monkeypatch.setattr(config, "VECTOR_LANES", None)
+    monkeypatch.setattr(numba.config, "CPU_NAME", name)
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+    assert codegen.vector_lanes() == lanes
+
+
+def test_vector_lanes_chosen_in_the_environment(monkeypatch):
+    from jitnet import codegen, config
+
+    monkeypatch.setattr(config, "VECTOR_LANES", "16")
+    assert codegen.vector_lanes() == 16
+    monkeypatch.setattr(config, "VECTOR_LANES", "12")
+    with pytest.raises(ValueError, match="must be 8 or 16.*'12'"):
+        codegen.vector_lanes()
+
+
 OPT_PROBE = """
 import json
 import numba

@@ -375,16 +375,17 @@ def test_matmul_packed_or_not_gives_the_same_bits(rng, dtype, shape):
     if k == 0:
         return  # (_gemm itself needs a reduction)
     # Both of _gemm's layouts of b, where b's own is one (whole column blocks).
-    j32 = -(-j // 32) * 32
-    b32 = np.zeros((k, j32), dtype=dtype)
-    b32[:, :j] = b
-    packed = np.empty((j32 // 32, k, 32), dtype=dtype)
-    cpu._pack_columns(b32, False, packed)
-    np.testing.assert_array_equal(packed, b32.reshape(k, -1, 32).transpose(1, 0, 2))
-    n_tiles = -(-i // 8) * (j32 // 32)
-    part = np.empty((n_tiles, 8, 32), dtype=dtype)
+    cols, rows = cpu._GEMM_COLS, cpu._PIX  # the tile: 32 x 8 or 16 x 4 (vector width)
+    jb = -(-j // cols) * cols
+    bb = np.zeros((k, jb), dtype=dtype)
+    bb[:, :j] = b
+    packed = np.empty((jb // cols, k, cols), dtype=dtype)
+    cpu._pack_columns(bb, False, packed)
+    np.testing.assert_array_equal(packed, bb.reshape(k, -1, cols).transpose(1, 0, 2))
+    n_tiles = -(-i // rows) * (jb // cols)
+    part = np.empty((n_tiles, rows, cols), dtype=dtype)
     for column_major in (False, True):
-        for bf, k_step, cb_step in ((b32, j32, 32), (packed, 32, 32 * k)):
+        for bf, k_step, cb_step in ((bb, jb, cols), (packed, cols, cols * k)):
             out = np.full((i, j), np.nan, dtype=dtype)
             cpu._gemm(a, bf.reshape(-1), k_step, cb_step, out, column_major, 3, part)
             np.testing.assert_array_equal(out, c)
@@ -630,3 +631,76 @@ def test_adam_update(rng, dtype):
     cpu.adam_update(param, grad, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3)
     ref.adam_update(state_ref[0], grad, state_ref[1], state_ref[2], 1e-3, 0.9, 0.999, 1e-8, 0.01, 3)
     assert_all_close((param, m, v), state_ref, dtype)
+
+
+# --------------------------------------------------------------------------
+# the other vector width
+# --------------------------------------------------------------------------
+
+OTHER_WIDTH = """
+import json
+import numpy as np
+from jitnet.kernels import cpu, numpy_ref as ref
+
+rng = np.random.default_rng(0)
+f32 = np.float32
+errors = {"lanes": cpu._LANES}
+
+
+def err(name, got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    errors[name] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+def conv(name, n, c, h, w, f, k, s, p):
+    x = rng.standard_normal((n, c, h, w)).astype(f32)
+    weight = rng.standard_normal((f, c, k, k)).astype(f32)
+    bias = rng.standard_normal(f).astype(f32)
+    y = cpu.conv2d_forward(x, weight, bias, s, p, 1)
+    err(name + " forward", y, ref.conv2d_forward(x, weight, bias, s, p, 1))
+    dy = rng.standard_normal(y.shape).astype(f32)
+    got = cpu.conv2d_backward(dy, x, weight, s, p, 1)
+    for part, g, e in zip(("dx", "dweight", "dbias"), got,
+                          ref.conv2d_backward(dy, x, weight, s, p, 1)):
+        err(f"{name} {part}", g, e)
+
+
+conv("rows", 3, 3, 9, 21, 7, 3, 1, 1)      # row kernels; dweight with the bias slot
+conv("channel tiles", 2, 32, 6, 7, 10, 3, 1, 1)  # dweight on whole channel blocks
+conv("tiles", 2, 5, 9, 9, 19, 3, 2, 1)     # strided: channel-last tiles
+x = rng.standard_normal((3, 3, 10, 18)).astype(f32)
+weight = rng.standard_normal((9, 3, 3, 3)).astype(f32)
+bias = rng.standard_normal(9).astype(f32)
+got = cpu.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
+want = ref.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
+err("conv + pool + relu", got[0], want[0])
+errors["argmax equal"] = bool(np.array_equal(got[1], want[1]))
+a = rng.standard_normal((30, 300)).astype(f32)
+b = rng.standard_normal((300, 45)).astype(f32)
+err("matmul", cpu._matmul(a, b, f32), a.astype(np.float64) @ b)
+print(json.dumps(errors))
+"""
+
+
+def test_kernels_at_the_other_vector_width(tmp_path):
+    # The register tiles are sized for the CPU's vectors (16 or 8 float32 lanes):
+    # this runs the width this machine does not choose, in a process of its own,
+    # on a Numba cache that a process at the native width filled first (the width
+    # is in each entry's key: loading the other's kernels overran their buffers).
+    import json
+    import os
+    import subprocess
+    import sys
+
+    native = cpu._LANES
+    other = 8 if native == 16 else 16
+    for lanes in (native, other):
+        env = dict(os.environ, JITNET_VECTOR_LANES=str(lanes),
+                   NUMBA_CACHE_DIR=str(tmp_path))
+        out = subprocess.run([sys.executable, "-c", OTHER_WIDTH], env=env, check=True,
+                             capture_output=True, text=True).stdout
+        errors = json.loads(out.splitlines()[-1])
+        assert errors.pop("lanes") == lanes
+        assert errors.pop("argmax equal")
+        bad = {name: e for name, e in errors.items() if not e <= RTOL[np.float32]}
+        assert not bad, (lanes, bad)
