@@ -619,10 +619,12 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
 
 
 #: Tile of the row-vector weight-gradient kernel: output channels x (c, kh, kw)
-#: triples, 4 x 5 vectors with AVX-512's 32 registers, 2 x 4 with AVX2's 16. The
-#: kernel writes out 4 x 5 and leaves the rest to these constants.
+#: triples, 4 x 5 vectors with AVX-512's 32 registers, 2 x 5 with AVX2's 16 (the
+#: kernel writes out 4 and leaves the last 2 to ``_WROWS_OUT == 4``). On a 2-core
+#: Zen 3, conv1 at batch 64: 2 x 5 1.89-1.91 ms, 3 x 5 1.91-1.97, 2 x 4 2.12-2.17,
+#: 3 x 4 2.14-2.29.
 _WROWS_OUT = 4 if _LANES == 16 else 2
-_WROWS_TAPS = 5 if _LANES == 16 else 4
+_WROWS_TAPS = 5
 
 
 @njit(**_JIT)
@@ -676,10 +678,10 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
     # Each tile's output channels, and its triples' channels and flat offsets (kernel
     # row * wx + kernel column + the block's column), worked out once rather than
     # with a dozen integer divisions per image and tile.
-    # (Four and five columns, as written out below; a smaller tile repeats its first.)
+    # (Four columns, as written out below; a tile of 2 repeats its first.)
     outs = np.empty((n_t, 4), dtype=np.int64)
-    chans = np.empty((n_t, 5), dtype=np.int64)
-    offs = np.empty((n_t, 5), dtype=np.uint64)
+    chans = np.empty((n_t, _WROWS_TAPS), dtype=np.int64)
+    offs = np.empty((n_t, _WROWS_TAPS), dtype=np.uint64)
     cols = np.empty(n_t, dtype=np.uint64)
     for t in range(n_t):
         # t = ((group * n_ft + channel tile) * n_v + block) * n_qt + triple tile: the
@@ -701,9 +703,6 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
             offs[t, b] = (q % k_n) // kw_n * wx + q % kw_n + cols[t]
         for a in range(_WROWS_OUT, 4):
             outs[t, a] = outs[t, 0]
-        for b in range(_WROWS_TAPS, 5):
-            chans[t, b] = chans[t, 0]
-            offs[t, b] = offs[t, 0]
     per_chunk = (n_t + n_chunks - 1) // n_chunks
     # No race: iteration chunk owns tiles [t0, t1) of part and their dweight entries.
     for chunk in prange(n_chunks):
@@ -741,14 +740,13 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
                             acc[0, 1, lane] += d0 * x1
                             acc[0, 2, lane] += d0 * x2
                             acc[0, 3, lane] += d0 * x3
+                            acc[0, 4, lane] += d0 * x4
                             acc[1, 0, lane] += d1 * x0
                             acc[1, 1, lane] += d1 * x1
                             acc[1, 2, lane] += d1 * x2
                             acc[1, 3, lane] += d1 * x3
-                            if _WROWS_TAPS > 4:  # constants (see _WROWS_OUT)
-                                acc[0, 4, lane] += d0 * x4
-                                acc[1, 4, lane] += d1 * x4
-                            if _WROWS_OUT > 2:
+                            acc[1, 4, lane] += d1 * x4
+                            if _WROWS_OUT == 4:  # a constant (see _WROWS_OUT)
                                 acc[2, 0, lane] += d2 * x0
                                 acc[2, 1, lane] += d2 * x1
                                 acc[2, 2, lane] += d2 * x2
@@ -1013,7 +1011,7 @@ def _pool_tile(acc, bias, pflat, aflat, best_v, best_at, n, f0, n_ch, h0, wo0, w
         best = v if take else best
         at = wide + np.int32(1) if take else at
         if relu:
-            best = best if (best > zero or best != best) else zero
+            best = best if (best > zero) | (best != best) else zero
         best_v[k] = best
         best_at[k] = np.int32(c % np.uint64(_LANES)) + at
     hq = h0 // 2
@@ -2143,7 +2141,7 @@ def _batchnorm2d_pool2x2(x, scale, shift, y, argmax, relu):
                 best = v if take else best
                 at = w_n + 1 if take else at
                 if relu:
-                    best = best if (best > zero or best != best) else zero
+                    best = best if (best > zero) | (best != best) else zero
                 y[n, c, ho, wo] = best
                 argmax[n, c, ho, wo] = 2 * ho * w_n + 2 * wo + at
 
