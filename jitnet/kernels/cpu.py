@@ -891,9 +891,10 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, y_shape, y, pooled, argmax, rel
     (zeros past the end, so every load is a whole vector). Tap ``q`` of group ``g``
     (one ``(c, kh, kw)`` of the kernel) reads the input at flat offset
     ``taps[g, q]`` from the tile's corner, and ``w8[g, fb, q, j]`` is its weight for
-    output channel ``g * Fg + fb * 8 + j`` (zero past ``Fg``). A tile is 8 output
-    channels times 2 rows times 16 columns: 16 accumulators, and per tap 2 input
-    vectors and 8 weight broadcasts for 16 fused multiply-adds. Rows and columns
+    output channel ``g * Fg + fb * _ROWS_OUT + j`` (zero past ``Fg``). A tile is
+    ``_ROWS_OUT`` output channels times 2 rows times one vector (8 x 2 x 16 with
+    AVX-512: 16 accumulators, and per tap 2 input vectors and 8 weight broadcasts
+    for 16 fused multiply-adds; 4 x 2 x 8 with AVX2). Rows and columns
     are stored as they are laid out, so neither the input nor the output is
     transposed; a last odd row recomputes the one before it and is not stored twice.
 
@@ -1042,8 +1043,9 @@ def _pack_rows_weight(weight, groups, flip):
 def _rows_pay(out_per_group, wo):
     """True when the row kernel fills at least as many lanes as the channel tiles.
 
-    Row tiles are 8 channels x 16 columns, channel tiles 32 channels x 8 columns; on
-    a tie the row kernel wins (it copies nothing into channel-last order). Measured at
+    Row tiles are ``_ROWS_OUT`` channels x ``_LANES`` columns, channel tiles ``_FB``
+    channels x ``_PIX`` columns (8 x 16 and 32 x 8 with AVX-512); on a tie the row
+    kernel wins (it copies nothing into channel-last order). Measured at
     batch 64, 2 threads, forward / input gradient in ms, rows vs tiles: 3->32 on 32x32
     0.79 / 1.46 vs 1.01 / 6.13; 32->64 on 16x16 2.28 / 2.50 vs 2.61 / 3.94; 64->64 on
     8x8 2.24 / 2.19 vs 1.35 / 1.34; depthwise 32x32 2.89 / 2.43 vs 7.67 / 7.35.
