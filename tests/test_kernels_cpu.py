@@ -312,6 +312,54 @@ def test_maxpool2d_relu_backward_is_the_two_kernels_bit_for_bit(rng, dtype, k, s
     assert_close(got, ref.maxpool2d_relu_backward(dy, r, argmax, x.shape), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (1, 2, 7, 33), (2, 1, 5, 64)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_maxpool2x2_backward_gathers_what_the_scatter_adds(rng, dtype, shape, relu, monkeypatch):
+    # 2x2 windows of stride 2 on rows of 16 or 32 windows, odd rows and columns
+    # (in no window) included: the gather, bit for bit the scatter's values.
+    x = np.round(rng.standard_normal(shape), 1).astype(dtype)  # ties, zeros
+    x[0, 0, 0, :4] = np.nan
+    y, argmax = cpu.maxpool2d_forward(x, 2, 2)
+    r = cpu.relu_forward(y)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy[0, 0, 1, :3] = np.nan
+    if relu:
+        want = cpu.maxpool2d_relu_backward(dy, r, argmax, x.shape)  # no window: the scatter
+        want_ref = ref.maxpool2d_relu_backward(dy, r, argmax, x.shape)
+    else:
+        want = cpu.maxpool2d_backward(dy, argmax, x.shape)
+        want_ref = ref.maxpool2d_backward(dy, argmax, x.shape)
+
+    def no_scatter(*args):
+        raise AssertionError("the scatter ran")
+
+    monkeypatch.setattr(cpu, "_maxpool2d_backward", no_scatter)
+    for stride in (2, None, (2, 2)):
+        if relu:
+            got = cpu.maxpool2d_relu_backward(dy, r, argmax, x.shape, 2, stride)
+        else:
+            got = cpu.maxpool2d_backward(dy, argmax, x.shape, (2, 2), stride)
+        assert got.dtype == dtype and got.shape == x.shape
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want_ref))
+        assert_close(np.nan_to_num(got), np.nan_to_num(want_ref), dtype)
+
+
+def test_maxpool2x2_backward_scatters_short_rows(rng, monkeypatch):
+    # rows of 8 windows: the gather's loop would run one window at a time
+    x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    y, argmax = cpu.maxpool2d_forward(x, 2, 2)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+
+    def no_gather(*args):
+        raise AssertionError("the gather ran")
+
+    monkeypatch.setattr(cpu, "_maxpool2x2_backward", no_gather)
+    got = cpu.maxpool2d_backward(dy, argmax, x.shape, 2, 2)
+    assert_close(got, ref.maxpool2d_backward(dy, argmax, x.shape), np.float32)
+
+
 def test_maxpool2d_propagates_nan(rng):
     x = rng.standard_normal((1, 1, 4, 4)).astype(np.float32)
     x[0, 0, 1, 0] = np.nan
