@@ -97,8 +97,15 @@ def _cases(batch, rng):
                  lambda: numpy_ref.maxpool2d_forward(a, 2, 2),
                  (lambda: torch.nn.functional.max_pool2d(ta, 2, return_indices=True))
                  if torch is not None else None))
-    rows.append(("pool1 bwd", 0, lambda: cpu.maxpool2d_backward(y, am, a.shape),
-                 lambda: numpy_ref.maxpool2d_backward(y, am, a.shape), None))
+    # the window given, as the layer gives it (2x2 of stride 2: the gather)
+    pool_bwd_torch = None
+    if torch is not None:
+        _, t_idx = torch.nn.functional.max_pool2d(ta, 2, return_indices=True)
+        t_dp = torch.from_numpy(y)
+        pool_bwd_torch = lambda: torch.ops.aten.max_pool2d_with_indices_backward(  # noqa: E731
+            t_dp, ta, [2, 2], [2, 2], [0, 0], [1, 1], False, t_idx)
+    rows.append(("pool1 bwd", 0, lambda: cpu.maxpool2d_backward(y, am, a.shape, 2, 2),
+                 lambda: numpy_ref.maxpool2d_backward(y, am, a.shape, 2, 2), pool_bwd_torch))
 
     x = normal(batch, 4096)
     w = normal(256, 4096)
