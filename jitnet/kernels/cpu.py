@@ -966,6 +966,29 @@ def _store_tile(acc, bias, yflat, n, f0, n_ch, h0, h1, wo0, wo_n, ho_n, n_out):
             yflat[bottom + lane] = acc[1, q, lane] + b
 
 
+@njit(inline="always")
+def _window_max(top_left, top_right, bottom_left, bottom_right, wide):
+    """The maximum of a 2x2 window and where it is: 0, 1, ``wide`` or ``wide + 1``
+    (int32) for the four values in this order, as in the flat input plane.
+
+    Strict ``>`` keeps the first maximum (as PyTorch); a NaN wins, so that it
+    propagates. Bitwise operators and selects, not ``and`` / ``or`` and branches: the
+    callers' loops over windows are vectorised (with branches they stayed scalar).
+    """
+    best = top_left
+    at = np.int32(0)
+    take = (top_right > best) | ((top_right != top_right) & (best == best))
+    best = top_right if take else best
+    at = np.int32(1) if take else at
+    take = (bottom_left > best) | ((bottom_left != bottom_left) & (best == best))
+    best = bottom_left if take else best
+    at = wide if take else at
+    take = (bottom_right > best) | ((bottom_right != bottom_right) & (best == best))
+    best = bottom_right if take else best
+    at = wide + np.int32(1) if take else at
+    return best, at
+
+
 @njit(**_JIT_SMALL)
 def _pool_tile(acc, bias_win, pflat, aflat, best_v, best_at, n, f0, n_ch, h0, wo0, wo_n, ho_q,
                wo_q, n_out, relu):
@@ -998,23 +1021,9 @@ def _pool_tile(acc, bias_win, pflat, aflat, best_v, best_at, n, f0, n_ch, h0, wo
     zero = acc.dtype.type(0)
     for k in range(np.uint64(_ROWS_OUT * half)):
         c = np.uint64(2) * k
-        # y's values, in _maxpool2x2_forward's order. Strict ">" keeps the first
-        # maximum; a NaN wins so that it propagates.
-        b = bias_win[win_b + k]
-        best = flat[c] + b
-        at = np.int32(0)
-        v = flat[c + np.uint64(1)] + b
-        take = (v > best) | ((v != v) & (best == best))
-        best = v if take else best
-        at = np.int32(1) if take else at
-        v = flat[below + c] + b
-        take = (v > best) | ((v != v) & (best == best))
-        best = v if take else best
-        at = wide if take else at
-        v = flat[below + c + np.uint64(1)] + b
-        take = (v > best) | ((v != v) & (best == best))
-        best = v if take else best
-        at = wide + np.int32(1) if take else at
+        b = bias_win[win_b + k]  # y's values, as _maxpool2x2_forward reads them
+        best, at = _window_max(flat[c] + b, flat[c + np.uint64(1)] + b,
+                               flat[below + c] + b, flat[below + c + np.uint64(1)] + b, wide)
         if relu:
             best = best if (best > zero) | (best != best) else zero
         best_v[k] = best
@@ -1304,22 +1313,9 @@ def _maxpool2x2_forward(x, y, argmax):
             corner = np.int32(2 * ho * w_n)
             for wo in range(np.uint64(wo_n)):
                 c = np.uint64(2) * wo
-                best = xf[top + c]
-                at = np.int32(0)
-                # Strict ">" keeps the first maximum (as PyTorch); a NaN wins so
-                # that it propagates.
-                v = xf[top + c + np.uint64(1)]
-                take = (v > best) | ((v != v) & (best == best))
-                best = v if take else best
-                at = np.int32(1) if take else at
-                v = xf[bottom + c]
-                take = (v > best) | ((v != v) & (best == best))
-                best = v if take else best
-                at = wide if take else at
-                v = xf[bottom + c + np.uint64(1)]
-                take = (v > best) | ((v != v) & (best == best))
-                best = v if take else best
-                at = wide + np.int32(1) if take else at
+                one = np.uint64(1)
+                best, at = _window_max(xf[top + c], xf[top + c + one], xf[bottom + c],
+                                       xf[bottom + c + one], wide)
                 yf[out + wo] = best
                 af[out + wo] = corner + np.int32(c) + at
 
@@ -2186,6 +2182,7 @@ def _batchnorm2d_pool2x2(x, scale, shift, y, argmax, relu):
     (the size of ``x``) are never stored."""
     n_img, n_ch, ho_n, wo_n = y.shape
     w_n = x.shape[3]
+    wide = np.int32(w_n)
     zero = y.dtype.type(0)
     # No race: iteration t owns the output planes y[n, c] and argmax[n, c].
     for t in prange(n_img * n_ch):
@@ -2197,21 +2194,9 @@ def _batchnorm2d_pool2x2(x, scale, shift, y, argmax, relu):
             top = x[n, c, 2 * ho]
             bottom = x[n, c, 2 * ho + 1]
             for wo in range(wo_n):
-                best = top[2 * wo] * a + b
-                at = 0
-                # as _maxpool2x2_forward: the first maximum, and a NaN, win
-                v = top[2 * wo + 1] * a + b
-                take = v > best or (v != v and best == best)
-                best = v if take else best
-                at = 1 if take else at
-                v = bottom[2 * wo] * a + b
-                take = v > best or (v != v and best == best)
-                best = v if take else best
-                at = w_n if take else at
-                v = bottom[2 * wo + 1] * a + b
-                take = v > best or (v != v and best == best)
-                best = v if take else best
-                at = w_n + 1 if take else at
+                best, at = _window_max(top[2 * wo] * a + b, top[2 * wo + 1] * a + b,
+                                       bottom[2 * wo] * a + b, bottom[2 * wo + 1] * a + b,
+                                       wide)
                 if relu:
                     best = best if (best > zero) | (best != best) else zero
                 y[n, c, ho, wo] = best
