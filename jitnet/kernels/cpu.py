@@ -166,9 +166,10 @@ _FB = 2 * _LANES
 #: Output pixels (or rows of ``a``) per register tile: 8 x 2 vectors with the 32
 #: vector registers of AVX-512, 4 x 2 with AVX2's 16 (8 accumulators, 2 vectors
 #: and 4 broadcasts). The micro-kernels write out 8 and leave the last 4 to
-#: ``if _PIX == 8`` (a constant: the dead statements are not compiled); an 8 x 2 tile of 256-bit vectors spilled a register per
-#: multiply-add (2-core Zen 3, batch 64: conv2 forward 13.4 -> 6.4 ms, fc1 forward
-#: 5.6 -> 1.7 ms; with 6 rows LLVM still spilled, as it loads every broadcast first).
+#: ``if _PIX == 8`` (a constant: the dead statements are not compiled); an 8 x 2
+#: tile of 256-bit vectors spilled a register per multiply-add (2-core Zen 3, batch
+#: 64: conv2 forward 13.4 -> 6.4 ms, fc1 forward 5.6 -> 1.7 ms; with 6 rows LLVM
+#: still spilled, as it loads every broadcast first).
 _PIX = 8 if _LANES == 16 else 4
 
 
