@@ -1,0 +1,222 @@
+"""A/B of jitnet revisions in one process: the training step, or kernels, timed in turn.
+
+On a small virtual machine the same code runs at different speeds minutes apart
+(2-core Zen 4: PyTorch's step 27.7-46.5 ms in four runs within five minutes), so
+figures from separate processes, run one after another, cannot tell a 5% change
+from the noise. Here each revision's ``jitnet`` package is imported into one
+process under a name of its own (``jitnet_ab_<commit>``), and the revisions take
+turns: a block of calls of each case each, for ``--blocks`` blocks, so that a slow
+spell falls on all of them. Printed per revision: the minimum and the median of the blocks'
+medians, and the median's ratio to the first revision's. Before timing, each
+revision's results are compared bit for bit with the first one's.
+
+A revision is anything ``git rev-parse`` takes, or ``.`` for the working tree. Past
+commits are exported once into ``~/.cache/jitnet-ab/<commit>`` and keep Numba's
+cache there, so a second A/B of them does not compile again. The helper process
+that compiles backward kernels ahead (``JITNET_PRECOMPILE``) is off: it would load
+the installed ``jitnet``, not the revision.
+
+Usage::
+
+    python benchmarks/ab.py 4070036 .              # the training step, batch 64
+    python benchmarks/ab.py --kernels HEAD~2 HEAD  # the reference net's kernels
+"""
+
+import argparse
+import importlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, table  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jitnet-ab"
+
+
+def export(rev, scratch):
+    """The directory holding revision ``rev``'s package, and the package's name."""
+    if rev == ".":
+        name = "jitnet_ab_worktree"
+        parent = Path(scratch) / "worktree"
+        shutil.copytree(REPO / "jitnet", parent / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        return parent, name
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=10",
+                                 f"{rev}^{{commit}}"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"ab.py: {rev!r} is not a revision of {REPO}: "
+                         f"{exc.stderr.strip()}") from None
+    name = f"jitnet_ab_{commit}"
+    parent = CACHE / commit
+    if not (parent / name).is_dir():
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "jitnet"],
+                                 capture_output=True, check=True).stdout
+        unpacked = Path(tempfile.mkdtemp(dir=scratch))
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                tar.extractall(unpacked, filter="data")
+            else:
+                tar.extractall(unpacked)
+        parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(unpacked / "jitnet"), str(parent / name))
+    return parent, name
+
+
+def training_step(pkg, batch):
+    """[("step", call)]: one SGD step of the reference ConvNet, as bench_train.py's."""
+    jn = importlib.import_module(pkg)
+    models = importlib.import_module(pkg + ".models")
+    nn = importlib.import_module(pkg + ".nn")
+    optim = importlib.import_module(pkg + ".optim")
+    jn.set_target("cpu")
+    jn.manual_seed(0)
+    model = models.convnet().to("cpu")
+    model.train()
+    loss_fn = nn.SoftmaxCrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    rng = np.random.default_rng(0)
+    x = jn.asarray(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32))
+    y = jn.asarray(rng.integers(0, 10, batch).astype(np.int64))
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward(), input_grad=False)
+        opt.step()
+        return loss
+
+    return [("step", step)]
+
+
+def kernels(pkg, batch):
+    """[(name, call)] for the reference ConvNet's kernels at batch ``batch``."""
+    cpu = importlib.import_module(pkg + ".kernels.cpu")
+    rng = np.random.default_rng(0)
+
+    def normal(*shape):
+        return cpu.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+    cases = []
+    for tag, c, f, hw in (("conv1", 3, 32, 32), ("conv2", 32, 64, 16)):
+        x, w, b = normal(batch, c, hw, hw), normal(f, c, 3, 3), normal(f)
+        dy = normal(batch, f, hw, hw)
+        cases += [
+            (f"{tag} fwd", lambda x=x, w=w, b=b: cpu.conv2d_forward(x, w, b, 1, 1, 1)),
+            (f"{tag} fwd + pool", lambda x=x, w=w, b=b: cpu.conv2d_maxpool2d_forward(
+                x, w, b, 1, 1, 1, 2, 2, relu=True)),
+            (f"{tag} bwd", lambda x=x, w=w, dy=dy: cpu.conv2d_backward(dy, x, w, 1, 1, 1)),
+        ]
+    a = normal(batch, 32, 32, 32)
+    pooled, argmax = cpu.maxpool2d_forward(a, 2, 2)
+    relu_y = cpu.relu_forward(pooled)
+    dp = normal(*pooled.shape)
+    cases.append(("pool1 + relu bwd", lambda: cpu.maxpool2d_relu_backward(
+        dp, relu_y, argmax, a.shape, 2, 2)))
+    x, w, b, dy = normal(batch, 4096), normal(256, 4096), normal(256), normal(batch, 256)
+    cases += [("fc1 fwd", lambda: cpu.linear_forward(x, w, b)),
+              ("fc1 bwd", lambda: cpu.linear_backward(dy, x, w))]
+    return cases
+
+
+def _arrays(result):
+    """A call's result as a flat list of arrays (a loss becomes a 0-d array)."""
+    if isinstance(result, (tuple, list)):
+        return [a for r in result for a in _arrays(r)]
+    return [] if result is None else [np.asarray(result)]
+
+
+def _differs(a, b):
+    """None when the results hold the same bits (NaN where NaN), else the largest gap."""
+    a, b = _arrays(a), _arrays(b)
+    if len(a) != len(b) or any(p.shape != q.shape for p, q in zip(a, b)):
+        return "shapes differ"
+    gap = max((float(np.nanmax(np.abs(p.astype(np.float64) - q))) if p.size else 0.0)
+              for p, q in zip(a, b))
+    same_nan = all(np.array_equal(np.isnan(p), np.isnan(q)) for p, q in zip(a, b)
+                   if p.dtype.kind == "f")
+    return None if gap == 0 and same_nan else f"largest difference {gap:.3g}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("revisions", nargs="+", help="git revisions, or . for the working tree")
+    parser.add_argument("--kernels", action="store_true",
+                        help="time the kernels instead of the training step")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--blocks", type=int, default=20, help="turns each revision takes")
+    parser.add_argument("--calls", type=int, default=8, help="timed calls per block")
+    parser.add_argument("--out", help="also write the Markdown report here")
+    args = parser.parse_args(argv)
+    if len(set(args.revisions)) != len(args.revisions):
+        parser.error(f"each revision once, got {args.revisions}")
+    if args.blocks < 1 or args.calls < 1:
+        parser.error(f"--blocks and --calls must be at least 1, got {args.blocks} and "
+                     f"{args.calls}")
+    os.environ["JITNET_PRECOMPILE"] = "0"
+    build = kernels if args.kernels else training_step
+    header_line = machine()
+    with tempfile.TemporaryDirectory() as scratch:
+        suites = {}
+        for rev in args.revisions:
+            parent, name = export(rev, scratch)
+            sys.path.insert(0, str(parent))
+            t0 = time.perf_counter()
+            suites[rev] = build(name, args.batch_size)
+            results = [call() for _, call in suites[rev]]  # compiles (or loads) and checks
+            for _ in range(2):
+                for _, call in suites[rev]:
+                    call()
+            print(f"{rev} ({name}): ready in {time.perf_counter() - t0:.1f} s", flush=True)
+            if rev == args.revisions[0]:
+                first = results
+            for (case, _), got, want in zip(suites[rev], results, first):
+                gap = _differs(got, want)
+                if gap:
+                    print(f"  {case}: not the bits of {args.revisions[0]} ({gap})")
+        times = {rev: {case: [] for case, _ in suite} for rev, suite in suites.items()}
+        for _ in range(args.blocks):
+            for i in range(len(suites[args.revisions[0]])):  # each case, the revisions in turn
+                for rev, suite in suites.items():
+                    case, call = suite[i]
+                    t = []
+                    for _ in range(args.calls):
+                        start = time.perf_counter()
+                        call()
+                        t.append(time.perf_counter() - start)
+                    times[rev][case].append(1e3 * float(np.median(t)))
+    rows = []
+    base = args.revisions[0]
+    for case, _ in suites[base]:
+        for rev in args.revisions:
+            blocks = times[rev][case]
+            ratio = np.median(blocks) / np.median(times[base][case])
+            rows.append([case, rev, f"{min(blocks):.2f}", f"{np.median(blocks):.2f}",
+                         f"{ratio:.3f}"])
+    report = "\n".join([
+        f"# A/B in one process, batch {args.batch_size}, float32",
+        "",
+        f"Machine: {header_line}; jitnet threads: default. Each revision timed "
+        f"{args.calls} calls at a time, in turn, for {args.blocks} blocks; ms of the "
+        "blocks' medians.",
+        "",
+        table(["work", "revision", "min ms", "median ms", "median / first's"], rows),
+    ])
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
