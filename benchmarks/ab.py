@@ -166,28 +166,28 @@ def main(argv=None):
                      f"{args.calls}")
     os.environ["JITNET_PRECOMPILE"] = "0"
     build = kernels if args.kernels else training_step
-    header_line = machine()
+    host = machine()
+    base = args.revisions[0]
     with tempfile.TemporaryDirectory() as scratch:
-        suites = {}
+        suites, results = {}, {}
         for rev in args.revisions:
             parent, name = export(rev, scratch)
             sys.path.insert(0, str(parent))
             t0 = time.perf_counter()
             suites[rev] = build(name, args.batch_size)
-            results = [call() for _, call in suites[rev]]  # compiles (or loads) and checks
+            # the first call compiles (or loads) the kernels; its result is compared
+            results[rev] = [call() for _, call in suites[rev]]
             for _ in range(2):
                 for _, call in suites[rev]:
                     call()
             print(f"{rev} ({name}): ready in {time.perf_counter() - t0:.1f} s", flush=True)
-            if rev == args.revisions[0]:
-                first = results
-            for (case, _), got, want in zip(suites[rev], results, first):
+            for (case, _), got, want in zip(suites[rev], results[rev], results[base]):
                 gap = _differs(got, want)
                 if gap:
-                    print(f"  {case}: not the bits of {args.revisions[0]} ({gap})")
+                    print(f"  {case}: not the bits of {base} ({gap})")
         times = {rev: {case: [] for case, _ in suite} for rev, suite in suites.items()}
         for _ in range(args.blocks):
-            for i in range(len(suites[args.revisions[0]])):  # each case, the revisions in turn
+            for i in range(len(suites[base])):  # each case, the revisions in turn
                 for rev, suite in suites.items():
                     case, call = suite[i]
                     t = []
@@ -197,7 +197,6 @@ def main(argv=None):
                         t.append(time.perf_counter() - start)
                     times[rev][case].append(1e3 * float(np.median(t)))
     rows = []
-    base = args.revisions[0]
     for case, _ in suites[base]:
         for rev in args.revisions:
             blocks = times[rev][case]
@@ -207,7 +206,7 @@ def main(argv=None):
     report = "\n".join([
         f"# A/B in one process, batch {args.batch_size}, float32",
         "",
-        f"Machine: {header_line}; jitnet threads: default. Each revision timed "
+        f"Machine: {host}; jitnet threads: default. Each revision timed "
         f"{args.calls} calls at a time, in turn, for {args.blocks} blocks; ms of the "
         "blocks' medians.",
         "",
