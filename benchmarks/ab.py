@@ -169,9 +169,15 @@ def main(argv=None):
     host = machine()
     base = args.revisions[0]
     with tempfile.TemporaryDirectory() as scratch:
-        suites, results = {}, {}
+        packages = {}
         for rev in args.revisions:
             parent, name = export(rev, scratch)
+            same = [r for r, (_, n) in packages.items() if n == name]
+            if same:
+                parser.error(f"{same[0]!r} and {rev!r} are the same commit")
+            packages[rev] = parent, name
+        suites, results = {}, {}
+        for rev, (parent, name) in packages.items():
             sys.path.insert(0, str(parent))
             t0 = time.perf_counter()
             suites[rev] = build(name, args.batch_size)

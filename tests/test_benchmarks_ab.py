@@ -65,6 +65,17 @@ def test_arguments_are_checked(ab, capsys):
     assert "--blocks and --calls must be at least 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
+                    reason="needs the git checkout")
+def test_two_names_of_one_commit_are_refused(ab, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ab, "CACHE", tmp_path / "cache")
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    with pytest.raises(SystemExit):
+        ab.main(["HEAD", commit])
+    assert f"'HEAD' and '{commit}' are the same commit" in capsys.readouterr().err
+
+
 def test_results_compare_bit_for_bit(ab):
     a = np.array([1.0, np.nan, -0.0], dtype=np.float32)
     assert ab._differs((a, 2.5), (a.copy(), 2.5)) is None
