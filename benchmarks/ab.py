@@ -12,7 +12,10 @@ revision's results are compared bit for bit with the first one's.
 
 A revision is anything ``git rev-parse`` takes, or ``.`` for the working tree. Past
 commits are exported once into ``~/.cache/jitnet-ab/<commit>`` and keep Numba's
-cache there, so a second A/B of them does not compile again. The helper process
+cache there, so a second A/B of them does not compile again. The step and the
+kernels are bench_train.py's and bench_kernels.py's, called on each revision's
+package (importing those scripts loads the installed ``jitnet`` too; it is not
+timed). The helper process
 that compiles backward kernels ahead (``JITNET_PRECOMPILE``) is off: it would load
 the installed ``jitnet``, not the revision.
 
@@ -37,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_kernels  # noqa: E402
+import bench_train  # noqa: E402
 from common import machine, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,59 +80,16 @@ def export(rev, scratch):
 
 
 def training_step(pkg, batch):
-    """[("step", call)]: one SGD step of the reference ConvNet, as bench_train.py's."""
-    jn = importlib.import_module(pkg)
-    models = importlib.import_module(pkg + ".models")
-    nn = importlib.import_module(pkg + ".nn")
-    optim = importlib.import_module(pkg + ".optim")
-    jn.set_target("cpu")
-    jn.manual_seed(0)
-    model = models.convnet().to("cpu")
-    model.train()
-    loss_fn = nn.SoftmaxCrossEntropyLoss()
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    rng = np.random.default_rng(0)
-    x = jn.asarray(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32))
-    y = jn.asarray(rng.integers(0, 10, batch).astype(np.int64))
-
-    def step():
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward(), input_grad=False)
-        opt.step()
-        return loss
-
+    """[("step", call)]: bench_train.py's training step of the reference ConvNet."""
+    step, _ = bench_train.jitnet_step("cpu", batch, package=pkg)
     return [("step", step)]
 
 
 def kernels(pkg, batch):
-    """[(name, call)] for the reference ConvNet's kernels at batch ``batch``."""
+    """[(name, call)]: bench_kernels.py's kernels, on revision ``pkg``'s cpu target."""
     cpu = importlib.import_module(pkg + ".kernels.cpu")
-    rng = np.random.default_rng(0)
-
-    def normal(*shape):
-        return cpu.asarray(rng.standard_normal(shape, dtype=np.float32))
-
-    cases = []
-    for tag, c, f, hw in (("conv1", 3, 32, 32), ("conv2", 32, 64, 16)):
-        x, w, b = normal(batch, c, hw, hw), normal(f, c, 3, 3), normal(f)
-        dy = normal(batch, f, hw, hw)
-        cases += [
-            (f"{tag} fwd", lambda x=x, w=w, b=b: cpu.conv2d_forward(x, w, b, 1, 1, 1)),
-            (f"{tag} fwd + pool", lambda x=x, w=w, b=b: cpu.conv2d_maxpool2d_forward(
-                x, w, b, 1, 1, 1, 2, 2, relu=True)),
-            (f"{tag} bwd", lambda x=x, w=w, dy=dy: cpu.conv2d_backward(dy, x, w, 1, 1, 1)),
-        ]
-    a = normal(batch, 32, 32, 32)
-    pooled, argmax = cpu.maxpool2d_forward(a, 2, 2)
-    relu_y = cpu.relu_forward(pooled)
-    dp = normal(*pooled.shape)
-    cases.append(("pool1 + relu bwd", lambda: cpu.maxpool2d_relu_backward(
-        dp, relu_y, argmax, a.shape, 2, 2)))
-    x, w, b, dy = normal(batch, 4096), normal(256, 4096), normal(256), normal(batch, 256)
-    cases += [("fc1 fwd", lambda: cpu.linear_forward(x, w, b)),
-              ("fc1 bwd", lambda: cpu.linear_backward(dy, x, w))]
-    return cases
+    cases = bench_kernels._cases(batch, np.random.default_rng(0), cpu=cpu)
+    return [(name, call) for name, _, call, _, _ in cases]
 
 
 def _arrays(result):

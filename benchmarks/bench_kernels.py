@@ -38,8 +38,11 @@ from common import (  # noqa: E402
 from jitnet.kernels import cpu, numpy_ref  # noqa: E402
 
 
-def _cases(batch, rng):
-    """(name, flops, jitnet-cpu call, numpy call, torch call or None) per kernel."""
+def _cases(batch, rng, cpu=cpu, torch=None):
+    """(name, flops, jitnet-cpu call, numpy call, torch call or None) per kernel.
+
+    ``cpu`` is the jitnet cpu kernel module to call (``ab.py`` passes each
+    revision's); ``torch`` the PyTorch module, or None for no PyTorch calls."""
     f32 = np.float32
     rows = []
 
@@ -125,7 +128,6 @@ def _cases(batch, rng):
 
 
 def main(argv=None):
-    global torch
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=10)
@@ -143,7 +145,7 @@ def main(argv=None):
 
     peak = sgemm_gflops()
     fma = fma_peak_gflops()
-    cases = _cases(args.batch_size, np.random.default_rng(0))
+    cases = _cases(args.batch_size, np.random.default_rng(0), torch=torch)
     # Each library's kernels are timed as a group, with a pause between groups:
     # OpenBLAS (behind the numpy target) and PyTorch's OpenMP keep their threads
     # spinning for a while after a call, and a jitnet kernel timed right after one of
@@ -206,8 +208,6 @@ def main(argv=None):
     if args.out:
         args.out.write_text(report + "\n")
 
-
-torch = None
 
 if __name__ == "__main__":
     main()

@@ -50,10 +50,16 @@ def _batch(batch, seed=0):
     return x, y
 
 
-def jitnet_step(target, batch):
-    """A zero-argument training step of jitnet on ``target``, and a sync function."""
-    import jitnet
-    from jitnet import models, nn, optim
+def jitnet_step(target, batch, package="jitnet"):
+    """A zero-argument training step of jitnet on ``target``, and a sync function.
+
+    ``package`` is the name jitnet is imported under (``ab.py`` gives each revision
+    its own)."""
+    import importlib
+
+    jitnet = importlib.import_module(package)
+    models, nn, optim = (importlib.import_module(f"{package}.{m}")
+                         for m in ("models", "nn", "optim"))
 
     jitnet.set_target(target)
     jitnet.manual_seed(0)
@@ -73,9 +79,7 @@ def jitnet_step(target, batch):
 
     sync = None
     if target == "cuda":
-        from jitnet.kernels import cuda
-
-        sync = cuda.synchronize
+        sync = importlib.import_module(f"{package}.kernels.cuda").synchronize
     return step, sync
 
 

@@ -884,8 +884,7 @@ def _rows_tile(acc, xflat, w8, taps, g, fb, top, bottom):
 
 
 @njit(**_JIT)
-def _conv2d_rows(xflat, x_shape, w8, taps, bias, bias_win, y_shape, y, pooled, argmax,
-                 relu):
+def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax, relu):
     """Stride-1 convolution with vectors along the output row: NCHW in, NCHW out.
 
     ``xflat`` is the zero-padded input ``xp`` (N, C, HO + KH - 1, WV + KW - 1),
@@ -893,7 +892,8 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, bias_win, y_shape, y, pooled, a
     (zeros past the end, so every load is a whole vector). Tap ``q`` of group ``g``
     (one ``(c, kh, kw)`` of the kernel) reads the input at flat offset
     ``taps[g, q]`` from the tile's corner, and ``w8[g, fb, q, j]`` is its weight for
-    output channel ``g * Fg + fb * _ROWS_OUT + j`` (zero past ``Fg``). A tile is
+    output channel ``g * Fg + fb * _ROWS_OUT + j`` (zero past ``Fg``); ``bias_win``
+    holds the bias, as :func:`_pool_tile` reads it. A tile is
     ``_ROWS_OUT`` output channels times 2 rows times one vector (8 x 2 x 16 with
     AVX-512: 16 accumulators, and per tap 2 input vectors and 8 weight broadcasts
     for 16 fused multiply-adds; 4 x 2 x 8 with AVX2). Rows and columns
@@ -948,17 +948,18 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias, bias_win, y_shape, y, pooled, a
                         _pool_tile(acc, bias_win, pflat, aflat, best_v, best_at, n, f0, n_ch, h0,
                                    wo0, wo_n, n_rp, wo_n // 2, n_out, relu)
                     else:
-                        _store_tile(acc, bias, yflat, n, f0, n_ch, h0, h1, wo0, wo_n,
+                        _store_tile(acc, bias_win, yflat, n, f0, n_ch, h0, h1, wo0, wo_n,
                                     ho_n, n_out)
 
 
 @njit(**_JIT_SMALL)
-def _store_tile(acc, bias, yflat, n, f0, n_ch, h0, h1, wo0, wo_n, ho_n, n_out):
-    """A :func:`_conv2d_rows` tile ``acc`` plus ``bias`` to the flat output ``yflat``:
-    rows ``h0`` and ``h1`` (the same row for a last odd one), columns from ``wo0``."""
+def _store_tile(acc, bias_win, yflat, n, f0, n_ch, h0, h1, wo0, wo_n, ho_n, n_out):
+    """A :func:`_conv2d_rows` tile ``acc`` plus the bias (``bias_win``, as in
+    :func:`_pool_tile`) to the flat output ``yflat``: rows ``h0`` and ``h1`` (the same
+    row for a last odd one), columns from ``wo0``."""
     n_valid = np.uint64(min(_LANES, wo_n - wo0))
     for q in range(n_ch):
-        b = bias[f0 + q]
+        b = bias_win[(f0 + q) * (_LANES // 2)]
         top = np.uint64(((n * n_out + f0 + q) * ho_n + h0) * wo_n + wo0)
         bottom = np.uint64(((n * n_out + f0 + q) * ho_n + h1) * wo_n + wo0)
         for lane in range(n_valid):
@@ -1092,21 +1093,19 @@ def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False, pool=F
     taps = (np.arange(groups)[:, None] * (cg * hp * wp) + tap.ravel()).astype(np.uint64)
     w8 = _pack_rows_weight(weight, groups, flip)
     dims = np.array(xp.shape, dtype=np.int64), np.array(out_shape, dtype=np.int64)
+    # The bias of each window of a tile in turn (see _pool_tile), zeros past the end.
+    half = _LANES // 2
+    bias_win = np.zeros((out_shape[1] + _ROWS_OUT) * half, dtype=x.dtype)
+    bias_win[:out_shape[1] * half] = np.repeat(bias, half)
     if pool:
-        # The bias of each window of a tile in turn (see _pool_tile), zeros past the end.
-        half = _LANES // 2
-        bias_win = np.zeros((out_shape[1] + _ROWS_OUT) * half, dtype=x.dtype)
-        bias_win[:out_shape[1] * half] = np.repeat(bias, half)
         y = np.empty((0,) * 4, dtype=x.dtype)
         pooled = _empty((n, out_shape[1], out_shape[2] // 2, out_shape[3] // 2), dtype=x.dtype)
         argmax = _empty(pooled.shape, dtype=np.int32)
     else:
         y = _empty(out_shape, dtype=x.dtype)
-        bias_win = np.empty(0, dtype=x.dtype)
         pooled = np.empty((0,) * 4, dtype=x.dtype)
         argmax = np.empty((0,) * 4, dtype=np.int32)
-    _conv2d_rows(xp.reshape(-1), dims[0], w8, taps, bias, bias_win, dims[1], y, pooled, argmax,
-                 relu)
+    _conv2d_rows(xp.reshape(-1), dims[0], w8, taps, bias_win, dims[1], y, pooled, argmax, relu)
     return (pooled, argmax) if pool else y
 
 
@@ -1376,12 +1375,12 @@ def _maxpool2d_backward(dy, argmax, dx, relu_y):
                 plane[argmax[n, c, ho, wo]] += g
 
 
-#: Windows per row that :func:`_maxpool2x2_backward` needs a multiple of. LLVM runs
-#: its loop 16 windows at a time with AVX2 (8 lanes, unrolled twice) and with AVX-512
-#: (16 lanes), and the rest one at a time, with a branch per store. Measured on a
-#: 2-core Zen 4 at batch 64, relu backward included, the scatter against the gather:
-#: pool1 (16 windows a row) 0.39 -> 0.20 ms with AVX-512, 0.62 -> 0.49 compiled for
-#: AVX2; pool2 (8) 0.16 -> 0.19, and 0.18 -> 1.6 for AVX2.
+#: Windows per row that :func:`_maxpool2x2_backward` needs a multiple of: measured on
+#: a 2-core Zen 4 at batch 64, relu backward included, the scatter against the
+#: gather, pool1 (16 windows a row) 0.39 -> 0.20 ms with AVX-512 and 0.62 -> 0.49
+#: compiled for AVX2, pool2 (8) 0.16 -> 0.19 and 0.18 -> 1.6. Presumably the
+#: vectorised loop takes 16 windows a step at both widths, and shorter rows go
+#: through the scalar loop (not checked in the assembly).
 _GATHER_WINDOWS = 16
 
 
@@ -1394,7 +1393,7 @@ def _maxpool2x2_backward(dy, argmax, dx, relu_y):
     The scatter zeroes each plane and then adds into it at random places: two
     passes over ``dx``, the second not vectorised. Here a row is one loop of selects
     over flat planes with unsigned offsets, as in :func:`_maxpool2x2_forward`; it
-    pays only when the loop runs whole vectors (see :data:`_GATHER_WINDOWS`).
+    pays only on long enough rows (see :data:`_GATHER_WINDOWS`).
     """
     n_img, n_ch, ho_n, wo_n = dy.shape
     h_n, w_n = dx.shape[2], dx.shape[3]
