@@ -560,6 +560,17 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
     n_ft = (fg + _PIX - 1) // _PIX
     n_cb = cg // _FB
     n_t = groups * n_ft * kh_n * kw_n * n_cb
+    # Flat planes, and each output pixel's offset in the padded image (row
+    # ho * s, column wo * s), so that a tile runs over all of an image's pixels
+    # in one loop: with a loop per output row LLVM stored the accumulators and
+    # worked out eight plane addresses at every row's end.
+    hw = ho_n * wo_n
+    row_n = xh.shape[3]
+    dyf = dy.reshape((n_img, n_out, hw))
+    xf = xh.reshape((n_img, groups, xh.shape[2] * row_n))
+    x_at = np.empty(hw, dtype=np.uint64)
+    for i in range(hw):
+        x_at[i] = (i // wo_n) * s * row_n + (i % wo_n) * s * cg
     per_chunk = (n_t + n_chunks - 1) // n_chunks
     # No race: iteration chunk owns tiles [t0, t1) of part and their dweight entries.
     for chunk in prange(n_chunks):
@@ -583,28 +594,26 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
                 f5 = min(g * fg + ft * _PIX + 5, f_last)
                 f6 = min(g * fg + ft * _PIX + 6, f_last)
                 f7 = min(g * fg + ft * _PIX + 7, f_last)
-                # Unsigned column of channel cb * 32 of tap (kh, kw): no fix-up per load.
-                c0 = np.uint64(kw * cg + cb * _FB)
+                # Unsigned offset of channel cb * 32 of tap (kh, kw): no fix-up per load.
+                c0 = np.uint64(kh * row_n + kw * cg + cb * _FB)
                 for p in range(_PIX):
                     for j in range(_FB):
                         acc[p, j] = 0
                 for n in range(n0, n1):
-                    for ho in range(ho_n):
-                        row = ho * s + kh
-                        for wo in range(wo_n):
-                            d0 = dy[n, f0, ho, wo]
-                            d1 = dy[n, f1, ho, wo]
-                            d2 = dy[n, f2, ho, wo]
-                            d3 = dy[n, f3, ho, wo]
-                            d4 = dy[n, f4, ho, wo]
-                            d5 = dy[n, f5, ho, wo]
-                            d6 = dy[n, f6, ho, wo]
-                            d7 = dy[n, f7, ho, wo]
-                            col = np.uint64(wo * s * cg) + c0
-                            for j in range(_LANES):
-                                xa = xh[n, g, row, col + np.uint64(j)]
-                                xb = xh[n, g, row, col + np.uint64(_LANES + j)]
-                                _tile_fma(acc, j, d0, d1, d2, d3, d4, d5, d6, d7, xa, xb)
+                    for i in range(hw):
+                        d0 = dyf[n, f0, i]
+                        d1 = dyf[n, f1, i]
+                        d2 = dyf[n, f2, i]
+                        d3 = dyf[n, f3, i]
+                        d4 = dyf[n, f4, i]
+                        d5 = dyf[n, f5, i]
+                        d6 = dyf[n, f6, i]
+                        d7 = dyf[n, f7, i]
+                        col = x_at[i] + c0
+                        for j in range(_LANES):
+                            xa = xf[n, g, col + np.uint64(j)]
+                            xb = xf[n, g, col + np.uint64(_LANES + j)]
+                            _tile_fma(acc, j, d0, d1, d2, d3, d4, d5, d6, d7, xa, xb)
                 for p in range(_PIX):
                     for j in range(_FB):
                         part[t, p, j] += acc[p, j]
