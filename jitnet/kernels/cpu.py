@@ -441,6 +441,33 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
 _WTILE_IMAGES = 8
 
 
+@njit(inline="always")
+def _pixel_offsets(xh, ho_n, wo_n, s, cg):
+    """``(HO * WO, row length, offsets, flat xh)`` for a weight-gradient tile that runs
+    over an image's output pixels in one loop.
+
+    ``offsets[ho * WO + wo]`` (unsigned) is where the window of output pixel
+    ``(ho, wo)`` starts in the flat padded image ``xh[n, g]`` (row ``ho * s``,
+    column ``wo * s``). With a loop per output row LLVM stored the 16 accumulators
+    and worked out the rows' addresses at every row's end: conv2's weight gradient,
+    batch 64, 3.92 -> 3.59 ms.
+    """
+    hw = ho_n * wo_n
+    row_n = xh.shape[3]
+    offsets = np.empty(hw, dtype=np.uint64)
+    for i in range(hw):
+        offsets[i] = (i // wo_n) * s * row_n + (i % wo_n) * s * cg
+    return hw, row_n, offsets, xh.reshape((xh.shape[0], xh.shape[1], xh.shape[2] * row_n))
+
+
+@njit(inline="always")
+def _triple_at(q, q_n, r_n, row_n):
+    """Unsigned offset of ``(kh, kw, c)`` triple ``q`` (clamped to the last) in a flat
+    channel-last image with rows of ``row_n``: ``kh * row_n + kw * Cg + c``."""
+    q = min(q, q_n - 1)
+    return np.uint64(q // r_n * row_n + q % r_n)
+
+
 @njit(**_JIT)
 def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
     """Weight gradient micro-kernel.
@@ -468,6 +495,8 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
     q_n = kh_n * r_n
     n_qt = (q_n + _PIX - 1) // _PIX
     n_t = groups * n_blocks * n_qt
+    hw, row_n, x_at, xf = _pixel_offsets(xh, ho_n, wo_n, s, cg)
+    dyf = dyh.reshape((n_img, groups, n_blocks, hw, _FB))
     per_chunk = (n_t + n_chunks - 1) // n_chunks
     # No race: iteration chunk owns tiles [t0, t1) of part and of dweight.
     for chunk in prange(n_chunks):
@@ -480,44 +509,35 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
                 g = t // (n_blocks * n_qt)
                 fb = (t // n_qt) % n_blocks
                 q0 = (t % n_qt) * _PIX
-                # Row and unsigned column of triple q0 + p (no negative-index fix-up
-                # per load); slots past the end repeat the last triple.
-                q = min(q0, q_n - 1)
-                h0, r0 = q // r_n, np.uint64(q % r_n)
-                q = min(q0 + 1, q_n - 1)
-                h1, r1 = q // r_n, np.uint64(q % r_n)
-                q = min(q0 + 2, q_n - 1)
-                h2, r2 = q // r_n, np.uint64(q % r_n)
-                q = min(q0 + 3, q_n - 1)
-                h3, r3 = q // r_n, np.uint64(q % r_n)
-                q = min(q0 + 4, q_n - 1)
-                h4, r4 = q // r_n, np.uint64(q % r_n)
-                q = min(q0 + 5, q_n - 1)
-                h5, r5 = q // r_n, np.uint64(q % r_n)
-                q = min(q0 + 6, q_n - 1)
-                h6, r6 = q // r_n, np.uint64(q % r_n)
-                q = min(q0 + 7, q_n - 1)
-                h7, r7 = q // r_n, np.uint64(q % r_n)
+                # Unsigned offset of triple q0 + p, kernel row * row_n + its column in
+                # the row (no negative-index fix-up per load); slots past the end
+                # repeat the last triple.
+                o0 = _triple_at(q0, q_n, r_n, row_n)
+                o1 = _triple_at(q0 + 1, q_n, r_n, row_n)
+                o2 = _triple_at(q0 + 2, q_n, r_n, row_n)
+                o3 = _triple_at(q0 + 3, q_n, r_n, row_n)
+                o4 = _triple_at(q0 + 4, q_n, r_n, row_n)
+                o5 = _triple_at(q0 + 5, q_n, r_n, row_n)
+                o6 = _triple_at(q0 + 6, q_n, r_n, row_n)
+                o7 = _triple_at(q0 + 7, q_n, r_n, row_n)
                 for p in range(_PIX):
                     for j in range(_FB):
                         acc[p, j] = 0
                 for n in range(n0, n1):
-                    for ho in range(ho_n):
-                        hs = ho * s
-                        for wo in range(wo_n):
-                            col = np.uint64(wo * s * cg)
-                            x0 = xh[n, g, hs + h0, col + r0]
-                            x1 = xh[n, g, hs + h1, col + r1]
-                            x2 = xh[n, g, hs + h2, col + r2]
-                            x3 = xh[n, g, hs + h3, col + r3]
-                            x4 = xh[n, g, hs + h4, col + r4]
-                            x5 = xh[n, g, hs + h5, col + r5]
-                            x6 = xh[n, g, hs + h6, col + r6]
-                            x7 = xh[n, g, hs + h7, col + r7]
-                            for j in range(_LANES):
-                                da = dyh[n, g, fb, ho, wo, j]
-                                db = dyh[n, g, fb, ho, wo, _LANES + j]
-                                _tile_fma(acc, j, x0, x1, x2, x3, x4, x5, x6, x7, da, db)
+                    for i in range(hw):
+                        col = x_at[i]
+                        x0 = xf[n, g, col + o0]
+                        x1 = xf[n, g, col + o1]
+                        x2 = xf[n, g, col + o2]
+                        x3 = xf[n, g, col + o3]
+                        x4 = xf[n, g, col + o4]
+                        x5 = xf[n, g, col + o5]
+                        x6 = xf[n, g, col + o6]
+                        x7 = xf[n, g, col + o7]
+                        for j in range(_LANES):
+                            da = dyf[n, g, fb, i, j]
+                            db = dyf[n, g, fb, i, _LANES + j]
+                            _tile_fma(acc, j, x0, x1, x2, x3, x4, x5, x6, x7, da, db)
                 for p in range(_PIX):
                     for j in range(_FB):
                         part[t, p, j] += acc[p, j]
@@ -560,17 +580,8 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part):
     n_ft = (fg + _PIX - 1) // _PIX
     n_cb = cg // _FB
     n_t = groups * n_ft * kh_n * kw_n * n_cb
-    # Flat planes, and each output pixel's offset in the padded image (row
-    # ho * s, column wo * s), so that a tile runs over all of an image's pixels
-    # in one loop: with a loop per output row LLVM stored the accumulators and
-    # worked out eight plane addresses at every row's end.
-    hw = ho_n * wo_n
-    row_n = xh.shape[3]
+    hw, row_n, x_at, xf = _pixel_offsets(xh, ho_n, wo_n, s, cg)
     dyf = dy.reshape((n_img, n_out, hw))
-    xf = xh.reshape((n_img, groups, xh.shape[2] * row_n))
-    x_at = np.empty(hw, dtype=np.uint64)
-    for i in range(hw):
-        x_at[i] = (i // wo_n) * s * row_n + (i % wo_n) * s * cg
     per_chunk = (n_t + n_chunks - 1) // n_chunks
     # No race: iteration chunk owns tiles [t0, t1) of part and their dweight entries.
     for chunk in prange(n_chunks):
