@@ -23,6 +23,7 @@ Usage::
 
     python benchmarks/ab.py 4070036 .              # the training step, batch 64
     python benchmarks/ab.py --kernels HEAD~2 HEAD  # the reference net's kernels
+    python benchmarks/ab.py --batchnorm HEAD .     # jitnet compare's ConvNet's step
 """
 
 import argparse
@@ -79,9 +80,10 @@ def export(rev, scratch):
     return parent, name
 
 
-def training_step(pkg, batch):
-    """[("step", call)]: bench_train.py's training step of the reference ConvNet."""
-    step, _ = bench_train.jitnet_step("cpu", batch, package=pkg)
+def training_step(pkg, batch, batchnorm=False):
+    """[("step", call)]: bench_train.py's training step of the reference ConvNet (with
+    ``batchnorm``, the one with batch norms that ``jitnet compare`` trains)."""
+    step, _ = bench_train.jitnet_step("cpu", batch, package=pkg, batchnorm=batchnorm)
     return [("step", step)]
 
 
@@ -117,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--kernels", action="store_true",
                         help="time the kernels instead of the training step")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batchnorm", action="store_true",
+                        help="the step of the ConvNet with batch norms (jitnet compare's)")
     parser.add_argument("--blocks", type=int, default=20, help="turns each revision takes")
     parser.add_argument("--calls", type=int, default=8, help="timed calls per block")
     parser.add_argument("--out", help="also write the Markdown report here")
@@ -126,8 +130,11 @@ def main(argv=None):
     if args.blocks < 1 or args.calls < 1:
         parser.error(f"--blocks and --calls must be at least 1, got {args.blocks} and "
                      f"{args.calls}")
+    if args.kernels and args.batchnorm:
+        parser.error("--batchnorm times the training step; leave out --kernels")
     os.environ["JITNET_PRECOMPILE"] = "0"
-    build = kernels if args.kernels else training_step
+    build = kernels if args.kernels else (
+        lambda pkg, batch: training_step(pkg, batch, args.batchnorm))
     host = machine()
     base = args.revisions[0]
     with tempfile.TemporaryDirectory() as scratch:
@@ -172,7 +179,8 @@ def main(argv=None):
             rows.append([case, rev, f"{min(blocks):.2f}", f"{np.median(blocks):.2f}",
                          f"{ratio:.3f}"])
     report = "\n".join([
-        f"# A/B in one process, batch {args.batch_size}, float32",
+        f"# A/B in one process, batch {args.batch_size}, float32"
+        + (", the ConvNet with batch norms" if args.batchnorm else ""),
         "",
         f"Machine: {host}; jitnet threads: default. Each revision timed "
         f"{args.calls} calls at a time, in turn, for {args.blocks} blocks; ms of the "

@@ -1,8 +1,10 @@
 """Time one training step of the reference ConvNet: jitnet against PyTorch.
 
 A step is forward + softmax cross-entropy + backward + SGD (momentum 0.9) on a
-random float32 batch of 3x32x32 images. Each contender runs in a fresh process
-of its own, so no thread pool of another library spins beside it. Reported:
+random float32 batch of 3x32x32 images; with ``--batchnorm`` the ConvNet has a batch
+norm after each convolution, the model that ``jitnet compare`` trains. Each
+contender runs in a fresh process of its own, so no thread pool of another library
+spins beside it. Reported:
 the median step time after warm-up (compilation excluded; best of
 ``--rounds`` runs taken in turn), images per second and ratios; peak resident
 memory of a process that runs a few steps; and cold start, the time from a
@@ -15,6 +17,7 @@ Usage::
     python benchmarks/bench_train.py --target cuda         # jitnet cuda vs cpu vs torch cuda
                                                            # (float32, and its TF32 default)
     python benchmarks/bench_train.py --batch-size 64 --repeat 20 --no-cold
+    python benchmarks/bench_train.py --batchnorm --no-numpy   # jitnet compare's ConvNet
 
 Set ``NUMBA_NUM_THREADS`` to the thread count you compare at; PyTorch gets
 ``--threads`` (default: the same number). ``--steady-malloc`` runs every contender
@@ -50,11 +53,11 @@ def _batch(batch, seed=0):
     return x, y
 
 
-def jitnet_step(target, batch, package="jitnet"):
+def jitnet_step(target, batch, package="jitnet", batchnorm=False):
     """A zero-argument training step of jitnet on ``target``, and a sync function.
 
     ``package`` is the name jitnet is imported under (``ab.py`` gives each revision
-    its own)."""
+    its own); ``batchnorm`` puts a batch norm after each convolution."""
     import importlib
 
     jitnet = importlib.import_module(package)
@@ -63,7 +66,7 @@ def jitnet_step(target, batch, package="jitnet"):
 
     jitnet.set_target(target)
     jitnet.manual_seed(0)
-    model = models.convnet().to(target)
+    model = models.convnet(batchnorm=batchnorm).to(target)
     model.train()
     loss_fn = nn.SoftmaxCrossEntropyLoss()
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -83,7 +86,7 @@ def jitnet_step(target, batch, package="jitnet"):
     return step, sync
 
 
-def torch_step(torch, device, batch):
+def torch_step(torch, device, batch, batchnorm=False):
     """The same step in PyTorch, and a sync function.
 
     ``device`` is "cpu", "cuda" (float32 throughout, as jitnet computes) or
@@ -98,9 +101,13 @@ def torch_step(torch, device, batch):
         torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default already
         device = "cuda"
     torch.manual_seed(0)
+
+    def block(c_in, c_out):  # as jitnet.models.convnet
+        norm = [nn.BatchNorm2d(c_out)] if batchnorm else []
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), *norm, nn.ReLU(), nn.MaxPool2d(2)]
+
     model = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        *block(3, 32), *block(32, 64),
         nn.Flatten(), nn.Linear(64 * 8 * 8, 256), nn.ReLU(), nn.Linear(256, 10),
     ).to(device)
     loss_fn = nn.CrossEntropyLoss()
@@ -122,13 +129,13 @@ def torch_step(torch, device, batch):
 # -- child processes: memory and cold start ---------------------------------------------
 
 
-def _child(kind, batch, steps, threads):
+def _child(kind, batch, steps, threads, batchnorm):
     """Run in a fresh process: ``steps`` steps, then print timings and peak RSS as JSON."""
     if kind.startswith("torch"):
         torch = torch_or_none(threads)
-        step, sync = torch_step(torch, kind.split("-", 1)[1], batch)
+        step, sync = torch_step(torch, kind.split("-", 1)[1], batch, batchnorm)
     else:
-        step, sync = jitnet_step(kind, batch)
+        step, sync = jitnet_step(kind, batch, batchnorm=batchnorm)
     step()
     if sync is not None:
         sync()
@@ -154,9 +161,9 @@ def _child(kind, batch, steps, threads):
     print(json.dumps(result))
 
 
-def _run_child(kind, batch, steps, threads, env=None):
+def _run_child(kind, batch, steps, threads, batchnorm, env=None):
     cmd = [sys.executable, __file__, "--child", kind, "--batch-size", str(batch),
-           "--steps", str(steps), "--threads", str(threads)]
+           "--steps", str(steps), "--threads", str(threads)] + ["--batchnorm"] * batchnorm
     start = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
@@ -179,6 +186,8 @@ def main(argv=None):
     parser.add_argument("--no-numpy", action="store_true", help="skip the (slow) numpy target")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-cold", action="store_true", help="skip memory and cold start")
+    parser.add_argument("--batchnorm", action="store_true",
+                        help="a batch norm after each convolution (jitnet compare's ConvNet)")
     parser.add_argument("--steady-malloc", action="store_true",
                         help="fix glibc's mmap threshold at 32 MiB in every contender")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
@@ -189,7 +198,7 @@ def main(argv=None):
     if args.steady_malloc:  # children inherit it; glibc reads it at their start
         os.environ.update(STEADY_MALLOC_ENV)
     if args.child:
-        _child(args.child, args.batch_size[0], args.steps, threads)
+        _child(args.child, args.batch_size[0], args.steps, threads, args.batchnorm)
         return
 
     if args.target == "cuda":
@@ -201,7 +210,8 @@ def main(argv=None):
     torch = None if args.no_torch else torch_or_none(threads)
     if torch is not None and args.target == "cuda" and not torch.cuda.is_available():
         torch = None  # a CPU-only torch: compare jitnet cuda with jitnet cpu only
-    lines = [f"# Training step of the reference ConvNet ({args.target} target)", "",
+    model = "the reference ConvNet" + (" with batch norm" if args.batchnorm else "")
+    lines = [f"# Training step of {model} ({args.target} target)", "",
              f"Machine: {machine()}; jitnet threads: "
              f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
              f"Each contender runs in its own fresh process (no other thread pool in it): "
@@ -230,7 +240,7 @@ def main(argv=None):
                 lib, where = name.split()
                 kind = f"torch-{where}" if lib == "torch" else where
                 repeat = max(3, args.repeat // 3) if where == "numpy" else args.repeat
-                result = _run_child(kind, batch, repeat + 2, threads)
+                result = _run_child(kind, batch, repeat + 2, threads, args.batchnorm)
                 times[name].append(result["step_ms"])
                 if "launches" in result:
                     launches[batch] = result["launches"]
@@ -255,19 +265,19 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, NUMBA_CACHE_DIR=cache)
             batch = args.batch_size[0]
-            cold = _run_child(args.target, batch, 3, threads, env)
-            warm = _run_child(args.target, batch, 3, threads, env)
+            cold = _run_child(args.target, batch, 3, threads, args.batchnorm, env)
+            warm = _run_child(args.target, batch, 3, threads, args.batchnorm, env)
             rows.append([f"jitnet {args.target}", f"{cold['first_step_s']:.1f}",
                          f"{warm['first_step_s']:.1f}", f"{warm['maxrss_mb']:.0f}"])
         if args.target == "cpu":  # and without the helper process that compiles beside it
             with tempfile.TemporaryDirectory() as cache:
                 env = dict(os.environ, NUMBA_CACHE_DIR=cache, JITNET_PRECOMPILE="0")
-                alone = _run_child(args.target, batch, 3, threads, env)
+                alone = _run_child(args.target, batch, 3, threads, args.batchnorm, env)
                 rows.append(["jitnet cpu, `JITNET_PRECOMPILE=0`",
                              f"{alone['first_step_s']:.1f}", "-", "-"])
         if torch is not None:
             device = "cuda" if args.target == "cuda" else "cpu"
-            t = _run_child(f"torch-{device}", batch, 3, threads)
+            t = _run_child(f"torch-{device}", batch, 3, threads, args.batchnorm)
             rows.append([f"torch {device}", "-", f"{t['first_step_s']:.1f}",
                          f"{t['maxrss_mb']:.0f}"])
         lines += [f"## Cold start and memory (batch {batch}, fresh process, 3 steps)", "",

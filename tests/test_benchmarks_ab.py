@@ -63,6 +63,9 @@ def test_arguments_are_checked(ab, capsys):
     with pytest.raises(SystemExit):
         ab.main(["HEAD", ".", "--blocks", "0"])
     assert "--blocks and --calls must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ab.main(["HEAD", ".", "--kernels", "--batchnorm"])
+    assert "--batchnorm times the training step" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(),
