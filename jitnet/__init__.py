@@ -10,7 +10,7 @@ from .codegen import prefer_512_bit_vectors
 
 prefer_512_bit_vectors()  # before any @njit: Numba fixes its CPU features at the first one
 
-from .rng import manual_seed  # noqa: E402
+from .rng import manual_seed  # noqa: E402, I001  (data etc. import after targets)
 from .targets import (  # noqa: E402
     TargetUnavailableError,
     asarray,

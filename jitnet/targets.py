@@ -116,7 +116,8 @@ def asarray(a, dtype=None):
 def _initial_target():
     name = config.ENV_TARGET or config.DEFAULT_TARGET
     if name not in TARGETS:
-        raise ValueError(f"JITNET_TARGET={name!r} is not a target: expected one of {', '.join(TARGETS)}")
+        raise ValueError(f"JITNET_TARGET={name!r} is not a target: expected one of "
+                         f"{', '.join(TARGETS)}")
     return name
 
 

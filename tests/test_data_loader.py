@@ -79,8 +79,8 @@ def test_bad_arguments(data):
 
 def _reference_crop(x, offsets, size, padding):
     padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    return np.stack([padded[i, :, t:t + size[0], l:l + size[1]]
-                     for i, (t, l) in enumerate(offsets)])
+    return np.stack([padded[i, :, top:top + size[0], left:left + size[1]]
+                     for i, (top, left) in enumerate(offsets)])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

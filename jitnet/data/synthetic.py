@@ -204,7 +204,8 @@ def _render(labels, p, noise):
         alpha = _soft(_box(u, v, p["clutter_len"][:, j, None, None],
                            p["clutter_wid"][:, j, None, None]))
         alpha = alpha * p["clutter_on"][:, j, None, None]
-        image = image * (1.0 - alpha[:, None]) + p["clutter_colour"][:, j, :, None, None] * alpha[:, None]
+        image = (image * (1.0 - alpha[:, None])
+                 + p["clutter_colour"][:, j, :, None, None] * alpha[:, None])
 
     # The object, in its own rotated frame (u, v) measured in pixels.
     dx, dy = X - col(p["cx"]), Y - col(p["cy"])

@@ -22,7 +22,6 @@ import re
 import subprocess
 import sys
 import tempfile
-
 import types
 
 import numba
@@ -31,7 +30,7 @@ import numpy as np
 if numba.config.ENABLE_CUDASIM:
     raise SystemExit("run compile_for_gpu.py without NUMBA_ENABLE_CUDASIM=1")
 
-from numba import cuda  # noqa: E402
+from numba import cuda  # noqa: E402, I001  (after the check above)
 from numba.cuda import dispatcher as cuda_dispatcher  # noqa: E402
 
 from jitnet import config  # noqa: E402
