@@ -29,7 +29,12 @@ def test_jitnet_step_trains_the_chosen_model(bench_train, batchnorm, monkeypatch
 
     built = []
     real = models.convnet
-    monkeypatch.setattr(models, "convnet", lambda **kw: built.append(real(**kw)) or built[-1])
+
+    def spy(**options):
+        built.append(real(**options))
+        return built[-1]
+
+    monkeypatch.setattr(models, "convnet", spy)
     with jitnet.use_target("cpu"):
         step, sync = bench_train.jitnet_step("cpu", 4, batchnorm=batchnorm)
         first, second = step(), step()

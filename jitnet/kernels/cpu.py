@@ -450,7 +450,7 @@ def _pixel_offsets(xh, ho_n, wo_n, s, cg):
     ``(ho, wo)`` starts in the flat padded image ``xh[n, g]`` (row ``ho * s``,
     column ``wo * s``). With a loop per output row LLVM stored the 16 accumulators
     and worked out the rows' addresses at every row's end: conv2's weight gradient,
-    batch 64, 3.92 -> 3.59 ms.
+    batch 64, 3.92 -> 3.59 ms (``benchmarks/ab.py --kernels``, same bits).
     """
     hw = ho_n * wo_n
     row_n = xh.shape[3]
@@ -469,7 +469,7 @@ def _triple_at(q, q_n, r_n, row_n):
 
 
 @njit(**_JIT)
-def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
+def _conv2d_weight_tiles(dyh, xh, dweight, s, n_chunks, part):
     """Weight gradient micro-kernel.
 
     ``dweight[g * Fg + f, c, kh, kw] = sum_{n, ho, wo} dy[n, g * Fg + f, ho, wo] *
@@ -488,7 +488,7 @@ def _conv2d_weight_tiles(dyh, xh, dweight, s, wo_n, n_chunks, part):
     ``n``, ``ho``, ``wo`` in ascending order, and adds it to ``part``; the blocks
     are added in order, whatever ``n_chunks`` and the thread count.
     """
-    n_img, groups, n_blocks, ho_n = dyh.shape[0], dyh.shape[1], dyh.shape[2], dyh.shape[3]
+    n_img, groups, n_blocks, ho_n, wo_n = dyh.shape[:5]
     n_out, cg, kh_n, kw_n = dweight.shape
     f_per_group = n_out // groups
     r_n = kw_n * cg
@@ -1254,7 +1254,7 @@ def _conv_weight_grad(dy, x, weight_shape, s, p, groups, dbias=None):
     n_tiles = groups * _blocks(f // groups) * -(-(cg * kh * kw) // _PIX)
     n_chunks = _chunks(n_tiles)
     part = _zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
-    _conv2d_weight_tiles(dyh, xh, dweight, s, wo, n_chunks, part)
+    _conv2d_weight_tiles(dyh, xh, dweight, s, n_chunks, part)
     return dweight
 
 
