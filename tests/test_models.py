@@ -7,9 +7,9 @@ import pytest
 
 import jitnet
 from jitnet import nn, optim
-from jitnet.kernels import CONTRACT
 from jitnet.models import convnet
-from jitnet.targets import backend
+
+import ready_targets
 
 torch = pytest.importorskip("torch")
 
@@ -24,17 +24,7 @@ def model_targets():
 @pytest.fixture(params=model_targets())
 def target(request):
     """Each available target whose kernel module imports and exports the whole contract."""
-    name = request.param
-    try:
-        module = backend(name)
-    except (ImportError, jitnet.TargetUnavailableError) as exc:
-        pytest.skip(f"target {name} not ready: {exc}")
-    missing = [n for n in CONTRACT if not hasattr(module, n)]
-    if missing:
-        pytest.skip(f"target {name} lacks {missing}")
-    with jitnet.use_target(name):
-        jitnet.manual_seed(0)
-        yield name
+    yield from ready_targets.enter(request.param)
 
 
 def torch_convnet(num_classes=10, batchnorm=False):

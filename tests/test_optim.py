@@ -5,9 +5,9 @@ import pytest
 
 import jitnet
 from jitnet import optim
-from jitnet.kernels import CONTRACT
 from jitnet.nn import Parameter
-from jitnet.targets import backend
+
+import ready_targets
 
 torch = pytest.importorskip("torch")
 
@@ -17,16 +17,7 @@ SHAPES = [(3, 4), (5,)]
 @pytest.fixture(params=jitnet.available_targets())
 def target(request):
     """Each available target whose kernel module imports and exports the whole contract."""
-    name = request.param
-    try:
-        module = backend(name)
-    except (ImportError, jitnet.TargetUnavailableError) as exc:
-        pytest.skip(f"target {name} not ready: {exc}")
-    missing = [n for n in CONTRACT if not hasattr(module, n)]
-    if missing:
-        pytest.skip(f"target {name} lacks {missing}")
-    with jitnet.use_target(name):
-        yield name
+    yield from ready_targets.enter(request.param, seed=None)
 
 
 def make_params(rng, dtype):
