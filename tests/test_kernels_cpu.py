@@ -477,6 +477,26 @@ def test_maxout(rng, dtype):
     assert_all_close(got, ref.maxout_backward(dy, x, weight, argmax, 3), dtype)
 
 
+@pytest.mark.parametrize("module", [cpu, ref], ids=["cpu", "numpy"])
+def test_an_empty_batch_gives_empty_results(module):
+    """N = 0: empty outputs and input gradients, zero weight gradients (the cpu matrix
+    product divided by its tile count, the reference's maxout reshaped with -1)."""
+    x = np.zeros((0, 6), np.float32)
+    weight = np.ones((15, 6), np.float32)
+    bias = np.ones(15, np.float32)
+    assert module.linear_forward(x, weight, bias).shape == (0, 15)
+    dx, dweight, dbias = module.linear_backward(np.zeros((0, 15), np.float32), x, weight)
+    assert dx.shape == (0, 6) and not dweight.any() and not dbias.any()
+    y, argmax = module.maxout_forward(x, weight, bias, 3)
+    assert y.shape == argmax.shape == (0, 5)
+    dx, dweight, dbias = module.maxout_backward(y, x, weight, argmax, 3)
+    assert dx.shape == (0, 6) and dweight.shape == (15, 6) and not dweight.any()
+    images = np.zeros((0, 3, 8, 8), np.float32)
+    kernel = np.ones((4, 3, 3, 3), np.float32)
+    assert module.conv2d_forward(images, kernel, bias[:4], 1, 1, 1).shape == (0, 4, 8, 8)
+    assert module.maxpool2d_forward(images, 2, 2)[0].shape == (0, 3, 4, 4)
+
+
 # --------------------------------------------------------------------------
 # activations, dropout, batch norm
 # --------------------------------------------------------------------------

@@ -156,6 +156,15 @@ def zeros(shape, dtype):
 # constant offset (no inner loop with a runtime trip count). Column indices are
 # unsigned: Numba's negative-index fix-up otherwise costs four integer
 # instructions per load (measured: conv2 forward 100 -> 154 GFLOP/s per core).
+#
+# Only LLVM's loop vectoriser makes the vector code: Numba runs LLVM without the
+# SLP vectoriser (off by default since 2023 for miscompilations, numba PR #8852).
+# A loop with a constant trip count and a small body is unrolled in full before
+# the loop vectoriser runs, and what is left is scalar. The tiles' lane loops keep
+# their vectors (their bodies, 16 multiply-adds, are not unrolled); a store
+# epilogue's ``for lane in range(_LANES)`` became 16 scalar stores a row (conv1's
+# forward 2.2x slower), so the epilogues loop to a count known only at run time
+# (:func:`_store_tile`).
 # --------------------------------------------------------------------------
 
 #: float32 lanes of one vector register as the kernels are compiled: 16 with
@@ -976,7 +985,14 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax,
 def _store_tile(acc, bias_win, yflat, n, f0, n_ch, h0, h1, wo0, wo_n, ho_n, n_out):
     """A :func:`_conv2d_rows` tile ``acc`` plus the bias (``bias_win``, as in
     :func:`_pool_tile`) to the flat output ``yflat``: rows ``h0`` and ``h1`` (the same
-    row for a last odd one), columns from ``wo0``."""
+    row for a last odd one), columns from ``wo0``.
+
+    The row loops run to ``n_valid``, not to the constant ``_LANES`` even for whole
+    tiles: a constant trip count is unrolled into scalar stores (see the notes at
+    the head of the convolution section). This epilogue, the call included, is
+    about a quarter of conv1's forward (2-core Zen 4, batch 64, the kernel alone:
+    0.78-0.80 ms, 0.57-0.67 without its stores).
+    """
     n_valid = np.uint64(min(_LANES, wo_n - wo0))
     for q in range(n_ch):
         b = bias_win[(f0 + q) * (_LANES // 2)]
@@ -1665,6 +1681,8 @@ def _matmul(a, b, dtype, b_transposed=False):
     b = np.ascontiguousarray(b, dtype=dtype)
     k, j = b.shape[::-1] if b_transposed else b.shape
     c = _empty((a.shape[0], j), dtype=dtype)
+    if c.size == 0:  # no rows (an empty batch) or no columns: no tile to share out
+        return c
     if k == 0:  # an empty sum: _gemm would store no tile
         c.fill(0)
         return c

@@ -409,7 +409,7 @@ def maxout_forward(x, weight, bias, pieces):
         The winning piece ``k`` of each unit (first on ties, NaN wins).
     """
     z = linear_forward(x, weight, bias)
-    z = z.reshape(x.shape[0], -1, pieces)
+    z = z.reshape(x.shape[0], weight.shape[0] // pieces, pieces)  # -1 fails on N = 0
     k = np.argmax(z, axis=-1)
     y = np.take_along_axis(z, k[..., None], axis=-1)[..., 0]
     return np.ascontiguousarray(y), k.astype(np.int32)
