@@ -110,7 +110,9 @@ def build_parser():
 
 
 def _add_target_option(parser):
-    parser.add_argument("--target", choices=targets.TARGETS, default=targets.get_target(),
+    # No default here: the active target, which JITNET_TARGET chose at import, stays
+    # (read only once the command runs, where a bad choice is a one-line error).
+    parser.add_argument("--target", choices=targets.TARGETS, default=None,
                         help="where kernels run: numpy (reference), cpu (Numba, parallel) or "
                              "cuda (numba.cuda); the default comes from JITNET_TARGET, else cpu")
 
@@ -146,25 +148,25 @@ def _add_budget_options(parser):
                         help="no progress bars or per-epoch lines")
 
 
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def _number(kind, accept, wanted):
+    """An argparse ``type``: ``kind(text)`` where ``accept`` takes it, else a usage error
+    saying ``wanted`` (also for text that is no number at all)."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+_positive_int = _number(int, lambda v: v > 0, "a positive integer")
+_non_negative_int = _number(int, lambda v: v >= 0, "a non-negative integer")
+_positive_float = _number(float, lambda v: v > 0 and np.isfinite(v), "a positive finite number")
 
 
 # ---------------------------------------------------------------------------- main
@@ -313,13 +315,14 @@ def cmd_bench(args):
     """``jitnet bench``."""
     from . import report
 
-    rows = report.benchmark(args.target, batch_size=args.batch_size, repeat=args.repeat)
-    print(report.bench_table(rows, args.target, args.batch_size))
+    target = targets.get_target()  # --target's, else JITNET_TARGET's (set in main)
+    rows = report.benchmark(target, batch_size=args.batch_size, repeat=args.repeat)
+    print(report.bench_table(rows, target, args.batch_size))
     if args.out is not None:
         from .train import write_json
 
         write_json(Path(args.out) / "bench.json", {
-            "target": args.target, "batch_size": args.batch_size, "repeat": args.repeat,
+            "target": target, "batch_size": args.batch_size, "repeat": args.repeat,
             "machine": _machine(), "rows": rows})
         print(f"\nwritten: {Path(args.out) / 'bench.json'}")
     return 0
@@ -344,7 +347,7 @@ def cmd_info(args):
         ("threading layer", _threading_layer()),
         ("cpu vectors", _cpu_vectors()),
         ("cpu kernels", _cpu_opt_level()),
-        ("active target", targets.get_target()),
+        ("active target", _active_target()),
         ("available targets", ", ".join(targets.available_targets())),
     ]
     lines += _gpu_lines()
@@ -393,6 +396,13 @@ def _threading_layer():
         return numba.threading_layer()
     except Exception as exc:  # no layer (tbb/omp/workqueue) could start: say so
         return f"unavailable ({_one_line(exc)})"
+
+
+def _active_target():
+    try:
+        return targets.get_target()
+    except (ValueError, TargetUnavailableError) as exc:  # JITNET_TARGET's choice: say why
+        return f"none ({_one_line(exc)})"
 
 
 def _gpu_lines():

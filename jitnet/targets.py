@@ -51,7 +51,7 @@ _MODULES = {}
 
 def backend(name=None):
     """The kernel module of target ``name`` (default: the active target)."""
-    name = _active if name is None else name
+    name = get_target() if name is None else name
     _check_name(name)
     if name == "cuda":
         reason = _cuda_unavailable_reason()
@@ -75,25 +75,37 @@ def set_target(name):
     TargetUnavailableError
         When the target cannot run here (for cuda: no numba-cuda, no driver, no GPU).
     """
-    global _active
-    backend(name)  # validates, and raises TargetUnavailableError with the reason
-    _active = name
+    global _active, _environment_error
+    _check_name(name)  # before backend(), which takes None for the active target
+    backend(name)  # raises TargetUnavailableError with the reason
+    _active, _environment_error = name, None
 
 
 def get_target():
-    """The active target's name."""
+    """The active target's name.
+
+    Raises
+    ------
+    ValueError, TargetUnavailableError
+        While the target ``JITNET_TARGET`` chose at import is unknown or cannot run
+        here, until :func:`set_target` chooses another.
+    """
+    if _environment_error is not None:
+        kind, message = _environment_error
+        raise kind(message)  # a new one each time: a raised exception keeps its traceback
     return _active
 
 
 @contextlib.contextmanager
 def use_target(name):
     """Switch to target ``name`` inside a ``with`` block; the previous one is restored."""
-    previous = _active
+    global _active, _environment_error
+    previous = _active, _environment_error
     set_target(name)
     try:
         yield
     finally:
-        set_target(previous)
+        _active, _environment_error = previous
 
 
 def is_device_array(a):
@@ -114,13 +126,24 @@ def asarray(a, dtype=None):
 
 
 def _initial_target():
+    """The target ``JITNET_TARGET`` names (else the default), and why it cannot be
+    used (an exception class and its message) or None.
+
+    A bad choice does not fail the import: ``jitnet info`` and ``--target cpu`` still
+    work, and :func:`get_target` (so every kernel call) raises the reason until
+    :func:`set_target` chooses a target.
+    """
     name = config.ENV_TARGET or config.DEFAULT_TARGET
     if name not in TARGETS:
-        raise ValueError(f"JITNET_TARGET={name!r} is not a target: expected one of "
-                         f"{', '.join(TARGETS)}")
-    return name
+        return name, (ValueError, f"JITNET_TARGET={name!r} is not a target: expected one "
+                                  f"of {', '.join(TARGETS)}")
+    if name == "cuda":
+        reason = _cuda_unavailable_reason()
+        if reason is not None:
+            return name, (TargetUnavailableError,
+                          f"JITNET_TARGET=cuda, but the cuda target is unavailable: {reason}; "
+                          "unset JITNET_TARGET or choose another target")
+    return name, None
 
 
-_active = _initial_target()
-if _active == "cuda":
-    set_target("cuda")  # fail at import with the reason, not at the first kernel
+_active, _environment_error = _initial_target()

@@ -164,6 +164,38 @@ def test_unknown_and_unavailable_targets(capsys):
     assert len(err.splitlines()) == 1 and "cuda target is unavailable" in err
 
 
+@pytest.mark.parametrize("option, text, wanted", [
+    ("--epochs", "abc", "a non-negative integer"),
+    ("--epochs", "-1", "a non-negative integer"),
+    ("--n-train", "0", "a positive integer"),
+    ("--lr", "abc", "a positive finite number"),
+    ("--lr", "inf", "a positive finite number"),
+    ("--lr", "nan", "a positive finite number"),
+])
+def test_a_bad_number_is_a_usage_error_naming_the_option(option, text, wanted, capsys):
+    assert main(["train", option, text]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: expected {wanted}, got {text!r}" in err, err
+    assert "_int" not in err and "_float" not in err  # no internal function names
+
+
+def test_a_bad_jitnet_target_is_a_one_line_error_and_info_says_why(monkeypatch, capsys):
+    from jitnet import targets
+
+    monkeypatch.setattr(targets, "_active", "tpu")  # as the import leaves them; put back
+    monkeypatch.setattr(targets, "_environment_error",
+                        (ValueError, "JITNET_TARGET='tpu' is not a target"))
+    assert main(["train", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "jitnet: error: JITNET_TARGET='tpu' is not a target"
+    assert main(["info"]) == 0
+    assert "active target      none (JITNET_TARGET='tpu' is not a target)" in (
+        capsys.readouterr().out)
+    # --target overrides it (the run itself: test_train_convnet_writes_metrics...)
+    assert main(["bench", "--target", "numpy", "--batch-size", "1", "--repeat", "1"]) == 0
+    assert jitnet.get_target() == "numpy"
+
+
 def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out

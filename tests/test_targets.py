@@ -37,6 +37,17 @@ def test_unknown_target_is_a_value_error():
             pass
 
 
+@pytest.mark.parametrize("name", [None, 1, ""])
+def test_set_target_rejects_what_is_no_target_name(name):
+    previous = jitnet.get_target()
+    with pytest.raises(ValueError, match=f"unknown target {name!r}"):
+        jitnet.set_target(name)
+    with pytest.raises(ValueError, match="unknown target"):
+        with jitnet.use_target(name):
+            pass
+    assert jitnet.get_target() == previous
+
+
 def test_available_targets():
     names = jitnet.available_targets()
     assert names[:2] == ["numpy", "cpu"]
@@ -76,9 +87,32 @@ def test_jitnet_target_environment_variable():
     done = run_python("import jitnet; print(jitnet.get_target())", JITNET_TARGET="numpy")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "numpy"
-    done = run_python("import jitnet", JITNET_TARGET="tpu")
-    assert done.returncode != 0
-    assert "JITNET_TARGET='tpu' is not a target" in done.stderr
+
+
+@pytest.mark.parametrize("value, error", [
+    ("tpu", "ValueError: JITNET_TARGET='tpu' is not a target: expected one of numpy, cpu, cuda"),
+    ("cuda", "TargetUnavailableError: JITNET_TARGET=cuda, but the cuda target is unavailable"),
+])
+def test_a_bad_jitnet_target_fails_at_first_use_not_at_import(value, error):
+    """The import works (so `jitnet info` and `--target cpu` do); every use of the
+    active target says what is wrong until set_target chooses one."""
+    if value == "cuda" and "cuda" in jitnet.available_targets():
+        pytest.skip("cuda is usable here")
+    code = (
+        "import jitnet, numpy as np\n"
+        "for use in (jitnet.get_target, lambda: jitnet.nn.Linear(2, 3)):\n"
+        "    try:\n"
+        "        use()\n"
+        "    except Exception as exc:\n"
+        "        print(type(exc).__name__ + ': ' + str(exc))\n"
+        "jitnet.set_target('numpy')\n"
+        "print(jitnet.get_target(), jitnet.nn.Linear(2, 3)(np.ones((1, 2), np.float32)).shape)\n"
+    )
+    done = run_python(code, JITNET_TARGET=value)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith(error) for line in lines[:2]), lines
+    assert lines[2] == "numpy (1, 3)"
 
 
 def importable_target_modules():
