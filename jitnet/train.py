@@ -409,6 +409,7 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         if saved_name not in (None, model_name):
             raise CheckpointError(f"checkpoint {path} is of model {saved_name!r}, "
                                   f"not {model_name!r}")
+        _check_same_run(state["meta"].get("config", {}), config or {}, path)
         _restore(state, path, model, optimizer, scheduler, train_loader)
         history, start = list(state["history"]), int(state["epoch"])
         if not quiet:
@@ -430,6 +431,7 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         for epoch in range(start, epochs):
             history.append(_train_epoch(model, loss_fn, optimizer, train_loader, epoch, epochs,
                                         bar_off, path, progress))
+            _check_finite_parameters(model, epoch, history[-1]["lr"], path)
             if scheduler is not None:
                 scheduler.step()
             predictions = predict(model, x_test, batch_size=eval_batch_size,
@@ -465,6 +467,36 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         "config": config or {},
         "history": history,
     }
+
+
+def _check_same_run(saved, config, path):
+    """Raise :class:`CheckpointError` when the run resuming from ``path`` differs from the
+    one that wrote it in any setting but ``epochs`` (which a resumed run may raise):
+    its history and metrics would mix the two."""
+    differ = [key for key in sorted(set(saved) | set(config))
+              if key != "epochs" and saved.get(key) != _json_round_trip(config.get(key))]
+    if differ:
+        shown = ", ".join(f"{key}={saved.get(key)!r} there, {config.get(key)!r} now"
+                          for key in differ[:3])
+        raise CheckpointError(f"checkpoint {path} was written by a run with other settings "
+                              f"({shown}); resume with the same ones, or train afresh "
+                              "into another folder")
+
+
+def _json_round_trip(value):
+    """``value`` as it reads back from a checkpoint's JSON (tuples become lists)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _check_finite_parameters(model, epoch, lr, path):
+    """Raise :class:`TrainingDiverged` when a parameter stopped being finite: a step
+    can overflow the weights while the loss it was taken on was still finite."""
+    for p in model.parameters():
+        if not np.isfinite(to_numpy(p.data)).all():
+            kept = f"; the last good checkpoint is kept at {path}" if path else ""
+            raise TrainingDiverged(
+                f"training diverged: the parameters became non-finite in epoch {epoch + 1} "
+                f"(learning rate {lr}); lower the learning rate{kept}")
 
 
 def _train_epoch(model, loss_fn, optimizer, loader, epoch, epochs, bar_off, path, progress):
@@ -594,6 +626,53 @@ def channel_stats(x):
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+def check_images_and_labels(x_train, y_train, x_test, y_test, *, num_classes=10,
+                            image_shape=None):
+    """Raise ``ValueError`` unless the four arrays are what the recipes train on.
+
+    ``x_train``, ``x_test``: non-empty ``(N, 3, H, W)`` uint8 arrays (``H, W`` =
+    ``image_shape`` when given); ``y_train``, ``y_test``: ``(N,)`` integer labels in
+    ``[0, num_classes)``, one per image. Checked before any work, so that a bad test
+    set does not surface as a broadcast error after the first epoch.
+    """
+    for name, x, y_name, y in (("x_train", x_train, "y_train", y_train),
+                               ("x_test", x_test, "y_test", y_test)):
+        x = np.asarray(x)
+        wanted = "(N, 3, H, W)" if image_shape is None else "(N, 3, {}, {})".format(*image_shape)
+        if (x.ndim != 4 or x.shape[1] != 3
+                or (image_shape is not None and tuple(x.shape[2:]) != tuple(image_shape))):
+            raise ValueError(f"{name} must be {wanted} uint8 images, got shape {x.shape}")
+        if x.dtype != np.uint8:
+            raise ValueError(f"{name} must be uint8 images (0..255), got dtype {x.dtype}")
+        if len(x) == 0:
+            raise ValueError(f"{name} is empty: expected at least one image")
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"{y_name} must hold one label per image of {name}: expected "
+                             f"shape ({len(x)},), got {y.shape}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{y_name} must be integer class labels, got dtype {y.dtype}")
+        bad = (y < 0) | (y >= num_classes)
+        if bad.any():
+            raise ValueError(f"{y_name} must be labels in 0..{num_classes - 1}, got "
+                             f"{y[bad][0]} at index {int(np.argmax(bad))}")
+
+
+def _integer(name, value, minimum):
+    """``value`` as an int, if it is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_number(name, value):
+    """``value`` as a float, if it is a finite number > 0 (not a bool)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not (math.isfinite(value) and value > 0)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 class TrainResult:
     """What a recipe hands back: the trained model, its metrics and test predictions.
 
@@ -657,12 +736,14 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
     if unknown:
         raise ValueError(f"unknown ConvNet options {sorted(unknown)}; "
                          f"expected some of {sorted(CONVNET_DEFAULTS)}")
+    check_images_and_labels(x_train, y_train, x_test, y_test, image_shape=(32, 32))
     settings = dict(CONVNET_DEFAULTS, **options)
     if batch_size is not None:
-        settings["batch_size"] = int(batch_size)
+        settings["batch_size"] = _integer("batch_size", batch_size, 1)
     if lr is not None:
-        settings["lr"] = float(lr)
-    epochs = default_epochs(len(x_train)) if epochs is None else int(epochs)
+        settings["lr"] = _positive_number("lr", lr)
+    epochs = default_epochs(len(x_train)) if epochs is None else _integer("epochs", epochs, 0)
+    seed = _integer("seed", seed, 0)
     mean, std = channel_stats(x_train)
     settings.update(epochs=epochs, seed=int(seed), data=data_name,
                     mean=mean.tolist(), std=std.tolist(),
@@ -762,10 +843,12 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None, 
     """
     from . import models
 
+    check_images_and_labels(x_train, y_train, x_test, y_test)
     if epochs is not None:
-        options["epochs"] = int(epochs)
+        options["epochs"] = _integer("epochs", epochs, 1)
     if lr is not None:
-        options["lr"] = float(lr)
+        options["lr"] = _positive_number("lr", lr)
+    seed = _integer("seed", seed, 0)
     options.setdefault("verbose", not quiet)
     classifier = models.HogLinearClassifier(seed=int(seed), **options)
     start = time.perf_counter()

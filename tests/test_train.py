@@ -19,6 +19,8 @@ from jitnet.train import (
     load_checkpoint,
     predict,
     save_checkpoint,
+    train_convnet,
+    train_hog_linear,
 )
 
 TARGETS = ["numpy", "cpu"]
@@ -308,3 +310,76 @@ def test_other_system_errors_are_not_taken_for_ctrl_c(tmp_path):
         with pytest.raises(SystemError, match="a real bug"):
             fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, Broken(x, y, 16, 0),
                 x, y, epochs=1, out_dir=tmp_path, quiet=True)
+
+
+def _images(n=4, size=32, seed=0):
+    r = np.random.default_rng(seed)
+    return r.integers(0, 256, (n, 3, size, size)).astype(np.uint8), np.arange(n) % 10
+
+
+def _bad_runs():
+    x, y = _images()
+    float_x = x.astype(np.float32) / 255
+    return [
+        ("inconsistent", (x, y, x, y[:3]), {}, r"y_test must hold one label per image of "
+                                               r"x_test: expected shape \(4,\), got \(3,\)"),
+        ("label 10", (x, y, x, np.full(4, 10)), {}, "y_test must be labels in 0..9, got 10"),
+        ("label -1", (x, y, x, np.array([0, 1, -1, 2])), {}, "got -1 at index 2"),
+        ("float labels", (x, y + 0.5, x, y), {}, "y_train must be integer class labels"),
+        ("float images", (float_x, y, x, y), {}, "x_train must be uint8 images .* float32"),
+        ("16x16", (x[..., :16, :16], y, x, y), {}, r"x_train must be \(N, 3, 32, 32\)"),
+        ("NHWC", (x.transpose(0, 2, 3, 1), y, x, y), {}, r"got shape \(4, 32, 32, 3\)"),
+        ("empty", (x[:0], y[:0], x, y), {}, "x_train is empty"),
+        ("epochs 1.7", (x, y, x, y), {"epochs": 1.7}, "epochs must be an int >= 0, got 1.7"),
+        ("epochs 'a'", (x, y, x, y), {"epochs": "a"}, "epochs must be an int"),
+        ("batch_size 0", (x, y, x, y), {"batch_size": 0}, "batch_size must be an int >= 1"),
+        ("lr inf", (x, y, x, y), {"lr": float("inf")}, "lr must be a finite number > 0"),
+    ]
+
+
+@pytest.mark.parametrize("name, arrays, options, message", _bad_runs(),
+                         ids=[case[0] for case in _bad_runs()])
+def test_train_convnet_checks_its_data_and_settings_before_any_work(
+        name, arrays, options, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        train_convnet(*arrays, out_dir=tmp_path, quiet=True, **options)
+    assert not any(tmp_path.iterdir())  # no checkpoint of a run that cannot be right
+
+
+def test_train_hog_linear_checks_its_data_first():
+    x, y = _images()
+    with pytest.raises(ValueError, match="y_test must hold one label per image"):
+        train_hog_linear(x, y, x, y[:3], quiet=True)
+    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+        train_hog_linear(x, y, x, y, epochs=0, quiet=True)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    x, y = _data(n=16, size=8)
+    with jitnet.use_target("numpy"):
+        model, optimizer, scheduler, loader = _setup(x, y)
+        args = (model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x, y)
+        fit(*args, epochs=1, out_dir=tmp_path, quiet=True, config={"lr": 0.05, "epochs": 1})
+        before = (tmp_path / "checkpoint.npz").read_bytes()
+        with pytest.raises(CheckpointError, match=r"other settings \(lr=0.05 there, 0.1 now\)"):
+            fit(*args, epochs=2, out_dir=tmp_path, resume=True, quiet=True,
+                config={"lr": 0.1, "epochs": 2})
+        assert (tmp_path / "checkpoint.npz").read_bytes() == before
+        # more epochs is what resuming is for
+        fit(*args, epochs=2, out_dir=tmp_path, resume=True, quiet=True,
+            config={"lr": 0.05, "epochs": 2})
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 2
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_step_that_overflows_the_weights_is_divergence_even_with_a_finite_loss(tmp_path):
+    """One batch an epoch: its loss is finite, the update it causes is not."""
+    x, y = _data(n=8, size=8)
+    with jitnet.use_target("numpy"):
+        jitnet.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+        optimizer = optim.SGD(model.parameters(), lr=1e300)
+        with pytest.raises(TrainingDiverged, match="parameters became non-finite in epoch 1"):
+            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _Loader(x, y, 8, 0), x, y,
+                epochs=1, out_dir=tmp_path, quiet=True)
+    assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 0
