@@ -1,37 +1,232 @@
 """Optimizers (SGD, Adam) and learning-rate schedules (StepLR, CosineLR).
 
-Updates run as kernels of the active target (``sgd_update``, ``adam_update``), in
-place on ``param.data``. Per-parameter buffers live in ``param.state``, so
+Updates run as kernels of the active target (``sgd_update_many``, ``adam_update_many``),
+in place on ``param.data``. Per-parameter buffers live in ``param.state``, so
 ``model.to(target)`` moves them with the parameters. The semantics are PyTorch's
 ``torch.optim.SGD`` / ``torch.optim.Adam`` with one parameter group.
+
+Every public call validates all of its input before it changes anything: a rejected
+``step()`` or ``load_state_dict()`` leaves parameters, buffers and hyperparameters as
+they were (the kernels trust their inputs, and a fused update cannot be undone).
 """
 
 import math
+import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
-from .nn.module import like
+from .nn.module import Module, Parameter, like
 from .targets import backend, is_device_array, to_numpy
 
+#: What an optimizer takes as ``params``, for the messages that reject something else.
+_PARAMS_EXPECTED = "an iterable of Parameters (e.g. model.parameters())"
 
-def _check_positive(owner, name, value, allow_zero=True):
+
+def _check_number(owner, name, value, *, minimum=0.0, strict=False):
+    """``value`` as a float, or a TypeError / ValueError naming ``owner`` and ``name``.
+
+    Parameters
+    ----------
+    owner : str
+        Who checks (``"SGD"``, ``"SGD.load_state_dict"``), the start of the message.
+    name : str
+        The argument's name.
+    value : object
+        Must be a real number (Python or NumPy; not a bool, not a string) that is
+        ``>= minimum`` (``> minimum`` when ``strict``); NaN never is.
+    """
+    # bool is an int to Python, but lr=True is a slip, not a learning rate of 1
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{owner} expected {name} to be a real number, got {value!r} "
+            f"({type(value).__name__})"
+        )
     value = float(value)
-    if not (value >= 0 if allow_zero else value > 0):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{owner} expected {name} {bound}, got {value!r}")
+    if not (value > minimum if strict else value >= minimum):
+        raise ValueError(f"{owner} expected {name} {'>' if strict else '>='} {minimum:g}, "
+                         f"got {value!r}")
     return value
 
 
+def _check_int(owner, name, value, minimum):
+    """``value`` as an int (Python or NumPy integer, not a bool) ``>= minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{owner} expected {name} to be an int >= {minimum}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if value < minimum:
+        raise ValueError(f"{owner} expected {name} to be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_bool(owner, name, value):
+    # bool("False") is True: anything but a bool would be read wrongly
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{owner} expected {name} to be True or False, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    return bool(value)
+
+
+def _check_keys(owner, state, expected, source):
+    """Raise unless ``state`` is a mapping with exactly the keys ``expected``.
+
+    ``source`` names what ``state_dict()`` should have made it (``"SGD"``), so that a
+    state of another optimizer or schedule is told apart from a damaged one.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"{owner} expected a dict from {source}.state_dict(), got {type(state).__name__}"
+        )
+    missing = [key for key in expected if key not in state]
+    unexpected = sorted(str(key) for key in state if key not in expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{owner} expected a {source}.state_dict() with the keys {list(expected)}, got "
+            f"the keys {sorted(str(key) for key in state)} (missing {missing}, unexpected "
+            f"{unexpected}: the state of another optimizer or schedule?)"
+        )
+
+
+def _check_params(owner, params):
+    """The list of ``params``, or a TypeError / ValueError saying what was wrong.
+
+    Rejects a Module or a single Parameter (not an iterable of them), items that are
+    not Parameters, an empty list and a parameter listed twice (which would take
+    two updates per step; ``torch.optim`` warns that this will become an error).
+    """
+    if isinstance(params, (Module, Parameter)):
+        hint = "pass model.parameters()" if isinstance(params, Module) else "wrap it in a list"
+        raise TypeError(
+            f"{owner} expected {_PARAMS_EXPECTED}, got a {type(params).__name__}; {hint}"
+        )
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(
+            f"{owner} expected {_PARAMS_EXPECTED}, got {type(params).__name__}"
+        ) from None
+    if not params:
+        raise ValueError(f"{owner} got an empty parameter list")
+    first_index = {}
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError(
+                f"{owner} expected {_PARAMS_EXPECTED}, got {type(p).__name__} at index {i}"
+            )
+        if id(p) in first_index:
+            raise ValueError(
+                f"{owner} got {_describe(i, p)} twice, at index {first_index[id(p)]} and "
+                f"{i}; list each parameter once"
+            )
+        first_index[id(p)] = i
+    return params
+
+
+def _describe(index, p):
+    """``parameter 1 ('bias')``: how messages name a parameter of an optimizer."""
+    return f"parameter {index}" + (f" ({p.name!r})" if p.name else "")
+
+
+def _check_update(owner, index, p, buffers):
+    """Raise unless parameter ``p`` (``index`` in its optimizer) can take an update.
+
+    Parameters
+    ----------
+    owner : str
+        Who checks (``"SGD.step"``).
+    index : int
+        Position of ``p`` in the optimizer's parameters, for the message.
+    p : Parameter
+        Its ``data`` must be a writeable C-contiguous floating-point array (updated in
+        place through a flat view); its ``grad`` an array of the same shape and dtype
+        (``np.ndarray``, or on the cuda target also a device array); the ``buffers``
+        it holds in ``state`` the same shape and dtype as ``data``.
+    buffers : tuple of str
+        Keys of ``p.state`` that hold arrays like ``data``.
+
+    Notes
+    -----
+    Only attributes are compared (no copy, nothing read from a device): this runs
+    for every parameter on every step.
+    """
+    data, grad = p.data, p.grad
+    where = f"{owner}: {_describe(index, p)}"
+    on_device = is_device_array(data)
+    if not (on_device or isinstance(data, np.ndarray)):
+        raise TypeError(f"{where} expected .data to be an array, got {type(data).__name__}")
+    shape, dtype = tuple(data.shape), np.dtype(data.dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{where} expected floating-point .data, got dtype {dtype}")
+    # the cpu kernels update a reshape(-1) of data, which is a copy (so the update
+    # would be lost) unless data is C-contiguous
+    if on_device:
+        in_place = data.is_c_contiguous()
+    else:
+        in_place = data.flags.c_contiguous and data.flags.writeable
+    if not in_place:
+        raise ValueError(
+            f"{where} expected .data to be a writeable C-contiguous array (it is updated "
+            f"in place), got strides {data.strides} for shape {shape}"
+        )
+    expected = f"of shape {shape} and dtype {dtype}"
+    # a host gradient of a device parameter is copied over by the cuda kernels; a
+    # device gradient of a host parameter has nowhere to go
+    if not (isinstance(grad, np.ndarray) or (on_device and is_device_array(grad))):
+        kind = "an np.ndarray or a device array" if on_device else "an np.ndarray"
+        raise TypeError(f"{where} expected .grad to be {kind} {expected}, "
+                        f"got {type(grad).__name__}")
+    if tuple(grad.shape) != shape or np.dtype(grad.dtype) != dtype:
+        error = ValueError if tuple(grad.shape) != shape else TypeError
+        raise error(f"{where} expected .grad {expected}, "
+                    f"got shape {tuple(grad.shape)} and dtype {grad.dtype}")
+    for key in buffers:
+        buffer = p.state.get(key)
+        if buffer is not None and (tuple(buffer.shape) != shape or buffer.dtype != dtype):
+            raise ValueError(
+                f"{where} expected its state {key!r} {expected}, got shape "
+                f"{tuple(buffer.shape)} and dtype {buffer.dtype} (was .data replaced?); "
+                "clear param.state or load a matching state_dict"
+            )
+
+
 class Optimizer:
-    """Base: holds the parameter list and the learning rate ``lr`` schedules change."""
+    """Base: holds the parameter list and the learning rate ``lr`` schedules change.
+
+    Parameters
+    ----------
+    params : iterable of Parameter
+        Each parameter once (``model.parameters()``).
+    lr : float
+        ``>= 0``.
+    **hyperparameters
+        The subclass's others. All are checked by its ``_checked`` and set as
+        attributes.
+
+    Notes
+    -----
+    A subclass names its hyperparameters besides ``lr`` in ``_hyperparameters`` (the
+    keys of :meth:`state_dict`), the arrays it keeps in ``param.state`` in ``_buffers``
+    and its counters there in ``_counters``.
+    """
 
     _hyperparameters = ()
+    _buffers = ()
+    _counters = ()
 
-    def __init__(self, params, lr):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError(f"{type(self).__name__} got an empty parameter list")
-        self.lr = _check_positive(type(self).__name__, "lr", lr)
+    def __init__(self, params, lr, **hyperparameters):
+        owner = type(self).__name__
+        self.params = _check_params(owner, params)
+        for name, value in self._checked(owner, lr=lr, **hyperparameters).items():
+            setattr(self, name, value)
+
+    @staticmethod
+    def _checked(owner, lr):
+        """The hyperparameters as the optimizer keeps them, after the constructor's checks."""
+        return {"lr": _check_number(owner, "lr", lr)}
 
     def zero_grad(self):
         """Forget every gradient (``grad = None``); parameters without one are skipped."""
@@ -41,6 +236,17 @@ class Optimizer:
     def step(self):
         raise NotImplementedError
 
+    def _to_update(self):
+        """The parameters that have a gradient, once every one of them has passed
+        :func:`_check_update` (so that a bad gradient leaves all parameters as they are)."""
+        owner = f"{type(self).__name__}.step"
+        params = []
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                _check_update(owner, i, p, self._buffers)
+                params.append(p)
+        return params
+
     def state_dict(self):
         """Hyperparameters and per-parameter state as host arrays / ints (for checkpoints).
 
@@ -48,12 +254,18 @@ class Optimizer:
         -------
         dict
             ``{"lr": float, <hyperparameters>, "state": [dict per parameter, in order]}``
-            with every array an ``np.ndarray``.
+            with every array an ``np.ndarray``; a parameter's dict holds this optimizer's
+            keys of ``param.state`` (none before its first update).
         """
+        # only this optimizer's keys: another one over the same parameters keeps its
+        # own buffers in param.state too
+        own = self._counters + self._buffers
         state = []
         for p in self.params:
             entry = {}
             for key, value in p.state.items():
+                if key not in own:
+                    continue
                 if isinstance(value, np.ndarray) or is_device_array(value):
                     entry[key] = np.array(to_numpy(value))
                 else:
@@ -65,30 +277,75 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state):
-        """Restore what :meth:`state_dict` returned; arrays go where each parameter lives."""
-        entries = state["state"]
-        if len(entries) != len(self.params):
+        """Restore what :meth:`state_dict` returned; arrays go where each parameter lives.
+
+        Parameters
+        ----------
+        state : dict
+            ``state_dict()`` of an optimizer of this class over parameters of the same
+            shapes: every hyperparameter (checked as by the constructor) and, per
+            parameter, no state or all of it, arrays of the parameter's shape (cast to
+            its dtype). It replaces this optimizer's keys of each ``param.state``.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Naming the key or parameter at fault. Everything is checked before
+            anything is set, so a rejected state changes nothing.
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        entries = state.get("state") if isinstance(state, Mapping) else None
+        # a state of another model is the likeliest mistake: say so before the keys
+        if isinstance(entries, (list, tuple)) and len(entries) != len(self.params):
             raise ValueError(
-                f"{type(self).__name__}.load_state_dict expected state for "
-                f"{len(self.params)} parameters, got {len(entries)}"
+                f"{owner} expected state for {len(self.params)} parameters, got {len(entries)}"
             )
-        self.lr = float(state["lr"])
-        for name in self._hyperparameters:
-            if name in state:
-                value = state[name]
-                setattr(self, name, tuple(value) if isinstance(value, (list, tuple)) else value)
-        for p, entry in zip(self.params, entries):
-            p.state = {}
-            for key, value in entry.items():
-                if isinstance(value, np.ndarray) and value.ndim > 0:
-                    if value.shape != p.shape:
-                        raise ValueError(
-                            f"{type(self).__name__}.load_state_dict: {key} of {p.name} expected "
-                            f"shape {p.shape}, got {value.shape}"
-                        )
-                    p.state[key] = like(p.data, value.astype(p.dtype))
-                else:
-                    p.state[key] = int(value) if key == "step" else value
+        names = ("lr", *self._hyperparameters)
+        _check_keys(owner, state, (*names, "state"), type(self).__name__)
+        if not isinstance(entries, (list, tuple)):
+            raise TypeError(f"{owner} expected 'state' to be a list of dicts, one per "
+                            f"parameter, got {type(entries).__name__}")
+        hyperparameters = self._checked(owner, **{name: state[name] for name in names})
+        param_states = [self._loaded(owner, i, p, entry)
+                        for i, (p, entry) in enumerate(zip(self.params, entries))]
+        for name, value in hyperparameters.items():
+            setattr(self, name, value)
+        own = self._counters + self._buffers
+        for p, param_state in zip(self.params, param_states):
+            p.state = {key: value for key, value in p.state.items() if key not in own}
+            p.state.update(param_state)
+
+    def _loaded(self, owner, index, p, entry):
+        """Parameter ``p``'s state from ``entry`` (new arrays where ``p`` lives), checked."""
+        where = f"{owner}: state of {_describe(index, p)}"
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where} expected a dict, got {type(entry).__name__}")
+        keys = (*self._counters, *self._buffers)
+        # a partial state would fail in step(), where the missing buffer is looked up
+        if entry and set(entry) != set(keys):
+            raise ValueError(f"{where} expected no keys or the keys {list(keys)}, "
+                             f"got {sorted(str(key) for key in entry)}")
+        loaded = {}
+        for key in self._counters:
+            if key in entry:
+                loaded[key] = _check_int(where, key, entry[key], 0)
+        for key in self._buffers:
+            if key not in entry:
+                continue
+            value = entry[key]
+            if not (isinstance(value, np.ndarray) or is_device_array(value)):
+                raise TypeError(f"{where} expected {key} to be an np.ndarray of shape "
+                                f"{p.shape}, got {type(value).__name__}")
+            if tuple(value.shape) != p.shape:
+                raise ValueError(f"{where}: {key} expected shape {p.shape}, "
+                                 f"got {tuple(value.shape)}")
+            if np.dtype(value.dtype).kind != "f":
+                raise TypeError(f"{where}: {key} expected a floating-point dtype, "
+                                f"got {value.dtype}")
+            # astype copies: the optimizer updates its buffers in place, and must not
+            # write into the arrays of the dict it was given
+            loaded[key] = like(p.data, to_numpy(value).astype(p.dtype))
+        return loaded
 
 
 class SGD(Optimizer):
@@ -97,12 +354,15 @@ class SGD(Optimizer):
     Parameters
     ----------
     params : iterable of Parameter
+        Each parameter once (``model.parameters()``).
     lr : float
+        ``>= 0``.
     momentum : float, default 0
+        ``>= 0``.
     nesterov : bool, default False
         Needs ``momentum > 0``.
     weight_decay : float, default 0
-        Adds ``weight_decay * w`` to the gradient.
+        Adds ``weight_decay * w`` to the gradient; ``>= 0``.
 
     Notes
     -----
@@ -112,20 +372,37 @@ class SGD(Optimizer):
     """
 
     _hyperparameters = ("momentum", "nesterov", "weight_decay")
+    _buffers = ("momentum_buffer",)
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(params, lr)
-        self.momentum = _check_positive("SGD", "momentum", momentum)
-        self.weight_decay = _check_positive("SGD", "weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("SGD with nesterov=True needs momentum > 0, got momentum=0")
+        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay)
+
+    @staticmethod
+    def _checked(owner, lr, momentum, nesterov, weight_decay):
+        values = {
+            "lr": _check_number(owner, "lr", lr),
+            "momentum": _check_number(owner, "momentum", momentum),
+            "nesterov": _check_bool(owner, "nesterov", nesterov),
+            "weight_decay": _check_number(owner, "weight_decay", weight_decay),
+        }
+        if values["nesterov"] and values["momentum"] == 0:
+            raise ValueError(f"{owner} with nesterov=True needs momentum > 0, got momentum=0")
+        return values
 
     def step(self):
         """Update every parameter that has a gradient, in place (one call of the target's
-        ``sgd_update_many``: the cuda target fuses the updates into few launches)."""
+        ``sgd_update_many``: the cuda target fuses the updates into few launches).
+
+        Raises
+        ------
+        TypeError, ValueError
+            When a gradient is not an array of its parameter's shape and dtype (or a
+            parameter cannot be updated in place), naming the parameter; no parameter
+            is updated then.
+        """
+        params = self._to_update()
         b = backend()
-        params = [p for p in self.params if p.grad is not None]
         velocities = [None] * len(params)
         if self.momentum != 0:
             for i, p in enumerate(params):
@@ -145,10 +422,15 @@ class Adam(Optimizer):
     Parameters
     ----------
     params : iterable of Parameter
+        Each parameter once (``model.parameters()``).
     lr : float, default 1e-3
+        ``>= 0``.
     betas : (float, float), default (0.9, 0.999)
+        Each in ``[0, 1)``.
     eps : float, default 1e-8
+        ``>= 0``.
     weight_decay : float, default 0
+        ``>= 0``.
 
     Notes
     -----
@@ -157,22 +439,43 @@ class Adam(Optimizer):
     """
 
     _hyperparameters = ("betas", "eps", "weight_decay")
+    _buffers = ("exp_avg", "exp_avg_sq")
+    _counters = ("step",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, lr)
-        beta1, beta2 = (float(b) for b in betas)
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError(f"Adam expected betas in [0, 1), got {tuple(betas)!r}")
-        self.betas = (beta1, beta2)
-        self.eps = _check_positive("Adam", "eps", eps)
-        self.weight_decay = _check_positive("Adam", "weight_decay", weight_decay)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+    @staticmethod
+    def _checked(owner, lr, betas, eps, weight_decay):
+        pair = "a pair (beta1, beta2) of floats in [0, 1)"
+        if not isinstance(betas, (tuple, list, np.ndarray)):
+            raise TypeError(f"{owner} expected betas to be {pair}, got {betas!r} "
+                            f"({type(betas).__name__})")
+        if len(betas) != 2:
+            raise ValueError(f"{owner} expected betas to be {pair}, got {len(betas)} "
+                             f"values: {betas!r}")
+        betas = tuple(_check_number(owner, f"betas[{i}]", b) for i, b in enumerate(betas))
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"{owner} expected betas in [0, 1), got {betas!r}")
+        return {
+            "lr": _check_number(owner, "lr", lr),
+            "betas": betas,
+            "eps": _check_number(owner, "eps", eps),
+            "weight_decay": _check_number(owner, "weight_decay", weight_decay),
+        }
 
     def step(self):
         """Update every parameter that has a gradient, in place (one call of the target's
-        ``adam_update_many``: the cuda target fuses the updates into few launches)."""
+        ``adam_update_many``: the cuda target fuses the updates into few launches).
+
+        Raises
+        ------
+        TypeError, ValueError
+            As :meth:`SGD.step`; no parameter and no state is changed then.
+        """
+        params = self._to_update()
         b = backend()
         beta1, beta2 = self.betas
-        params = [p for p in self.params if p.grad is not None]
         for p in params:
             if "exp_avg" not in p.state:
                 p.state["step"] = 0
@@ -191,17 +494,21 @@ class _Schedule:
     """Base: ``step()`` once per epoch sets ``optimizer.lr``; ``get_last_lr()`` reads it."""
 
     def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__} expected a jitnet.optim optimizer "
+                            f"(SGD, Adam), got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
 
-    def _lr_at(self, epoch):
+    def _lr_at(self, base_lr, epoch):
         raise NotImplementedError
 
     def step(self):
         """Advance one epoch and set the optimizer's learning rate."""
+        lr = self._lr_at(self.base_lr, self.last_epoch + 1)
         self.last_epoch += 1
-        self.optimizer.lr = self._lr_at(self.last_epoch)
+        self.optimizer.lr = lr
 
     def get_last_lr(self):
         """``[lr]``: the learning rate now in use (a list, as PyTorch's)."""
@@ -211,26 +518,43 @@ class _Schedule:
         return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state):
-        self.base_lr = float(state["base_lr"])
-        self.last_epoch = int(state["last_epoch"])
-        self.optimizer.lr = self._lr_at(self.last_epoch)
+        """Restore what :meth:`state_dict` returned (and the optimizer's rate with it).
+
+        Raises
+        ------
+        TypeError, ValueError
+            For missing or unexpected keys, ``base_lr < 0`` or ``last_epoch`` not an
+            int ``>= 0``; nothing is changed then.
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        _check_keys(owner, state, ("base_lr", "last_epoch"), type(self).__name__)
+        base_lr = _check_number(owner, "base_lr", state["base_lr"])
+        last_epoch = _check_int(owner, "last_epoch", state["last_epoch"], 0)
+        lr = self._lr_at(base_lr, last_epoch)
+        self.base_lr, self.last_epoch, self.optimizer.lr = base_lr, last_epoch, lr
 
 
 class StepLR(_Schedule):
     """Multiply the learning rate by ``gamma`` every ``step_size`` epochs.
 
     ``lr = base_lr * gamma ** (epoch // step_size)``, as ``torch.optim.lr_scheduler.StepLR``.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    step_size : int
+        ``>= 1`` (a Python or NumPy integer).
+    gamma : float, default 0.1
+        ``> 0``.
     """
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"StepLR expected step_size to be an int >= 1, got {step_size!r}")
-        self.step_size = step_size
-        self.gamma = float(gamma)
+        self.step_size = _check_int("StepLR", "step_size", step_size, 1)
+        self.gamma = _check_number("StepLR", "gamma", gamma, strict=True)
 
-    def _lr_at(self, epoch):
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+    def _lr_at(self, base_lr, epoch):
+        return base_lr * self.gamma ** (epoch // self.step_size)
 
 
 class CosineLR(_Schedule):
@@ -238,15 +562,21 @@ class CosineLR(_Schedule):
 
     ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / t_max)) / 2``, the
     closed form of ``torch.optim.lr_scheduler.CosineAnnealingLR``.
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    t_max : int
+        ``>= 1`` (a Python or NumPy integer).
+    eta_min : float, default 0
+        ``>= 0``.
     """
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
         super().__init__(optimizer)
-        if isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1:
-            raise ValueError(f"CosineLR expected t_max to be an int >= 1, got {t_max!r}")
-        self.t_max = t_max
-        self.eta_min = float(eta_min)
+        self.t_max = _check_int("CosineLR", "t_max", t_max, 1)
+        self.eta_min = _check_number("CosineLR", "eta_min", eta_min)
 
-    def _lr_at(self, epoch):
+    def _lr_at(self, base_lr, epoch):
         cosine = (1 + math.cos(math.pi * epoch / self.t_max)) / 2
-        return self.eta_min + (self.base_lr - self.eta_min) * cosine
+        return self.eta_min + (base_lr - self.eta_min) * cosine

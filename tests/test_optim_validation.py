@@ -1,0 +1,349 @@
+"""Bad input to jitnet.optim: a clear error that names what was expected and what came,
+raised before anything changes (all or nothing), on the numpy and cpu targets."""
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet import nn, optim
+from jitnet.nn import Parameter
+from jitnet.targets import backend
+
+SHAPES = [(3, 4), (5,)]
+
+
+@pytest.fixture(params=["numpy", "cpu"])
+def target(request):
+    with jitnet.use_target(request.param):
+        yield request.param
+
+
+def make_params(dtype=np.float32):
+    rng = np.random.default_rng(0)
+    params = [Parameter(jitnet.asarray(rng.standard_normal(s).astype(dtype)), name=f"p{i}")
+              for i, s in enumerate(SHAPES)]
+    for p in params:
+        p.grad = jitnet.asarray(rng.standard_normal(p.shape).astype(dtype))
+    return params
+
+
+def make_sgd(params):
+    return optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+
+
+def make_adam(params):
+    return optim.Adam(params, lr=0.01, betas=(0.8, 0.99), weight_decay=0.01)
+
+
+MAKERS = {"sgd": make_sgd, "adam": make_adam}
+
+
+def snapshot(opt):
+    """Copies of everything an optimizer call may change: data, state, hyperparameters."""
+    data = [jitnet.to_numpy(p.data).copy() for p in opt.params]
+    state = opt.state_dict()
+    return data, {k: v for k, v in state.items() if k != "state"}, state["state"]
+
+
+def assert_unchanged(opt, before):
+    data, hyper, state = snapshot(opt)
+    for a, b in zip(before[0], data):
+        np.testing.assert_array_equal(a, b)
+    assert hyper == before[1]
+    assert [sorted(s) for s in state] == [sorted(s) for s in before[2]]
+    for a, b in zip(before[2], state):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+# -- step(): every gradient is checked before any parameter is updated -------------------
+
+BAD_GRADS = {
+    # the audit's case: on cpu only part of the parameter was updated, silently
+    "shape": (lambda p: np.full((2, 2), 100, p.dtype), ValueError,
+              r"parameter 1 \('p1'\) expected \.grad of shape \(5,\) and dtype float32, "
+              r"got shape \(2, 2\)"),
+    "list": (lambda p: [1.0] * p.shape[0], TypeError,
+             r"parameter 1 \('p1'\) expected \.grad to be an np\.ndarray of shape \(5,\) "
+             r"and dtype float32, got list"),
+    "dtype": (lambda p: np.ones(p.shape, np.float64), TypeError,
+              "expected .grad of shape .5,. and dtype float32, got shape .5,. and dtype float64"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("bad", sorted(BAD_GRADS))
+def test_bad_grad_is_rejected_before_any_update(target, name, bad):
+    params = make_params()
+    opt = MAKERS[name](params)
+    opt.step()  # state exists: a rejected step must keep it too
+    make_grad, error, match = BAD_GRADS[bad]
+    params[1].grad = make_grad(params[1])
+    before = snapshot(opt)
+    with pytest.raises(error, match=match):
+        opt.step()
+    assert_unchanged(opt, before)
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("how", ["transposed", "read_only"])
+def test_parameter_that_cannot_be_updated_in_place_is_rejected(target, name, how):
+    params = make_params()
+    if how == "transposed":
+        # a strided view: the cpu kernels would update a flat copy and lose the update
+        params[1].data = np.ascontiguousarray(params[1].data[::-1])[::-1]
+    else:
+        params[1].data.flags.writeable = False
+    opt = MAKERS[name](params)
+    before = snapshot(opt)
+    with pytest.raises(ValueError, match=r"parameter 1 \('p1'\) expected .data to be a "
+                                         "writeable C-contiguous array"):
+        opt.step()
+    assert_unchanged(opt, before)
+
+
+def test_stale_buffer_after_data_replaced_is_rejected(target):
+    params = make_params()
+    opt = make_sgd(params)
+    opt.step()
+    params[1].data = jitnet.asarray(np.ones((7,), np.float32))
+    params[1].grad = jitnet.asarray(np.ones((7,), np.float32))
+    with pytest.raises(ValueError, match=r"parameter 1 \('p1'\) expected its state "
+                                         "'momentum_buffer' of shape .7,."):
+        opt.step()
+
+
+def test_valid_step_matches_the_kernels_bit_for_bit(target):
+    # the checks must not change a valid update: compare with the target's kernels
+    params = make_params()
+    expected = [jitnet.to_numpy(p.data).copy() for p in params]
+    b = backend()
+    for value, p in zip(expected, params):
+        b.sgd_update(value, jitnet.to_numpy(p.grad), np.zeros_like(value), 0.1, 0.9, True,
+                     0.01)
+    make_sgd(params).step()
+    for value, p in zip(expected, params):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.data), value)
+
+
+# -- construction ------------------------------------------------------------------------
+
+
+def test_params_must_be_an_iterable_of_parameters():
+    model = nn.Linear(3, 2)
+    with pytest.raises(TypeError, match=r"iterable of Parameters \(e.g. model.parameters\(\)\)"
+                                        ", got a Linear; pass model.parameters"):
+        optim.SGD(model, lr=0.1)
+    with pytest.raises(TypeError, match="got a Parameter; wrap it in a list"):
+        optim.Adam(model.weight)
+    with pytest.raises(TypeError, match="iterable of Parameters .*, got int"):
+        optim.SGD(3, lr=0.1)
+    with pytest.raises(TypeError, match="iterable of Parameters .*, got ndarray at index 1"):
+        optim.SGD([model.weight, np.ones(2)], lr=0.1)
+    with pytest.raises(TypeError, match="got Linear at index 0"):
+        optim.Adam([model])
+
+
+def test_duplicate_parameter_is_rejected():
+    # torch.optim warns ("will cause an error") and then updates the parameter twice
+    w, b = nn.Linear(3, 2).parameters()
+    with pytest.raises(ValueError, match=r"parameter 2 \('weight'\) twice, at index 0 and 2"):
+        optim.SGD([w, b, w], lr=0.1)
+    optim.SGD(iter([w, b]), lr=0.1)  # any iterable, each parameter once
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda p: optim.SGD(p, lr="a"), TypeError, "SGD expected lr to be a real number, "
+                                                    "got 'a'"),
+        (lambda p: optim.SGD(p, lr=True), TypeError, "lr to be a real number, got True"),
+        (lambda p: optim.SGD(p, lr=float("nan")), ValueError, "lr >= 0, got nan"),
+        (lambda p: optim.SGD(p, lr=0.1, momentum=-1), ValueError, "momentum >= 0"),
+        (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov="no"), TypeError,
+         "nesterov to be True or False, got 'no'"),
+        (lambda p: optim.SGD(p, lr=0.1, weight_decay=None), TypeError, "weight_decay"),
+        (lambda p: optim.Adam(p, betas=0.9), TypeError,
+         r"betas to be a pair \(beta1, beta2\) of floats in \[0, 1\), got 0.9"),
+        (lambda p: optim.Adam(p, betas=(0.9,)), ValueError,
+         r"betas to be a pair \(beta1, beta2\) .*, got 1 values"),
+        (lambda p: optim.Adam(p, betas=(0.9, "x")), TypeError, r"betas\[1\] to be a real"),
+        (lambda p: optim.Adam(p, eps=-1e-8), ValueError, "eps >= 0"),
+    ],
+    ids=["lr_str", "lr_bool", "lr_nan", "momentum", "nesterov", "weight_decay", "betas_float",
+         "betas_short", "betas_str", "eps"],
+)
+def test_hyperparameter_messages_name_the_argument(make, error, match):
+    with pytest.raises(error, match=match):
+        make([Parameter(np.ones(2))])
+
+
+def test_numpy_numbers_are_accepted():
+    p = [Parameter(np.ones(2))]
+    opt = optim.SGD(p, lr=np.float64(0.1), momentum=np.int64(0), nesterov=np.False_)
+    assert (opt.lr, opt.momentum, opt.nesterov) == (0.1, 0.0, False)
+    assert optim.Adam(p, betas=np.array([0.8, 0.9])).betas == (0.8, 0.9)
+
+
+# -- load_state_dict: everything is checked before anything is set -----------------------
+
+
+def trained(name):
+    params = make_params()
+    opt = MAKERS[name](params)
+    opt.step()
+    return opt
+
+
+def damaged(name, how):
+    state = trained(name).state_dict()
+    state["lr"] = 0.5  # differs from the target optimizer's, so a partial load would show
+    if how == "buffer":
+        key = "momentum_buffer" if name == "sgd" else "exp_avg_sq"
+        state["state"][-1][key] = np.zeros((2, 2), np.float32)  # the last parameter's
+    elif how == "buffer_dtype":
+        key = "momentum_buffer" if name == "sgd" else "exp_avg"
+        state["state"][-1][key] = np.zeros(SHAPES[-1], np.int64)
+    elif how == "buffer_list":
+        key = "momentum_buffer" if name == "sgd" else "exp_avg"
+        state["state"][-1][key] = [0.0] * SHAPES[-1][0]
+    elif how == "partial":
+        del state["state"][-1]["exp_avg_sq" if name == "adam" else "momentum_buffer"]
+        if name == "sgd":
+            state["state"][-1]["exp_avg"] = np.zeros(SHAPES[-1], np.float32)
+    elif how == "step":
+        state["state"][-1]["step" if name == "adam" else "momentum_buffer"] = "3"
+    elif how == "negative_lr":
+        state["lr"] = -5
+    elif how in ("no_state", "no_lr"):
+        del state[how[3:]]
+    elif how == "other_optimizer":
+        state = trained("adam" if name == "sgd" else "sgd").state_dict()
+    elif how == "entries":
+        state["state"] = {"0": {}}
+    return state
+
+
+DAMAGE = {
+    "buffer": (ValueError, r"state of parameter 1 \('p1'\): \w+ expected shape \(5,\), "
+                           r"got \(2, 2\)"),
+    "buffer_dtype": (TypeError, "expected a floating-point dtype, got int64"),
+    "buffer_list": (TypeError, r"expected \w+ to be an np.ndarray of shape \(5,\), got list"),
+    "partial": (ValueError, r"state of parameter 1 \('p1'\) expected no keys or the keys"),
+    "step": (TypeError, r"got ('3' \(str\)|str)$"),
+    "negative_lr": (ValueError, "load_state_dict expected lr >= 0, got -5"),
+    "no_state": (ValueError, r"missing \['state'\]"),
+    "no_lr": (ValueError, r"missing \['lr'\]"),
+    "other_optimizer": (ValueError, "the state of another optimizer"),
+    "entries": (TypeError, "expected 'state' to be a list of dicts, one per parameter, "
+                           "got dict"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_bad_optimizer_state_is_rejected_and_changes_nothing(target, name, how):
+    opt = trained(name)
+    opt.step()
+    before = snapshot(opt)
+    state = damaged(name, how)
+    error, match = DAMAGE[how]
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(state)
+    assert_unchanged(opt, before)
+
+
+def test_loaded_state_is_copied_and_cast(target):
+    opt = trained("adam")
+    state = opt.state_dict()
+    state["state"][0]["exp_avg"] = state["state"][0]["exp_avg"].astype(np.float64)
+    state["state"][0]["step"] = np.int64(4)
+    fresh = make_adam(make_params())
+    fresh.load_state_dict(state)
+    p = fresh.params[0]
+    assert p.state["step"] == 4 and type(p.state["step"]) is int
+    assert p.state["exp_avg"].dtype == np.float32
+    fresh.step()  # updates its own copy, not the caller's arrays
+    np.testing.assert_array_equal(state["state"][1]["exp_avg"],
+                                  opt.state_dict()["state"][1]["exp_avg"])
+
+
+def test_non_dict_state_is_rejected():
+    opt = optim.SGD([Parameter(np.ones(2))], lr=0.1)
+    with pytest.raises(TypeError, match=r"expected a dict from SGD.state_dict\(\), got list"):
+        opt.load_state_dict([0.1])
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda o: optim.StepLR(o, 2, gamma=-1), ValueError, "StepLR expected gamma > 0, got -1"),
+        (lambda o: optim.StepLR(o, 2, gamma=0), ValueError, "gamma > 0"),
+        (lambda o: optim.StepLR(o, True), TypeError, "step_size to be an int >= 1, got True"),
+        (lambda o: optim.StepLR(o, 2.0), TypeError, "step_size to be an int >= 1, got 2.0"),
+        (lambda o: optim.StepLR(o, 0), ValueError, "step_size to be an int >= 1, got 0"),
+        (lambda o: optim.CosineLR(o, 4, eta_min=-1), ValueError,
+         "CosineLR expected eta_min >= 0, got -1"),
+        (lambda o: optim.CosineLR(o, np.bool_(True)), TypeError, "t_max to be an int"),
+        (lambda o: optim.CosineLR(o.params, 4), TypeError,
+         "CosineLR expected a jitnet.optim optimizer .*, got list"),
+    ],
+    ids=["gamma_negative", "gamma_zero", "step_bool", "step_float", "step_zero", "eta_min",
+         "t_max_bool", "not_an_optimizer"],
+)
+def test_schedule_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make(optim.SGD([Parameter(np.ones(2))], lr=1.0))
+
+
+def test_schedules_accept_numpy_integers():
+    lrs = []
+    for step_size in (2, np.int64(2)):
+        opt = optim.SGD([Parameter(np.ones(2))], lr=1.0)
+        schedule = optim.StepLR(opt, step_size=step_size, gamma=np.float64(0.5))
+        for _ in range(5):
+            schedule.step()
+        lrs.append(opt.lr)
+    assert lrs == [0.25, 0.25]
+    opt = optim.SGD([Parameter(np.ones(2))], lr=1.0)
+    assert optim.CosineLR(opt, np.int32(4)).t_max == 4
+
+
+@pytest.mark.parametrize(
+    "state, error, match",
+    [
+        ({"last_epoch": 3}, ValueError, r"missing \['base_lr'\]"),
+        ({"base_lr": -1.0, "last_epoch": 3}, ValueError, "base_lr >= 0, got -1.0"),
+        ({"base_lr": 1.0, "last_epoch": -1}, ValueError, "last_epoch to be an int >= 0"),
+        ({"base_lr": 1.0, "last_epoch": 3, "gamma": 2}, ValueError, r"unexpected \['gamma'\]"),
+        (None, TypeError, "expected a dict from StepLR.state_dict"),
+    ],
+    ids=["no_base_lr", "negative_base_lr", "negative_epoch", "extra_key", "none"],
+)
+def test_bad_schedule_state_is_rejected_and_changes_nothing(state, error, match):
+    opt = optim.SGD([Parameter(np.ones(2))], lr=1.0)
+    schedule = optim.StepLR(opt, step_size=2)
+    schedule.step()
+    before = (schedule.base_lr, schedule.last_epoch, opt.lr)
+    with pytest.raises(error, match=match):
+        schedule.load_state_dict(state)
+    assert (schedule.base_lr, schedule.last_epoch, opt.lr) == before
+
+
+def test_two_optimizers_over_the_same_parameters_keep_their_own_state(target):
+    # param.state holds every optimizer's buffers: each saves and loads only its own
+    params = make_params()
+    sgd, adam = make_sgd(params), make_adam(params)
+    sgd.step()
+    adam.step()
+    momentum = [jitnet.to_numpy(p.state["momentum_buffer"]).copy() for p in params]
+    saved = adam.state_dict()
+    assert all(sorted(s) == ["exp_avg", "exp_avg_sq", "step"] for s in saved["state"])
+    adam.step()
+    adam.load_state_dict(saved)
+    assert [p.state["step"] for p in params] == [1, 1]
+    for p, m in zip(params, momentum):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.state["momentum_buffer"]), m)
