@@ -9,6 +9,7 @@ for anything else before it is called.
 import hashlib
 import http.client
 import io
+import numbers
 import os
 import pickle
 import re
@@ -16,11 +17,14 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from .loader import _integer_labels
 
 try:  # NumPy >= 2 keeps the array internals in numpy._core
     from numpy._core import multiarray as _multiarray
@@ -119,9 +123,13 @@ def _read_batch(path):
     if data.shape[1] != _ROW:
         raise DataError(f"{path}: rows of 'data' should hold {_ROW} values, got {data.shape[1]}")
     try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError) as exc:
+        labels = np.asarray(labels)
+    except (TypeError, ValueError) as exc:  # a ragged list
         raise DataError(f"{path}: 'labels' are not integers ({exc})") from exc
+    try:  # [0.9, 1.7] must not load as [0, 1]
+        labels = _integer_labels(f"{path}: 'labels'", labels)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     if labels.ndim != 1 or len(labels) != len(data):
         raise DataError(
             f"{path}: {len(data)} images but {labels.size} labels (shape {labels.shape})"
@@ -131,9 +139,20 @@ def _read_batch(path):
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _find_folder(root):
+def _root_path(who, root):
+    """``root`` as a Path, or a ValueError naming the parameter (before any file is touched)."""
+    if not isinstance(root, (str, os.PathLike)):
+        raise ValueError(
+            f"{who} expected root to be a folder path (str or os.PathLike), got {root!r}"
+        )
+    return Path(root).expanduser()
+
+
+def _find_folder(who, root):
     """The ``cifar-10-batches-py`` folder: ``root`` itself or its child of that name."""
-    root = Path(root).expanduser()
+    root = _root_path(who, root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"CIFAR-10 root {root} is not a folder (it is a file)")
     if not root.is_dir():
         raise DataError(f"CIFAR-10 folder {root} does not exist")
     for folder in (root / FOLDER, root):
@@ -169,14 +188,17 @@ def load_cifar10(root):
 
     Raises
     ------
+    ValueError
+        ``root`` that is not a path.
     DataError
-        A missing folder, no ``data_batch_*`` or no ``test_batch``, a truncated
-        or unsafe pickle (one referencing anything but NumPy's array
-        reconstruction: it is refused before any code runs), data and labels of
-        different lengths, or rows that are not 3072 bytes. The message names
-        the file.
+        A missing folder (or a file in its place), no ``data_batch_*`` or no
+        ``test_batch``, a truncated or unsafe pickle (one referencing anything but
+        NumPy's array reconstruction: it is refused before any code runs), data and
+        labels of different lengths, labels that are not integers in 0..9 (floats
+        are not truncated), or rows that are not 3072 bytes. The message names the
+        file.
     """
-    folder = _find_folder(root)
+    folder = _find_folder("load_cifar10", root)
     files = _train_files(folder)
     if not files:
         raise DataError(f"no data_batch_* file in {folder}")
@@ -201,7 +223,7 @@ def cifar10_classes(root):
     -------
     tuple of str
     """
-    meta = _find_folder(root) / "batches.meta"
+    meta = _find_folder("cifar10_classes", root) / "batches.meta"
     if not meta.is_file():
         return CIFAR10_CLASSES
     names = _unpickle(meta).get("label_names")
@@ -289,6 +311,24 @@ def _is_loadable(folder):
     return True
 
 
+def _check_download_arguments(url, md5, timeout):
+    """Raise ValueError, naming the parameter, for a ``url``, ``md5`` or ``timeout``
+    that :func:`download_cifar10` could not use."""
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or (
+            parts.scheme != "file" and not parts.netloc):
+        raise ValueError(
+            f"download_cifar10 expected url to be an http(s), ftp or file URL, got {url!r}"
+        )
+    if md5 is not None and not (isinstance(md5, str) and re.fullmatch(r"[0-9a-fA-F]{32}", md5)):
+        raise ValueError(
+            f"download_cifar10 expected md5 to be 32 hex digits or None, got {md5!r}"
+        )
+    if (isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, numbers.Real)
+            or not timeout > 0):
+        raise ValueError(f"download_cifar10 expected timeout > 0 seconds, got {timeout!r}")
+
+
 def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, timeout=60):
     """Download and extract the official CIFAR-10 archive into ``root/cifar-10-batches-py``.
 
@@ -298,16 +338,25 @@ def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, timeout=60):
         Where the data goes; by default the checkout's ``data/`` folder (``./data``
         outside a source tree). Created when missing.
     url : str
-        The archive (``.tar.gz`` holding ``cifar-10-batches-py/``).
+        The archive (``.tar.gz`` holding ``cifar-10-batches-py/``): an http(s),
+        ftp or file URL.
     md5 : str or None
-        Its expected MD5 hex digest; ``None`` skips the check.
+        Its expected MD5 hex digest (32 hex digits); ``None`` skips the check.
     timeout : float
-        Seconds to wait on the network before giving up.
+        Seconds to wait on the network before giving up, ``> 0``.
 
     Returns
     -------
     pathlib.Path
         The ``cifar-10-batches-py`` folder, ready for :func:`load_cifar10`.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``root``, ``url``, ``md5`` or ``timeout``, before anything is
+        created or fetched.
+    DataError
+        For a failed, truncated or corrupt download or an unsafe archive.
 
     Notes
     -----
@@ -319,7 +368,8 @@ def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, timeout=60):
     Extraction refuses absolute paths, ``..`` and links, goes to a temporary
     folder inside ``root`` and is moved into place with ``os.replace``.
     """
-    root = default_root() if root is None else Path(root).expanduser()
+    root = default_root() if root is None else _root_path("download_cifar10", root)
+    _check_download_arguments(url, md5, timeout)
     final = root / FOLDER
     if final.is_dir() and _is_loadable(final):
         return final

@@ -4,6 +4,51 @@ import numpy as np
 
 from .. import rng as _rng
 from .. import targets
+from .transforms import _check_int, _check_seed
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _integer_labels(who, y):
+    """``y`` as int64 labels: an integer array, or floats that are all whole numbers.
+
+    Casting ``[0.9, 1.7]`` would truncate them to ``[0, 1]``, silently wrong class
+    indices, so a non-integral value raises ValueError naming the first one (one
+    vectorised pass; integer arrays are only range-checked).
+
+    Parameters
+    ----------
+    who : str
+        The start of the messages (the caller, or the file).
+    y : np.ndarray
+        Any shape.
+
+    Returns
+    -------
+    np.ndarray of int64, the shape of ``y`` (``y`` itself when it is int64)
+    """
+    if y.dtype.kind == "u" and y.size and y.max() > _INT64.max:
+        raise ValueError(f"{who} expected labels that fit int64, got {y.max()}")
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64, copy=False)
+    if y.dtype.kind != "f":
+        raise ValueError(f"{who} expected integer class labels, got dtype {y.dtype}")
+    # -2**63 and 2**63 are floats exactly; NaN fails every comparison
+    bad = ~((y == np.trunc(y)) & (y >= float(_INT64.min)) & (y < -float(_INT64.min)))
+    if bad.any():
+        first = np.flatnonzero(bad.ravel())[0]
+        raise ValueError(
+            f"{who} expected integer class labels, got {y.ravel()[first].item()!r} at index "
+            f"{first} (dtype {y.dtype})"
+        )
+    return y.astype(np.int64)
+
+
+def _check_flag(who, name, value):
+    # bool("False") is True: anything but a bool would be read wrongly
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{who} expected {name} to be True or False, got {value!r}")
+    return bool(value)
 
 
 class DataLoader:
@@ -14,9 +59,10 @@ class DataLoader:
     x : np.ndarray, shape (N, C, H, W)
         Images: uint8 (scaled to float32 in [0, 1] batch by batch) or float.
     y : np.ndarray of int, shape (N,)
-        Labels.
+        Class labels: integers, or floats that are whole numbers (others raise
+        ValueError rather than being truncated).
     batch_size : int
-        Images per batch.
+        Images per batch (a positive int, not a bool).
     shuffle : bool
         Visit the images in a fresh random permutation every epoch (each image
         exactly once: no sampling with replacement); in order when False.
@@ -43,20 +89,26 @@ class DataLoader:
         y = np.asarray(y)
         if x.ndim != 4:
             raise ValueError(f"DataLoader expected images of shape (N, C, H, W), got {x.shape}")
+        if x.dtype != np.uint8 and x.dtype.kind != "f":
+            # other integers would pass unscaled (0..255 where uint8 gives 0..1)
+            raise ValueError(
+                f"DataLoader expected uint8 or float images, got dtype {x.dtype} "
+                f"(for 0..255 images, pass x.astype(np.uint8))"
+            )
         if y.shape != (len(x),):
             raise ValueError(
                 f"DataLoader expected labels of shape ({len(x)},) to match the images, "
                 f"got {y.shape}"
             )
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"DataLoader expected a positive int batch_size, got {batch_size!r}")
+        if transform is not None and not callable(transform):
+            raise ValueError(f"DataLoader expected a callable transform or None, got {transform!r}")
         self.x = x
-        self.y = y.astype(np.int64, copy=False)
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
+        self.y = _integer_labels("DataLoader", y)
+        self.batch_size = _check_int("DataLoader", "batch_size", batch_size, 1)
+        self.shuffle = _check_flag("DataLoader", "shuffle", shuffle)
+        self.drop_last = _check_flag("DataLoader", "drop_last", drop_last)
         self.transform = transform
-        self.seed = seed
+        self.seed = _check_seed("DataLoader", seed)
         self._own = None if seed is None else np.random.default_rng(seed)
 
     def __len__(self):

@@ -8,6 +8,8 @@ jitnet's global one, :func:`jitnet.manual_seed`), then one parallel kernel
 applies them, one image per ``prange`` iteration.
 """
 
+import numbers
+
 import numpy as np
 from numba import njit, prange
 
@@ -17,17 +19,51 @@ from .. import rng as _rng
 __all__ = ["Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "ToFloat"]
 
 
-def _check_batch(x, who):
+#: What the crop and flip kernels are compiled for (each dtype is one more compile);
+#: float16 and object arrays have no Numba kernel at all
+_KERNEL_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_DTYPES = _KERNEL_DTYPES[1:]
+
+
+def _names(dtypes):
+    """``"uint8, float32 or float64"``."""
+    names = [d.name for d in dtypes]
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _check_batch(x, who, dtypes=None, hint=""):
+    """Raise ValueError unless ``x`` is a host ``(N, C, H, W)`` array of one of ``dtypes``."""
     if not isinstance(x, np.ndarray) or x.ndim != 4:
         shape = getattr(x, "shape", None)
         raise ValueError(f"{who} expected a host NCHW array (N, C, H, W), got shape {shape}")
+    if dtypes is not None and x.dtype not in dtypes:
+        raise ValueError(
+            f"{who} expected a {_names(dtypes)} batch, got dtype {x.dtype} (input shape "
+            f"{x.shape}){hint}"
+        )
+
+
+def _check_int(who, name, value, minimum):
+    """``value`` as an int ``>= minimum``: a Python or NumPy integer, not a bool or float."""
+    # True is an int to Python, and int(2.5) would truncate: both are slips, not sizes
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or value < minimum):
+        raise ValueError(f"{who} expected {name} to be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_seed(who, seed):
+    """``seed`` as given after checking it is None or an int >= 0 (NumPy's seeds)."""
+    if seed is not None:
+        _check_int(who, "seed", seed, 0)
+    return seed
 
 
 class _Random:
     """Holds the generator of a random transform: its own when seeded, else jitnet's."""
 
     def __init__(self, seed):
-        self.seed = seed
+        self.seed = _check_seed(type(self).__name__, seed)
         self._own = None if seed is None else np.random.default_rng(seed)
 
     def _generator(self):
@@ -98,11 +134,13 @@ class RandomCrop(_Random):
     Parameters
     ----------
     size : int or (int, int)
-        Output height and width.
+        Output height and width (positive ints; NumPy integers too, not floats or bools).
     padding : int
-        Zeros added on each side before cropping (4 for CIFAR).
+        Zeros added on each side before cropping (4 for CIFAR), ``>= 0``.
     seed : int, optional
         Seed of this transform's own generator; jitnet's global one when ``None``.
+
+    Calls take a uint8, float32 or float64 batch and return one of the same dtype.
 
     Notes
     -----
@@ -111,17 +149,18 @@ class RandomCrop(_Random):
     """
 
     def __init__(self, size, padding=0, seed=None):
+        pair = (size, size) if isinstance(size, (int, np.integer)) else size
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"RandomCrop expected size to be an int or (h, w), got {size!r}")
+        size = tuple(_check_int("RandomCrop", "size", s, 1) for s in pair)
+        padding = _check_int("RandomCrop", "padding", padding, 0)
         super().__init__(seed)
-        self.size = (size, size) if np.isscalar(size) else tuple(size)
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"RandomCrop expected a positive size or (h, w), got {size!r}")
-        if padding < 0:
-            raise ValueError(f"RandomCrop expected padding >= 0, got {padding}")
-        self.padding = int(padding)
+        self.size = size
+        self.padding = padding
 
     def __call__(self, x):
         """Crop ``x`` (N, C, H, W) to (N, C, size_h, size_w)."""
-        _check_batch(x, "RandomCrop")
+        _check_batch(x, "RandomCrop", _KERNEL_DTYPES)
         h, w = x.shape[2] + 2 * self.padding, x.shape[3] + 2 * self.padding
         if self.size[0] > h or self.size[1] > w:
             raise ValueError(
@@ -144,20 +183,24 @@ class RandomHorizontalFlip(_Random):
     Parameters
     ----------
     p : float
-        Probability of a flip, in [0, 1].
+        Probability of a flip, a real number in [0, 1] (not a bool or a string).
     seed : int, optional
         Seed of this transform's own generator; jitnet's global one when ``None``.
+
+    Calls take a uint8, float32 or float64 batch and return one of the same dtype.
     """
 
     def __init__(self, p=0.5, seed=None):
+        # NaN fails the range test too
+        if (isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real)
+                or not 0.0 <= p <= 1.0):
+            raise ValueError(f"RandomHorizontalFlip expected p in [0, 1], got {p!r}")
         super().__init__(seed)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"RandomHorizontalFlip expected p in [0, 1], got {p}")
         self.p = float(p)
 
     def __call__(self, x):
         """Flip ``x`` (N, C, H, W); the flipped images equal ``x[i, :, :, ::-1]``."""
-        _check_batch(x, "RandomHorizontalFlip")
+        _check_batch(x, "RandomHorizontalFlip", _KERNEL_DTYPES)
         flip = self._generator().random(len(x)) < self.p
         out = np.empty_like(x)
         return _flip_kernel(np.ascontiguousarray(x), flip, out)
@@ -172,19 +215,42 @@ class Normalize:
     Parameters
     ----------
     mean, std : sequence of float, length C
-        Per-channel statistics (for images already scaled to [0, 1]).
+        Per-channel statistics (for images already scaled to [0, 1]); finite, and
+        ``std > 0``.
+
+    Calls take a float32 or float64 batch (as torchvision's Normalize, a float
+    tensor: convert uint8 images with :class:`ToFloat` first) and return one of
+    the same dtype.
     """
 
     def __init__(self, mean, std):
-        self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
-        self.std = np.asarray(std, dtype=np.float64).reshape(-1)
-        if self.mean.shape != self.std.shape:
+        mean, std = (self._channels(name, value) for name, value in (("mean", mean),
+                                                                     ("std", std)))
+        if mean.shape != std.shape:
             raise ValueError(
-                f"Normalize expected mean and std of one length, got {self.mean.shape} "
-                f"and {self.std.shape}"
+                f"Normalize expected mean and std of one length, got {mean.shape} "
+                f"and {std.shape}"
             )
-        if np.any(self.std <= 0):
-            raise ValueError(f"Normalize expected positive std, got {self.std}")
+        if not np.all(std > 0):  # also refuses NaN
+            raise ValueError(f"Normalize expected positive std, got {std}")
+        self.mean, self.std = mean, std
+
+    @staticmethod
+    def _channels(name, value):
+        """``value`` as a float64 vector of at least one finite number, or ValueError."""
+        try:
+            array = np.asarray(value, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Normalize expected {name} to be a sequence of numbers, one per channel, "
+                f"got {value!r}"
+            ) from None
+        if array.size == 0 or not np.all(np.isfinite(array)):
+            raise ValueError(
+                f"Normalize expected {name} to hold one finite number per channel, "
+                f"got {value!r}"
+            )
+        return array
 
     @classmethod
     def fit(cls, x):
@@ -193,9 +259,16 @@ class Normalize:
         Parameters
         ----------
         x : np.ndarray, shape (N, C, H, W)
-            uint8 images (scaled by 1/255 first, as the DataLoader does) or floats.
+            uint8 images (scaled by 1/255 first, as the DataLoader does) or floats;
+            at least one image of at least one pixel.
         """
-        _check_batch(x, "Normalize.fit")
+        _check_batch(x, "Normalize.fit", (np.dtype(np.uint8), np.dtype(np.float16),
+                                          *_FLOAT_DTYPES))
+        if x.shape[0] * x.shape[2] * x.shape[3] == 0:
+            raise ValueError(
+                f"Normalize.fit expected at least one image of at least one pixel, got "
+                f"shape {x.shape}"
+            )
         scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
         mean = np.empty(x.shape[1])
         std = np.empty(x.shape[1])
@@ -209,7 +282,8 @@ class Normalize:
 
     def __call__(self, x):
         """``(x - mean[c]) / std[c]`` for every channel ``c`` of ``x`` (N, C, H, W)."""
-        _check_batch(x, "Normalize")
+        # uint8 would cast mean and std to uint8 (0), ints truncate: both silently wrong
+        _check_batch(x, "Normalize", _FLOAT_DTYPES, "; convert uint8 images with ToFloat()")
         if x.shape[1] != len(self.mean):
             raise ValueError(
                 f"Normalize expected {len(self.mean)} channels, got {x.shape[1]} "
@@ -227,7 +301,17 @@ class Compose:
     """Apply transforms in order."""
 
     def __init__(self, transforms):
-        self.transforms = list(transforms)
+        try:
+            self.transforms = list(transforms)
+        except TypeError:
+            raise ValueError(
+                f"Compose expected a sequence of transforms, got {transforms!r}"
+            ) from None
+        for i, transform in enumerate(self.transforms):
+            if not callable(transform):
+                raise ValueError(
+                    f"Compose expected callable transforms, got {transform!r} at index {i}"
+                )
 
     def __call__(self, x):
         for transform in self.transforms:

@@ -11,47 +11,44 @@ With the default ``channels="h"`` this is cs231n's ``color_histogram_hsv``
 import numpy as np
 from numba import njit, prange
 
-from ..targets import backend, get_target, to_numpy
+from ..targets import backend, get_target
+from .hog import _check_not_empty, _colour_axis, _is_int, _real_images
 
 _CHANNELS = "hsv"
 
 
+def _check_options(bins, channels, who="color_histogram", names=("bins", "channels")):
+    """Raise unless ``bins`` is a positive int and ``channels`` a string of h, s, v.
+
+    ``who`` and ``names`` are how the caller calls itself and the two (the
+    HoG-linear classifier's ``color_bins`` and ``color_channels``).
+    """
+    if not _is_int(bins) or bins < 1:
+        raise ValueError(f"{who} expected {names[0]} to be a positive int, got {bins!r}")
+    if not isinstance(channels, str) or not channels or any(c not in _CHANNELS for c in channels):
+        raise ValueError(
+            f"{who} expected {names[1]} to be a non-empty string of 'h', 's', 'v', "
+            f"got {channels!r}"
+        )
+
+
 def _validate(images, bins, channel_axis, channels):
     """``(batch (N, 3, H, W) view, scale, channel codes (K,) int64)`` after checking."""
-    images = to_numpy(images)
-    if images.dtype.kind not in "uif" or images.dtype == np.bool_:
-        raise ValueError(
-            f"color_histogram expected a real-valued image array, got dtype {images.dtype}"
-        )
+    images = _real_images(images, "color_histogram")
     if images.ndim != 4:
         raise ValueError(
             f"color_histogram expected RGB images (N, 3, H, W) or (N, H, W, 3), got "
             f"{images.ndim}-D input of shape {images.shape}"
         )
-    if not isinstance(channel_axis, (int, np.integer)) or not -3 <= channel_axis < 4:
-        raise ValueError(
-            f"color_histogram: channel_axis={channel_axis!r} does not exist for input of shape "
-            f"{images.shape} (expected 1 for NCHW or -1 for NHWC)"
-        )
-    axis = int(channel_axis) % 4
-    if axis == 0:
-        raise ValueError(
-            f"color_histogram: channel_axis={channel_axis} names the batch axis; expected the "
-            f"colour axis (1 for NCHW, -1 for NHWC), input shape {images.shape}"
-        )
+    axis = _colour_axis(channel_axis, images.shape, "color_histogram")
     if images.shape[axis] != 3:
         raise ValueError(
             f"color_histogram expected 3 (RGB) channels on axis {channel_axis}, got "
             f"{images.shape[axis]} (input shape {images.shape})"
         )
-    if not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"color_histogram expected a positive int of bins, got {bins!r}")
-    if not isinstance(channels, str) or not channels or any(c not in _CHANNELS for c in channels):
-        raise ValueError(
-            f"color_histogram channels must be a non-empty string of 'h', 's', 'v', "
-            f"got {channels!r}"
-        )
+    _check_options(bins, channels)
     batch = np.moveaxis(images, axis, 1)
+    _check_not_empty(batch, images.shape, "color_histogram")
     if batch.dtype not in (np.uint8, np.float32, np.float64):
         batch = batch.astype(np.float64)
     # integer images are 0..255; float images are taken to be in [0, 1]
@@ -187,7 +184,9 @@ def color_histogram(images, bins=10, channel_axis=1, channels="h"):
     Raises
     ------
     ValueError
-        For input that is not a batch of 3-channel images, an unknown channel or bad bins.
+        For input that is not a batch of 3-channel images, one with no image or no
+        pixel (an axis of length 0), an unknown channel or bins that are not a
+        positive int.
     """
     batch, scale, codes = _validate(images, bins, channel_axis, channels)
     target = get_target()

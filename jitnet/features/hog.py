@@ -61,17 +61,31 @@ _ALL_BINS = -2
 
 
 # ---------------------------------------------------------------- validation
+def _is_int(value):
+    """Whether ``value`` is a Python or NumPy integer; a bool is not (``True`` is no count)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _pair(value, name):
-    """``value`` as a pair of positive ints (an int ``k`` means ``(k, k)``)."""
-    if isinstance(value, (int, np.integer)):
-        value = (value, value)
-    try:
-        pair = tuple(int(v) for v in value)
-    except TypeError:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if len(pair) != 2 or min(pair) < 1 or any(p != v for p, v in zip(pair, value)):
-        raise ValueError(f"{name} must be a pair of positive ints, got {value!r}")
-    return pair
+    """``value`` as a pair of positive ints (an int ``k`` means ``(k, k)``).
+
+    Floats are refused rather than truncated: ``pixels_per_cell=7.5`` is a slip.
+    """
+    pair = (value, value) if _is_int(value) else value
+    if (not isinstance(pair, (tuple, list, np.ndarray)) or len(pair) != 2
+            or not all(_is_int(v) and v >= 1 for v in pair)):
+        raise ValueError(
+            f"{name} must be a positive int or a pair of positive ints, got {value!r}"
+        )
+    return int(pair[0]), int(pair[1])
+
+
+def _options(orientations, pixels_per_cell, cells_per_block):
+    """Validated ``(orientations, (c_row, c_col), (b_row, b_col))``."""
+    if not _is_int(orientations) or orientations < 1:
+        raise ValueError(f"orientations must be a positive int, got {orientations!r}")
+    return (int(orientations), _pair(pixels_per_cell, "pixels_per_cell"),
+            _pair(cells_per_block, "cells_per_block"))
 
 
 def _work_dtype(dtype):
@@ -81,6 +95,50 @@ def _work_dtype(dtype):
     return np.dtype(np.float64)
 
 
+def _real_images(images, name):
+    """``images`` as a host ``np.ndarray`` of a real (integer or float, not bool) dtype."""
+    images = to_numpy(images)
+    if images.dtype.kind not in "uif":
+        raise ValueError(f"{name} expected a real-valued image array, got dtype {images.dtype}")
+    return images
+
+
+def _axis(channel_axis, shape, name, expected):
+    """``channel_axis`` of an array of ``shape`` as an index in ``0 .. ndim - 1``."""
+    ndim = len(shape)
+    if not _is_int(channel_axis) or not -ndim <= channel_axis < ndim:
+        raise ValueError(
+            f"{name}: channel_axis={channel_axis!r} does not exist for input of shape "
+            f"{shape} (expected {expected})"
+        )
+    return int(channel_axis) % ndim
+
+
+def _colour_axis(channel_axis, shape, name):
+    """The colour axis (1, 2 or 3) of a 4-D batch array; the batch axis 0 is refused."""
+    axis = _axis(channel_axis, shape, name, "1 for NCHW or -1 for NHWC")
+    if axis == 0:
+        raise ValueError(
+            f"{name}: channel_axis={channel_axis} names the batch axis; expected the "
+            f"colour axis (1 for NCHW, -1 for NHWC), input shape {shape}"
+        )
+    return axis
+
+
+def _check_not_empty(batch, shape, name):
+    """Raise unless the ``(N, C, H, W)`` view ``batch`` has an image, a channel and a pixel.
+
+    Empty axes must stop here: the kernels trust their input (no channel to take
+    a gradient from reads out of bounds; no pixel divides by zero).
+    """
+    n, c, h, w = batch.shape
+    if min(n, c, h, w) == 0:
+        raise ValueError(
+            f"{name} expected at least one image, with at least one channel and one pixel, "
+            f"got input of shape {shape} (N={n}, C={c}, H={h}, W={w})"
+        )
+
+
 def _as_nchw(images, channel_axis, name):
     """The batch as an ``(N, C, H, W)`` view (no copy for uint8, float32 and float64).
 
@@ -88,9 +146,7 @@ def _as_nchw(images, channel_axis, name):
     batch array (``1`` for NCHW, ``-1`` or ``3`` for NHWC). Other dtypes are
     converted to their working float dtype (see :func:`_work_dtype`).
     """
-    images = to_numpy(images)
-    if images.dtype.kind not in "uif" or images.dtype.kind == "b":
-        raise ValueError(f"{name} expected a real-valued image array, got dtype {images.dtype}")
+    images = _real_images(images, name)
     if channel_axis is None:
         if images.ndim != 3:
             raise ValueError(
@@ -102,22 +158,11 @@ def _as_nchw(images, channel_axis, name):
         if images.ndim != 4:
             raise ValueError(
                 f"{name} expected colour images (N, C, H, W) or (N, H, W, C) with "
-                f"channel_axis={channel_axis}, got {images.ndim}-D input of shape {images.shape}"
+                f"channel_axis={channel_axis!r}, got {images.ndim}-D input of shape "
+                f"{images.shape}"
             )
-        if not isinstance(channel_axis, (int, np.integer)) or not -4 <= channel_axis < 4:
-            raise ValueError(
-                f"{name}: channel_axis={channel_axis!r} does not exist for input of shape "
-                f"{images.shape} (expected 1, 2, 3, -1, -2 or -3)"
-            )
-        axis = int(channel_axis) % 4
-        if axis == 0:
-            raise ValueError(
-                f"{name}: channel_axis={channel_axis} names the batch axis; expected the "
-                f"colour axis (1 for NCHW, -1 for NHWC), input shape {images.shape}"
-            )
-        batch = np.moveaxis(images, axis, 1)
-    if batch.shape[0] == 0:
-        raise ValueError(f"{name} expected at least one image, got shape {images.shape}")
+        batch = np.moveaxis(images, _colour_axis(channel_axis, images.shape, name), 1)
+    _check_not_empty(batch, images.shape, name)
     if batch.dtype not in (np.uint8, np.float32, np.float64):
         batch = batch.astype(_work_dtype(batch.dtype))
     return batch
@@ -125,12 +170,10 @@ def _as_nchw(images, channel_axis, name):
 
 def _geometry(shape, orientations, pixels_per_cell, cells_per_block, block_norm):
     """Validated ``(orientations, (c_row, c_col), (b_row, b_col), norm_code, n_cells)``."""
-    if not isinstance(orientations, (int, np.integer)) or orientations < 1:
-        raise ValueError(f"orientations must be a positive int, got {orientations!r}")
-    if block_norm not in BLOCK_NORMS:
+    orientations, (c_row, c_col), (b_row, b_col) = _options(
+        orientations, pixels_per_cell, cells_per_block)
+    if not isinstance(block_norm, str) or block_norm not in BLOCK_NORMS:
         raise ValueError(f"unknown block_norm {block_norm!r}: expected one of {BLOCK_NORMS}")
-    c_row, c_col = _pair(pixels_per_cell, "pixels_per_cell")
-    b_row, b_col = _pair(cells_per_block, "cells_per_block")
     height, width = shape[-2:]
     n_cells = (height // c_row, width // c_col)
     if n_cells[0] < b_row or n_cells[1] < b_col:
@@ -140,7 +183,7 @@ def _geometry(shape, orientations, pixels_per_cell, cells_per_block, block_norm)
             f"{b_row * c_row} rows and {b_col * c_col} columns"
         )
     code = BLOCK_NORMS.index(block_norm)
-    return int(orientations), (c_row, c_col), (b_row, b_col), code, n_cells
+    return orientations, (c_row, c_col), (b_row, b_col), code, n_cells
 
 
 def _bin_bounds(orientations):
@@ -166,8 +209,8 @@ def _special_bins(bounds):
 
 def n_hog_features(image_shape, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2)):
     """Length of the HoG vector of one ``(H, W)`` image (the ``F`` of :func:`hog`)."""
-    c_row, c_col = _pair(pixels_per_cell, "pixels_per_cell")
-    b_row, b_col = _pair(cells_per_block, "cells_per_block")
+    orientations, (c_row, c_col), (b_row, b_col) = _options(
+        orientations, pixels_per_cell, cells_per_block)
     n_blocks_row = image_shape[-2] // c_row - b_row + 1
     n_blocks_col = image_shape[-1] // c_col - b_col + 1
     return max(n_blocks_row, 0) * max(n_blocks_col, 0) * b_row * b_col * orientations
@@ -892,7 +935,9 @@ def hog(
     ------
     ValueError
         For the wrong number of dimensions, a ``channel_axis`` the input lacks,
-        an unknown ``block_norm`` or images smaller than one block.
+        no image, channel or pixel (an axis of length 0), a parameter that is not
+        a positive int (bools and floats are refused), an unknown ``block_norm``
+        or images smaller than one block.
 
     Notes
     -----
@@ -932,13 +977,24 @@ def hog_image(image, orientations=9, pixels_per_cell=(8, 8), channel_axis=None):
     Returns
     -------
     (H, W) float64 array
+
+    Raises
+    ------
+    ValueError
+        As :func:`hog`; also for an image that is not 2-D (grey) or 3-D (colour).
     """
     from skimage import draw
 
-    image = to_numpy(image)
-    batch_axis = None if channel_axis is None else (
-        channel_axis + 1 if channel_axis >= 0 else channel_axis
-    )
+    image = _real_images(image, "hog_image")
+    batch_axis = None
+    if channel_axis is not None:  # the image's axis, one more in the batch of one
+        batch_axis = _axis(channel_axis, image.shape, "hog_image", "0 for CHW or -1 for HWC") + 1
+    if image.ndim != (2 if channel_axis is None else 3):
+        raise ValueError(
+            f"hog_image expected one image, (H, W) with channel_axis=None or (C, H, W) / "
+            f"(H, W, C) with its channel_axis, got {image.ndim}-D input of shape {image.shape} "
+            f"and channel_axis={channel_axis!r}"
+        )
     batch = _as_nchw(image[None], batch_axis, "hog_image")
     orientations, (c_row, c_col), _, _, n_cells = _geometry(
         batch.shape, orientations, pixels_per_cell, (1, 1), "L1"

@@ -6,6 +6,8 @@ multiclass-hinge loss, ``optim.SGD`` / ``optim.Adam`` with ``weight_decay`` as
 the L2 penalty) on the active target.
 """
 
+import math
+import numbers
 import sys
 import time
 
@@ -14,11 +16,39 @@ from tqdm.auto import tqdm
 
 from .. import features as _features
 from .. import nn, optim
+from ..features.color import _check_options as _check_color_options
+from ..features.hog import _geometry as _hog_geometry
+from ..features.hog import _is_int, _real_images
 from ..targets import backend, to_numpy
 
 _LOSSES = {"softmax": nn.SoftmaxCrossEntropyLoss, "hinge": nn.MulticlassHingeLoss}
 _FEATURES = ("hog+color", "hog", "color")
 _OPTIMIZERS = ("sgd", "adam")
+_SCHEDULES = ("cosine", "constant")
+#: name -> (the condition in words, the test): the ranges scikit-learn's MLPClassifier
+#: gives learning_rate_init, alpha and momentum
+_REALS = {
+    "lr": ("> 0", lambda v: v > 0),
+    "reg": (">= 0", lambda v: v >= 0),
+    "momentum": ("in [0, 1]", lambda v: 0 <= v <= 1),
+}
+
+
+def _labels(y, n_samples, name):
+    """``y`` as a 1-D host array of ``n_samples`` labels, or a scikit-learn style ValueError."""
+    y = np.asarray(to_numpy(y))
+    if y.ndim != 1:
+        raise ValueError(
+            f"HogLinearClassifier expected {name} to be a 1-D array of labels of shape "
+            f"({n_samples},), got shape {y.shape}"
+        )
+    if len(y) != n_samples:
+        raise ValueError(
+            f"Found input variables with inconsistent numbers of samples: [{n_samples}, "
+            f"{len(y)}] (HogLinearClassifier expected {name} labels of shape ({n_samples},), "
+            f"got {y.shape})"
+        )
+    return y
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -28,7 +58,7 @@ class NotFittedError(ValueError, AttributeError):
 class HogLinearClassifier:
     """Linear classifier on HoG and HSV colour-histogram features.
 
-    Parameters (keyword-only; ``__init__`` only stores them)
+    Parameters (keyword-only; ``__init__`` only stores them, ``fit`` checks them)
     ----------
     loss : {"softmax", "hinge"}
         Softmax cross-entropy or the multiclass SVM (hinge) loss.
@@ -45,16 +75,18 @@ class HogLinearClassifier:
     optimizer : {"sgd", "adam"}
         SGD uses ``momentum``; both use ``weight_decay=reg``.
     reg : float
-        L2 penalty on the weights (passed as the optimizer's ``weight_decay``).
+        L2 penalty on the weights (passed as the optimizer's ``weight_decay``), ``>= 0``.
     lr, momentum : float
+        Learning rate ``> 0``; momentum in ``[0, 1]`` (SGD only).
     schedule : {"cosine", "constant"}
         Cosine annealing of ``lr`` to 0 over the epochs (``optim.CosineLR``), or none:
         the decay lets the last epoch settle near the regularised optimum.
     epochs, batch_size : int
         Each epoch draws a fresh permutation of the training set and walks it in
         minibatches of ``batch_size`` (the last one may be smaller).
-    seed : int
-        Seeds the weight initialisation and the shuffling (fits are reproducible).
+    seed : int or None
+        Seeds the weight initialisation and the shuffling (fits are reproducible);
+        a non-negative int, or None for a fresh seed.
     verbose : bool
         A tqdm bar over the epochs (only when stderr is a terminal).
 
@@ -160,50 +192,69 @@ class HogLinearClassifier:
 
     # ------------------------------------------------------------ features
     def _check_params(self):
-        if self.loss not in _LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}: expected one of {tuple(_LOSSES)}")
-        if self.features not in _FEATURES:
-            raise ValueError(f"unknown features {self.features!r}: expected one of {_FEATURES}")
-        if self.optimizer not in _OPTIMIZERS:
-            raise ValueError(
-                f"unknown optimizer {self.optimizer!r}: expected one of {_OPTIMIZERS}"
-            )
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(
-                f"unknown schedule {self.schedule!r}: expected 'cosine' or 'constant'"
-            )
+        """Raise ValueError, naming the parameter, for any value ``fit`` could not use."""
+        for name, allowed in (("loss", tuple(_LOSSES)), ("features", _FEATURES),
+                              ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}: expected one of {allowed}")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {self.seed!r}")
+        for name, (condition, ok) in _REALS.items():
+            value = getattr(self, name)
+            # bools are numbers to Python, but lr=True is a slip; NaN fails every test
+            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+                    or not (math.isfinite(value) and ok(value))):
+                raise ValueError(f"{name} must be a finite real number {condition}, got {value!r}")
+        if "color" in self.features:
+            _check_color_options(self.color_bins, self.color_channels, "HogLinearClassifier",
+                                 ("color_bins", "color_channels"))
 
-    def _images(self, X, fitted):
-        """``X`` as ``(N, C, H, W)`` images; after ``fit`` also from ``(N, C * H * W)`` rows."""
-        X = to_numpy(X)
-        if fitted and X.ndim == 2:
-            if X.shape[1] != self.n_features_in_:
+    def _images(self, X, shape=None, expected=None):
+        """``X`` as ``(N, C, H, W)`` images, checked.
+
+        Given the ``(C, H, W)`` ``shape`` they must have (``expected`` says why, for
+        the messages), ``X`` may also be ``(N, C * H * W)`` rows; without one (the
+        training images) ``features`` decides what ``C`` may be.
+        """
+        X = _real_images(X, "HogLinearClassifier")
+        if shape is not None and X.ndim == 2:
+            n_values = int(np.prod(shape))
+            if X.shape[1] != n_values:
                 raise ValueError(
-                    f"HogLinearClassifier was fitted on images of shape {self.image_shape_} "
-                    f"({self.n_features_in_} values), got rows of {X.shape[1]} values "
+                    f"{expected} ({n_values} values), got rows of {X.shape[1]} values "
                     f"(input shape {X.shape})"
                 )
-            X = X.reshape(len(X), *self.image_shape_)
+            X = X.reshape(len(X), *shape)
         if X.ndim != 4:
             raise ValueError(
                 f"HogLinearClassifier expected images (N, C, H, W), got {X.ndim}-D input "
                 f"of shape {X.shape}"
             )
-        if fitted and X.shape[1:] != self.image_shape_:
+        if len(X) == 0:
             raise ValueError(
-                f"HogLinearClassifier was fitted on images of shape {self.image_shape_}, "
-                f"got images of shape {X.shape[1:]} (input shape {X.shape})"
+                f"HogLinearClassifier expected at least one image, got input of shape {X.shape}"
             )
-        if not fitted and "color" in self.features and X.shape[1] != 3:
+        if shape is not None and X.shape[1:] != shape:
+            raise ValueError(
+                f"{expected}, got images of shape {X.shape[1:]} (input shape {X.shape})"
+            )
+        if shape is None and "color" in self.features and X.shape[1] != 3:
             raise ValueError(
                 f"features={self.features!r} needs RGB images (N, 3, H, W), got {X.shape[1]} "
                 f"channels (input shape {X.shape}); use features='hog' for grey images"
             )
         return X
+
+    def _fitted_images(self, X):
+        return self._images(
+            X, self.image_shape_,
+            f"HogLinearClassifier was fitted on images of shape {self.image_shape_}",
+        )
 
     def transform(self, X):
         """Raw (unstandardised) features of images ``X``.
@@ -218,8 +269,10 @@ class HogLinearClassifier:
         (N, n_features) float32 ndarray
             HoG features, then the colour histogram (as ``features`` says).
         """
-        X = self._images(X, fitted=hasattr(self, "image_shape_"))
-        return self._extract(X)
+        if hasattr(self, "image_shape_"):
+            return self._extract(self._fitted_images(X))
+        self._check_params()
+        return self._extract(self._images(X))
 
     def _extract(self, X):
         parts = []
@@ -235,9 +288,29 @@ class HogLinearClassifier:
         return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def _standardised(self, X):
-        return (self._extract(self._images(X, fitted=True)) - self.mean_) / self.scale_
+        return (self._extract(self._fitted_images(X)) - self.mean_) / self.scale_
 
     # ------------------------------------------------------------ fit
+    def _checked_fit_input(self, X, y, X_val, y_val):
+        """Every check ``fit`` needs, before any work: ``(X, y, (X_val, y_val) or None)``."""
+        self._check_params()
+        X = self._images(X)
+        y = _labels(y, len(X), "y")
+        if "hog" in self.features:  # images too small for a block, bad HoG parameters
+            _hog_geometry(X.shape, self.orientations, self.pixels_per_cell,
+                          self.cells_per_block, self.block_norm)
+        if (X_val is None) != (y_val is None):
+            given, missing = ("X_val", "y_val") if y_val is None else ("y_val", "X_val")
+            raise ValueError(
+                f"HogLinearClassifier.fit expected X_val and y_val together (validation "
+                f"images and their labels), got {given} without {missing}"
+            )
+        if X_val is None:
+            return X, y, None
+        X_val = self._images(X_val, X.shape[1:],
+                             f"X_val must be images of the training shape {X.shape[1:]}")
+        return X, y, (X_val, _labels(y_val, len(X_val), "y_val"))
+
     def fit(self, X, y, X_val=None, y_val=None):
         """Extract features, standardise them and train the linear layer.
 
@@ -246,48 +319,59 @@ class HogLinearClassifier:
         X : (N, C, H, W) uint8 or float array
             Training images, NCHW.
         y : (N,) array of labels (any sortable values)
-        X_val, y_val : optional
-            Validation images and labels; their accuracy goes into ``history_``.
+        X_val, y_val : optional, both or neither
+            Validation images (the shape of ``X``'s, or rows of their values) and
+            labels; their accuracy goes into ``history_``.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            For a bad parameter (named as the constructor names it), images of the
+            wrong shape or too small for a HoG block, labels that are not 1-D or not
+            one per image, fewer than 2 classes, or only one of ``X_val`` and ``y_val``.
+            All is checked before any work, and a rejected (or interrupted) ``fit``
+            leaves the estimator as it was: the fitted attributes are assigned at the end.
         """
         start = time.perf_counter()
-        self._check_params()
-        X = self._images(X, fitted=False)
-        y = np.asarray(to_numpy(y))
-        if y.shape != (len(X),):
-            raise ValueError(
-                f"HogLinearClassifier expected labels of shape ({len(X)},), got {y.shape}"
-            )
-        for name in ("coef_", "intercept_", "image_shape_"):  # refitting forgets the last fit
-            self.__dict__.pop(name, None)
-        classes, y_index = np.unique(y, return_inverse=True)
+        X, y, val = self._checked_fit_input(X, y, X_val, y_val)
+        try:
+            classes, y_index = np.unique(y, return_inverse=True)
+        except TypeError as exc:  # e.g. a mix of str and int, which cannot be sorted
+            raise ValueError(f"HogLinearClassifier expected sortable labels, got {exc}") from None
         if len(classes) < 2:
             raise ValueError(f"HogLinearClassifier needs at least 2 classes, got {classes}")
 
         raw = self._extract(X)
-        self.mean_ = raw.mean(axis=0)
+        mean = raw.mean(axis=0)
         std = raw.std(axis=0)
-        self.scale_ = np.where(std > 0, std, 1.0).astype(np.float32)
-        train = ((raw - self.mean_) / self.scale_).astype(np.float32)
-        self.classes_ = classes
-        self.image_shape_ = X.shape[1:]
-        self.n_features_in_ = int(np.prod(X.shape[1:]))
-        val = None
-        if X_val is not None:
-            val = (self._standardised(X_val).astype(np.float32), np.asarray(to_numpy(y_val)))
-        self.feature_seconds_ = time.perf_counter() - start
-        self._train(train, y_index.astype(np.int64), val, start)
-        self.fit_seconds_ = time.perf_counter() - start
+        scale = np.where(std > 0, std, 1.0).astype(np.float32)
+        train = ((raw - mean) / scale).astype(np.float32)
+        if val is not None:
+            val = (((self._extract(val[0]) - mean) / scale).astype(np.float32), val[1])
+        feature_seconds = time.perf_counter() - start
+        coef, intercept, history = self._train(train, y_index.astype(np.int64), classes, val,
+                                               start)
+        # all or nothing: a fit that raised above left the previous one in place
+        self.__dict__.update(
+            coef_=coef, intercept_=intercept, classes_=classes, mean_=mean, scale_=scale,
+            image_shape_=X.shape[1:], n_features_in_=int(np.prod(X.shape[1:])),
+            history_=history, feature_seconds_=feature_seconds,
+            fit_seconds_=time.perf_counter() - start,
+        )
         return self
 
-    def _train(self, train, y_index, val, start):
-        """Minibatch training of ``Linear(n_features, n_classes)`` on the active target."""
+    def _train(self, train, y_index, classes, val, start):
+        """Minibatch training of ``Linear(n_features, n_classes)`` on the active target.
+
+        Returns ``(coef, intercept, history)``; nothing is stored on ``self``.
+        """
         rng = np.random.default_rng(self.seed)
         n_samples, n_features = train.shape
-        n_classes = len(self.classes_)
+        n_classes = len(classes)
         layer = nn.Linear(n_features, n_classes)
         b = backend()
         # seeded here rather than from jitnet's global generator, so that ``seed`` decides
@@ -303,7 +387,7 @@ class HogLinearClassifier:
             opt = optim.Adam(layer.parameters(), lr=self.lr, weight_decay=self.reg)
         schedule = optim.CosineLR(opt, int(self.epochs)) if self.schedule == "cosine" else None
 
-        self.history_ = []
+        history = []
         show = bool(self.verbose) and sys.stderr.isatty()
         epochs = tqdm(range(self.epochs), desc="hog-linear", unit="epoch", disable=not show)
         for epoch in epochs:
@@ -318,19 +402,20 @@ class HogLinearClassifier:
                 opt.step()
             if schedule is not None:
                 schedule.step()
-            self.coef_ = to_numpy(layer.weight.data).copy()
-            self.intercept_ = to_numpy(layer.bias.data).copy()
+            coef = to_numpy(layer.weight.data).copy()
+            intercept = to_numpy(layer.bias.data).copy()
             entry = {
                 "epoch": epoch + 1,
                 "loss": total / n_samples,
-                "train_accuracy": float(np.mean(self._argmax(train) == y_index)),
+                "train_accuracy": float(np.mean(self._argmax(train, coef, intercept) == y_index)),
                 "seconds": time.perf_counter() - start,
             }
             if val is not None:
-                entry["val_accuracy"] = float(np.mean(self.classes_[self._argmax(val[0])]
-                                                      == val[1]))
-            self.history_.append(entry)
+                predicted = classes[self._argmax(val[0], coef, intercept)]
+                entry["val_accuracy"] = float(np.mean(predicted == val[1]))
+            history.append(entry)
             epochs.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
+        return coef, intercept, history
 
     # ------------------------------------------------------------ predict
     def _check_fitted(self):
@@ -340,20 +425,21 @@ class HogLinearClassifier:
                 "appropriate arguments before using this estimator."
             )
 
-    def _scores(self, standardised):
+    @staticmethod
+    def _scores(standardised, coef, intercept):
         """``(N, n_classes)`` scores of standardised features, by the target's linear kernel."""
         b = backend()
-        scores = b.linear_forward(b.asarray(standardised, np.float32), b.asarray(self.coef_),
-                                  b.asarray(self.intercept_))
+        scores = b.linear_forward(b.asarray(standardised, np.float32), b.asarray(coef),
+                                  b.asarray(intercept))
         return to_numpy(scores)
 
-    def _argmax(self, standardised):
-        return self._scores(standardised).argmax(axis=1)
+    def _argmax(self, standardised, coef, intercept):
+        return self._scores(standardised, coef, intercept).argmax(axis=1)
 
     def decision_function(self, X):
         """Class scores ``(N, n_classes)`` float32 of images ``X`` (NCHW)."""
         self._check_fitted()
-        return self._scores(self._standardised(X))
+        return self._scores(self._standardised(X), self.coef_, self.intercept_)
 
     def predict(self, X):
         """Predicted labels ``(N,)`` (values of ``classes_``) of images ``X`` (NCHW)."""
@@ -361,5 +447,20 @@ class HogLinearClassifier:
         return self.classes_[scores.argmax(axis=1)]
 
     def score(self, X, y):
-        """Mean accuracy of ``predict(X)`` against ``y``."""
-        return float(np.mean(self.predict(X) == np.asarray(to_numpy(y))))
+        """Mean accuracy of ``predict(X)`` against the labels ``y``.
+
+        Parameters
+        ----------
+        X : (N, C, H, W) images or (N, C * H * W) rows
+        y : (N,) array of labels
+            One per image: a scalar or an ``(N, 1)`` column would broadcast against
+            the predictions into a wrong accuracy, so they raise ValueError.
+
+        Returns
+        -------
+        float
+        """
+        self._check_fitted()
+        X = to_numpy(X)
+        y = _labels(y, len(X) if X.ndim else 0, "y")
+        return float(np.mean(self.predict(X) == y))

@@ -1,0 +1,200 @@
+"""Bad input to jitnet.data (transforms, DataLoader, CIFAR-10): a clear ValueError that
+names the parameter, what was expected and what came, before anything is done."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet.data import DataError, DataLoader, cifar10_classes, download_cifar10, load_cifar10
+from jitnet.data.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip
+
+
+@pytest.fixture
+def batch(rng):
+    return rng.random((4, 3, 6, 5)).astype(np.float32)
+
+
+# ---------------------------------------------------------------- transforms: dtypes
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float16, object])
+def test_normalize_takes_float_batches_only(batch, dtype):
+    # uint8 cast mean and std to uint8 (all 0), int32 truncated them: silently wrong
+    with pytest.raises(ValueError, match=f"expected a float32 or float64 batch, got dtype "
+                                         f"{np.dtype(dtype)}.*ToFloat"):
+        Normalize([0.5] * 3, [0.25] * 3)((batch * 255).astype(dtype))
+
+
+@pytest.mark.parametrize("transform", [RandomCrop(4, padding=1), RandomHorizontalFlip()],
+                         ids=["crop", "flip"])
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, object, bool])
+def test_crop_and_flip_name_the_dtypes_they_take(batch, transform, dtype):
+    with pytest.raises(ValueError, match="expected a uint8, float32 or float64 batch, got dtype "
+                                         f"{np.dtype(dtype)}"):
+        transform(batch.astype(dtype))
+
+
+def test_crop_and_flip_keep_uint8(batch):
+    x = (batch * 255).astype(np.uint8)
+    np.testing.assert_array_equal(RandomHorizontalFlip(p=1.0)(x), x[..., ::-1])
+    out = RandomCrop((6, 5), padding=0)(x)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, x)
+
+
+# ---------------------------------------------------------------- transforms: parameters
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: RandomCrop(2.5), "RandomCrop expected size to be an int or \\(h, w\\), got 2.5"),
+        (lambda: RandomCrop("8"), "RandomCrop expected size to be an int or \\(h, w\\), got '8'"),
+        (lambda: RandomCrop(True), "size to be an int >= 1, got True"),
+        (lambda: RandomCrop((8, 8.0)), "size to be an int >= 1, got 8.0"),
+        (lambda: RandomCrop((8, 0)), "size to be an int >= 1, got 0"),
+        (lambda: RandomCrop(8, padding=1.7), "padding to be an int >= 0, got 1.7"),
+        (lambda: RandomCrop(8, padding=True), "padding to be an int >= 0, got True"),
+        (lambda: RandomCrop(8, padding=-1), "padding to be an int >= 0, got -1"),
+        (lambda: RandomCrop(8, seed=-1), "RandomCrop expected seed to be an int >= 0, got -1"),
+        (lambda: RandomHorizontalFlip("0.5"), r"p in \[0, 1\], got '0.5'"),
+        (lambda: RandomHorizontalFlip(True), r"p in \[0, 1\], got True"),
+        (lambda: RandomHorizontalFlip(float("nan")), r"p in \[0, 1\], got nan"),
+        (lambda: RandomHorizontalFlip(1.5), r"p in \[0, 1\], got 1.5"),
+        (lambda: RandomHorizontalFlip(seed=0.5), "seed to be an int >= 0, got 0.5"),
+        (lambda: Normalize("abc", [1.0]), "mean to be a sequence of numbers.*'abc'"),
+        (lambda: Normalize([], []), "mean to hold one finite number per channel"),
+        (lambda: Normalize([np.nan], [1.0]), "mean to hold one finite number"),
+        (lambda: Normalize([0.5], [np.nan]), "std to hold one finite number"),
+        (lambda: Normalize([0.5], [0.0]), "positive std"),
+        (lambda: Compose([RandomHorizontalFlip(), 1]), "callable transforms, got 1 at index 1"),
+        (lambda: Compose(5), "sequence of transforms, got 5"),
+    ],
+)
+def test_constructors_check_their_parameters(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_numpy_ints_and_reals_are_accepted(batch):
+    crop = RandomCrop(np.int64(4), padding=np.int32(1), seed=np.uint8(3))
+    assert crop.size == (4, 4) and crop.padding == 1
+    np.testing.assert_array_equal(crop(batch), RandomCrop(4, padding=1, seed=3)(batch))
+    assert RandomHorizontalFlip(np.float32(0.5)).p == 0.5 and RandomHorizontalFlip(1).p == 1.0
+
+
+def test_normalize_fit_needs_pixels():
+    with pytest.raises(ValueError, match=r"at least one image of at least one pixel.*\(0, 3"):
+        Normalize.fit(np.zeros((0, 3, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="got dtype object"):
+        Normalize.fit(np.zeros((2, 3, 4, 4), object))
+
+
+# ---------------------------------------------------------------- DataLoader
+def test_float_labels_must_be_whole_numbers(batch):
+    # they were truncated: [0.9, 1.7, ...] came out as [0, 1, ...]
+    with pytest.raises(ValueError, match="integer class labels, got 1.7 at index 1"):
+        DataLoader(batch, [0.0, 1.7, 2.5, 3.0], batch_size=2)
+    for bad in (np.nan, np.inf, 2.0**63):
+        with pytest.raises(ValueError, match="integer class labels, got .* at index 2"):
+            DataLoader(batch, [0.0, 1.0, bad, 3.0], batch_size=2)
+    loader = DataLoader(batch, np.array([3.0, 1.0, 0.0, -0.0]), batch_size=4, shuffle=False)
+    _, labels = next(iter(loader))
+    assert labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, [3, 1, 0, 0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"y": ["a", "b", "c", "d"]}, "integer class labels, got dtype <U1"),
+        ({"y": [True, False, True, False]}, "integer class labels, got dtype bool"),
+        ({"y": np.array([2**64 - 1, 0, 0, 0], np.uint64)}, "fit int64"),
+        ({"batch_size": True}, "batch_size to be an int >= 1, got True"),
+        ({"batch_size": 2.0}, "batch_size to be an int >= 1, got 2.0"),
+        ({"seed": -1}, "DataLoader expected seed to be an int >= 0, got -1"),
+        ({"seed": "1"}, "DataLoader expected seed to be an int >= 0, got '1'"),
+        ({"shuffle": "no"}, "shuffle to be True or False, got 'no'"),
+        ({"drop_last": None}, "drop_last to be True or False, got None"),
+        ({"transform": 5}, "callable transform or None, got 5"),
+        ({"x": np.zeros((4, 3, 6, 5), np.int64)}, "uint8 or float images, got dtype int64"),
+        ({"x": np.zeros((4, 3, 6, 5), object)}, "uint8 or float images, got dtype object"),
+    ],
+)
+def test_loader_arguments_name_the_parameter(batch, kwargs, message):
+    arguments = {"x": batch, "y": np.arange(4), "batch_size": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        DataLoader(**arguments)
+
+
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+def test_loader_batches_unchanged_for_valid_input(batch, target):
+    with jitnet.use_target(target):
+        loader = DataLoader(batch, np.arange(4), batch_size=3, seed=np.int64(5))
+        (first, labels), _ = list(loader)
+    order = np.random.default_rng(5).permutation(4)[:3]
+    np.testing.assert_array_equal(jitnet.to_numpy(first), batch[order])
+    np.testing.assert_array_equal(labels, order)
+
+
+# ---------------------------------------------------------------- CIFAR-10
+def write_batches(folder, labels):
+    """A CIFAR-format folder whose data_batch_1 holds ``labels`` (and a valid test_batch)."""
+    folder.mkdir(parents=True)
+    for name, values in (("data_batch_1", labels), ("test_batch", [0, 1])):
+        data = np.zeros((len(values), 3072), np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": values}, f, protocol=2)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([0.9, 1.7, 2.0], r"data_batch_1: 'labels' expected integer class labels, got 0.9 at "
+                          "index 0"),
+        (["a", "b", "c"], "data_batch_1: 'labels' expected integer class labels, got dtype"),
+        ([0, None, 1], "data_batch_1: 'labels' expected integer class labels, got dtype object"),
+        ([0, [1], 2], "data_batch_1: 'labels' are not integers"),
+    ],
+)
+def test_cifar_labels_must_be_integers(tmp_path, labels, message):
+    folder = write_batches(tmp_path / "cifar-10-batches-py", labels)
+    with pytest.raises(DataError, match=message):
+        load_cifar10(folder)
+
+
+def test_cifar_whole_float_labels_load_as_int64(tmp_path):
+    folder = write_batches(tmp_path / "cifar-10-batches-py", [3.0, 9.0, 0.0])
+    _, y_train, _, _ = load_cifar10(tmp_path)
+    assert y_train.dtype == np.int64
+    np.testing.assert_array_equal(y_train, [3, 9, 0])
+    assert folder.is_dir()
+
+
+@pytest.mark.parametrize("load", [load_cifar10, cifar10_classes])
+def test_cifar_root_is_a_folder_path(tmp_path, load):
+    with pytest.raises(ValueError, match=f"{load.__name__} expected root to be a folder path "
+                                         r"\(str or os.PathLike\), got None"):
+        load(None)
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0")
+    with pytest.raises(DataError, match=f"{a_file} is not a folder"):
+        load(a_file)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"url": "not a url"}, "url to be an http\\(s\\), ftp or file URL, got 'not a url'"),
+        ({"url": None}, "url to be an http\\(s\\), ftp or file URL, got None"),
+        ({"url": "http://"}, "got 'http://'"),
+        ({"md5": "xyz"}, "md5 to be 32 hex digits or None, got 'xyz'"),
+        ({"timeout": 0}, "timeout > 0 seconds, got 0"),
+        ({"timeout": "60"}, "timeout > 0 seconds, got '60'"),
+        ({"root": 3}, "download_cifar10 expected root to be a folder path"),
+    ],
+)
+def test_download_arguments_checked_before_anything_is_created(tmp_path, kwargs, message):
+    root = tmp_path / "data"
+    with pytest.raises(ValueError, match=message):
+        download_cifar10(**{"root": root, **kwargs})
+    assert not root.exists()
