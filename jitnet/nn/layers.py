@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import config, rng
-from ..targets import backend, to_numpy
+from ..targets import backend, get_target, is_device_array, to_numpy
 from .module import Module, Parameter, as_input, check_placement, kaiming_uniform
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -56,6 +56,73 @@ def _dtype(dtype):
     if dtype not in _FLOATS:
         raise ValueError(f"expected dtype float32 or float64, got {dtype}")
     return dtype
+
+
+def _real(owner, name, value, condition, ok):
+    """``value`` as a float after checking it is a finite real number that passes ``ok``.
+
+    ``condition`` says ``ok`` in words, for the message. Bools and strings are
+    refused rather than converted (``float("0.1")`` would pass a slip through).
+    """
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or not ok(value)
+    ):
+        condition = f" {condition}" if condition else ""
+        raise ValueError(f"{owner} expected {name} to be a finite number{condition}, got {value!r}")
+    return float(value)
+
+
+def _any(value):
+    return True
+
+
+# -- what backward checks: that forward ran, and the upstream gradient ---------------------
+
+
+def _saved(layer, *names):
+    """The arrays ``layer``'s forward kept for backward, or a RuntimeError when there are none.
+
+    They are missing before the first forward, and after ``Module.to`` (which drops
+    them: they may live on the other target).
+    """
+    values = [getattr(layer, name, None) for name in names]
+    if any(v is None for v in values):
+        raise RuntimeError(
+            f"{type(layer).__name__}.backward called before its forward pass (or after "
+            f"Module.to, which drops what forward kept): run forward first"
+        )
+    return values[0] if len(values) == 1 else values
+
+
+def _upstream(layer, dy, shape, dtype):
+    """``dy`` as an array of the active target, after checking it is the gradient of the
+    output ``layer``'s forward returned: that output's ``shape`` and ``dtype``.
+
+    The kernels trust their arguments: a ``dy`` of another shape would read or write
+    past the ends of the buffers on the cpu target, so it stops here.
+    """
+    owner = type(layer).__name__
+    if is_device_array(dy) and get_target() != "cuda":
+        raise ValueError(
+            f"{owner}.backward got dy on the cuda device but the active target is "
+            f"{get_target()!r}: pass a host array, or jitnet.set_target('cuda')"
+        )
+    if not (is_device_array(dy) or isinstance(dy, np.ndarray)):
+        raise ValueError(
+            f"{owner}.backward expected dy to be an array of shape {tuple(shape)}, got "
+            f"{type(dy).__name__}"
+        )
+    dy = as_input(dy)
+    got = np.dtype(dy.dtype)
+    if tuple(dy.shape) != tuple(shape) or got != dtype:
+        raise ValueError(
+            f"{owner}.backward expected dy of shape {tuple(shape)} and dtype {np.dtype(dtype)} "
+            f"(those of its forward output), got shape {tuple(dy.shape)} and dtype {got}"
+        )
+    return dy
 
 
 # -- convolution and pooling -------------------------------------------------------------
@@ -147,10 +214,7 @@ class Conv2d(Module):
         2x2 pooling). ``Sequential`` calls it for a convolution followed by a pooling.
         """
         x = self._checked(x)
-        k = self.kernel_size
-        out_h = (x.shape[2] + 2 * self.padding - k) // self.stride + 1
-        out_w = (x.shape[3] + 2 * self.padding - k) // self.stride + 1
-        out_shape = (x.shape[0], self.out_channels, out_h, out_w)
+        out_shape = self._output_shape(x.shape)
         pool._check_shape(out_shape)
         self._saved_x = x
         bias = self.bias.data if self.bias is not None else None
@@ -176,11 +240,18 @@ class Conv2d(Module):
             )
         return x
 
+    def _output_shape(self, in_shape):
+        """``(N, out_channels, HO, WO)`` of an input of shape ``in_shape``."""
+        n, _, h, w = in_shape
+        k, p, s = self.kernel_size, self.padding, self.stride
+        return (n, self.out_channels, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+
     def backward(self, dy, input_grad=True):
         """``dx`` (None with ``input_grad=False``); sets ``weight.grad`` and ``bias.grad``."""
+        x = _saved(self, "_saved_x")
+        dy = _upstream(self, dy, self._output_shape(x.shape), self.weight.dtype)
         dx, dweight, dbias = backend().conv2d_backward(
-            dy, self._saved_x, self.weight.data, self.stride, self.padding, self.groups,
-            input_grad,
+            dy, x, self.weight.data, self.stride, self.padding, self.groups, input_grad,
         )
         self.weight.grad = dweight
         if self.bias is not None:
@@ -236,6 +307,7 @@ class MaxPool2d(Module):
         output ``y`` it produced."""
         self._saved_argmax = argmax
         self._saved_shape = tuple(in_shape)
+        self._saved_dtype = np.dtype(y.dtype)
         if relu is not None:
             relu._saved_y = y
 
@@ -247,17 +319,27 @@ class MaxPool2d(Module):
                 f"{shape[2]}x{shape[3]} (input shape {shape})"
             )
 
+    def _upstream(self, dy, owner=None):
+        """``(dy, argmax, input shape)`` after the checks of backward (``owner``: the
+        layer whose output ``dy`` is the gradient of, when not this one)."""
+        argmax, shape, dtype = _saved(self, "_saved_argmax", "_saved_shape", "_saved_dtype")
+        n, c, h, w = shape
+        k, s = self.kernel_size, self.stride
+        out_shape = (n, c, (h - k) // s + 1, (w - k) // s + 1)
+        dy = _upstream(owner or self, dy, out_shape, dtype)
+        return dy, argmax, shape
+
     def backward(self, dy):
-        return backend().maxpool2d_backward(
-            dy, self._saved_argmax, self._saved_shape, self.kernel_size, self.stride
-        )
+        dy, argmax, shape = self._upstream(dy)
+        return backend().maxpool2d_backward(dy, argmax, shape, self.kernel_size, self.stride)
 
     def _backward_relu(self, dy, relu):
         """``self.backward(relu.backward(dy))`` in one kernel call, for a ``ReLU`` that ran
         after this pooling (``Sequential`` calls it)."""
+        y = _saved(relu, "_saved_y")
+        dy, argmax, shape = self._upstream(dy, relu)
         return backend().maxpool2d_relu_backward(
-            dy, relu._saved_y, self._saved_argmax, self._saved_shape, self.kernel_size,
-            self.stride,
+            dy, y, argmax, shape, self.kernel_size, self.stride
         )
 
     def extra_repr(self):
@@ -326,9 +408,11 @@ class Linear(Module):
         return y
 
     def _backward(self, dy, input_grad, relu):
+        x = _saved(self, "_saved_x")
+        relu_y = None if relu is None else _saved(relu, "_saved_y")
+        dy = _upstream(self, dy, (x.shape[0], self.out_features), self.weight.dtype)
         dx, dweight, dbias = backend().linear_backward(
-            dy, self._saved_x, self.weight.data, input_grad,
-            relu_y=None if relu is None else relu._saved_y,
+            dy, x, self.weight.data, input_grad, relu_y=relu_y
         )
         self.weight.grad = dweight
         if self.bias is not None:
@@ -381,8 +465,10 @@ class Maxout(Module):
         return y
 
     def backward(self, dy):
+        x, argmax = _saved(self, "_saved_x", "_saved_argmax")
+        dy = _upstream(self, dy, (x.shape[0], self.out_features), self.weight.dtype)
         dx, dweight, dbias = backend().maxout_backward(
-            dy, self._saved_x, self.weight.data, self._saved_argmax, self.pieces
+            dy, x, self.weight.data, argmax, self.pieces
         )
         self.weight.grad = dweight
         self.bias.grad = dbias
@@ -407,10 +493,13 @@ class Flatten(Module):
                 f"got shape {tuple(x.shape)}"
             )
         self._saved_shape = tuple(x.shape)
+        self._saved_dtype = np.dtype(x.dtype)
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
     def backward(self, dy):
-        return dy.reshape(self._saved_shape)
+        shape, dtype = _saved(self, "_saved_shape", "_saved_dtype")
+        dy = _upstream(self, dy, (shape[0], math.prod(shape[1:])), dtype)
+        return dy.reshape(shape)
 
 
 # -- element-wise activations ------------------------------------------------------------
@@ -426,7 +515,8 @@ class ReLU(Module):
         return self._saved_y
 
     def backward(self, dy):
-        return backend().relu_backward(dy, self._saved_y)
+        y = _saved(self, "_saved_y")
+        return backend().relu_backward(_upstream(self, dy, y.shape, y.dtype), y)
 
 
 class LeakyReLU(Module):
@@ -434,7 +524,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = _real("LeakyReLU", "negative_slope", negative_slope, "", _any)
 
     def forward(self, x):
         x = as_input(x)
@@ -443,7 +533,9 @@ class LeakyReLU(Module):
         return backend().leaky_relu_forward(x, self.negative_slope)
 
     def backward(self, dy):
-        return backend().leaky_relu_backward(dy, self._saved_x, self.negative_slope)
+        x = _saved(self, "_saved_x")
+        dy = _upstream(self, dy, x.shape, x.dtype)
+        return backend().leaky_relu_backward(dy, x, self.negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
@@ -459,7 +551,8 @@ class Sigmoid(Module):
         return self._saved_y
 
     def backward(self, dy):
-        return backend().sigmoid_backward(dy, self._saved_y)
+        y = _saved(self, "_saved_y")
+        return backend().sigmoid_backward(_upstream(self, dy, y.shape, y.dtype), y)
 
 
 class Tanh(Module):
@@ -472,7 +565,8 @@ class Tanh(Module):
         return self._saved_y
 
     def backward(self, dy):
-        return backend().tanh_backward(dy, self._saved_y)
+        y = _saved(self, "_saved_y")
+        return backend().tanh_backward(_upstream(self, dy, y.shape, y.dtype), y)
 
 
 class ELU(Module):
@@ -480,7 +574,7 @@ class ELU(Module):
 
     def __init__(self, alpha=1.0):
         super().__init__()
-        self.alpha = float(alpha)
+        self.alpha = _real("ELU", "alpha", alpha, "", _any)
 
     def forward(self, x):
         x = as_input(x)
@@ -490,7 +584,8 @@ class ELU(Module):
         return self._saved_y
 
     def backward(self, dy):
-        return backend().elu_backward(dy, self._saved_x, self._saved_y, self.alpha)
+        x, y = _saved(self, "_saved_x", "_saved_y")
+        return backend().elu_backward(_upstream(self, dy, y.shape, y.dtype), x, y, self.alpha)
 
     def extra_repr(self):
         return f"alpha={self.alpha}"
@@ -510,13 +605,12 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"Dropout expected a probability p in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = _real("Dropout", "p", p, "in [0, 1] (a probability)", lambda v: 0 <= v <= 1)
 
     def forward(self, x):
         x = as_input(x)
         _check_input("Dropout", x, None, "")
+        self._saved_shape, self._saved_dtype = tuple(x.shape), np.dtype(x.dtype)
         if not self.training or self.p == 0.0:
             self._saved_mask = None
             return x
@@ -524,6 +618,7 @@ class Dropout(Module):
         return y
 
     def backward(self, dy):
+        dy = _upstream(self, dy, *_saved(self, "_saved_shape", "_saved_dtype"))
         if self._saved_mask is None:
             return dy
         return backend().dropout_backward(dy, self._saved_mask)
@@ -556,8 +651,9 @@ class BatchNorm2d(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=None):
         super().__init__()
         self.num_features = _positive_int("BatchNorm2d", "num_features", num_features)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.eps = _real("BatchNorm2d", "eps", eps, "> 0", lambda v: v > 0)
+        self.momentum = _real("BatchNorm2d", "momentum", momentum, "in [0, 1]",
+                              lambda v: 0 <= v <= 1)
         dtype = _dtype(dtype)
         c = self.num_features
         b = backend()
@@ -615,6 +711,8 @@ class BatchNorm2d(Module):
 
     def backward(self, dy):
         b = backend()
+        x = _saved(self, "_saved_x", "_saved_mean", "_saved_invstd")[0]
+        dy = _upstream(self, dy, x.shape, self.weight.dtype)
         if self._saved_training:
             dx, dweight, dbias = b.batchnorm2d_backward(
                 dy, self._saved_x, self.weight.data, self._saved_mean, self._saved_invstd

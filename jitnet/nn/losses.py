@@ -2,17 +2,29 @@
 then ``loss_fn.backward()`` gives the gradient with respect to ``scores``.
 """
 
+import math
+
 import numpy as np
 
 from ..targets import backend, is_device_array, to_numpy
-from .layers import _check_input
+from .layers import _any, _check_input, _real
 from .module import Module, as_input
+
+
+def _check_not_empty(owner, scores):
+    """Raise ValueError for scores with no element: the mean of nothing is no loss."""
+    if math.prod(scores.shape) == 0:
+        raise ValueError(
+            f"{owner} expected at least one score to average over, got shape "
+            f"{tuple(scores.shape)}"
+        )
 
 
 def _check_labels(owner, scores, labels):
     """Validate integer class labels against ``scores (N, C)``; labels as the target's int64."""
     host = to_numpy(labels) if is_device_array(labels) else np.asarray(labels)
     n, c = scores.shape
+    _check_not_empty(owner, scores)
     if host.dtype.kind not in "iu":
         raise ValueError(f"{owner} expected integer class labels, got dtype {host.dtype}")
     if host.shape != (n,):
@@ -39,6 +51,7 @@ def _check_target(owner, pred, target):
             f"{owner} expected a target of shape {tuple(pred.shape)} (the input's), "
             f"got {host.shape}"
         )
+    _check_not_empty(owner, pred)
     if host.dtype.kind not in "fiub":
         raise ValueError(f"{owner} expected a numeric target, got dtype {host.dtype}")
     return backend().asarray(host, pred.dtype)
@@ -78,7 +91,7 @@ class MulticlassHingeLoss(_Loss):
 
     def __init__(self, margin=1.0):
         super().__init__()
-        self.margin = float(margin)
+        self.margin = _real("MulticlassHingeLoss", "margin", margin, "", _any)
 
     def forward(self, scores, labels):
         scores = as_input(scores)

@@ -61,6 +61,17 @@ def like(reference, host):
     return np.ascontiguousarray(host)
 
 
+def _float_dtype(owner, dtype):
+    """``dtype`` as np.float32 or np.float64 (the kernels' types), else a ValueError."""
+    try:
+        as_dtype = np.dtype(dtype)
+    except TypeError:
+        as_dtype = None  # (and not np.dtype(None), which is float64)
+    if as_dtype is None or as_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"{owner} expected dtype float32 or float64, got {dtype!r}")
+    return as_dtype
+
+
 def _move(a, target, dtype):
     """``a`` (any target's array) as an array of ``target``, optionally cast."""
     if a is None:
@@ -163,12 +174,15 @@ class Module:
     def load_state_dict(self, state):
         """Copy arrays from ``state`` (as made by :meth:`state_dict`) into this module.
 
-        Arrays go where each parameter lives now, in its current dtype.
+        Arrays go where each parameter lives now, in its current dtype. Every array
+        is checked before any is copied: a rejected ``state`` leaves the module as
+        it was.
 
         Raises
         ------
         ValueError
-            When a key is missing or unexpected, or a shape differs.
+            When a key is missing or unexpected, a shape differs or an array is not
+            numeric.
         """
         expected = {}
         for module_prefix, module in self._prefixed_modules():
@@ -182,6 +196,7 @@ class Module:
             raise ValueError(
                 f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
             )
+        checked = []
         for key, (module, name, p) in expected.items():
             current = p.data if p is not None else getattr(module, name)
             value = np.asarray(state[key])
@@ -190,6 +205,12 @@ class Module:
                     f"load_state_dict: {key} expected shape {tuple(current.shape)}, "
                     f"got {value.shape}"
                 )
+            if value.dtype.kind not in "biuf":
+                raise ValueError(
+                    f"load_state_dict: {key} expected a numeric array, got dtype {value.dtype}"
+                )
+            checked.append((module, name, p, current, value))
+        for module, name, p, current, value in checked:  # all checked: nothing can fail now
             array = like(current, value.astype(current.dtype))
             if p is not None:
                 p.data = array
@@ -222,11 +243,14 @@ class Module:
             Where the arrays go (default: the active target). This moves arrays only:
             make ``target`` the active one (``jitnet.set_target``) to run the model
             there.
-        dtype : dtype, optional
-            Cast floating arrays, e.g. ``np.float64`` for gradient checks.
+        dtype : {"float32", "float64"}, optional
+            Cast floating arrays, e.g. ``np.float64`` for gradient checks (the
+            kernels have no other floating type).
         """
         target = get_target() if target is None else target
         backend(target)  # fail early (unknown or unavailable target)
+        if dtype is not None:
+            dtype = _float_dtype(type(self).__name__ + ".to", dtype)
         for m in self.modules():
             for p in m._parameters.values():
                 p.data = _move(p.data, target, dtype)
