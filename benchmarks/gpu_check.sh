@@ -2,7 +2,9 @@
 # The checks that only a real GPU can do, in one call, for a lent device machine
 # (issue 4): the cuda test suite on the hardware, then the training-step benchmark
 # of jitnet cuda against jitnet cpu and PyTorch on the same GPU (PyTorch twice: in
-# float32, as jitnet computes, and with its default TF32 convolutions).
+# float32, as jitnet computes, and with its default TF32 convolutions), for the
+# reference ConvNet and, at batch 256, for the one `jitnet compare` trains (a batch
+# norm after each convolution).
 #
 #     bash benchmarks/gpu_check.sh            # writes its logs under $OUT (or ./gpu_check)
 #
@@ -41,7 +43,14 @@ timeout 240 "$PY" benchmarks/bench_train.py --target cuda --batch-size 64 256 10
     --rounds 2 --no-numpy --out "$OUT/bench_train_cuda.md" > "$OUT/bench_train_cuda.txt" 2>&1
 echo "bench_train --target cuda rc=$?" >> "$OUT/summary.txt"
 
+# jitnet compare's ConvNet, batch norms included (their cuda kernels' only timing).
+timeout 120 "$PY" benchmarks/bench_train.py --target cuda --batchnorm --batch-size 256 \
+    --rounds 2 --no-numpy --no-cold --out "$OUT/bench_train_cuda_bn.md" \
+    > "$OUT/bench_train_cuda_bn.txt" 2>&1
+echo "bench_train --target cuda --batchnorm rc=$?" >> "$OUT/summary.txt"
+
 echo "total $(( $(date +%s) - start )) s" >> "$OUT/summary.txt"
 cat "$OUT/info.txt" "$OUT/summary.txt"
 [ -f "$OUT/bench_train_cuda.md" ] && cat "$OUT/bench_train_cuda.md"
+[ -f "$OUT/bench_train_cuda_bn.md" ] && cat "$OUT/bench_train_cuda_bn.md"
 tail -n 25 "$OUT/tests_cuda.txt"
