@@ -11,11 +11,11 @@ they were (the kernels trust their inputs, and a fused update cannot be undone).
 """
 
 import math
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
+from ._checks import check_flag, check_int, check_real
 from .nn.module import Module, Parameter, like
 from .targets import backend, is_device_array, to_numpy
 
@@ -23,52 +23,8 @@ from .targets import backend, is_device_array, to_numpy
 _PARAMS_EXPECTED = "an iterable of Parameters (e.g. model.parameters())"
 
 
-def _check_number(owner, name, value, *, minimum=0.0, strict=False):
-    """``value`` as a float, or a TypeError / ValueError naming ``owner`` and ``name``.
-
-    Parameters
-    ----------
-    owner : str
-        Who checks (``"SGD"``, ``"SGD.load_state_dict"``), the start of the message.
-    name : str
-        The argument's name.
-    value : object
-        Must be a real number (Python or NumPy; not a bool, not a string) that is
-        ``>= minimum`` (``> minimum`` when ``strict``); NaN never is.
-    """
-    # bool is an int to Python, but lr=True is a slip, not a learning rate of 1
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{owner} expected {name} to be a real number, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    value = float(value)
-    if not (value > minimum if strict else value >= minimum):
-        raise ValueError(f"{owner} expected {name} {'>' if strict else '>='} {minimum:g}, "
-                         f"got {value!r}")
-    return value
-
-
-def _check_int(owner, name, value, minimum):
-    """``value`` as an int (Python or NumPy integer, not a bool) ``>= minimum``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{owner} expected {name} to be an int >= {minimum}, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    if value < minimum:
-        raise ValueError(f"{owner} expected {name} to be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_bool(owner, name, value):
-    # bool("False") is True: anything but a bool would be read wrongly
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(
-            f"{owner} expected {name} to be True or False, got {value!r} "
-            f"({type(value).__name__})"
-        )
-    return bool(value)
+#: ``check_real``'s condition for the hyperparameters that may be 0 but not below.
+_AT_LEAST_0 = (">= 0", lambda v: v >= 0)
 
 
 def _check_keys(owner, state, expected, source):
@@ -233,7 +189,7 @@ class Optimizer:
     @staticmethod
     def _checked(owner, lr):
         """The hyperparameters as the optimizer keeps them, after the constructor's checks."""
-        return {"lr": _check_number(owner, "lr", lr)}
+        return {"lr": check_real(owner, "lr", lr, *_AT_LEAST_0)}
 
     def zero_grad(self):
         """Forget every gradient (``grad = None``); parameters without one are skipped."""
@@ -335,7 +291,7 @@ class Optimizer:
         loaded = {}
         for key in self._counters:
             if key in entry:
-                loaded[key] = _check_int(where, key, entry[key], 0)
+                loaded[key] = check_int(where, key, entry[key], 0)
         for key in self._buffers:
             if key not in entry:
                 continue
@@ -388,10 +344,10 @@ class SGD(Optimizer):
     @staticmethod
     def _checked(owner, lr, momentum, nesterov, weight_decay):
         values = {
-            "lr": _check_number(owner, "lr", lr),
-            "momentum": _check_number(owner, "momentum", momentum),
-            "nesterov": _check_bool(owner, "nesterov", nesterov),
-            "weight_decay": _check_number(owner, "weight_decay", weight_decay),
+            "lr": check_real(owner, "lr", lr, *_AT_LEAST_0),
+            "momentum": check_real(owner, "momentum", momentum, *_AT_LEAST_0),
+            "nesterov": check_flag(owner, "nesterov", nesterov),
+            "weight_decay": check_real(owner, "weight_decay", weight_decay, *_AT_LEAST_0),
         }
         if values["nesterov"] and values["momentum"] == 0:
             raise ValueError(f"{owner} with nesterov=True needs momentum > 0, got momentum=0")
@@ -461,14 +417,13 @@ class Adam(Optimizer):
         if len(betas) != 2:
             raise ValueError(f"{owner} expected betas to be {pair}, got {len(betas)} "
                              f"values: {betas!r}")
-        betas = tuple(_check_number(owner, f"betas[{i}]", b) for i, b in enumerate(betas))
-        if not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"{owner} expected betas in [0, 1), got {betas!r}")
+        betas = tuple(check_real(owner, f"betas[{i}]", b, "in [0, 1)", lambda v: 0 <= v < 1)
+                      for i, b in enumerate(betas))
         return {
-            "lr": _check_number(owner, "lr", lr),
+            "lr": check_real(owner, "lr", lr, *_AT_LEAST_0),
             "betas": betas,
-            "eps": _check_number(owner, "eps", eps),
-            "weight_decay": _check_number(owner, "weight_decay", weight_decay),
+            "eps": check_real(owner, "eps", eps, *_AT_LEAST_0),
+            "weight_decay": check_real(owner, "weight_decay", weight_decay, *_AT_LEAST_0),
         }
 
     def step(self):
@@ -535,8 +490,8 @@ class _Schedule:
         """
         owner = f"{type(self).__name__}.load_state_dict"
         _check_keys(owner, state, ("base_lr", "last_epoch"), type(self).__name__)
-        base_lr = _check_number(owner, "base_lr", state["base_lr"])
-        last_epoch = _check_int(owner, "last_epoch", state["last_epoch"], 0)
+        base_lr = check_real(owner, "base_lr", state["base_lr"], *_AT_LEAST_0)
+        last_epoch = check_int(owner, "last_epoch", state["last_epoch"], 0)
         lr = self._lr_at(base_lr, last_epoch)
         self.base_lr, self.last_epoch, self.optimizer.lr = base_lr, last_epoch, lr
 
@@ -557,8 +512,8 @@ class StepLR(_Schedule):
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
-        self.step_size = _check_int("StepLR", "step_size", step_size, 1)
-        self.gamma = _check_number("StepLR", "gamma", gamma, strict=True)
+        self.step_size = check_int("StepLR", "step_size", step_size, 1)
+        self.gamma = check_real("StepLR", "gamma", gamma, "> 0", lambda v: v > 0)
 
     def _lr_at(self, base_lr, epoch):
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -581,8 +536,8 @@ class CosineLR(_Schedule):
 
     def __init__(self, optimizer, t_max, eta_min=0.0):
         super().__init__(optimizer)
-        self.t_max = _check_int("CosineLR", "t_max", t_max, 1)
-        self.eta_min = _check_number("CosineLR", "eta_min", eta_min)
+        self.t_max = check_int("CosineLR", "t_max", t_max, 1)
+        self.eta_min = check_real("CosineLR", "eta_min", eta_min, *_AT_LEAST_0)
 
     def _lr_at(self, base_lr, epoch):
         cosine = (1 + math.cos(math.pi * epoch / self.t_max)) / 2

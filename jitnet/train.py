@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rng
+from ._checks import check_int, check_real
 from .nn.module import backward_without_input_grad
 from .targets import get_target, to_numpy
 
@@ -658,21 +659,6 @@ def check_images_and_labels(x_train, y_train, x_test, y_test, *, num_classes=10,
                              f"{y[bad][0]} at index {int(np.argmax(bad))}")
 
 
-def _integer(name, value, minimum):
-    """``value`` as an int, if it is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive_number(name, value):
-    """``value`` as a float, if it is a finite number > 0 (not a bool)."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-            or not (math.isfinite(value) and value > 0)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 class TrainResult:
     """What a recipe hands back: the trained model, its metrics and test predictions.
 
@@ -739,11 +725,13 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
     check_images_and_labels(x_train, y_train, x_test, y_test, image_shape=(32, 32))
     settings = dict(CONVNET_DEFAULTS, **options)
     if batch_size is not None:
-        settings["batch_size"] = _integer("batch_size", batch_size, 1)
+        settings["batch_size"] = check_int("train_convnet", "batch_size", batch_size, 1)
     if lr is not None:
-        settings["lr"] = _positive_number("lr", lr)
-    epochs = default_epochs(len(x_train)) if epochs is None else _integer("epochs", epochs, 0)
-    seed = _integer("seed", seed, 0)
+        settings["lr"] = check_real("train_convnet", "lr", lr, "> 0", lambda v: v > 0)
+    if epochs is None:
+        epochs = default_epochs(len(x_train))
+    epochs = check_int("train_convnet", "epochs", epochs, 0)
+    seed = check_int("train_convnet", "seed", seed, 0)
     mean, std = channel_stats(x_train)
     settings.update(epochs=epochs, seed=int(seed), data=data_name,
                     mean=mean.tolist(), std=std.tolist(),
@@ -845,10 +833,10 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None, 
 
     check_images_and_labels(x_train, y_train, x_test, y_test)
     if epochs is not None:
-        options["epochs"] = _integer("epochs", epochs, 1)
+        options["epochs"] = check_int("train_hog_linear", "epochs", epochs, 1)
     if lr is not None:
-        options["lr"] = _positive_number("lr", lr)
-    seed = _integer("seed", seed, 0)
+        options["lr"] = check_real("train_hog_linear", "lr", lr, "> 0", lambda v: v > 0)
+    seed = check_int("train_hog_linear", "seed", seed, 0)
     options.setdefault("verbose", not quiet)
     classifier = models.HogLinearClassifier(seed=int(seed), **options)
     start = time.perf_counter()

@@ -44,33 +44,42 @@ def test_crop_and_flip_keep_uint8(batch):
 
 # ---------------------------------------------------------------- transforms: parameters
 @pytest.mark.parametrize(
-    "make, message",
+    "error, make, message",
     [
-        (lambda: RandomCrop(2.5), "RandomCrop expected size to be an int or \\(h, w\\), got 2.5"),
-        (lambda: RandomCrop("8"), "RandomCrop expected size to be an int or \\(h, w\\), got '8'"),
-        (lambda: RandomCrop(True), "size to be an int >= 1, got True"),
-        (lambda: RandomCrop((8, 8.0)), "size to be an int >= 1, got 8.0"),
-        (lambda: RandomCrop((8, 0)), "size to be an int >= 1, got 0"),
-        (lambda: RandomCrop(8, padding=1.7), "padding to be an int >= 0, got 1.7"),
-        (lambda: RandomCrop(8, padding=True), "padding to be an int >= 0, got True"),
-        (lambda: RandomCrop(8, padding=-1), "padding to be an int >= 0, got -1"),
-        (lambda: RandomCrop(8, seed=-1), "RandomCrop expected seed to be an int >= 0, got -1"),
-        (lambda: RandomHorizontalFlip("0.5"), r"p in \[0, 1\], got '0.5'"),
-        (lambda: RandomHorizontalFlip(True), r"p in \[0, 1\], got True"),
-        (lambda: RandomHorizontalFlip(float("nan")), r"p in \[0, 1\], got nan"),
-        (lambda: RandomHorizontalFlip(1.5), r"p in \[0, 1\], got 1.5"),
-        (lambda: RandomHorizontalFlip(seed=0.5), "seed to be an int >= 0, got 0.5"),
-        (lambda: Normalize("abc", [1.0]), "mean to be a sequence of numbers.*'abc'"),
-        (lambda: Normalize([], []), "mean to hold one finite number per channel"),
-        (lambda: Normalize([np.nan], [1.0]), "mean to hold one finite number"),
-        (lambda: Normalize([0.5], [np.nan]), "std to hold one finite number"),
-        (lambda: Normalize([0.5], [0.0]), "positive std"),
-        (lambda: Compose([RandomHorizontalFlip(), 1]), "callable transforms, got 1 at index 1"),
-        (lambda: Compose(5), "sequence of transforms, got 5"),
+        (ValueError, lambda: RandomCrop(2.5),
+         "RandomCrop expected size to be an int or \\(h, w\\), got 2.5"),
+        (ValueError, lambda: RandomCrop("8"),
+         "RandomCrop expected size to be an int or \\(h, w\\), got '8'"),
+        (TypeError, lambda: RandomCrop(True), "size to be an int >= 1, got True"),
+        (TypeError, lambda: RandomCrop((8, 8.0)), "size to be an int >= 1, got 8.0"),
+        (ValueError, lambda: RandomCrop((8, 0)), "size to be an int >= 1, got 0"),
+        (TypeError, lambda: RandomCrop(8, padding=1.7), "padding to be an int >= 0, got 1.7"),
+        (TypeError, lambda: RandomCrop(8, padding=True), "padding to be an int >= 0, got True"),
+        (ValueError, lambda: RandomCrop(8, padding=-1), "padding to be an int >= 0, got -1"),
+        (ValueError, lambda: RandomCrop(8, seed=-1),
+         "RandomCrop expected seed to be an int >= 0, got -1"),
+        (TypeError, lambda: RandomHorizontalFlip("0.5"),
+         r"p to be a finite number in \[0, 1\] \(a probability\), got '0.5'"),
+        (TypeError, lambda: RandomHorizontalFlip(True),
+         r"p to be a finite number in \[0, 1\] \(a probability\), got True"),
+        (ValueError, lambda: RandomHorizontalFlip(float("nan")),
+         r"p to be a finite number in \[0, 1\] \(a probability\), got nan"),
+        (ValueError, lambda: RandomHorizontalFlip(1.5),
+         r"p to be a finite number in \[0, 1\] \(a probability\), got 1.5"),
+        (TypeError, lambda: RandomHorizontalFlip(seed=0.5), "seed to be an int >= 0, got 0.5"),
+        (ValueError, lambda: Normalize("abc", [1.0]), "mean to be a sequence of numbers.*'abc'"),
+        (ValueError, lambda: Normalize([], []), "mean to hold one finite number per channel"),
+        (ValueError, lambda: Normalize([np.nan], [1.0]), "mean to hold one finite number"),
+        (ValueError, lambda: Normalize([0.5], [np.nan]), "std to hold one finite number"),
+        (ValueError, lambda: Normalize([0.5], [0.0]), "positive std"),
+        (ValueError, lambda: Compose([RandomHorizontalFlip(), 1]),
+         "callable transforms, got 1 at index 1"),
+        (ValueError, lambda: Compose(5), "sequence of transforms, got 5"),
     ],
 )
-def test_constructors_check_their_parameters(make, message):
-    with pytest.raises(ValueError, match=message):
+def test_constructors_check_their_parameters(error, make, message):
+    # the wrong kind of value is a TypeError, a value out of range a ValueError
+    with pytest.raises(error, match=message):
         make()
 
 
@@ -103,25 +112,27 @@ def test_float_labels_must_be_whole_numbers(batch):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "error, kwargs, message",
     [
-        ({"y": ["a", "b", "c", "d"]}, "integer class labels, got dtype <U1"),
-        ({"y": [True, False, True, False]}, "integer class labels, got dtype bool"),
-        ({"y": np.array([2**64 - 1, 0, 0, 0], np.uint64)}, "fit int64"),
-        ({"batch_size": True}, "batch_size to be an int >= 1, got True"),
-        ({"batch_size": 2.0}, "batch_size to be an int >= 1, got 2.0"),
-        ({"seed": -1}, "DataLoader expected seed to be an int >= 0, got -1"),
-        ({"seed": "1"}, "DataLoader expected seed to be an int >= 0, got '1'"),
-        ({"shuffle": "no"}, "shuffle to be True or False, got 'no'"),
-        ({"drop_last": None}, "drop_last to be True or False, got None"),
-        ({"transform": 5}, "callable transform or None, got 5"),
-        ({"x": np.zeros((4, 3, 6, 5), np.int64)}, "uint8 or float images, got dtype int64"),
-        ({"x": np.zeros((4, 3, 6, 5), object)}, "uint8 or float images, got dtype object"),
+        (ValueError, {"y": ["a", "b", "c", "d"]}, "integer class labels, got dtype <U1"),
+        (ValueError, {"y": [True, False, True, False]}, "integer class labels, got dtype bool"),
+        (ValueError, {"y": np.array([2**64 - 1, 0, 0, 0], np.uint64)}, "fit int64"),
+        (TypeError, {"batch_size": True}, "batch_size to be an int >= 1, got True"),
+        (TypeError, {"batch_size": 2.0}, "batch_size to be an int >= 1, got 2.0"),
+        (ValueError, {"seed": -1}, "DataLoader expected seed to be an int >= 0, got -1"),
+        (TypeError, {"seed": "1"}, "DataLoader expected seed to be an int >= 0, got '1'"),
+        (TypeError, {"shuffle": "no"}, "shuffle to be True or False, got 'no'"),
+        (TypeError, {"drop_last": None}, "drop_last to be True or False, got None"),
+        (ValueError, {"transform": 5}, "callable transform or None, got 5"),
+        (ValueError, {"x": np.zeros((4, 3, 6, 5), np.int64)},
+         "uint8 or float images, got dtype int64"),
+        (ValueError, {"x": np.zeros((4, 3, 6, 5), object)},
+         "uint8 or float images, got dtype object"),
     ],
 )
-def test_loader_arguments_name_the_parameter(batch, kwargs, message):
+def test_loader_arguments_name_the_parameter(batch, error, kwargs, message):
     arguments = {"x": batch, "y": np.arange(4), "batch_size": 2, **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         DataLoader(**arguments)
 
 

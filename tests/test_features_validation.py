@@ -105,17 +105,18 @@ def test_hog_image_names_channel_axis_and_shape(image, channel_axis, message):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        ({"bins": True}, "expected bins to be a positive int, got True"),
-        ({"bins": 10.0}, "expected bins to be a positive int, got 10.0"),
-        ({"channel_axis": True}, "channel_axis=True does not exist"),
-        ({"channel_axis": None}, "channel_axis=None does not exist"),
-        ({"channels": ""}, "expected channels to be a non-empty string"),
+        ({"bins": True}, TypeError, "expected bins to be an int >= 1, got True"),
+        ({"bins": 10.0}, TypeError, "expected bins to be an int >= 1, got 10.0"),
+        ({"bins": 0}, ValueError, "expected bins to be an int >= 1, got 0"),
+        ({"channel_axis": True}, ValueError, "channel_axis=True does not exist"),
+        ({"channel_axis": None}, ValueError, "channel_axis=None does not exist"),
+        ({"channels": ""}, ValueError, "expected channels to be a non-empty string"),
     ],
 )
-def test_color_histogram_parameters(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_color_histogram_parameters(kwargs, error, message):
+    with pytest.raises(error, match=message):
         color_histogram(np.zeros((2, 3, 8, 8), np.uint8), **kwargs)
 
 
@@ -142,33 +143,39 @@ def assert_unchanged(model, before):
 
 
 @pytest.mark.parametrize(
-    "params, call, message",
+    "error, params, call, message",
     [
-        ({}, lambda x, y: (x, np.zeros(40)),
+        (ValueError, {}, lambda x, y: (x, np.zeros(40)),
          r"inconsistent numbers of samples: \[24, 40\]"),
-        ({}, lambda x, y: (x, y[:, None]), r"y to be a 1-D array .* got shape \(24, 1\)"),
-        ({}, lambda x, y: (x[:, :, :4, :4], y), "too small for one block"),
-        ({"lr": -1}, None, "lr must be a finite real number > 0, got -1"),
-        ({"lr": True}, None, "lr must be a finite real number > 0, got True"),
-        ({"reg": -1}, None, "reg must be a finite real number >= 0, got -1"),
-        ({"momentum": "0.9"}, None, "momentum must be a finite real number in \\[0, 1\\]"),
-        ({"momentum": float("nan")}, None, "momentum must be"),
-        ({"seed": -1}, None, "seed must be a non-negative int or None, got -1"),
-        ({"epochs": True}, None, "epochs must be a positive int, got True"),
-        ({"batch_size": 8.0}, None, "batch_size must be a positive int"),
-        ({"color_bins": 0}, None, "color_bins to be a positive int, got 0"),
-        ({"color_channels": "x"}, None, "color_channels"),
-        ({"orientations": True}, None, "orientations must be a positive int"),
-        ({"schedule": None}, None, "unknown schedule None"),
-        ({"loss": ["softmax"]}, None, "unknown loss"),
-        ({}, lambda x, y: (x, y, x[:5]), "X_val and y_val together .* X_val without y_val"),
-        ({}, lambda x, y: (x, y, None, y[:5]), "y_val without X_val"),
-        ({}, lambda x, y: (x, y, x[:5], y[:3]), r"inconsistent numbers of samples: \[5, 3\]"),
-        ({}, lambda x, y: (x, y, x[:5, :, :8], y[:5]), r"X_val must be images of the training"),
+        (ValueError, {}, lambda x, y: (x, y[:, None]),
+         r"y to be a 1-D array .* got shape \(24, 1\)"),
+        (ValueError, {}, lambda x, y: (x[:, :, :4, :4], y), "too small for one block"),
+        (ValueError, {"lr": -1}, None,
+         "HogLinearClassifier expected lr to be a finite number > 0, got -1"),
+        (TypeError, {"lr": True}, None, "lr to be a finite number > 0, got True \\(bool\\)"),
+        (ValueError, {"reg": -1}, None, "reg to be a finite number >= 0, got -1"),
+        (TypeError, {"momentum": "0.9"}, None,
+         "momentum to be a finite number in \\[0, 1\\], got '0.9'"),
+        (ValueError, {"momentum": float("nan")}, None, "momentum to be a finite number"),
+        (ValueError, {"seed": -1}, None, "seed to be an int >= 0, got -1"),
+        (TypeError, {"epochs": True}, None, "epochs to be an int >= 1, got True"),
+        (TypeError, {"batch_size": 8.0}, None, "batch_size to be an int >= 1, got 8.0"),
+        (ValueError, {"color_bins": 0}, None, "color_bins to be an int >= 1, got 0"),
+        (ValueError, {"color_channels": "x"}, None, "color_channels"),
+        (ValueError, {"orientations": True}, None, "orientations must be a positive int"),
+        (ValueError, {"schedule": None}, None, "unknown schedule None"),
+        (ValueError, {"loss": ["softmax"]}, None, "unknown loss"),
+        (ValueError, {}, lambda x, y: (x, y, x[:5]),
+         "X_val and y_val together .* X_val without y_val"),
+        (ValueError, {}, lambda x, y: (x, y, None, y[:5]), "y_val without X_val"),
+        (ValueError, {}, lambda x, y: (x, y, x[:5], y[:3]),
+         r"inconsistent numbers of samples: \[5, 3\]"),
+        (ValueError, {}, lambda x, y: (x, y, x[:5, :, :8], y[:5]),
+         r"X_val must be images of the training"),
     ],
 )
-def test_rejected_fit_does_no_work_and_keeps_the_last_fit(target, fitted, monkeypatch, params,
-                                                          call, message):
+def test_rejected_fit_does_no_work_and_keeps_the_last_fit(target, fitted, monkeypatch, error,
+                                                          params, call, message):
     model = copy.deepcopy(fitted)
     before = copy.deepcopy(fitted)
     x, y = images(24, 1)
@@ -179,7 +186,7 @@ def test_rejected_fit_does_no_work_and_keeps_the_last_fit(target, fitted, monkey
 
     monkeypatch.setattr(hog_linear_module._features, "hog", no_work)
     monkeypatch.setattr(hog_linear_module._features, "color_histogram", no_work)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         model.fit(*(call(x, y) if call else (x, y)))
     assert_unchanged(model, before)
     monkeypatch.undo()

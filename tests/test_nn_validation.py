@@ -144,26 +144,31 @@ def test_a_loss_of_no_scores_is_refused(target, loss, scores, labels):
 
 
 @pytest.mark.parametrize(
-    "make, message",
+    "error, make, message",
     [
-        (lambda: nn.BatchNorm2d(3, eps=0), r"BatchNorm2d expected eps to be a finite number > 0, "
-                                           r"got 0"),
-        (lambda: nn.BatchNorm2d(3, eps=float("nan")), r"eps .* got nan"),
-        (lambda: nn.BatchNorm2d(3, eps="1e-5"), r"eps .* got '1e-5'"),
-        (lambda: nn.BatchNorm2d(3, momentum=1.5),
+        (ValueError, lambda: nn.BatchNorm2d(3, eps=0),
+         r"BatchNorm2d expected eps to be a finite number > 0, got 0"),
+        (ValueError, lambda: nn.BatchNorm2d(3, eps=float("nan")), r"eps .* got nan"),
+        (TypeError, lambda: nn.BatchNorm2d(3, eps="1e-5"), r"eps .* got '1e-5' \(str\)"),
+        (ValueError, lambda: nn.BatchNorm2d(3, momentum=1.5),
          r"momentum to be a finite number in \[0, 1\], got 1.5"),
-        (lambda: nn.BatchNorm2d(3, momentum=True), r"momentum .* got True"),
-        (lambda: nn.LeakyReLU("0.1"), r"LeakyReLU expected negative_slope to be a finite number, "
-                                      r"got '0.1'"),
-        (lambda: nn.ELU(float("inf")), r"ELU expected alpha to be a finite number, got inf"),
-        (lambda: nn.Dropout(1.5), r"Dropout expected p to be a finite number in \[0, 1\] "
-                                  r"\(a probability\), got 1.5"),
-        (lambda: nn.Dropout(None), r"Dropout expected p .* got None"),
-        (lambda: nn.MulticlassHingeLoss(margin=[1.0]), r"margin .* got \[1.0\]"),
+        (TypeError, lambda: nn.BatchNorm2d(3, momentum=True), r"momentum .* got True \(bool\)"),
+        (TypeError, lambda: nn.LeakyReLU("0.1"),
+         r"LeakyReLU expected negative_slope to be a finite number, got '0.1'"),
+        (ValueError, lambda: nn.ELU(float("inf")),
+         r"ELU expected alpha to be a finite number, got inf"),
+        (ValueError, lambda: nn.Dropout(1.5),
+         r"Dropout expected p to be a finite number in \[0, 1\] \(a probability\), got 1.5"),
+        (TypeError, lambda: nn.Dropout(None), r"Dropout expected p .* got None \(NoneType\)"),
+        (TypeError, lambda: nn.MulticlassHingeLoss(margin=[1.0]), r"margin .* got \[1.0\]"),
+        (TypeError, lambda: nn.Conv2d(3, 4, 2.5), r"kernel_size to be an int >= 1, got 2.5"),
+        (ValueError, lambda: nn.Conv2d(3, 4, 0), r"kernel_size to be an int >= 1, got 0"),
     ],
 )
-def test_constructors_refuse_numbers_they_cannot_use(make, message):
-    with pytest.raises(ValueError, match=message):
+def test_constructors_refuse_numbers_they_cannot_use(error, make, message):
+    """A value of the wrong kind is a TypeError that names its type, a number out of
+    range a ValueError."""
+    with pytest.raises(error, match=message):
         make()
 
 

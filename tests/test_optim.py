@@ -133,13 +133,13 @@ def test_zero_grad_and_parameters_without_grad(rng):
 
 def test_optimizer_validation():
     p = [Parameter(np.ones(2))]
-    with pytest.raises(ValueError, match="lr >= 0, got -0.1"):
+    with pytest.raises(ValueError, match="lr to be a finite number >= 0, got -0.1"):
         optim.SGD(p, lr=-0.1)
     with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
         optim.SGD(p, lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.Adam([])
-    with pytest.raises(ValueError, match=r"betas in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"betas\[1\] to be a finite number in \[0, 1\), got 1.0"):
         optim.Adam(p, betas=(0.9, 1.0))
     opt = optim.SGD(p, lr=0.1)
     with pytest.raises(ValueError, match="state for 1 parameters, got 2"):

@@ -155,11 +155,15 @@ def test_duplicate_parameter_is_rejected():
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        (lambda p: optim.SGD(p, lr="a"), TypeError, "SGD expected lr to be a real number, "
-                                                    "got 'a'"),
-        (lambda p: optim.SGD(p, lr=True), TypeError, "lr to be a real number, got True"),
-        (lambda p: optim.SGD(p, lr=float("nan")), ValueError, "lr >= 0, got nan"),
-        (lambda p: optim.SGD(p, lr=0.1, momentum=-1), ValueError, "momentum >= 0"),
+        (lambda p: optim.SGD(p, lr="a"), TypeError,
+         r"SGD expected lr to be a finite number >= 0, got 'a' \(str\)"),
+        (lambda p: optim.SGD(p, lr=True), TypeError, "lr to be a finite number >= 0, got True"),
+        (lambda p: optim.SGD(p, lr=float("nan")), ValueError,
+         "lr to be a finite number >= 0, got nan"),
+        (lambda p: optim.SGD(p, lr=float("inf")), ValueError,
+         "lr to be a finite number >= 0, got inf"),
+        (lambda p: optim.SGD(p, lr=0.1, momentum=-1), ValueError,
+         "momentum to be a finite number >= 0"),
         (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov="no"), TypeError,
          "nesterov to be True or False, got 'no'"),
         (lambda p: optim.SGD(p, lr=0.1, weight_decay=None), TypeError, "weight_decay"),
@@ -167,11 +171,11 @@ def test_duplicate_parameter_is_rejected():
          r"betas to be a pair \(beta1, beta2\) of floats in \[0, 1\), got 0.9"),
         (lambda p: optim.Adam(p, betas=(0.9,)), ValueError,
          r"betas to be a pair \(beta1, beta2\) .*, got 1 values"),
-        (lambda p: optim.Adam(p, betas=(0.9, "x")), TypeError, r"betas\[1\] to be a real"),
-        (lambda p: optim.Adam(p, eps=-1e-8), ValueError, "eps >= 0"),
+        (lambda p: optim.Adam(p, betas=(0.9, "x")), TypeError, r"betas\[1\] to be a finite number"),
+        (lambda p: optim.Adam(p, eps=-1e-8), ValueError, "eps to be a finite number >= 0"),
     ],
-    ids=["lr_str", "lr_bool", "lr_nan", "momentum", "nesterov", "weight_decay", "betas_float",
-         "betas_short", "betas_str", "eps"],
+    ids=["lr_str", "lr_bool", "lr_nan", "lr_inf", "momentum", "nesterov", "weight_decay",
+         "betas_float", "betas_short", "betas_str", "eps"],
 )
 def test_hyperparameter_messages_name_the_argument(make, error, match):
     with pytest.raises(error, match=match):
@@ -231,7 +235,7 @@ DAMAGE = {
     "buffer_list": (TypeError, r"expected \w+ to be an np.ndarray of shape \(5,\), got list"),
     "partial": (ValueError, r"state of parameter 1 \('p1'\) expected no keys or the keys"),
     "step": (TypeError, r"got ('3' \(str\)|str)$"),
-    "negative_lr": (ValueError, "load_state_dict expected lr >= 0, got -5"),
+    "negative_lr": (ValueError, "load_state_dict expected lr to be a finite number >= 0, got -5"),
     "no_state": (ValueError, r"missing \['state'\]"),
     "no_lr": (ValueError, r"missing \['lr'\]"),
     "other_optimizer": (ValueError, "the state of another optimizer"),
@@ -280,13 +284,14 @@ def test_non_dict_state_is_rejected():
 @pytest.mark.parametrize(
     "make, error, match",
     [
-        (lambda o: optim.StepLR(o, 2, gamma=-1), ValueError, "StepLR expected gamma > 0, got -1"),
-        (lambda o: optim.StepLR(o, 2, gamma=0), ValueError, "gamma > 0"),
+        (lambda o: optim.StepLR(o, 2, gamma=-1), ValueError,
+         "StepLR expected gamma to be a finite number > 0, got -1"),
+        (lambda o: optim.StepLR(o, 2, gamma=0), ValueError, "gamma to be a finite number > 0"),
         (lambda o: optim.StepLR(o, True), TypeError, "step_size to be an int >= 1, got True"),
         (lambda o: optim.StepLR(o, 2.0), TypeError, "step_size to be an int >= 1, got 2.0"),
         (lambda o: optim.StepLR(o, 0), ValueError, "step_size to be an int >= 1, got 0"),
         (lambda o: optim.CosineLR(o, 4, eta_min=-1), ValueError,
-         "CosineLR expected eta_min >= 0, got -1"),
+         "CosineLR expected eta_min to be a finite number >= 0, got -1"),
         (lambda o: optim.CosineLR(o, np.bool_(True)), TypeError, "t_max to be an int"),
         (lambda o: optim.CosineLR(o.params, 4), TypeError,
          "CosineLR expected a jitnet.optim optimizer .*, got list"),
@@ -316,7 +321,8 @@ def test_schedules_accept_numpy_integers():
     "state, error, match",
     [
         ({"last_epoch": 3}, ValueError, r"missing \['base_lr'\]"),
-        ({"base_lr": -1.0, "last_epoch": 3}, ValueError, "base_lr >= 0, got -1.0"),
+        ({"base_lr": -1.0, "last_epoch": 3}, ValueError,
+         "base_lr to be a finite number >= 0, got -1.0"),
         ({"base_lr": 1.0, "last_epoch": -1}, ValueError, "last_epoch to be an int >= 0"),
         ({"base_lr": 1.0, "last_epoch": 3, "gamma": 2}, ValueError, r"unexpected \['gamma'\]"),
         (None, TypeError, "expected a dict from StepLR.state_dict"),

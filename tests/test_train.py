@@ -330,10 +330,11 @@ def _bad_runs():
         ("16x16", (x[..., :16, :16], y, x, y), {}, r"x_train must be \(N, 3, 32, 32\)"),
         ("NHWC", (x.transpose(0, 2, 3, 1), y, x, y), {}, r"got shape \(4, 32, 32, 3\)"),
         ("empty", (x[:0], y[:0], x, y), {}, "x_train is empty"),
-        ("epochs 1.7", (x, y, x, y), {"epochs": 1.7}, "epochs must be an int >= 0, got 1.7"),
-        ("epochs 'a'", (x, y, x, y), {"epochs": "a"}, "epochs must be an int"),
-        ("batch_size 0", (x, y, x, y), {"batch_size": 0}, "batch_size must be an int >= 1"),
-        ("lr inf", (x, y, x, y), {"lr": float("inf")}, "lr must be a finite number > 0"),
+        ("epochs 1.7", (x, y, x, y), {"epochs": 1.7},
+         "train_convnet expected epochs to be an int >= 0, got 1.7"),
+        ("epochs 'a'", (x, y, x, y), {"epochs": "a"}, "epochs to be an int >= 0, got 'a'"),
+        ("batch_size 0", (x, y, x, y), {"batch_size": 0}, "batch_size to be an int >= 1, got 0"),
+        ("lr inf", (x, y, x, y), {"lr": float("inf")}, "lr to be a finite number > 0, got inf"),
     ]
 
 
@@ -341,7 +342,9 @@ def _bad_runs():
                          ids=[case[0] for case in _bad_runs()])
 def test_train_convnet_checks_its_data_and_settings_before_any_work(
         name, arrays, options, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
+    # a setting of the wrong kind is a TypeError, one out of range or bad data a ValueError
+    error = TypeError if name.startswith("epochs ") else ValueError
+    with pytest.raises(error, match=message):
         train_convnet(*arrays, out_dir=tmp_path, quiet=True, **options)
     assert not any(tmp_path.iterdir())  # no checkpoint of a run that cannot be right
 
@@ -350,7 +353,7 @@ def test_train_hog_linear_checks_its_data_first():
     x, y = _images()
     with pytest.raises(ValueError, match="y_test must hold one label per image"):
         train_hog_linear(x, y, x, y[:3], quiet=True)
-    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="train_hog_linear expected epochs to be an int >= 1"):
         train_hog_linear(x, y, x, y, epochs=0, quiet=True)
 
 

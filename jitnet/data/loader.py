@@ -4,7 +4,8 @@ import numpy as np
 
 from .. import rng as _rng
 from .. import targets
-from .transforms import _check_int, _check_seed
+from .._checks import check_flag, check_int
+from .transforms import _check_seed
 
 _INT64 = np.iinfo(np.int64)
 
@@ -42,13 +43,6 @@ def _integer_labels(who, y):
             f"{first} (dtype {y.dtype})"
         )
     return y.astype(np.int64)
-
-
-def _check_flag(who, name, value):
-    # bool("False") is True: anything but a bool would be read wrongly
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{who} expected {name} to be True or False, got {value!r}")
-    return bool(value)
 
 
 class DataLoader:
@@ -104,9 +98,9 @@ class DataLoader:
             raise ValueError(f"DataLoader expected a callable transform or None, got {transform!r}")
         self.x = x
         self.y = _integer_labels("DataLoader", y)
-        self.batch_size = _check_int("DataLoader", "batch_size", batch_size, 1)
-        self.shuffle = _check_flag("DataLoader", "shuffle", shuffle)
-        self.drop_last = _check_flag("DataLoader", "drop_last", drop_last)
+        self.batch_size = check_int("DataLoader", "batch_size", batch_size, 1)
+        self.shuffle = check_flag("DataLoader", "shuffle", shuffle)
+        self.drop_last = check_flag("DataLoader", "drop_last", drop_last)
         self.transform = transform
         self.seed = _check_seed("DataLoader", seed)
         self._own = None if seed is None else np.random.default_rng(seed)

@@ -8,13 +8,12 @@ jitnet's global one, :func:`jitnet.manual_seed`), then one parallel kernel
 applies them, one image per ``prange`` iteration.
 """
 
-import numbers
-
 import numpy as np
 from numba import njit, prange
 
 from .. import config
 from .. import rng as _rng
+from .._checks import check_int, check_real
 
 __all__ = ["Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "ToFloat"]
 
@@ -43,19 +42,10 @@ def _check_batch(x, who, dtypes=None, hint=""):
         )
 
 
-def _check_int(who, name, value, minimum):
-    """``value`` as an int ``>= minimum``: a Python or NumPy integer, not a bool or float."""
-    # True is an int to Python, and int(2.5) would truncate: both are slips, not sizes
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-            or value < minimum):
-        raise ValueError(f"{who} expected {name} to be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_seed(who, seed):
     """``seed`` as given after checking it is None or an int >= 0 (NumPy's seeds)."""
     if seed is not None:
-        _check_int(who, "seed", seed, 0)
+        check_int(who, "seed", seed, 0)
     return seed
 
 
@@ -152,8 +142,8 @@ class RandomCrop(_Random):
         pair = (size, size) if isinstance(size, (int, np.integer)) else size
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ValueError(f"RandomCrop expected size to be an int or (h, w), got {size!r}")
-        size = tuple(_check_int("RandomCrop", "size", s, 1) for s in pair)
-        padding = _check_int("RandomCrop", "padding", padding, 0)
+        size = tuple(check_int("RandomCrop", "size", s, 1) for s in pair)
+        padding = check_int("RandomCrop", "padding", padding, 0)
         super().__init__(seed)
         self.size = size
         self.padding = padding
@@ -191,12 +181,10 @@ class RandomHorizontalFlip(_Random):
     """
 
     def __init__(self, p=0.5, seed=None):
-        # NaN fails the range test too
-        if (isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real)
-                or not 0.0 <= p <= 1.0):
-            raise ValueError(f"RandomHorizontalFlip expected p in [0, 1], got {p!r}")
+        p = check_real("RandomHorizontalFlip", "p", p, "in [0, 1] (a probability)",
+                       lambda v: 0 <= v <= 1)
         super().__init__(seed)
-        self.p = float(p)
+        self.p = p
 
     def __call__(self, x):
         """Flip ``x`` (N, C, H, W); the flipped images equal ``x[i, :, :, ::-1]``."""

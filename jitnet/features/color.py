@@ -11,8 +11,9 @@ With the default ``channels="h"`` this is cs231n's ``color_histogram_hsv``
 import numpy as np
 from numba import njit, prange
 
+from .._checks import check_int
 from ..targets import backend, get_target
-from .hog import _check_not_empty, _colour_axis, _is_int, _real_images
+from .hog import _check_not_empty, _colour_axis, _real_images
 
 _CHANNELS = "hsv"
 
@@ -23,8 +24,7 @@ def _check_options(bins, channels, who="color_histogram", names=("bins", "channe
     ``who`` and ``names`` are how the caller calls itself and the two (the
     HoG-linear classifier's ``color_bins`` and ``color_channels``).
     """
-    if not _is_int(bins) or bins < 1:
-        raise ValueError(f"{who} expected {names[0]} to be a positive int, got {bins!r}")
+    check_int(who, names[0], bins, 1)
     if not isinstance(channels, str) or not channels or any(c not in _CHANNELS for c in channels):
         raise ValueError(
             f"{who} expected {names[1]} to be a non-empty string of 'h', 's', 'v', "
@@ -183,10 +183,11 @@ def color_histogram(images, bins=10, channel_axis=1, channels="h"):
 
     Raises
     ------
+    TypeError
+        For bins that are not an int.
     ValueError
         For input that is not a batch of 3-channel images, one with no image or no
-        pixel (an axis of length 0), an unknown channel or bins that are not a
-        positive int.
+        pixel (an axis of length 0), an unknown channel or bins below 1.
     """
     batch, scale, codes = _validate(images, bins, channel_axis, channels)
     target = get_target()

@@ -44,6 +44,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .._checks import is_int
 from ..codegen import njit
 from ..targets import backend, get_target, to_numpy
 
@@ -61,19 +62,14 @@ _ALL_BINS = -2
 
 
 # ---------------------------------------------------------------- validation
-def _is_int(value):
-    """Whether ``value`` is a Python or NumPy integer; a bool is not (``True`` is no count)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _pair(value, name):
     """``value`` as a pair of positive ints (an int ``k`` means ``(k, k)``).
 
     Floats are refused rather than truncated: ``pixels_per_cell=7.5`` is a slip.
     """
-    pair = (value, value) if _is_int(value) else value
+    pair = (value, value) if is_int(value) else value
     if (not isinstance(pair, (tuple, list, np.ndarray)) or len(pair) != 2
-            or not all(_is_int(v) and v >= 1 for v in pair)):
+            or not all(is_int(v) and v >= 1 for v in pair)):
         raise ValueError(
             f"{name} must be a positive int or a pair of positive ints, got {value!r}"
         )
@@ -82,7 +78,7 @@ def _pair(value, name):
 
 def _options(orientations, pixels_per_cell, cells_per_block):
     """Validated ``(orientations, (c_row, c_col), (b_row, b_col))``."""
-    if not _is_int(orientations) or orientations < 1:
+    if not is_int(orientations) or orientations < 1:
         raise ValueError(f"orientations must be a positive int, got {orientations!r}")
     return (int(orientations), _pair(pixels_per_cell, "pixels_per_cell"),
             _pair(cells_per_block, "cells_per_block"))
@@ -106,7 +102,7 @@ def _real_images(images, name):
 def _axis(channel_axis, shape, name, expected):
     """``channel_axis`` of an array of ``shape`` as an index in ``0 .. ndim - 1``."""
     ndim = len(shape)
-    if not _is_int(channel_axis) or not -ndim <= channel_axis < ndim:
+    if not is_int(channel_axis) or not -ndim <= channel_axis < ndim:
         raise ValueError(
             f"{name}: channel_axis={channel_axis!r} does not exist for input of shape "
             f"{shape} (expected {expected})"

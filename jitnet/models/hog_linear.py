@@ -6,8 +6,6 @@ multiclass-hinge loss, ``optim.SGD`` / ``optim.Adam`` with ``weight_decay`` as
 the L2 penalty) on the active target.
 """
 
-import math
-import numbers
 import sys
 import time
 
@@ -16,9 +14,10 @@ from tqdm.auto import tqdm
 
 from .. import features as _features
 from .. import nn, optim
+from .._checks import check_int, check_real
 from ..features.color import _check_options as _check_color_options
 from ..features.hog import _geometry as _hog_geometry
-from ..features.hog import _is_int, _real_images
+from ..features.hog import _real_images
 from ..targets import backend, to_numpy
 
 _LOSSES = {"softmax": nn.SoftmaxCrossEntropyLoss, "hinge": nn.MulticlassHingeLoss}
@@ -192,24 +191,20 @@ class HogLinearClassifier:
 
     # ------------------------------------------------------------ features
     def _check_params(self):
-        """Raise ValueError, naming the parameter, for any value ``fit`` could not use."""
+        """Raise TypeError (a value of the wrong kind) or ValueError, naming the parameter,
+        for any value ``fit`` could not use."""
         for name, allowed in (("loss", tuple(_LOSSES)), ("features", _FEATURES),
                               ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES)):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}: expected one of {allowed}")
+        owner = "HogLinearClassifier"
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {self.seed!r}")
+            check_int(owner, name, getattr(self, name), 1)
+        if self.seed is not None:
+            check_int(owner, "seed", self.seed, 0)
         for name, (condition, ok) in _REALS.items():
-            value = getattr(self, name)
-            # bools are numbers to Python, but lr=True is a slip; NaN fails every test
-            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
-                    or not (math.isfinite(value) and ok(value))):
-                raise ValueError(f"{name} must be a finite real number {condition}, got {value!r}")
+            check_real(owner, name, getattr(self, name), condition, ok)
         if "color" in self.features:
             _check_color_options(self.color_bins, self.color_channels, "HogLinearClassifier",
                                  ("color_bins", "color_channels"))
@@ -329,8 +324,10 @@ class HogLinearClassifier:
 
         Raises
         ------
+        TypeError
+            For a numeric parameter of the wrong kind (``epochs=2.0``, ``lr="0.1"``).
         ValueError
-            For a bad parameter (named as the constructor names it), images of the
+            For a parameter out of range (named as the constructor names it), images of the
             wrong shape or too small for a HoG block, labels that are not 1-D or not
             one per image, fewer than 2 classes, or only one of ``X_val`` and ``y_val``.
             All is checked before any work, and a rejected (or interrupted) ``fit``

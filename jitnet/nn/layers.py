@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from .. import config, rng
+from .._checks import check_int, check_real
 from ..targets import backend, get_target, is_device_array, to_numpy
 from .module import Module, Parameter, as_input, check_placement, kaiming_uniform
 
@@ -23,13 +24,12 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _positive_int(owner, name, value, minimum=1):
+    """:func:`~jitnet._checks.check_int`, also taking a square pair ``(k, k)``."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2 or value[0] != value[1]:
             raise ValueError(f"{owner} supports square {name} only, got {value!r}")
         value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{owner} expected {name} to be an int >= {minimum}, got {value!r}")
-    return int(value)
+    return check_int(owner, name, value, minimum)
 
 
 def _check_input(owner, x, ndim, layout, dtype=None):
@@ -56,27 +56,6 @@ def _dtype(dtype):
     if dtype not in _FLOATS:
         raise ValueError(f"expected dtype float32 or float64, got {dtype}")
     return dtype
-
-
-def _real(owner, name, value, condition, ok):
-    """``value`` as a float after checking it is a finite real number that passes ``ok``.
-
-    ``condition`` says ``ok`` in words, for the message. Bools and strings are
-    refused rather than converted (``float("0.1")`` would pass a slip through).
-    """
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not math.isfinite(value)
-        or not ok(value)
-    ):
-        condition = f" {condition}" if condition else ""
-        raise ValueError(f"{owner} expected {name} to be a finite number{condition}, got {value!r}")
-    return float(value)
-
-
-def _any(value):
-    return True
 
 
 # -- what backward checks: that forward ran, and the upstream gradient ---------------------
@@ -524,7 +503,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = _real("LeakyReLU", "negative_slope", negative_slope, "", _any)
+        self.negative_slope = check_real("LeakyReLU", "negative_slope", negative_slope)
 
     def forward(self, x):
         x = as_input(x)
@@ -574,7 +553,7 @@ class ELU(Module):
 
     def __init__(self, alpha=1.0):
         super().__init__()
-        self.alpha = _real("ELU", "alpha", alpha, "", _any)
+        self.alpha = check_real("ELU", "alpha", alpha)
 
     def forward(self, x):
         x = as_input(x)
@@ -605,7 +584,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        self.p = _real("Dropout", "p", p, "in [0, 1] (a probability)", lambda v: 0 <= v <= 1)
+        self.p = check_real("Dropout", "p", p, "in [0, 1] (a probability)", lambda v: 0 <= v <= 1)
 
     def forward(self, x):
         x = as_input(x)
@@ -651,9 +630,9 @@ class BatchNorm2d(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=None):
         super().__init__()
         self.num_features = _positive_int("BatchNorm2d", "num_features", num_features)
-        self.eps = _real("BatchNorm2d", "eps", eps, "> 0", lambda v: v > 0)
-        self.momentum = _real("BatchNorm2d", "momentum", momentum, "in [0, 1]",
-                              lambda v: 0 <= v <= 1)
+        self.eps = check_real("BatchNorm2d", "eps", eps, "> 0", lambda v: v > 0)
+        self.momentum = check_real("BatchNorm2d", "momentum", momentum, "in [0, 1]",
+                                   lambda v: 0 <= v <= 1)
         dtype = _dtype(dtype)
         c = self.num_features
         b = backend()

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 
+from .._checks import check_real
 from ..targets import backend, is_device_array, to_numpy
-from .layers import _any, _check_input, _real
+from .layers import _check_input
 from .module import Module, as_input
 
 
@@ -91,7 +92,7 @@ class MulticlassHingeLoss(_Loss):
 
     def __init__(self, margin=1.0):
         super().__init__()
-        self.margin = _real("MulticlassHingeLoss", "margin", margin, "", _any)
+        self.margin = check_real("MulticlassHingeLoss", "margin", margin)
 
     def forward(self, scores, labels):
         scores = as_input(scores)
