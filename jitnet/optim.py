@@ -180,6 +180,12 @@ class Optimizer:
     _buffers = ()
     _counters = ()
 
+    @property
+    def _own_keys(self):
+        """This optimizer's keys of ``param.state`` (another one over the same
+        parameters keeps its own there too)."""
+        return (*self._counters, *self._buffers)
+
     def __init__(self, params, lr, **hyperparameters):
         owner = type(self).__name__
         self.params = _check_params(owner, params)
@@ -220,9 +226,7 @@ class Optimizer:
             with every array an ``np.ndarray``; a parameter's dict holds this optimizer's
             keys of ``param.state`` (none before its first update).
         """
-        # only this optimizer's keys: another one over the same parameters keeps its
-        # own buffers in param.state too
-        own = self._counters + self._buffers
+        own = self._own_keys
         state = []
         for p in self.params:
             entry = {}
@@ -273,7 +277,7 @@ class Optimizer:
                         for i, (p, entry) in enumerate(zip(self.params, entries))]
         for name, value in hyperparameters.items():
             setattr(self, name, value)
-        own = self._counters + self._buffers
+        own = self._own_keys
         for p, param_state in zip(self.params, param_states):
             p.state = {key: value for key, value in p.state.items() if key not in own}
             p.state.update(param_state)
@@ -283,7 +287,7 @@ class Optimizer:
         where = f"{owner}: state of {_describe(index, p)}"
         if not isinstance(entry, Mapping):
             raise TypeError(f"{where} expected a dict, got {type(entry).__name__}")
-        keys = (*self._counters, *self._buffers)
+        keys = self._own_keys
         # a partial state would fail in step(), where the missing buffer is looked up
         if entry and set(entry) != set(keys):
             raise ValueError(f"{where} expected no keys or the keys {list(keys)}, "

@@ -733,11 +733,11 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
     epochs = check_int("train_convnet", "epochs", epochs, 0)
     seed = check_int("train_convnet", "seed", seed, 0)
     mean, std = channel_stats(x_train)
-    settings.update(epochs=epochs, seed=int(seed), data=data_name,
+    settings.update(epochs=epochs, seed=seed, data=data_name,
                     mean=mean.tolist(), std=std.tolist(),
                     n_train=int(len(x_train)), n_test=int(len(x_test)))
 
-    rng.manual_seed(int(seed))
+    rng.manual_seed(seed)
     model, optimizer, normalize, loader = _convnet_parts(x_train, y_train, settings)
     scheduler = _schedule(optim, optimizer, settings["schedule"], epochs)
     metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x_test, y_test,
@@ -838,7 +838,7 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None, 
         options["lr"] = check_real("train_hog_linear", "lr", lr, "> 0", lambda v: v > 0)
     seed = check_int("train_hog_linear", "seed", seed, 0)
     options.setdefault("verbose", not quiet)
-    classifier = models.HogLinearClassifier(seed=int(seed), **options)
+    classifier = models.HogLinearClassifier(seed=seed, **options)
     start = time.perf_counter()
     # the test set goes in as validation data so that history_ has a learning curve
     classifier.fit(x_train, y_train, x_test, y_test)

@@ -193,19 +193,21 @@ def test_cifar_root_is_a_folder_path(tmp_path, load):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        ({"url": "not a url"}, "url to be an http\\(s\\), ftp or file URL, got 'not a url'"),
-        ({"url": None}, "url to be an http\\(s\\), ftp or file URL, got None"),
-        ({"url": "http://"}, "got 'http://'"),
-        ({"md5": "xyz"}, "md5 to be 32 hex digits or None, got 'xyz'"),
-        ({"timeout": 0}, "timeout > 0 seconds, got 0"),
-        ({"timeout": "60"}, "timeout > 0 seconds, got '60'"),
-        ({"root": 3}, "download_cifar10 expected root to be a folder path"),
+        ({"url": "not a url"}, ValueError,
+         "url to be an http\\(s\\), ftp or file URL, got 'not a url'"),
+        ({"url": None}, ValueError, "url to be an http\\(s\\), ftp or file URL, got None"),
+        ({"url": "http://"}, ValueError, "got 'http://'"),
+        ({"md5": "xyz"}, ValueError, "md5 to be 32 hex digits or None, got 'xyz'"),
+        ({"timeout": 0}, ValueError, "timeout to be a finite number > 0 \\(seconds\\), got 0"),
+        ({"timeout": float("inf")}, ValueError, "timeout to be a finite number .* got inf"),
+        ({"timeout": "60"}, TypeError, "timeout to be a finite number .* got '60' \\(str\\)"),
+        ({"root": 3}, ValueError, "download_cifar10 expected root to be a folder path"),
     ],
 )
-def test_download_arguments_checked_before_anything_is_created(tmp_path, kwargs, message):
+def test_download_arguments_checked_before_anything_is_created(tmp_path, kwargs, error, message):
     root = tmp_path / "data"
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         download_cifar10(**{"root": root, **kwargs})
     assert not root.exists()

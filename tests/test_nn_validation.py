@@ -205,3 +205,13 @@ def test_load_state_dict_checks_everything_before_copying_anything(bad, message)
         model.load_state_dict(state)
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[key])
+
+
+@pytest.mark.parametrize(
+    "dtype, got", [("int32", "int32"), (np.float16, "float16"), ("bogus", "'bogus'")]
+)
+def test_a_layer_names_itself_and_the_dtype_it_cannot_hold(dtype, got):
+    """The constructors and Module.to share one check (a name NumPy does not know
+    was its TypeError, 'data type not understood', before)."""
+    with pytest.raises(ValueError, match=f"^Linear expected dtype float32 or float64, got {got}$"):
+        nn.Linear(2, 3, dtype=dtype)

@@ -9,7 +9,6 @@ for anything else before it is called.
 import hashlib
 import http.client
 import io
-import numbers
 import os
 import pickle
 import re
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._checks import check_real
 from .loader import _integer_labels
 
 try:  # NumPy >= 2 keeps the array internals in numpy._core
@@ -312,8 +312,9 @@ def _is_loadable(folder):
 
 
 def _check_download_arguments(url, md5, timeout):
-    """Raise ValueError, naming the parameter, for a ``url``, ``md5`` or ``timeout``
-    that :func:`download_cifar10` could not use."""
+    """Raise ValueError (TypeError for a ``timeout`` that is no number), naming the
+    parameter, for a ``url``, ``md5`` or ``timeout`` that :func:`download_cifar10` could
+    not use."""
     parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https", "ftp", "file") or (
             parts.scheme != "file" and not parts.netloc):
@@ -324,9 +325,7 @@ def _check_download_arguments(url, md5, timeout):
         raise ValueError(
             f"download_cifar10 expected md5 to be 32 hex digits or None, got {md5!r}"
         )
-    if (isinstance(timeout, (bool, np.bool_)) or not isinstance(timeout, numbers.Real)
-            or not timeout > 0):
-        raise ValueError(f"download_cifar10 expected timeout > 0 seconds, got {timeout!r}")
+    check_real("download_cifar10", "timeout", timeout, "> 0 (seconds)", lambda v: v > 0)
 
 
 def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, timeout=60):
@@ -354,7 +353,7 @@ def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, timeout=60):
     ------
     ValueError
         For a bad ``root``, ``url``, ``md5`` or ``timeout``, before anything is
-        created or fetched.
+        created or fetched (a TypeError for a ``timeout`` that is no number).
     DataError
         For a failed, truncated or corrupt download or an unsafe archive.
 

@@ -43,10 +43,8 @@ def _check_batch(x, who, dtypes=None, hint=""):
 
 
 def _check_seed(who, seed):
-    """``seed`` as given after checking it is None or an int >= 0 (NumPy's seeds)."""
-    if seed is not None:
-        check_int(who, "seed", seed, 0)
-    return seed
+    """``seed``, None or an int >= 0 (NumPy's seeds), after checking it is one."""
+    return None if seed is None else check_int(who, "seed", seed, 0)
 
 
 class _Random:

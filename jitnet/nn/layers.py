@@ -15,7 +15,7 @@ import numpy as np
 from .. import config, rng
 from .._checks import check_int, check_real
 from ..targets import backend, get_target, is_device_array, to_numpy
-from .module import Module, Parameter, as_input, check_placement, kaiming_uniform
+from .module import Module, Parameter, _float_dtype, as_input, check_placement, kaiming_uniform
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -51,11 +51,9 @@ def _check_size(owner, what, expected, got, shape):
         raise ValueError(f"{owner} expected {expected} {what}, got {got} (input shape {shape})")
 
 
-def _dtype(dtype):
-    dtype = np.dtype(config.DTYPE if dtype is None else dtype)
-    if dtype not in _FLOATS:
-        raise ValueError(f"expected dtype float32 or float64, got {dtype}")
-    return dtype
+def _dtype(owner, dtype):
+    """A layer's parameter dtype: ``config.DTYPE`` by default, else float32 or float64."""
+    return _float_dtype(owner, config.DTYPE if dtype is None else dtype)
 
 
 # -- what backward checks: that forward ran, and the upstream gradient ---------------------
@@ -164,7 +162,7 @@ class Conv2d(Module):
                 f"Conv2d: out_channels ({self.out_channels}) must be divisible by groups "
                 f"({self.groups})"
             )
-        dtype = _dtype(dtype)
+        dtype = _dtype("Conv2d", dtype)
         k = self.kernel_size
         fan_in = self.in_channels // self.groups * k * k
         self.weight = Parameter(
@@ -352,7 +350,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = _positive_int("Linear", "in_features", in_features)
         self.out_features = _positive_int("Linear", "out_features", out_features)
-        dtype = _dtype(dtype)
+        dtype = _dtype("Linear", dtype)
         d = self.in_features
         self.weight = Parameter(kaiming_uniform((self.out_features, d), d, dtype))
         self.bias = Parameter(kaiming_uniform((self.out_features,), d, dtype)) if bias else None
@@ -428,7 +426,7 @@ class Maxout(Module):
         self.in_features = _positive_int("Maxout", "in_features", in_features)
         self.out_features = _positive_int("Maxout", "out_features", out_features)
         self.pieces = _positive_int("Maxout", "pieces", pieces)
-        dtype = _dtype(dtype)
+        dtype = _dtype("Maxout", dtype)
         rows = self.out_features * self.pieces
         self.weight = Parameter(kaiming_uniform((rows, self.in_features), self.in_features, dtype))
         self.bias = Parameter(kaiming_uniform((rows,), self.in_features, dtype))
@@ -633,7 +631,7 @@ class BatchNorm2d(Module):
         self.eps = check_real("BatchNorm2d", "eps", eps, "> 0", lambda v: v > 0)
         self.momentum = check_real("BatchNorm2d", "momentum", momentum, "in [0, 1]",
                                    lambda v: 0 <= v <= 1)
-        dtype = _dtype(dtype)
+        dtype = _dtype("BatchNorm2d", dtype)
         c = self.num_features
         b = backend()
         self.weight = Parameter(b.asarray(np.ones(c, dtype)))

@@ -68,7 +68,8 @@ def _float_dtype(owner, dtype):
     except TypeError:
         as_dtype = None  # (and not np.dtype(None), which is float64)
     if as_dtype is None or as_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"{owner} expected dtype float32 or float64, got {dtype!r}")
+        got = repr(dtype) if as_dtype is None else as_dtype  # int32, whether given as str or type
+        raise ValueError(f"{owner} expected dtype float32 or float64, got {got}")
     return as_dtype
 
 
