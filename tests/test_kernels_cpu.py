@@ -122,6 +122,36 @@ def test_row_weight_gradient_and_its_bias(rng, case):
     assert_close(dbias, want_b, np.float32)
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 32, 16, 16, 64, 3, 1, 1, 1),  # the reference net's second layer, batch 2
+        (2, 32, 6, 7, 20, 3, 1, 1, 1),  # 20 of 24 outputs: the last tile's 4 not stored
+        (2, 64, 7, 6, 18, 3, 2, 1, 2),  # strided, two groups of 9 outputs
+    ],
+    ids=["conv2", "partial-tile", "groups"],
+)
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_channel_tile_weight_gradient_sums_the_bias(rng, monkeypatch, case, input_grad):
+    # Whole blocks of 32 input channels: the weight-gradient tiles sum dy's planes
+    # for the bias as they go, with no pass of their own (np.sum would be one).
+    n, c, h, w, f, k, s, p, groups = case
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((f, c // groups, k, k)).astype(np.float32)
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    dy = rng.standard_normal((n, f, ho, wo)).astype(np.float32)
+
+    def no_pass(dy, dbias):
+        raise AssertionError("the bias gradient took a pass of its own")
+
+    monkeypatch.setattr(cpu, "_conv_bias_grad", no_pass)
+    _, dweight, dbias = cpu.conv2d_backward(dy, x, weight, s, p, groups, input_grad=input_grad)
+    _, want_w, want_b = ref.conv2d_backward(dy.astype(np.float64), x.astype(np.float64),
+                                            weight.astype(np.float64), s, p, groups)
+    assert_close(dweight, want_w, np.float32)
+    assert_close(dbias, want_b, np.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_without_bias(rng, dtype):
     _check_conv(rng, dtype, 2, 4, 6, 7, 4, 3, 1, 1, 2, with_bias=False)
