@@ -281,7 +281,7 @@ def _pack_weight(weight, wpk, flip):
 
 
 @njit(**_JIT)
-def _conv2d_tiles(xh, wpk, bias, y, s, cg):
+def _conv2d_tiles(xh, wpk, bias, y, s, cg, n_chunks):
     """The forward micro-kernel: ``y`` (N, F, HO, WO) from ``xh`` and ``wpk``.
 
     One tile is 8 output pixels of one row times 32 output channels. The
@@ -293,49 +293,54 @@ def _conv2d_tiles(xh, wpk, bias, y, s, cg):
     f_per_group = n_out // groups
     n_tiles = (wo_n + _PIX - 1) // _PIX
     last = wo_n - 1
-    # No race: iteration t owns the output row y[n, :, ho, :].
-    for t in prange(n_img * ho_n):
-        n = t // ho_n
-        ho = t % ho_n
+    n_rows = n_img * ho_n
+    n_chunks = max(1, min(n_rows, n_chunks))
+    per_chunk = (n_rows + n_chunks - 1) // n_chunks
+    # No race: iteration chunk owns its rows t, and t the output row y[n, :, ho, :].
+    # (Chunks of rows, so that each allocates its tile once, as in _conv2d_rows.)
+    for chunk in prange(n_chunks):
         acc = np.empty((_PIX, _FB), dtype=y.dtype)
-        for g in range(groups):
-            for fb in range(n_blocks):
-                for tile in range(n_tiles):
-                    wo0 = tile * _PIX
-                    # Column of pixel p's window in the channel-last row. Unsigned:
-                    # no negative-index fix-up (4 integer instructions) per load.
-                    i0 = np.uint64(min(wo0, last) * s * cg)
-                    i1 = np.uint64(min(wo0 + 1, last) * s * cg)
-                    i2 = np.uint64(min(wo0 + 2, last) * s * cg)
-                    i3 = np.uint64(min(wo0 + 3, last) * s * cg)
-                    i4 = np.uint64(min(wo0 + 4, last) * s * cg)
-                    i5 = np.uint64(min(wo0 + 5, last) * s * cg)
-                    i6 = np.uint64(min(wo0 + 6, last) * s * cg)
-                    i7 = np.uint64(min(wo0 + 7, last) * s * cg)
-                    for j in range(_FB):
-                        for p in range(_PIX):
-                            acc[p, j] = 0
-                    for kh in range(kh_n):
-                        h = ho * s + kh
-                        for r in range(r_n):
-                            u = np.uint64(r)
-                            x0 = xh[n, g, h, i0 + u]
-                            x1 = xh[n, g, h, i1 + u]
-                            x2 = xh[n, g, h, i2 + u]
-                            x3 = xh[n, g, h, i3 + u]
-                            x4 = xh[n, g, h, i4 + u]
-                            x5 = xh[n, g, h, i5 + u]
-                            x6 = xh[n, g, h, i6 + u]
-                            x7 = xh[n, g, h, i7 + u]
-                            for j in range(_LANES):
-                                wa = wpk[g, fb, kh, r, j]
-                                wb = wpk[g, fb, kh, r, _LANES + j]
-                                _tile_fma(acc, j, x0, x1, x2, x3, x4, x5, x6, x7, wa, wb)
-                    f0 = g * f_per_group + fb * _FB
-                    for j in range(min(_FB, f_per_group - fb * _FB)):
-                        b = bias[f0 + j]
-                        for p in range(min(_PIX, wo_n - wo0)):
-                            y[n, f0 + j, ho, wo0 + p] = acc[p, j] + b
+        for t in range(chunk * per_chunk, min(chunk * per_chunk + per_chunk, n_rows)):
+            n = t // ho_n
+            ho = t % ho_n
+            for g in range(groups):
+                for fb in range(n_blocks):
+                    for tile in range(n_tiles):
+                        wo0 = tile * _PIX
+                        # Column of pixel p's window in the channel-last row. Unsigned:
+                        # no negative-index fix-up (4 integer instructions) per load.
+                        i0 = np.uint64(min(wo0, last) * s * cg)
+                        i1 = np.uint64(min(wo0 + 1, last) * s * cg)
+                        i2 = np.uint64(min(wo0 + 2, last) * s * cg)
+                        i3 = np.uint64(min(wo0 + 3, last) * s * cg)
+                        i4 = np.uint64(min(wo0 + 4, last) * s * cg)
+                        i5 = np.uint64(min(wo0 + 5, last) * s * cg)
+                        i6 = np.uint64(min(wo0 + 6, last) * s * cg)
+                        i7 = np.uint64(min(wo0 + 7, last) * s * cg)
+                        for j in range(_FB):
+                            for p in range(_PIX):
+                                acc[p, j] = 0
+                        for kh in range(kh_n):
+                            h = ho * s + kh
+                            for r in range(r_n):
+                                u = np.uint64(r)
+                                x0 = xh[n, g, h, i0 + u]
+                                x1 = xh[n, g, h, i1 + u]
+                                x2 = xh[n, g, h, i2 + u]
+                                x3 = xh[n, g, h, i3 + u]
+                                x4 = xh[n, g, h, i4 + u]
+                                x5 = xh[n, g, h, i5 + u]
+                                x6 = xh[n, g, h, i6 + u]
+                                x7 = xh[n, g, h, i7 + u]
+                                for j in range(_LANES):
+                                    wa = wpk[g, fb, kh, r, j]
+                                    wb = wpk[g, fb, kh, r, _LANES + j]
+                                    _tile_fma(acc, j, x0, x1, x2, x3, x4, x5, x6, x7, wa, wb)
+                        f0 = g * f_per_group + fb * _FB
+                        for j in range(min(_FB, f_per_group - fb * _FB)):
+                            b = bias[f0 + j]
+                            for p in range(min(_PIX, wo_n - wo0)):
+                                y[n, f0 + j, ho, wo0 + p] = acc[p, j] + b
 
 
 def _blocks(n):
@@ -363,7 +368,7 @@ def _conv_forward_core(xh, weight, bias, y, stride, groups, flip=False):
     f, cg, kh, _ = weight.shape
     wpk = _empty((groups, _blocks(f // groups), kh, weight.shape[3] * cg, _FB), dtype=y.dtype)
     _pack_weight(weight, wpk, flip)
-    _conv2d_tiles(xh, wpk, bias, y, stride, cg)
+    _conv2d_tiles(xh, wpk, bias, y, stride, cg, 4 * numba.get_num_threads())
 
 
 def conv2d_forward(x, weight, bias, stride, padding, groups):
