@@ -294,8 +294,7 @@ def _conv2d_tiles(xh, wpk, bias, y, s, cg, n_chunks):
     n_tiles = (wo_n + _PIX - 1) // _PIX
     last = wo_n - 1
     n_rows = n_img * ho_n
-    n_chunks = max(1, min(n_rows, n_chunks))
-    per_chunk = (n_rows + n_chunks - 1) // n_chunks
+    per_chunk = (n_rows + n_chunks - 1) // max(n_chunks, 1)
     # No race: iteration chunk owns its rows t, and t the output row y[n, :, ho, :].
     # (Chunks of rows, so that each allocates its tile once, as in _conv2d_rows.)
     for chunk in prange(n_chunks):
@@ -368,7 +367,7 @@ def _conv_forward_core(xh, weight, bias, y, stride, groups, flip=False):
     f, cg, kh, _ = weight.shape
     wpk = _empty((groups, _blocks(f // groups), kh, weight.shape[3] * cg, _FB), dtype=y.dtype)
     _pack_weight(weight, wpk, flip)
-    _conv2d_tiles(xh, wpk, bias, y, stride, cg, 4 * numba.get_num_threads())
+    _conv2d_tiles(xh, wpk, bias, y, stride, cg, _chunks(y.shape[0] * y.shape[2]))
 
 
 def conv2d_forward(x, weight, bias, stride, padding, groups):
@@ -989,8 +988,7 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax,
     pflat = pooled.reshape(pooled.size)
     aflat = argmax.reshape(argmax.size)
     n_rows = n_img * n_rp
-    n_chunks = max(1, min(n_rows, n_chunks))
-    per_chunk = (n_rows + n_chunks - 1) // n_chunks
+    per_chunk = (n_rows + n_chunks - 1) // max(n_chunks, 1)
     # No race: iteration chunk owns its row pairs t, and t owns output rows h0 and
     # h0 + 1 of image n, every channel.
     for chunk in prange(n_chunks):
@@ -1179,10 +1177,9 @@ def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False, pool=F
         y = _empty(out_shape, dtype=x.dtype)
         pooled = np.empty((0,) * 4, dtype=x.dtype)
         argmax = np.empty((0,) * 4, dtype=np.int32)
-    # Chunks of row pairs, so that each allocates its tile's arrays once (four per
-    # thread: the rows of an image are not all alike at the borders).
+    row_pairs = n * (ho // 2 if pool else (ho + 1) // 2)
     _conv2d_rows(xp.reshape(-1), dims[0], w8, taps, bias_win, dims[1], y, pooled, argmax, relu,
-                 4 * numba.get_num_threads())
+                 _chunks(row_pairs))
     return (pooled, argmax) if pool else y
 
 
