@@ -188,16 +188,21 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 1
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow notes on the way
-def test_huge_learning_rate_diverges(tmp_path):
-    x, y = _data()
+def _fit_linear_sgd(x, y, lr, epochs, out_dir):
+    """``fit`` of a one-layer linear model on the numpy target by plain SGD at ``lr``."""
     with jitnet.use_target("numpy"):
         jitnet.manual_seed(0)
         model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-        optimizer = optim.SGD(model.parameters(), lr=1e38)
-        with pytest.raises(TrainingDiverged, match="learning rate"):
-            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _Loader(x, y, 8, 0), x, y,
-                epochs=5, out_dir=tmp_path, quiet=True)
+        optimizer = optim.SGD(model.parameters(), lr=lr)
+        fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _Loader(x, y, 8, 0), x, y,
+            epochs=epochs, out_dir=out_dir, quiet=True)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow notes on the way
+def test_huge_learning_rate_diverges(tmp_path):
+    x, y = _data()
+    with pytest.raises(TrainingDiverged, match="learning rate"):
+        _fit_linear_sgd(x, y, lr=1e38, epochs=5, out_dir=tmp_path)
 
 
 def _ctrl_c_inside_a_kernel():
@@ -378,11 +383,6 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 def test_a_step_that_overflows_the_weights_is_divergence_even_with_a_finite_loss(tmp_path):
     """One batch an epoch: its loss is finite, the update it causes is not."""
     x, y = _data(n=8, size=8)
-    with jitnet.use_target("numpy"):
-        jitnet.manual_seed(0)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
-        optimizer = optim.SGD(model.parameters(), lr=1e300)
-        with pytest.raises(TrainingDiverged, match="parameters became non-finite in epoch 1"):
-            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _Loader(x, y, 8, 0), x, y,
-                epochs=1, out_dir=tmp_path, quiet=True)
+    with pytest.raises(TrainingDiverged, match="parameters became non-finite in epoch 1"):
+        _fit_linear_sgd(x, y, lr=1e300, epochs=1, out_dir=tmp_path)
     assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 0

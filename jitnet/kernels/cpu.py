@@ -646,7 +646,7 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part, dbias, bias
                 for p in range(_PIX):
                     for j in range(_FB):
                         part[t, p, j] += acc[p, j]
-                if summing and t % (n_cb * kw_n * kh_n) == 0:  # (kh, kw, cb) = (0, 0, 0)
+                if summing and kh == 0 and kw == 0 and cb == 0:
                     for n in range(n0, n1):
                         for p in range(_PIX):
                             f = min(g * fg + ft * _PIX + p, f_last)
@@ -663,7 +663,7 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part, dbias, bias
             for p in range(min(_PIX, fg - ft * _PIX)):
                 for j in range(_FB):
                     dweight[g * fg + ft * _PIX + p, cb * _FB + j, kh, kw] = part[t, p, j]
-                if summing and t % (n_cb * kw_n * kh_n) == 0:
+                if summing and kh == 0 and kw == 0 and cb == 0:
                     dbias[g * fg + ft * _PIX + p] = bias_part[g * n_ft + ft, p]
 
 
