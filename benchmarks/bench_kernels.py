@@ -80,6 +80,29 @@ def _cases(batch, rng, cpu=cpu, torch=None):
         rows.append((f"{tag} bwd (all)", 2 * flops,
                      lambda: cpu.conv2d_backward(dy, x, w, 1, 1, 1),
                      lambda: numpy_ref.conv2d_backward(dy, x, w, 1, 1, 1), tb_all))
+        if c % 32 == 0:  # the gradient a step gives: through ReLU and 2x2 max pooling
+            z = cpu.conv2d_forward(x, w, b, 1, 1, 1)
+            p, am = cpu.maxpool2d_forward(z, 2, 2)
+            dyp = cpu.asarray(cpu.maxpool2d_relu_backward(
+                normal(*p.shape), cpu.relu_forward(p), am, z.shape, 2, 2))
+            tp = {}
+            if torch is not None:
+                tdyp = torch.from_numpy(dyp)
+                tp = {"bwd-input": lambda: g.conv2d_input(tx.shape, tw, tdyp, padding=1),
+                      "bwd-weight": lambda: g.conv2d_weight(tx, tw.shape, tdyp, padding=1)}
+                tp["bwd (all)"] = lambda: (tp["bwd-input"](), tp["bwd-weight"](),  # noqa: E731
+                                           tdyp.sum((0, 2, 3)))
+            # no GFLOP/s: the sparse kernels skip the zeros' multiply-adds
+            rows.append((f"{tag} bwd-input, pooled dy", 0,
+                         lambda: cpu._conv_input_grad(dyp, w, x.shape, 1, 1, 1), None,
+                         tp.get("bwd-input")))
+            rows.append((f"{tag} bwd-weight, pooled dy", 0,
+                         lambda: cpu._conv_weight_grad(dyp, x, w.shape, 1, 1, 1), None,
+                         tp.get("bwd-weight")))
+            rows.append((f"{tag} bwd (all), pooled dy", 0,
+                         lambda: cpu.conv2d_backward(dyp, x, w, 1, 1, 1),
+                         lambda: numpy_ref.conv2d_backward(dyp, x, w, 1, 1, 1),
+                         tp.get("bwd (all)")))
         # the convolution and its 2x2 pooling, as nn.Sequential runs them
         pooled = None
         if torch is not None:

@@ -206,9 +206,12 @@ def test_results_do_not_depend_on_the_thread_count(rng, case):
     xf, wf = rng.standard_normal((9, 300), np.float32), rng.standard_normal((70, 300), np.float32)
     dyf = rng.standard_normal((9, 70), np.float32)
 
+    pooled = _pooled_dy(rng, np.float32, *y.shape)  # the sparse kernels
+
     def run():
         return (cpu.conv2d_forward(x, weight, bias, stride, padding, groups),
                 *cpu.conv2d_backward(dy, x, weight, stride, padding, groups),
+                *cpu.conv2d_backward(pooled, x, weight, stride, padding, groups),
                 cpu.linear_forward(xf, wf, None), *cpu.linear_backward(dyf, xf, wf))
 
     threads = numba.get_num_threads()
@@ -220,6 +223,104 @@ def test_results_do_not_depend_on_the_thread_count(rng, case):
     for a, b in zip(one, run()):
         np.testing.assert_array_equal(a, b)
 
+
+
+# --------------------------------------------------------------------------
+# the input gradient of a dy routed through a max pooling (mostly zeros)
+# --------------------------------------------------------------------------
+
+
+def _pooled_dy(rng, dtype, n, f, ho, wo, keep=0.75):
+    """A 2x2 max pooling's gradient (at most one nonzero per window), with a share
+    ``1 - keep`` of the windows zero as after a ReLU."""
+    y = rng.standard_normal((n, f, ho, wo)).astype(dtype)
+    _, argmax = ref.maxpool2d_forward(y, 2, 2)
+    g = rng.standard_normal(argmax.shape).astype(dtype)
+    g *= rng.random(g.shape) < keep
+    return ref.maxpool2d_backward(g, argmax, y.shape, 2, 2)
+
+
+def _spy(monkeypatch, name):
+    """Count the calls of ``cpu.<name>`` from here on."""
+    calls = []
+    kernel = getattr(cpu, name)
+
+    def counted(*args):
+        calls.append(name)
+        return kernel(*args)
+
+    monkeypatch.setattr(cpu, name, counted)
+    return calls
+
+
+# (N, C, H, W, F, padding): the reference net's second layer, padding 0 and 2,
+# two channel blocks, more than 64 output channels (two mask words), odd planes,
+# a batch of 1 and one of 9 (chunks of 3 images, the last one short).
+SPARSE_CASES = [
+    (2, 32, 16, 16, 64, 1),
+    (1, 32, 7, 9, 24, 0),
+    (3, 64, 6, 10, 70, 2),
+    (9, 32, 5, 4, 20, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SPARSE_CASES)
+def test_sparse_input_gradient_of_a_pooled_dy(rng, monkeypatch, dtype, case):
+    n, c, h, w, f, p = case
+    x, weight, _ = _conv_case(rng, dtype, n, c, h, w, f, 3, 1, p, 1)
+    dy = _pooled_dy(rng, dtype, n, f, h + 2 * p - 2, w + 2 * p - 2)
+    sparse = _spy(monkeypatch, "_conv2d_input_sparse")
+    got = cpu.conv2d_backward(dy, x, weight, 1, p, 1)
+    assert sparse, "a max pooling's gradient took the dense kernel"
+    assert_all_close(got, ref.conv2d_backward(dy, x, weight, 1, p, 1), dtype)
+
+
+def test_a_dense_dy_takes_the_dense_kernel(rng, monkeypatch):
+    x, weight, _ = _conv_case(rng, np.float32, 2, 32, 8, 8, 16, 3, 1, 1, 1)
+    dy = _pooled_dy(rng, np.float32, 2, 16, 8, 8, keep=1.0)
+    dy[0, :, 0, 0] = 1  # a quarter and a little more nonzero
+    sparse = _spy(monkeypatch, "_conv2d_input_sparse")
+    got = cpu.conv2d_backward(dy, x, weight, 1, 1, 1)
+    assert not sparse
+    assert_all_close(got, ref.conv2d_backward(dy, x, weight, 1, 1, 1), np.float32)
+
+
+@pytest.mark.parametrize("where", ["weight", "x", "dy"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_sparse_input_gradient_keeps_nan_and_inf(rng, monkeypatch, where, bad):
+    # A zero of dy times an infinite weight is NaN, which skipping the zero would
+    # lose: such a weight sends the input gradient to the dense kernel. A NaN or inf
+    # in dy itself is a nonzero like any other, and x does not enter dx. Either way
+    # the gradients are the dense kernels' (whose zero padding meets an infinite
+    # weight too: NaN at the border where the reference has inf, a difference of
+    # their own).
+    x, weight, _ = _conv_case(rng, np.float64, 2, 32, 6, 6, 16, 3, 1, 1, 1)
+    dy = _pooled_dy(rng, np.float64, 2, 16, 6, 6)
+    {"weight": weight, "x": x, "dy": dy}[where][1, 3, 2, 1] = bad
+    got = cpu.conv2d_backward(dy, x, weight, 1, 1, 1)
+    monkeypatch.setattr(cpu, "_sparse_dy", lambda dy: False)
+    dense = cpu.conv2d_backward(dy, x, weight, 1, 1, 1)
+    assert not all(np.isfinite(g).all() for g in got)
+    for g, e in zip(got, dense):
+        np.testing.assert_array_equal(np.isnan(g), np.isnan(e))
+        np.testing.assert_array_equal(np.isinf(g), np.isinf(e))
+        finite = np.isfinite(e)
+        assert_close(g[finite], e[finite], np.float64)
+
+
+def test_sparse_input_gradient_does_not_depend_on_its_chunks(rng):
+    dy = _pooled_dy(rng, np.float32, 7, 40, 8, 8)
+    weight = rng.standard_normal((40, 32, 3, 3)).astype(np.float32)
+    wpk = np.ascontiguousarray(weight.transpose(0, 2, 3, 1))
+    results = []
+    for n_chunks in (1, 3, 7):
+        dx = np.empty((7, 32, 8, 8), np.float32)
+        cpu._conv2d_input_sparse(dy, wpk, dx, 1, n_chunks,
+                                 np.empty((n_chunks, 40, 64), np.float32))
+        results.append(dx)
+    for dx in results[1:]:
+        np.testing.assert_array_equal(dx, results[0])
 
 def test_conv2d_matches_torch_float64(rng):
     torch = pytest.importorskip("torch")
@@ -233,6 +334,25 @@ def test_conv2d_matches_torch_float64(rng):
     dy = rng.standard_normal(y.shape)
     ty.backward(torch.tensor(dy))
     dx, dw, db = cpu.conv2d_backward(dy, x, weight, 2, 1, 2)
+    assert_all_close((dx, dw, db), (tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()), np.float64)
+
+
+def test_conv_relu_pool_backward_matches_torch_float64(rng, monkeypatch):
+    # The reference net's second layer as a training step runs it: the convolution's
+    # gradient comes through the max pooling and the ReLU and takes the sparse kernel.
+    torch = pytest.importorskip("torch")
+    x, weight, bias = _conv_case(rng, np.float64, 3, 32, 10, 8, 64, 3, 1, 1, 1)
+    pooled, argmax = cpu.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
+    tp = torch.relu(torch.nn.functional.max_pool2d(
+        torch.nn.functional.conv2d(tx, tw, tb, padding=1), 2))
+    assert_close(pooled, tp.detach().numpy())
+    g = rng.standard_normal(pooled.shape)
+    tp.backward(torch.tensor(g))
+    dy = cpu.maxpool2d_relu_backward(g, pooled, argmax, (3, 64, 10, 8), 2, 2)
+    sparse = _spy(monkeypatch, "_conv2d_input_sparse")
+    dx, dw, db = cpu.conv2d_backward(dy, x, weight, 1, 1, 1)
+    assert sparse
     assert_all_close((dx, dw, db), (tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()), np.float64)
 
 
@@ -750,13 +870,16 @@ def err(name, got, want):
     errors[name] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
-def conv(name, n, c, h, w, f, k, s, p):
+def conv(name, n, c, h, w, f, k, s, p, pooled=False):
     x = rng.standard_normal((n, c, h, w)).astype(f32)
     weight = rng.standard_normal((f, c, k, k)).astype(f32)
     bias = rng.standard_normal(f).astype(f32)
     y = cpu.conv2d_forward(x, weight, bias, s, p, 1)
     err(name + " forward", y, ref.conv2d_forward(x, weight, bias, s, p, 1))
     dy = rng.standard_normal(y.shape).astype(f32)
+    if pooled:  # one nonzero in each 2x2 window, as a max pooling routes it
+        dy = ref.maxpool2d_backward(*ref.maxpool2d_forward(dy, 2, 2), dy.shape, 2, 2)
+        errors[name + " dense (1) or sparse (0)"] = 0.0 if cpu._sparse_dy(dy) else 1.0
     got = cpu.conv2d_backward(dy, x, weight, s, p, 1)
     for part, g, e in zip(("dx", "dweight", "dbias"), got,
                           ref.conv2d_backward(dy, x, weight, s, p, 1)):
@@ -766,6 +889,7 @@ def conv(name, n, c, h, w, f, k, s, p):
 conv("rows", 3, 3, 9, 21, 7, 3, 1, 1)      # row kernels; dweight with the bias slot
 conv("channel tiles", 2, 32, 6, 7, 10, 3, 1, 1)  # dweight on whole channel blocks
 conv("tiles", 2, 5, 9, 9, 19, 3, 2, 1)     # strided: channel-last tiles
+conv("sparse", 2, 32, 8, 6, 20, 3, 1, 1, pooled=True)  # dx and dweight on the nonzeros
 x = rng.standard_normal((3, 3, 10, 18)).astype(f32)
 weight = rng.standard_normal((9, 3, 3, 3)).astype(f32)
 bias = rng.standard_normal(9).astype(f32)

@@ -179,16 +179,43 @@ def test_compile_training_kernels_walks_every_layer_backward(monkeypatch):
     precompile.compile_training_kernels(model, (2, 3, 8, 8), "float32")
     names = [name for name, _ in calls]
     # the optimizers first, then every layer's backward, the first layer first, the ReLUs
-    # after poolings with them; input gradients skipped (they are forward kernels)
+    # after poolings with them; the input gradient of the second convolution only (the
+    # first layer needs none, a matrix product's is a forward kernel)
     assert names == ["sgd_update", "adam_update", "conv2d_backward", "batchnorm2d_backward",
                      "maxpool2d_relu_backward", "conv2d_backward", "maxpool2d_relu_backward",
                      "dropout_backward", "linear_backward", "sigmoid_backward"]
     input_grads = [args[-1] for name, args in calls if name in ("conv2d_backward",
                                                                  "linear_backward")]
-    assert input_grads == [False, False, False]
+    assert input_grads == [False, True, False]
+    # each got the gradient a step gives it: dense after a batch norm, a max pooling's
+    # (at most one nonzero in four) after a pooling
+    first, second = (args[0] for name, args in calls if name == "conv2d_backward")
+    assert np.count_nonzero(first) == first.size
+    assert 0 < np.count_nonzero(second) <= second.size / 4
     for p, b in zip(model.parameters(), before):  # the results are thrown away
         np.testing.assert_array_equal(p.data, b)
 
+
+
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, batchnorm):
+    # The reference ConvNet's second convolution gets a max pooling's gradient, whose
+    # input gradient takes the sparse kernel; with a batch norm in between it gets a
+    # dense one (its input gradient then runs on a forward kernel).
+    from jitnet import models
+
+    calls = []
+    for name in ("_conv2d_input_sparse", "_conv2d_weight_channel_tiles", "_conv2d_weight_rows"):
+        kernel = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel:
+                            calls.append(name) or kernel(*args))
+    precompile.compile_training_kernels(models.convnet(batchnorm=batchnorm), (2, 3, 32, 32),
+                                        "float32")
+    if batchnorm:
+        assert calls == ["_conv2d_weight_rows", "_conv2d_weight_channel_tiles"]
+    else:
+        assert calls == ["_conv2d_weight_rows", "_conv2d_input_sparse",
+                         "_conv2d_weight_channel_tiles"]
 
 @pytest.mark.slow
 def test_a_cold_run_leaves_the_backward_kernels_in_the_cache(tmp_path):

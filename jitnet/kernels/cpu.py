@@ -18,6 +18,7 @@ import types
 import numba
 import numpy as np
 from numba import prange
+from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
 
 from .. import config
 from ..codegen import njit, vector_lanes
@@ -667,6 +668,201 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part, dbias, bias
                     dbias[g * fg + ft * _PIX + p] = bias_part[g * n_ft + ft, p]
 
 
+# --------------------------------------------------------------------------
+# The input gradient behind a max pooling
+#
+# A convolution followed by ReLU and a 2x2 max pooling gets an upstream gradient
+# with at most one nonzero in four (0.19 in the reference net's second layer at
+# batch 64): the pooling routes each window's gradient to its argmax, the ReLU
+# zeroes the negative ones. The dense kernels multiply the zeros too.
+# :func:`_conv2d_input_sparse` visits only the nonzeros; it is taken where ``dy`` is
+# at most a quarter nonzero (:func:`_sparse_dy`). Skipping a zero drops the
+# products ``0 * w``, which are 0 unless ``w`` is infinite or NaN: the weight must
+# be finite too.
+#
+# The weight gradient's twin (each plane's nonzeros compacted, then a register
+# tile per output channel; the same bits as the dense tiles) was tried and
+# dropped: in the training step, against the dense tiles, 0.965x the step's time
+# at batch 64 and 1.039x at 128 (2-core Zen 5, interleaved in one process). A
+# nonzero there shares no load with other channels, and LLVM kept storing its
+# accumulators on every nonzero.
+# --------------------------------------------------------------------------
+
+#: Kernel taps per sparse register tile (two vectors, ``_FB`` channels, each): 9 with
+#: AVX-512's 32 registers (18 accumulators), 3 with AVX2's 16 (6).
+_SPARSE_TAPS = 9 if _LANES == 16 else 3
+#: Largest fraction of nonzeros in ``dy`` for which :func:`_conv2d_input_sparse`
+#: runs; a 2x2 max pooling leaves at most a quarter. Measured on the reference net's
+#: second layer (batch 64, 2-core Zen 5): 0.12 + 3.0 * density ms, against 1.32 for
+#: the dense kernel.
+_SPARSE_MAX_DENSITY = 0.25
+
+
+@njit(inline="always")
+def _taps_fma(acc, j, d, wf, col, o0, o1, o2, o3, o4, o5, o6, o7, o8):
+    """``acc[t, j] += d * wf[col + o_t + j]`` and the same at ``_LANES + j`` for the
+    tile's taps ``t``: lanes ``j`` of their two vectors of channels (the statements
+    written out: see the convolution notes above)."""
+    u = np.uint64(j)
+    v = np.uint64(_LANES + j)
+    acc[0, j] += d * wf[col + o0 + u]
+    acc[0, _LANES + j] += d * wf[col + o0 + v]
+    acc[1, j] += d * wf[col + o1 + u]
+    acc[1, _LANES + j] += d * wf[col + o1 + v]
+    acc[2, j] += d * wf[col + o2 + u]
+    acc[2, _LANES + j] += d * wf[col + o2 + v]
+    if _SPARSE_TAPS == 9:
+        acc[3, j] += d * wf[col + o3 + u]
+        acc[3, _LANES + j] += d * wf[col + o3 + v]
+        acc[4, j] += d * wf[col + o4 + u]
+        acc[4, _LANES + j] += d * wf[col + o4 + v]
+        acc[5, j] += d * wf[col + o5 + u]
+        acc[5, _LANES + j] += d * wf[col + o5 + v]
+        acc[6, j] += d * wf[col + o6 + u]
+        acc[6, _LANES + j] += d * wf[col + o6 + v]
+        acc[7, j] += d * wf[col + o7 + u]
+        acc[7, _LANES + j] += d * wf[col + o7 + v]
+        acc[8, j] += d * wf[col + o8 + u]
+        acc[8, _LANES + j] += d * wf[col + o8 + v]
+
+
+@njit(**_JIT_SMALL)
+def _all_finite(x):
+    """True when no element of ``x`` is NaN or infinite (``x * 0`` is NaN for those;
+    the flags leave out ``nnan`` and ``ninf``, so it is not folded to 0)."""
+    flat = x.reshape(x.size)
+    total = x.dtype.type(0)
+    for i in range(flat.size):
+        total += flat[i] * 0
+    return total == 0
+
+
+def _sparse_dy(dy):
+    """True when ``dy`` (N, F, HO, WO) is at most ``_SPARSE_MAX_DENSITY`` nonzero, as
+    counted in its first image (a max pooling's gradient is sparse in every image)."""
+    if dy.shape[0] == 0 or dy[0].size == 0:
+        return False
+    return np.count_nonzero(dy[0]) <= _SPARSE_MAX_DENSITY * dy[0].size
+
+
+@njit(**_JIT)
+def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc):
+    """Input gradient of a stride-1, one-group convolution from the nonzeros of ``dy``.
+
+    ``dx[n, c, h, w] = sum_{f, kh, kw} dy[n, f, h + pad - kh, w + pad - kw] *
+    weight[f, c, kh, kw]``, with ``wpk`` (F, KH, KW, C) the weight channel-last. Every
+    nonzero of ``dy[n]`` at output pixel ``i`` adds itself times the weights of its
+    channel ``f`` to the ``KH x KW`` window of ``dx`` that pixel ``i`` saw. So the
+    nonzeros of one pixel, whatever their channel, go to the same window: a tile of
+    ``_SPARSE_TAPS`` taps x ``_FB`` channels of it sums them in registers, two vectors
+    of the weight per tap and nonzero, and is then added to ``buf``, a zero-padded
+    channel-last copy of ``dx[n]`` (``(HO + KH - 1) x (WO + KW - 1) x C``, 41 KiB for
+    the reference net's second layer), whose inside is finally written to ``dx[n]``.
+
+    A pixel's nonzero channels are found from a bit mask (bit ``f % 64`` of word
+    ``f // 64``), made by one vectorised pass over ``dy[n]``, and visited by their
+    trailing zeros, without a branch per channel. The same pass copies ``dy[n]``
+    into ``dyc[chunk]`` (n_chunks, F, HO * WO), from which the nonzeros are read:
+    read from ``dy`` itself, the kernel was 1.4x slower (conv2 at batch 64, 2-core
+    Zen 5; a copy with rows 16 numbers longer was as slow; not understood).
+    ``C`` is a multiple of ``_FB`` and ``KH * KW`` of ``_SPARSE_TAPS``.
+
+    Notes
+    -----
+    Iteration ``chunk`` of the ``prange`` owns images ``[n0, n1)`` of ``dx`` and
+    ``dyc[chunk]``. Each element of ``dx`` sums over the pixels of ``dy`` in
+    ascending order, within a pixel over ``f`` ascending: one fixed order whatever
+    ``n_chunks`` and the thread count.
+
+    LLVM keeps the tile in registers across the loop over a pixel's nonzeros (its
+    18 multiply-adds take their weights straight from memory) only as written here:
+    a flag set inside that loop, or the pixel's window offset worked out there with
+    a division, made it store the tile after every nonzero or spend 40 cycles a
+    pixel, each about 1.5x slower. The kernel takes 2.5 s to compile (1.0 s as a
+    serial function: Numba's parallel passes over its large loop body); the same
+    loops in a serial function called from the ``prange`` compiled slower still and
+    ran 2x slower.
+    """
+    n_img, n_out, ho_n, wo_n = dy.shape
+    n_ch, h_n, w_n = dx.shape[1], dx.shape[2], dx.shape[3]
+    kh_n, kw_n = wpk.shape[1], wpk.shape[2]
+    q_n = kh_n * kw_n
+    n_qt = q_n // _SPARSE_TAPS
+    n_tiles = (n_ch // _FB) * n_qt
+    n_words = (n_out + 63) // 64
+    hw = ho_n * wo_n
+    wb = wo_n + kw_n - 1  # buf's row length in pixels
+    size = (ho_n + kh_n - 1) * wb * n_ch
+    dyf = dy.reshape((n_img, n_out, hw))
+    wf = wpk.reshape(wpk.size)
+    per_chunk = (n_img + n_chunks - 1) // n_chunks
+    zero = dx.dtype.type(0)
+    # No race: iteration chunk owns dx[n0:n1] and dyc[chunk].
+    for chunk in prange(n_chunks):
+        n0 = chunk * per_chunk
+        n1 = min(n0 + per_chunk, n_img)
+        buf = np.empty(size, dtype=dx.dtype)
+        acc = np.empty((_SPARSE_TAPS, _FB), dtype=dx.dtype)
+        mask = np.empty((n_words, hw), dtype=np.uint64)
+        tap = np.empty(q_n, dtype=np.uint64)  # tap q's offset in buf from a window's corner
+        for q in range(q_n):
+            tap[q] = ((q // kw_n) * wb + q % kw_n) * n_ch
+        corner_at = np.empty(hw, dtype=np.uint64)  # where pixel i's window starts in buf
+        for i in range(hw):
+            corner_at[i] = ((i // wo_n) * wb + i % wo_n) * n_ch
+        for n in range(n0, n1):
+            for i in range(size):
+                buf[i] = zero
+            for word in range(n_words):
+                for i in range(hw):
+                    mask[word, i] = 0
+            for f in range(n_out):
+                bit = np.uint64(f % 64)
+                for i in range(hw):
+                    v = dyf[n, f, i]
+                    mask[f // 64, i] |= np.uint64(v != 0) << bit  # NaN too
+                    dyc[chunk, f, i] = v
+            for tw in range(n_words * n_tiles):
+                word = tw // n_tiles
+                q0 = (tw % n_qt) * _SPARSE_TAPS
+                c0 = ((tw % n_tiles) // n_qt) * _FB
+                # Where the tile's taps (channels c0 on) lie in channel f's row of wpk
+                o0 = np.uint64(q0 * n_ch + c0)
+                o1 = o0 + np.uint64(n_ch)
+                o2 = o1 + np.uint64(n_ch)
+                o3 = o2 + np.uint64(n_ch)
+                o4 = o3 + np.uint64(n_ch)
+                o5 = o4 + np.uint64(n_ch)
+                o6 = o5 + np.uint64(n_ch)
+                o7 = o6 + np.uint64(n_ch)
+                o8 = o7 + np.uint64(n_ch)
+                for i in range(hw):
+                    m = mask[word, i]
+                    if m == 0:
+                        continue
+                    for p in range(_SPARSE_TAPS):
+                        for j in range(_FB):
+                            acc[p, j] = 0
+                    while m != 0:
+                        f = word * 64 + _trailing_zeros(m)
+                        m &= m - np.uint64(1)
+                        d = dyc[chunk, f, i]
+                        col = np.uint64(f * q_n * n_ch)
+                        for j in range(_LANES):
+                            _taps_fma(acc, j, d, wf, col, o0, o1, o2, o3, o4, o5, o6, o7,
+                                      o8)
+                    corner = corner_at[i] + np.uint64(c0)
+                    for p in range(_SPARSE_TAPS):
+                        o = corner + tap[q0 + p]
+                        for j in range(_FB):
+                            buf[o + np.uint64(j)] += acc[p, j]
+            for c in range(n_ch):
+                for h in range(h_n):
+                    row = np.uint64(((h + pad) * wb + pad) * n_ch + c)
+                    for w in range(w_n):
+                        dx[n, c, h, w] = buf[row + np.uint64(w * n_ch)]
+
+
 #: Tile of the row-vector weight-gradient kernel: output channels x (c, kh, kw)
 #: triples, 4 x 5 vectors with AVX-512's 32 registers, 2 x 5 with AVX2's 16 (the
 #: kernel writes out 4 and leaves the last 2 to ``_WROWS_OUT == 4``). On a 2-core
@@ -1225,10 +1421,20 @@ def _pad_planes(src, dst, top, left):
 
 
 def _conv_input_grad(dy, weight, x_shape, s, p, groups):
-    """``dx`` (N, C, H, W): the dilated, padded ``dy`` correlated with the turned kernel."""
+    """``dx`` (N, C, H, W): the dilated, padded ``dy`` correlated with the turned kernel,
+    or, for a ``dy`` that is mostly zeros, the sum over its nonzeros
+    (:func:`_conv2d_input_sparse`)."""
     dtype = dy.dtype
     n, c, h, w = x_shape
     f, cg, kh, kw = weight.shape
+    if (s == 1 and groups == 1 and c % _FB == 0 and (kh * kw) % _SPARSE_TAPS == 0
+            and _sparse_dy(dy) and _all_finite(weight)):
+        dx = _empty((n, c, h, w), dtype=dtype)
+        n_chunks = _chunks(n)
+        dyc = _empty((n_chunks, f, dy.shape[2] * dy.shape[3]), dtype=dtype)
+        _conv2d_input_sparse(dy, np.ascontiguousarray(weight.transpose(0, 2, 3, 1)), dx, p,
+                             n_chunks, dyc)
+        return dx
     fg = f // groups
     # In/out channels swapped within each group: wt[g*Cg + c, fg] = weight[g*Fg + fg, c].
     wt = np.ascontiguousarray(

@@ -204,33 +204,47 @@ def compile_training_kernels(model, shape, dtype):
     """Compile, on the cpu target, what a training step of ``model`` (a ``Sequential``)
     on inputs of ``shape`` and ``dtype`` needs beyond its forward pass, in the reverse
     of the order the step needs it: SGD's and Adam's updates, then each layer's
-    backward, first layer first, on zeros. Input gradients are skipped: a
-    convolution's or a matrix product's is a forward kernel, which the training
-    process compiles for its forward pass anyway."""
+    backward, first layer first.
+
+    Each layer gets the upstream gradient a step would give it, worked out on the
+    numpy target (nothing to compile) from random inputs: a convolution's input
+    gradient takes a kernel of its own when its upstream gradient is a max
+    pooling's, mostly zeros (:func:`jitnet.kernels.cpu._conv2d_input_sparse`). So a
+    convolution after the first layer with parameters computes its input gradient
+    here; a dense one, like a matrix product's, runs on a forward kernel, which the
+    training process compiles for its forward pass anyway."""
     import numpy as np
 
     from .. import targets
-    from ..nn.layers import MaxPool2d, ReLU
+    from ..nn.layers import Conv2d, MaxPool2d, ReLU
     from ..nn.module import backward_without_input_grad
     from . import cpu
 
     p = np.zeros(16, dtype=dtype)
     cpu.sgd_update(p, p.copy(), p.copy(), 0.1, 0.9, False, 0.0)
     cpu.adam_update(p, p.copy(), p.copy(), p.copy(), 0.1, 0.9, 0.999, 1e-8, 0.0, 1)
-    with targets.use_target("numpy"):  # every layer's saved state, nothing compiled
+    rng = np.random.default_rng(0)
+    with targets.use_target("numpy"):  # every layer's saved state and upstream gradient
         order = model._run_order()
-        x = np.zeros(shape, dtype=dtype)
-        outputs = []
+        x = rng.standard_normal(shape).astype(dtype)
         for m in order:
             x = m(x)
-            outputs.append(x.shape)
+        upstream = [None] * len(order)
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        for i in reversed(range(len(order))):
+            upstream[i] = dy
+            dy = order[i].backward(dy)
+    first = next((i for i, m in enumerate(order) if m.parameters()), None)
     with targets.use_target("cpu"):
         i = 0
         while i < len(order):
             m = order[i]
             if type(m) is MaxPool2d and i + 1 < len(order) and type(order[i + 1]) is ReLU:
-                m._backward_relu(np.zeros(outputs[i + 1], dtype=dtype), order[i + 1])
+                m._backward_relu(upstream[i + 1], order[i + 1])
                 i += 2
+                continue
+            if type(m) is Conv2d and i != first:
+                m.backward(upstream[i])
             else:
-                backward_without_input_grad(m, np.zeros(outputs[i], dtype=dtype))
-                i += 1
+                backward_without_input_grad(m, upstream[i])
+            i += 1
