@@ -224,7 +224,6 @@ def test_results_do_not_depend_on_the_thread_count(rng, case):
         np.testing.assert_array_equal(a, b)
 
 
-
 # --------------------------------------------------------------------------
 # the input gradient of a dy routed through a max pooling (mostly zeros)
 # --------------------------------------------------------------------------
@@ -321,6 +320,7 @@ def test_sparse_input_gradient_does_not_depend_on_its_chunks(rng):
         results.append(dx)
     for dx in results[1:]:
         np.testing.assert_array_equal(dx, results[0])
+
 
 def test_conv2d_matches_torch_float64(rng):
     torch = pytest.importorskip("torch")

@@ -196,7 +196,6 @@ def test_compile_training_kernels_walks_every_layer_backward(monkeypatch):
         np.testing.assert_array_equal(p.data, b)
 
 
-
 @pytest.mark.parametrize("batchnorm", [False, True])
 def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, batchnorm):
     # The reference ConvNet's second convolution gets a max pooling's gradient, whose
@@ -216,6 +215,7 @@ def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, ba
     else:
         assert calls == ["_conv2d_weight_rows", "_conv2d_input_sparse",
                          "_conv2d_weight_channel_tiles"]
+
 
 @pytest.mark.slow
 def test_a_cold_run_leaves_the_backward_kernels_in_the_cache(tmp_path):

@@ -672,8 +672,8 @@ def _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part, dbias, bias
 # The input gradient behind a max pooling
 #
 # A convolution followed by ReLU and a 2x2 max pooling gets an upstream gradient
-# with at most one nonzero in four (0.19 in the reference net's second layer at
-# batch 64): the pooling routes each window's gradient to its argmax, the ReLU
+# with at most one nonzero in four (0.19-0.23 in the reference net's second layer
+# at batch 64): the pooling routes each window's gradient to its argmax, the ReLU
 # zeroes the negative ones. The dense kernels multiply the zeros too.
 # :func:`_conv2d_input_sparse` visits only the nonzeros; it is taken where ``dy`` is
 # at most a quarter nonzero (:func:`_sparse_dy`). Skipping a zero drops the
