@@ -726,17 +726,6 @@ def _taps_fma(acc, j, d, wf, col, o0, o1, o2, o3, o4, o5, o6, o7, o8):
         acc[8, _LANES + j] += d * wf[col + o8 + v]
 
 
-@njit(**_JIT_SMALL)
-def _all_finite(x):
-    """True when no element of ``x`` is NaN or infinite (``x * 0`` is NaN for those;
-    the flags leave out ``nnan`` and ``ninf``, so it is not folded to 0)."""
-    flat = x.reshape(x.size)
-    total = x.dtype.type(0)
-    for i in range(flat.size):
-        total += flat[i] * 0
-    return total == 0
-
-
 def _sparse_dy(dy):
     """True when ``dy`` (N, F, HO, WO) is at most ``_SPARSE_MAX_DENSITY`` nonzero, as
     counted in its first image (a max pooling's gradient is sparse in every image)."""
@@ -778,12 +767,12 @@ def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc):
 
     LLVM keeps the tile in registers across the loop over a pixel's nonzeros (its
     18 multiply-adds take their weights straight from memory) only as written here:
-    a flag set inside that loop, or the pixel's window offset worked out there with
-    a division, made it store the tile after every nonzero or spend 40 cycles a
-    pixel, each about 1.5x slower. The kernel takes 2.5 s to compile (1.0 s as a
-    serial function: Numba's parallel passes over its large loop body); the same
-    loops in a serial function called from the ``prange`` compiled slower still and
-    ran 2x slower.
+    a flag set inside that loop made it store the tile after every nonzero (1.76x
+    slower at 0.19 nonzero), and the pixel's window offset worked out with a
+    division at each pixel rather than read from ``corner_at`` cost 1.26x. The
+    kernel takes 2.5 s to compile (1.0 s as a serial function: Numba's parallel
+    passes over its large loop body); the same loops in a serial function called
+    from the ``prange`` compiled slower still and ran 2x slower.
     """
     n_img, n_out, ho_n, wo_n = dy.shape
     n_ch, h_n, w_n = dx.shape[1], dx.shape[2], dx.shape[3]
@@ -1430,7 +1419,7 @@ def _conv_input_grad(dy, weight, x_shape, s, p, groups):
     n, c, h, w = x_shape
     f, cg, kh, kw = weight.shape
     if (s == 1 and groups == 1 and c % _FB == 0 and (kh * kw) % _SPARSE_TAPS == 0
-            and _sparse_dy(dy) and _all_finite(weight)):
+            and _sparse_dy(dy) and np.isfinite(weight).all()):
         dx = _empty((n, c, h, w), dtype=dtype)
         n_chunks = _chunks(n)
         dyc = _empty((n_chunks, f, dy.shape[2] * dy.shape[3]), dtype=dtype)
