@@ -322,6 +322,26 @@ def test_sparse_input_gradient_does_not_depend_on_its_chunks(rng):
         np.testing.assert_array_equal(dx, results[0])
 
 
+@pytest.mark.parametrize("dilate", [1, 2])
+def test_padded_channel_last_copy(rng, dilate):
+    # Every element of xh written (it starts as NaN): the padding as zeros, a negative
+    # offset cropping, groups channel-last each, a dilation spreading the pixels.
+    for n, groups, cg, h, w, top, left, hp, wp in [
+        (2, 1, 3, 5, 4, 1, 1, 7, 6), (1, 2, 3, 4, 6, -1, 2, 5, 9), (3, 3, 1, 3, 3, 2, -2, 8, 2),
+        (1, 1, 5, 2, 2, 0, 0, 2, 2), (2, 2, 2, 3, 5, 4, 7, 3, 4),
+    ]:
+        x = rng.standard_normal((n, groups * cg, h, w)).astype(np.float32)
+        want = np.zeros((n, groups, hp, wp, cg), np.float32)
+        for i in range(h):
+            for j in range(w):
+                hh, ww = top + i * dilate, left + j * dilate
+                if 0 <= hh < hp and 0 <= ww < wp:
+                    want[:, :, hh, ww] = x[:, :, i, j].reshape(n, groups, cg)
+        xh = np.full((n, groups, hp, wp * cg), np.nan, np.float32)
+        cpu._to_padded_nhwc(x, xh, top, left, dilate, dilate)
+        np.testing.assert_array_equal(xh, want.reshape(xh.shape))
+
+
 def test_conv2d_matches_torch_float64(rng):
     torch = pytest.importorskip("torch")
     x, weight, bias = _conv_case(rng, np.float64, 2, 4, 9, 7, 6, 3, 2, 1, 2)

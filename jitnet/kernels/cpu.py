@@ -236,10 +236,31 @@ def _to_padded_nhwc(x, xh, top, left, sh, sw):
     # channels on 32x32 (0.9 vs 2.2 ms at batch 64). The zeros are written here
     # rather than by NumPy before: the border's four slice assignments took 0.065
     # of 0.145 ms for conv2's weight gradient at batch 64 (2-core Zen 5).
+    # Plain padding (sh = sw = 1) takes a row's zeros and its copied run as loops of
+    # their own, with unsigned offsets, rather than a test of every column: 0.12 ->
+    # 0.07 ms for conv2's input at batch 64, 0.14 -> 0.05 for conv1's (3 channels).
+    xf = x.reshape((n_img, n_ch, h_n * w_n))
     for t in prange(n_img * hp_n):
         n = t // hp_n
         i = t % hp_n
         hs = i - top  # the source row times sh, when that is one
+        if sh == 1 and sw == 1:
+            j0 = min(max(left, 0), wp_n)  # the first column with a source element
+            j1 = min(max(left + w_n, 0), wp_n)  # and its end
+            if hs < 0 or hs >= h_n:
+                j0 = j1 = wp_n
+            for g in range(groups):
+                row = xh[n, g, i]
+                for j in range(j0 * cg):
+                    row[j] = zero
+                for j in range(j1 * cg, wp_n * cg):
+                    row[j] = zero
+                src = np.uint64(hs * w_n - left)  # column j's source is src + j
+                for j in range(j0, j1):
+                    base = np.uint64(j * cg)
+                    for c in range(cg):
+                        row[base + np.uint64(c)] = xf[n, g * cg + c, src + np.uint64(j)]
+            continue
         h = hs // sh
         row_in = hs >= 0 and hs % sh == 0 and h < h_n
         for g in range(groups):
