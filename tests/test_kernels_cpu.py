@@ -376,6 +376,154 @@ def test_conv_relu_pool_backward_matches_torch_float64(rng, monkeypatch):
     assert_all_close((dx, dw, db), (tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()), np.float64)
 
 
+
+# --------------------------------------------------------------------------
+# a convolution's gradients from its max pooling's (conv2d_maxpool2d_backward)
+# --------------------------------------------------------------------------
+
+
+def _pooled_case(rng, dtype, n, c, h, w, f, k, padding, relu, stride=1, groups=1, pool=(2, 2)):
+    """A convolution, its pooling (and ReLU) forward, and the pooling's gradient."""
+    x, weight, bias = _conv_case(rng, dtype, n, c, h, w, f, k, stride, padding, groups)
+    y, argmax = cpu.conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, *pool,
+                                             relu=relu)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    return x, weight, y, argmax, g
+
+
+def _the_calls(g, x, weight, y, argmax, stride, padding, groups, pool, relu, input_grad,
+               module=cpu):
+    """The pooling's (and ReLU's) backward then the convolution's, one call each."""
+    n, _, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    conv_shape = (n, f, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1)
+    if relu:
+        dconv = module.maxpool2d_relu_backward(g, y, argmax, conv_shape, *pool)
+    else:
+        dconv = module.maxpool2d_backward(g, argmax, conv_shape, *pool)
+    return module.conv2d_backward(dconv, x, weight, stride, padding, groups, input_grad)
+
+
+# (N, C, H, W, F, K, padding): the reference net's first layer, one grey channel,
+# the widest rows a vector holds (4 x 4 channels), a 5x5 and a 1x1 kernel (two passes
+# of three kernel rows; rows past the kernel read and not used), even kernels, odd
+# planes (an unpooled last row and column), 9 images (a short block), 13 channels (a
+# short tile).
+POOLED_CASES = [
+    (3, 3, 32, 32, 32, 3, 1),
+    (9, 1, 9, 7, 13, 3, 0),
+    (2, 4, 7, 8, 6, 4, 1),
+    (2, 3, 10, 11, 5, 5, 2),
+    (2, 5, 6, 6, 4, 1, 0),
+    (1, 2, 8, 9, 9, 2, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOLED_CASES)
+@pytest.mark.parametrize("relu, input_grad", [(True, False), (False, True)])
+def test_weight_gradient_from_the_pooling_windows(rng, monkeypatch, dtype, case, relu,
+                                                  input_grad):
+    n, c, h, w, f, k, p = case
+    x, weight, y, argmax, g = _pooled_case(rng, dtype, n, c, h, w, f, k, p, relu)
+    calls = _spy(monkeypatch, "_conv2d_weight_pooled")
+    got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, p, 1, 2, 2, input_grad,
+                                        y if relu else None)
+    assert calls, "a first layer's weight gradient took the dense kernel"
+    want = ref.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, p, 1, 2, 2, input_grad,
+                                         y if relu else None)
+    if input_grad:  # from the dense dy, as the calls compute it: the same bits
+        calls_dx = _the_calls(g, x, weight, y, argmax, 1, p, 1, (2, 2), relu, True)[0]
+        np.testing.assert_array_equal(got[0], calls_dx)
+    else:
+        assert got[0] is None and want[0] is None
+    assert_all_close(got[1:], want[1:], dtype)
+
+
+@pytest.mark.parametrize("case", [
+    # (N, C, H, W, F, K, stride, padding, groups, pool): rows wider than a vector (the
+    # reference net's second layer), strided, grouped, overlapping and 3x3 poolings
+    (2, 32, 8, 8, 16, 3, 1, 1, 1, (2, 2)),
+    (2, 3, 9, 9, 4, 3, 2, 1, 1, (2, 2)),
+    (2, 4, 8, 8, 4, 3, 1, 1, 2, (2, 2)),
+    (2, 3, 8, 8, 4, 3, 1, 1, 1, (2, 1)),
+    (2, 3, 9, 9, 4, 3, 1, 1, 1, (3, 3)),
+])
+@pytest.mark.parametrize("relu", [False, True])
+def test_other_poolings_take_the_calls_bit_for_bit(rng, monkeypatch, case, relu):
+    n, c, h, w, f, k, s, p, groups, pool = case
+    x, weight, y, argmax, g = _pooled_case(rng, np.float32, n, c, h, w, f, k, p, relu, s,
+                                           groups, pool)
+    calls = _spy(monkeypatch, "_conv2d_weight_pooled")
+    got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, s, p, groups, *pool, True,
+                                        y if relu else None)
+    assert not calls
+    for a, b in zip(got, _the_calls(g, x, weight, y, argmax, s, p, groups, pool, relu, True)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("where", ["x", "g"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_weight_gradient_from_the_pooling_windows_keeps_nan_and_inf(rng, monkeypatch, where,
+                                                                     bad):
+    # The dense kernel multiplies every zero of dy by the input: an infinite or NaN x
+    # makes NaN there, which the windows would miss; such an x takes the calls, bit
+    # for bit. A NaN or inf in the pooling's gradient reaches the weight gradient the
+    # same way both ways.
+    x, weight, y, argmax, g = _pooled_case(rng, np.float64, 2, 3, 8, 8, 4, 3, 1, True)
+    if where == "x":
+        x[1, 2, 3, 4] = bad
+    else:
+        g[1, 2, 1, 2] = bad
+        y[1, 2, 1, 2] = 1.0  # a window the ReLU lets through
+    calls = _spy(monkeypatch, "_conv2d_weight_pooled")
+    got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, False, y)
+    want = _the_calls(g, x, weight, y, argmax, 1, 1, 1, (2, 2), True, False)
+    assert bool(calls) == (where == "g")
+    assert not all(np.isfinite(a).all() for a in got[1:])
+    for a, e in zip(got[1:], want[1:]):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(e))
+        finite = np.isfinite(e)
+        assert_close(a[finite], e[finite], np.float64)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
+def test_weight_gradient_from_the_pooling_windows_does_not_depend_on_the_thread_count(rng):
+    x, weight, y, argmax, g = _pooled_case(rng, np.float32, 19, 3, 12, 12, 10, 3, 1, True)
+
+    def run():
+        return cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, False, y)
+
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run()
+    finally:
+        numba.set_num_threads(threads)
+    for a, b in zip(one[1:], run()[1:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_first_layer_gradients_match_torch_float64(rng, monkeypatch):
+    # The reference net's first layer as a training step runs it: convolution, ReLU and
+    # pooling, the weight and bias gradients from the pooling's windows.
+    torch = pytest.importorskip("torch")
+    x, weight, bias = _conv_case(rng, np.float64, 3, 3, 10, 8, 8, 3, 1, 1, 1)
+    pooled, argmax = cpu.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
+    tp = torch.relu(torch.nn.functional.max_pool2d(
+        torch.nn.functional.conv2d(tx, tw, tb, padding=1), 2))
+    g = rng.standard_normal(pooled.shape)
+    tp.backward(torch.tensor(g))
+    calls = _spy(monkeypatch, "_conv2d_weight_pooled")
+    dx, dw, db = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, True,
+                                               pooled)
+    assert calls
+    assert_all_close((dx, dw, db), (tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()),
+                     np.float64)
+
+
 # --------------------------------------------------------------------------
 # max pooling
 # --------------------------------------------------------------------------
@@ -917,6 +1065,11 @@ got = cpu.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
 want = ref.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
 err("conv + pool + relu", got[0], want[0])
 errors["argmax equal"] = bool(np.array_equal(got[1], want[1]))
+g = rng.standard_normal(got[0].shape).astype(f32)  # the weight gradient from the windows
+back = cpu.conv2d_maxpool2d_backward(g, x, weight, got[1], 1, 1, 1, 2, 2, False, got[0])
+for part, b, e in zip(("dweight", "dbias"), back[1:], ref.conv2d_maxpool2d_backward(
+        g, x, weight, got[1], 1, 1, 1, 2, 2, False, got[0])[1:]):
+    err(f"conv + pool + relu backward {part}", b, e)
 a = rng.standard_normal((30, 300)).astype(f32)
 b = rng.standard_normal((300, 45)).astype(f32)
 err("matmul", cpu._matmul(a, b, f32), a.astype(np.float64) @ b)

@@ -409,14 +409,15 @@ def test_sequential_runs_a_convolution_and_its_pooling_as_one_kernel_call(
     conv, relu, pool, conv2, pool2, flat = list(model)
     want = flat(pool2(conv2(relu(pool(conv(x))))))  # one by one
     np.testing.assert_array_equal(jitnet.to_numpy(y), jitnet.to_numpy(want))
-    # going back, the ReLU after the first pooling goes with it, in one call
+    # going back, each convolution with its pooling (and the ReLU after it) in one call
     back = []
-    relu_back = module.maxpool2d_relu_backward
-    monkeypatch.setattr(module, "maxpool2d_relu_backward",
-                        lambda *args: back.append(args[4:]) or relu_back(*args))
+    fused_back = module.conv2d_maxpool2d_backward
+    monkeypatch.setattr(module, "conv2d_maxpool2d_backward",
+                        lambda *args: back.append(args[7:9] + (args[10] is not None,))
+                        or fused_back(*args))
     dy = rng.standard_normal(y.shape).astype(np.float32)
     dx = jitnet.to_numpy(model.backward(jitnet.asarray(dy)))
-    assert back == [(2, 2)]
+    assert back == [(2, 1, False), (2, 2, True)]
     want_dx = conv.backward(pool.backward(relu.backward(conv2.backward(pool2.backward(
         flat.backward(jitnet.asarray(dy)))))))  # the run order: the ReLU after the pooling
     np.testing.assert_array_equal(dx, jitnet.to_numpy(want_dx))

@@ -160,7 +160,8 @@ def test_training_kernels_cached_reads_numbas_index(monkeypatch):
     linear = nn.Sequential(nn.Linear(3, 2))
     assert precompile._training_kernels_cached(linear)
     # a model with convolutions also needs a convolution's weight gradient cached
-    for name in ("_conv2d_weight_rows", "_conv2d_weight_channel_tiles", "_conv2d_weight_tiles"):
+    for name in ("_conv2d_weight_rows", "_conv2d_weight_channel_tiles", "_conv2d_weight_tiles",
+                 "_conv2d_weight_pooled"):
         monkeypatch.setattr(getattr(cpu, name)._cache._cache_file, "_index_path", "/nonexistent")
     assert not precompile._training_kernels_cached(_small_net())
     assert precompile._training_kernels_cached(linear)
@@ -168,9 +169,10 @@ def test_training_kernels_cached_reads_numbas_index(monkeypatch):
 
 def test_compile_training_kernels_walks_every_layer_backward(monkeypatch):
     calls = []
-    for name in ("conv2d_backward", "maxpool2d_relu_backward", "maxpool2d_backward",
-                 "batchnorm2d_backward", "relu_backward", "dropout_backward",
-                 "linear_backward", "sigmoid_backward", "sgd_update", "adam_update"):
+    for name in ("conv2d_backward", "conv2d_maxpool2d_backward", "maxpool2d_relu_backward",
+                 "maxpool2d_backward", "batchnorm2d_backward", "relu_backward",
+                 "dropout_backward", "linear_backward", "sigmoid_backward", "sgd_update",
+                 "adam_update"):
         kernel = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel, **kw:
                             calls.append((name, args)) or kernel(*args, **kw))
@@ -179,19 +181,22 @@ def test_compile_training_kernels_walks_every_layer_backward(monkeypatch):
     precompile.compile_training_kernels(model, (2, 3, 8, 8), "float32")
     names = [name for name, _ in calls]
     # the optimizers first, then every layer's backward, the first layer first, the ReLUs
-    # after poolings with them; the input gradient of the second convolution only (the
-    # first layer needs none, a matrix product's is a forward kernel)
+    # after poolings with them, a convolution with its pooling and ReLU as the step takes
+    # them; the input gradient of the second convolution only (the first layer needs
+    # none, a matrix product's is a forward kernel)
     assert names == ["sgd_update", "adam_update", "conv2d_backward", "batchnorm2d_backward",
-                     "maxpool2d_relu_backward", "conv2d_backward", "maxpool2d_relu_backward",
+                     "maxpool2d_relu_backward", "conv2d_maxpool2d_backward",
                      "dropout_backward", "linear_backward", "sigmoid_backward"]
-    input_grads = [args[-1] for name, args in calls if name in ("conv2d_backward",
-                                                                 "linear_backward")]
+    input_grad_at = {"conv2d_backward": -1, "conv2d_maxpool2d_backward": 9,
+                     "linear_backward": -1}
+    input_grads = [args[input_grad_at[name]] for name, args in calls if name in input_grad_at]
     assert input_grads == [False, True, False]
-    # each got the gradient a step gives it: dense after a batch norm, a max pooling's
-    # (at most one nonzero in four) after a pooling
-    first, second = (args[0] for name, args in calls if name == "conv2d_backward")
+    # each got the gradient a step gives it: dense after a batch norm; the pooling's,
+    # with the ReLU's output, for the second convolution
+    first = next(args[0] for name, args in calls if name == "conv2d_backward")
     assert np.count_nonzero(first) == first.size
-    assert 0 < np.count_nonzero(second) <= second.size / 4
+    second = next(args for name, args in calls if name == "conv2d_maxpool2d_backward")
+    assert second[0].shape == (2, 8, 2, 2) and second[10].shape == (2, 8, 2, 2)
     for p, b in zip(model.parameters(), before):  # the results are thrown away
         np.testing.assert_array_equal(p.data, b)
 
@@ -204,7 +209,8 @@ def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, ba
     from jitnet import models
 
     calls = []
-    for name in ("_conv2d_input_sparse", "_conv2d_weight_channel_tiles", "_conv2d_weight_rows"):
+    for name in ("_conv2d_input_sparse", "_conv2d_weight_channel_tiles", "_conv2d_weight_rows",
+                 "_conv2d_weight_pooled"):
         kernel = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel:
                             calls.append(name) or kernel(*args))
@@ -213,7 +219,8 @@ def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, ba
     if batchnorm:
         assert calls == ["_conv2d_weight_rows", "_conv2d_weight_channel_tiles"]
     else:
-        assert calls == ["_conv2d_weight_rows", "_conv2d_input_sparse",
+        # the first layer's weight gradient from its pooling's windows
+        assert calls == ["_conv2d_weight_pooled", "_conv2d_input_sparse",
                          "_conv2d_weight_channel_tiles"]
 
 
@@ -234,5 +241,6 @@ def test_a_cold_run_leaves_the_backward_kernels_in_the_cache(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "helper exit code 0" in out.stdout
     cached = " ".join(p.name for p in tmp_path.rglob("*.nbi"))
-    # the helper's: a weight gradient and an optimizer update, which this process never ran
-    assert "_conv2d_weight_rows" in cached and "_sgd_update" in cached
+    # the helper's: a weight gradient (from the pooling's windows) and an optimizer update,
+    # which this process never ran
+    assert "_conv2d_weight_pooled" in cached and "_sgd_update" in cached

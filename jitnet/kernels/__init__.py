@@ -25,6 +25,12 @@ Signatures (``numpy_ref`` holds the full docstrings)::
                           (nn.Sequential calls it)
     maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=None) -> dx
         relu_backward(dy, y) then maxpool2d_backward, bit for bit (nn.Sequential calls it)
+    conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, pool_size,
+                              pool_stride, input_grad=True, relu_y=None)
+        -> (dx, dweight, dbias)   maxpool2d_backward (maxpool2d_relu_backward with relu_y)
+                                  then conv2d_backward (nn.Sequential calls it); the cpu
+                                  target may sum dweight and dbias from the pooling's
+                                  windows: the same up to rounding
 
     # fully connected: x (N, D), weight (M, D), bias (M,) or None; y = x @ weight.T + bias
     linear_forward(x, weight, bias, relu=False) -> y (N, M)
@@ -87,6 +93,7 @@ CONTRACT = (
     "maxpool2d_backward",
     "conv2d_maxpool2d_forward",
     "maxpool2d_relu_backward",
+    "conv2d_maxpool2d_backward",
     "linear_forward",
     "linear_backward",
     "maxout_forward",

@@ -304,6 +304,52 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
     return (relu_forward(y) if relu else y), argmax
 
 
+def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, pool_size,
+                              pool_stride, input_grad=True, relu_y=None):
+    """Gradients of :func:`conv2d_maxpool2d_forward`: :func:`maxpool2d_backward` of
+    ``dy`` (with ``relu_y``, :func:`maxpool2d_relu_backward`), then
+    :func:`conv2d_backward` of the result.
+
+    Parameters
+    ----------
+    dy : np.ndarray, shape (N, F, PH, PW)
+        Gradient of the pooled output (of the ReLU's, with ``relu_y``).
+    x, weight, stride, padding, groups
+        As :func:`conv2d_backward`.
+    argmax : np.ndarray, shape (N, F, PH, PW), int32
+        From :func:`conv2d_maxpool2d_forward`: into the planes of the convolution's
+        output.
+    pool_size, pool_stride : int
+        The pooling's ``kernel_size`` and ``stride``.
+    input_grad : bool, default True
+        False skips ``dx`` (returned as None).
+    relu_y : np.ndarray, optional
+        The output of a ReLU run after the pooling (``conv2d_maxpool2d_forward`` with
+        ``relu``).
+
+    Returns
+    -------
+    dx, dweight, dbias
+        As :func:`conv2d_backward`.
+
+    Notes
+    -----
+    ``nn.Sequential`` calls it for a ``Conv2d`` followed by a ``MaxPool2d`` (and a
+    ``ReLU``, which it runs after the pooling). The numpy and cuda targets return the
+    calls' results bit for bit. The cpu target sums a first layer's weight and bias
+    gradients from the pooling's windows, without the convolution's dense ``dy``: the
+    same gradients, summed in another order (the last bits differ).
+    """
+    n, _, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    conv_shape = (n, f, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1)
+    if relu_y is None:
+        dconv = maxpool2d_backward(dy, argmax, conv_shape, pool_size, pool_stride)
+    else:
+        dconv = maxpool2d_relu_backward(dy, relu_y, argmax, conv_shape, pool_size, pool_stride)
+    return conv2d_backward(dconv, x, weight, stride, padding, groups, input_grad)
+
+
 def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
     """Route each upstream gradient to its window's maximum.
 

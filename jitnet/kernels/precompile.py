@@ -155,7 +155,7 @@ def _training_kernels_cached(model):
     groups = [(cpu._sgd_update, cpu._adam_update)]
     if any(type(m) is Conv2d for m in model.modules()):
         groups.append((cpu._conv2d_weight_rows, cpu._conv2d_weight_channel_tiles,
-                       cpu._conv2d_weight_tiles))
+                       cpu._conv2d_weight_tiles, cpu._conv2d_weight_pooled))
     try:
         return all(any(os.path.exists(kernel._cache._cache_file._index_path) for kernel in group)
                    for group in groups)
@@ -212,12 +212,14 @@ def compile_training_kernels(model, shape, dtype):
     pooling's, mostly zeros (:func:`jitnet.kernels.cpu._conv2d_input_sparse`). So a
     convolution after the first layer with parameters computes its input gradient
     here; a dense one, like a matrix product's, runs on a forward kernel, which the
-    training process compiles for its forward pass anyway."""
+    training process compiles for its forward pass anyway. A convolution with the
+    pooling (and ReLU) after it goes back with them in one call, as the step takes
+    them (a first layer's weight gradient then comes from the pooling's windows)."""
     import numpy as np
 
     from .. import targets
     from ..nn.layers import Conv2d, MaxPool2d, ReLU
-    from ..nn.module import backward_without_input_grad
+    from ..nn.module import _pooled_after, backward_without_input_grad
     from . import cpu
 
     p = np.zeros(16, dtype=dtype)
@@ -239,6 +241,12 @@ def compile_training_kernels(model, shape, dtype):
         i = 0
         while i < len(order):
             m = order[i]
+            pool, relu = _pooled_after(order, i)
+            if pool is not None:  # as the step takes them, in one call
+                last = i + (1 if relu is None else 2)
+                m._backward_pooled(upstream[last], pool, relu, input_grad=i != first)
+                i = last + 1
+                continue
             if type(m) is MaxPool2d and i + 1 < len(order) and type(order[i + 1]) is ReLU:
                 m._backward_relu(upstream[i + 1], order[i + 1])
                 i += 2

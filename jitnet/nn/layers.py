@@ -202,6 +202,29 @@ class Conv2d(Module):
         pool._keep(argmax, out_shape, relu, y)
         return y
 
+    def _backward_pooled(self, dy, pool, relu=None, input_grad=True):
+        """``self.backward(pool.backward(dy))`` in one kernel call, for the layers that
+        ``_forward_pooled`` ran (``relu``: the ``ReLU`` that ran after ``pool``, or None).
+
+        ``Sequential`` calls it. The gradients are those of the separate calls; the
+        cpu target may sum a first layer's weight and bias gradients from the
+        pooling's windows, in another order (see ``conv2d_maxpool2d_backward``).
+        """
+        x = _saved(self, "_saved_x")
+        dy, argmax, shape = pool._upstream(dy, relu)
+        if shape != self._output_shape(x.shape):  # not this layer's output pooled
+            dy = pool.backward(dy) if relu is None else pool._backward_relu(dy, relu)
+            return self.backward(dy, input_grad)
+        relu_y = None if relu is None else _saved(relu, "_saved_y")
+        dx, dweight, dbias = backend().conv2d_maxpool2d_backward(
+            dy, x, self.weight.data, argmax, self.stride, self.padding, self.groups,
+            pool.kernel_size, pool.stride, input_grad, relu_y,
+        )
+        self.weight.grad = dweight
+        if self.bias is not None:
+            self.bias.grad = dbias
+        return dx
+
     def _checked(self, x):
         """``x`` as an input of the active target, after the checks of ``forward``."""
         x = as_input(x)

@@ -306,8 +306,12 @@ class Sequential(Module):
     the same saved state for backward, but the cpu and cuda targets never store the
     convolution's output (for 2x2 pooling). A ``ReLU`` then running after that
     pooling joins the same call, applied to the maxima on their way out. Going
-    back, the ReLU after a pooling goes with it (``MaxPool2d._backward_relu``),
-    again bit for bit.
+    back, the three (or two) go back in one call too (``Conv2d._backward_pooled``):
+    the same gradients, and on the numpy and cuda targets the same bits; the cpu
+    target sums a first layer's weight and bias gradients from the pooling's
+    windows, without the convolution's dense gradient, in another order (the last
+    bits differ). Elsewhere the ReLU after a pooling goes back with it
+    (``MaxPool2d._backward_relu``), bit for bit.
 
     A ``BatchNorm2d`` directly before a ``MaxPool2d`` (and the ``ReLU`` after it)
     runs with it in one call the same way (``BatchNorm2d._forward_pooled``): the cpu
@@ -371,6 +375,12 @@ class Sequential(Module):
             return _backward_through(modules, dy)
         first = next((i for i, m in enumerate(modules) if m.parameters()), None)
         if first is not None:
+            pool, relu = _pooled_after(modules, first)
+            if pool is not None:  # the three (or two) in one call, as forward ran them
+                rest = first + (2 if relu is None else 3)
+                dy = _backward_through(modules[rest:], dy)
+                modules[first]._backward_pooled(dy, pool, relu, input_grad=False)
+                return None
             dy = _backward_through(modules[first + 1 :], dy)
             backward_without_input_grad(modules[first], dy)
         return None
@@ -385,10 +395,37 @@ class Sequential(Module):
         return iter(self._modules.values())
 
 
+def _pooled_after(modules, i):
+    """``(pool, relu)`` when ``modules[i]`` is a ``Conv2d`` that forward ran with the
+    ``MaxPool2d`` after it (and the ``ReLU`` after that, else None), else
+    ``(None, None)``."""
+    from .layers import Conv2d, MaxPool2d, ReLU
+
+    if type(modules[i]) is not Conv2d or i + 1 >= len(modules):
+        return None, None
+    if type(modules[i + 1]) is not MaxPool2d:
+        return None, None
+    relu = modules[i + 2] if i + 2 < len(modules) and type(modules[i + 2]) is ReLU else None
+    return modules[i + 1], relu
+
+
+def _pooled_conv_ending_at(modules, i):
+    """The index of the ``Conv2d`` whose pooling (or the ``ReLU`` after it) is
+    ``modules[i]`` (see :func:`_pooled_after`), or None."""
+    for j in (i - 2, i - 1):
+        if j >= 0:
+            pool, relu = _pooled_after(modules, j)
+            if pool is not None and j + (1 if relu is None else 2) == i:
+                return j
+    return None
+
+
 def _backward_through(modules, dy):
     """``dy`` back through ``modules`` (in their run order), last first.
 
-    A ``ReLU`` that runs after a ``MaxPool2d`` goes back with it in one kernel call
+    A ``Conv2d`` with the ``MaxPool2d`` after it (and the ``ReLU`` after that) goes
+    back in one kernel call, as forward ran them (``Conv2d._backward_pooled``). Else a
+    ``ReLU`` that runs after a ``MaxPool2d`` goes back with it in one kernel call
     (``MaxPool2d._backward_relu``), and one that runs before a ``Linear`` with that
     layer's input gradient (``Linear._backward_relu``): the same gradient, bit for
     bit, without a pass of its own.
@@ -399,7 +436,12 @@ def _backward_through(modules, dy):
     while i >= 0:
         m = modules[i]
         before = type(modules[i - 1]) if i > 0 else None
-        if type(m) is ReLU and before is MaxPool2d:
+        conv = _pooled_conv_ending_at(modules, i)
+        if conv is not None:
+            pool, relu = _pooled_after(modules, conv)
+            dy = modules[conv]._backward_pooled(dy, pool, relu)
+            i = conv - 1
+        elif type(m) is ReLU and before is MaxPool2d:
             dy = modules[i - 1]._backward_relu(dy, m)
             i -= 2
         elif type(m) is Linear and before is ReLU:

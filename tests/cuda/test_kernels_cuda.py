@@ -228,6 +228,32 @@ def test_conv2d_maxpool2d_forward_matches_reference(rng, relu, x_shape, w_shape,
     assert np.array_equal(np.isnan(cu.to_numpy(y)), ~finite)
 
 
+@pytest.mark.parametrize("relu, input_grad", [(False, True), (True, False)])
+def test_conv2d_maxpool2d_backward_is_the_calls(rng, relu, input_grad):
+    x = _normal(rng, (2, 3, 6, 5), np.float32)
+    w = _normal(rng, (4, 3, 3, 3), np.float32)
+    b = _normal(rng, (4,), np.float32)
+    y, argmax = cu.conv2d_maxpool2d_forward(_dev(x), _dev(w), _dev(b), 1, 1, 1, 2, 2, relu=relu)
+    g = _dev(_normal(rng, y.shape, np.float32))
+    relu_y = y if relu else None
+    got = cu.conv2d_maxpool2d_backward(g, _dev(x), _dev(w), argmax, 1, 1, 1, 2, 2, input_grad,
+                                       relu_y)
+    conv_shape = (2, 4, 6, 5)
+    dconv = (cu.maxpool2d_relu_backward(g, y, argmax, conv_shape, 2, 2) if relu
+             else cu.maxpool2d_backward(g, argmax, conv_shape, 2, 2))
+    want = cu.conv2d_backward(dconv, _dev(x), _dev(w), 1, 1, 1, input_grad)
+    assert (got[0] is None) == (not input_grad)
+    for a, e in zip(got, want):
+        if e is not None:
+            np.testing.assert_array_equal(cu.to_numpy(a), cu.to_numpy(e))
+    ref_grads = ref.conv2d_maxpool2d_backward(
+        cu.to_numpy(g), x, w, cu.to_numpy(argmax), 1, 1, 1, 2, 2, input_grad,
+        None if relu_y is None else cu.to_numpy(relu_y))
+    for a, e, name in zip(got, ref_grads, ("dx", "dweight", "dbias")):
+        if e is not None:
+            _assert_close(a, e, np.float32, name)
+
+
 def test_maxpool2d_propagates_nan(rng):
     x = _normal(rng, (1, 1, 4, 4), np.float32)
     x[0, 0, 1, 0] = np.nan
