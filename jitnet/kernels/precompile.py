@@ -219,7 +219,7 @@ def compile_training_kernels(model, shape, dtype):
 
     from .. import targets
     from ..nn.layers import Conv2d, MaxPool2d, ReLU
-    from ..nn.module import _pooled_after, backward_without_input_grad
+    from ..nn.module import _backward_pooled, _pooled_convs, backward_without_input_grad
     from . import cpu
 
     p = np.zeros(16, dtype=dtype)
@@ -237,15 +237,15 @@ def compile_training_kernels(model, shape, dtype):
             upstream[i] = dy
             dy = order[i].backward(dy)
     first = next((i for i, m in enumerate(order) if m.parameters()), None)
+    group_end = {conv: end for end, conv in _pooled_convs(order).items()}
     with targets.use_target("cpu"):
         i = 0
         while i < len(order):
             m = order[i]
-            pool, relu = _pooled_after(order, i)
-            if pool is not None:  # as the step takes them, in one call
-                last = i + (1 if relu is None else 2)
-                m._backward_pooled(upstream[last], pool, relu, input_grad=i != first)
-                i = last + 1
+            if i in group_end:  # a convolution, its pooling (and ReLU) in one call
+                end = group_end[i]
+                _backward_pooled(order, end, i, upstream[end], input_grad=i != first)
+                i = end + 1
                 continue
             if type(m) is MaxPool2d and i + 1 < len(order) and type(order[i + 1]) is ReLU:
                 m._backward_relu(upstream[i + 1], order[i + 1])

@@ -375,11 +375,10 @@ class Sequential(Module):
             return _backward_through(modules, dy)
         first = next((i for i, m in enumerate(modules) if m.parameters()), None)
         if first is not None:
-            pool, relu = _pooled_after(modules, first)
-            if pool is not None:  # the three (or two) in one call, as forward ran them
-                rest = first + (2 if relu is None else 3)
-                dy = _backward_through(modules[rest:], dy)
-                modules[first]._backward_pooled(dy, pool, relu, input_grad=False)
+            end = {conv: end for end, conv in _pooled_convs(modules).items()}.get(first)
+            if end is not None:  # the three (or two) in one call, as forward ran them
+                dy = _backward_through(modules[end + 1 :], dy)
+                _backward_pooled(modules, end, first, dy, input_grad=False)
                 return None
             dy = _backward_through(modules[first + 1 :], dy)
             backward_without_input_grad(modules[first], dy)
@@ -395,29 +394,24 @@ class Sequential(Module):
         return iter(self._modules.values())
 
 
-def _pooled_after(modules, i):
-    """``(pool, relu)`` when ``modules[i]`` is a ``Conv2d`` that forward ran with the
-    ``MaxPool2d`` after it (and the ``ReLU`` after that, else None), else
-    ``(None, None)``."""
+def _pooled_convs(modules):
+    """``{index of a group's last module: index of its Conv2d}`` for each ``Conv2d``
+    in ``modules`` (a run order) that forward ran with the ``MaxPool2d`` after it (and
+    the ``ReLU`` after that, the group's last module then)."""
     from .layers import Conv2d, MaxPool2d, ReLU
 
-    if type(modules[i]) is not Conv2d or i + 1 >= len(modules):
-        return None, None
-    if type(modules[i + 1]) is not MaxPool2d:
-        return None, None
-    relu = modules[i + 2] if i + 2 < len(modules) and type(modules[i + 2]) is ReLU else None
-    return modules[i + 1], relu
+    ends = {}
+    for i in range(len(modules) - 1):
+        if type(modules[i]) is Conv2d and type(modules[i + 1]) is MaxPool2d:
+            relu = i + 2 < len(modules) and type(modules[i + 2]) is ReLU
+            ends[i + 1 + relu] = i
+    return ends
 
 
-def _pooled_conv_ending_at(modules, i):
-    """The index of the ``Conv2d`` whose pooling (or the ``ReLU`` after it) is
-    ``modules[i]`` (see :func:`_pooled_after`), or None."""
-    for j in (i - 2, i - 1):
-        if j >= 0:
-            pool, relu = _pooled_after(modules, j)
-            if pool is not None and j + (1 if relu is None else 2) == i:
-                return j
-    return None
+def _backward_pooled(modules, end, conv, dy, input_grad=True):
+    """``dy`` back through the group ``modules[conv : end + 1]`` in one call."""
+    relu = modules[end] if end == conv + 2 else None
+    return modules[conv]._backward_pooled(dy, modules[conv + 1], relu, input_grad)
 
 
 def _backward_through(modules, dy):
@@ -432,15 +426,14 @@ def _backward_through(modules, dy):
     """
     from .layers import Linear, MaxPool2d, ReLU
 
+    ends = _pooled_convs(modules)
     i = len(modules) - 1
     while i >= 0:
         m = modules[i]
         before = type(modules[i - 1]) if i > 0 else None
-        conv = _pooled_conv_ending_at(modules, i)
-        if conv is not None:
-            pool, relu = _pooled_after(modules, conv)
-            dy = modules[conv]._backward_pooled(dy, pool, relu)
-            i = conv - 1
+        if i in ends:
+            dy = _backward_pooled(modules, i, ends[i], dy)
+            i = ends[i] - 1
         elif type(m) is ReLU and before is MaxPool2d:
             dy = modules[i - 1]._backward_relu(dy, m)
             i -= 2
