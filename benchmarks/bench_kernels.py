@@ -101,12 +101,13 @@ def _cases(batch, rng, cpu=cpu, torch=None):
                          lambda: cpu.conv2d_backward(dyp, x, w, 1, 1, 1),
                          lambda: numpy_ref.conv2d_backward(dyp, x, w, 1, 1, 1),
                          tp.get("bwd (all)")))
-        # (ab.py passes older revisions' cpu modules too, without this function)
-        if 3 * c <= 16 and hasattr(cpu, "conv2d_maxpool2d_backward"):
-            # a first layer, as a training step takes it back:
-            # from its ReLU'd 2x2 pooling's gradient, no input gradient: the weight and
-            # bias gradients from the windows; PyTorch's autograd runs the ReLU's and the
-            # pooling's backward, then the convolution's weight and bias gradients
+        # The layer as a training step takes it back, from its ReLU'd 2x2 pooling's
+        # gradient: the first without an input gradient. jitnet sums the weight and bias
+        # gradients from the pooling's windows; PyTorch's autograd runs the ReLU's and
+        # the pooling's backward, then the convolution's gradients. (ab.py passes older
+        # revisions' cpu modules too, without this function.)
+        if hasattr(cpu, "conv2d_maxpool2d_backward"):
+            first = c == 3
             pr, amr = cpu.conv2d_maxpool2d_forward(x, w, b, 1, 1, 1, 2, 2, relu=True)
             gp = normal(*pr.shape)
             t_win = None
@@ -115,16 +116,18 @@ def _cases(batch, rng, cpu=cpu, torch=None):
                 _, t_idx = torch.nn.functional.max_pool2d(tz, 2, return_indices=True)
                 tpr, tgp = torch.from_numpy(pr), torch.from_numpy(gp)
 
-                def t_win():
+                def t_win(first=first, tz=tz, t_idx=t_idx, tpr=tpr, tgp=tgp):
                     d = torch.ops.aten.threshold_backward(tgp, tpr, 0)
                     dz = torch.ops.aten.max_pool2d_with_indices_backward(
                         d, tz, [2, 2], [2, 2], [0, 0], [1, 1], False, t_idx)
-                    return g.conv2d_weight(tx, tw.shape, dz, padding=1), dz.sum((0, 2, 3))
-            rows.append((f"{tag} relu + pool + bwd-weight", 0,
+                    dx = None if first else g.conv2d_input(tx.shape, tw, dz, padding=1)
+                    return dx, g.conv2d_weight(tx, tw.shape, dz, padding=1), dz.sum((0, 2, 3))
+            name = "bwd-weight" if first else "bwd (all)"
+            rows.append((f"{tag} relu + pool + {name}", 0,
                          lambda: cpu.conv2d_maxpool2d_backward(gp, x, w, amr, 1, 1, 1, 2, 2,
-                                                               False, pr),
+                                                               not first, pr),
                          lambda: numpy_ref.conv2d_maxpool2d_backward(gp, x, w, amr, 1, 1, 1,
-                                                                     2, 2, False, pr),
+                                                                     2, 2, not first, pr),
                          t_win))
         # the convolution and its 2x2 pooling, as nn.Sequential runs them
         pooled = None

@@ -245,9 +245,9 @@ def _pooled_dy(rng, dtype, n, f, ho, wo, keep=0.75):
     return ref.maxpool2d_backward(g, argmax, y.shape, 2, 2)
 
 
-def _spy(monkeypatch, name):
-    """Count the calls of ``cpu.<name>`` from here on."""
-    calls = []
+def _spy(monkeypatch, name, calls=None):
+    """Count the calls of ``cpu.<name>`` from here on (in ``calls``, when given)."""
+    calls = [] if calls is None else calls
     kernel = getattr(cpu, name)
 
     def counted(*args):
@@ -419,11 +419,13 @@ def _the_calls(g, x, weight, y, argmax, stride, padding, groups, pool, relu, inp
     return module.conv2d_backward(dconv, x, weight, stride, padding, groups, input_grad)
 
 
-# (N, C, H, W, F, K, padding): the reference net's first layer, one grey channel,
-# the widest rows a vector holds (4 x 4 channels), a 5x5 and a 1x1 kernel (two passes
-# of three kernel rows; rows past the kernel read and not used), even kernels, odd
-# planes (an unpooled last row and column), 9 images (a short block), 13 channels (a
-# short tile).
+# (N, C, H, W, F, K, padding). Rows that fit a vector (_conv2d_weight_pooled): the
+# reference net's first layer, one grey channel, the widest rows a vector holds (4 x 4
+# channels), a 5x5 and a 1x1 kernel (two passes of three kernel rows; rows past the
+# kernel read and not used), even kernels, odd planes (an unpooled last row and
+# column), 9 images (a short block), 13 channels (a short tile). Channels in whole
+# blocks (_conv2d_weight_pooled_taps): the reference net's second layer, two blocks,
+# 25 taps (three tap groups, the last one short), one tap, 9 images.
 POOLED_CASES = [
     (3, 3, 32, 32, 32, 3, 1),
     (9, 1, 9, 7, 13, 3, 0),
@@ -431,7 +433,21 @@ POOLED_CASES = [
     (2, 3, 10, 11, 5, 5, 2),
     (2, 5, 6, 6, 4, 1, 0),
     (1, 2, 8, 9, 9, 2, 1),
+    (2, 32, 16, 16, 64, 3, 1),
+    (3, 64, 6, 10, 20, 3, 2),
+    (2, 32, 7, 9, 5, 5, 2),
+    (2, 32, 6, 6, 4, 1, 0),
+    (9, 32, 5, 4, 20, 3, 1),
 ]
+_WINDOW_KERNELS = ("_conv2d_weight_pooled", "_conv2d_weight_pooled_taps")
+
+
+def _spy_windows(monkeypatch):
+    """Count the calls of the two window kernels from here on."""
+    calls = []
+    for name in _WINDOW_KERNELS:
+        calls = _spy(monkeypatch, name, calls)
+    return calls
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -441,10 +457,11 @@ def test_weight_gradient_from_the_pooling_windows(rng, monkeypatch, dtype, case,
                                                   input_grad):
     n, c, h, w, f, k, p = case
     x, weight, y, argmax, g = _pooled_case(rng, dtype, n, c, h, w, f, k, p, relu)
-    calls = _spy(monkeypatch, "_conv2d_weight_pooled")
+    calls = _spy_windows(monkeypatch)
     got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, p, 1, 2, 2, input_grad,
                                         y if relu else None)
-    assert calls, "a first layer's weight gradient took the dense kernel"
+    narrow = k * c <= cpu._POOLED_LANES
+    assert calls == [_WINDOW_KERNELS[0 if narrow else 1]], "the weight gradient took the calls"
     want = ref.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, p, 1, 2, 2, input_grad,
                                          y if relu else None)
     if input_grad:  # from the dense dy, as the calls compute it: the same bits
@@ -456,9 +473,9 @@ def test_weight_gradient_from_the_pooling_windows(rng, monkeypatch, dtype, case,
 
 
 @pytest.mark.parametrize("case", [
-    # (N, C, H, W, F, K, stride, padding, groups, pool): rows wider than a vector (the
-    # reference net's second layer), strided, grouped, overlapping and 3x3 poolings
-    (2, 32, 8, 8, 16, 3, 1, 1, 1, (2, 2)),
+    # (N, C, H, W, F, K, stride, padding, groups, pool): rows wider than a vector and
+    # channels in no whole block, strided, grouped, overlapping and 3x3 poolings
+    (2, 8, 8, 8, 16, 3, 1, 1, 1, (2, 2)),
     (2, 3, 9, 9, 4, 3, 2, 1, 1, (2, 2)),
     (2, 4, 8, 8, 4, 3, 1, 1, 2, (2, 2)),
     (2, 3, 8, 8, 4, 3, 1, 1, 1, (2, 1)),
@@ -469,7 +486,7 @@ def test_other_poolings_take_the_calls_bit_for_bit(rng, monkeypatch, case, relu)
     n, c, h, w, f, k, s, p, groups, pool = case
     x, weight, y, argmax, g = _pooled_case(rng, np.float32, n, c, h, w, f, k, p, relu, s,
                                            groups, pool)
-    calls = _spy(monkeypatch, "_conv2d_weight_pooled")
+    calls = _spy_windows(monkeypatch)
     got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, s, p, groups, *pool, True,
                                         y if relu else None)
     assert not calls
@@ -477,21 +494,22 @@ def test_other_poolings_take_the_calls_bit_for_bit(rng, monkeypatch, case, relu)
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("c", [3, 32])
 @pytest.mark.parametrize("where", ["x", "g"])
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
-def test_weight_gradient_from_the_pooling_windows_keeps_nan_and_inf(rng, monkeypatch, where,
+def test_weight_gradient_from_the_pooling_windows_keeps_nan_and_inf(rng, monkeypatch, c, where,
                                                                      bad):
     # The dense kernel multiplies every zero of dy by the input: an infinite or NaN x
     # makes NaN there, which the windows would miss; such an x takes the calls, bit
     # for bit. A NaN or inf in the pooling's gradient reaches the weight gradient the
     # same way both ways.
-    x, weight, y, argmax, g = _pooled_case(rng, np.float64, 2, 3, 8, 8, 4, 3, 1, True)
+    x, weight, y, argmax, g = _pooled_case(rng, np.float64, 2, c, 8, 8, 4, 3, 1, True)
     if where == "x":
         x[1, 2, 3, 4] = bad
     else:
         g[1, 2, 1, 2] = bad
         y[1, 2, 1, 2] = 1.0  # a window the ReLU lets through
-    calls = _spy(monkeypatch, "_conv2d_weight_pooled")
+    calls = _spy_windows(monkeypatch)
     got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, False, y)
     want = _the_calls(g, x, weight, y, argmax, 1, 1, 1, (2, 2), True, False)
     assert bool(calls) == (where == "g")
@@ -504,18 +522,19 @@ def test_weight_gradient_from_the_pooling_windows_keeps_nan_and_inf(rng, monkeyp
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
-def test_weight_gradient_from_the_pooling_windows_does_not_depend_on_the_thread_count(rng):
-    x, weight, y, argmax, g = _pooled_case(rng, np.float32, 19, 3, 12, 12, 10, 3, 1, True)
-
+@pytest.mark.parametrize("c", [3, 32])
+def test_weight_gradient_from_the_pooling_windows_does_not_depend_on_the_thread_count(rng, c):
+    x, weight, y, argmax, g = _pooled_case(rng, np.float32, 19, c, 12, 12, 10, 3, 1, True)
     _assert_same_at_one_thread(
         lambda: cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, False, y))
 
 
-def test_first_layer_gradients_match_torch_float64(rng, monkeypatch):
-    # The reference net's first layer as a training step runs it: convolution, ReLU and
+@pytest.mark.parametrize("c, f", [(3, 8), (32, 64)])
+def test_gradients_from_the_pooling_windows_match_torch_float64(rng, monkeypatch, c, f):
+    # The reference net's layers as a training step runs them: convolution, ReLU and
     # pooling, the weight and bias gradients from the pooling's windows.
-    x, weight, pooled, argmax, g, want = _conv_relu_pool_in_torch(rng, 3, 3, 10, 8, 8)
-    calls = _spy(monkeypatch, "_conv2d_weight_pooled")
+    x, weight, pooled, argmax, g, want = _conv_relu_pool_in_torch(rng, 3, c, 10, 8, f)
+    calls = _spy_windows(monkeypatch)
     got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, True, pooled)
     assert calls
     assert_all_close(got, want, np.float64)
@@ -1062,11 +1081,15 @@ got = cpu.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
 want = ref.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
 err("conv + pool + relu", got[0], want[0])
 errors["argmax equal"] = bool(np.array_equal(got[1], want[1]))
-g = rng.standard_normal(got[0].shape).astype(f32)  # the weight gradient from the windows
-back = cpu.conv2d_maxpool2d_backward(g, x, weight, got[1], 1, 1, 1, 2, 2, False, got[0])
-for part, b, e in zip(("dweight", "dbias"), back[1:], ref.conv2d_maxpool2d_backward(
-        g, x, weight, got[1], 1, 1, 1, 2, 2, False, got[0])[1:]):
-    err(f"conv + pool + relu backward {part}", b, e)
+for c in (3, 32):  # the weight gradient from the windows: rows of a vector, channel blocks
+    x = rng.standard_normal((3, c, 10, 18)).astype(f32)
+    weight = rng.standard_normal((9, c, 3, 3)).astype(f32)
+    y, argmax = cpu.conv2d_maxpool2d_forward(x, weight, bias, 1, 1, 1, 2, 2, relu=True)
+    g = rng.standard_normal(y.shape).astype(f32)
+    back = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, True, y)
+    for part, b, e in zip(("dx", "dweight", "dbias"), back, ref.conv2d_maxpool2d_backward(
+            g, x, weight, argmax, 1, 1, 1, 2, 2, True, y)):
+        err(f"conv + pool + relu backward, {c} channels, {part}", b, e)
 a = rng.standard_normal((30, 300)).astype(f32)
 b = rng.standard_normal((300, 45)).astype(f32)
 err("matmul", cpu._matmul(a, b, f32), a.astype(np.float64) @ b)

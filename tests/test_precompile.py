@@ -161,7 +161,7 @@ def test_training_kernels_cached_reads_numbas_index(monkeypatch):
     assert precompile._training_kernels_cached(linear)
     # a model with convolutions also needs a convolution's weight gradient cached
     for name in ("_conv2d_weight_rows", "_conv2d_weight_channel_tiles", "_conv2d_weight_tiles",
-                 "_conv2d_weight_pooled"):
+                 "_conv2d_weight_pooled", "_conv2d_weight_pooled_taps"):
         monkeypatch.setattr(getattr(cpu, name)._cache._cache_file, "_index_path", "/nonexistent")
     assert not precompile._training_kernels_cached(_small_net())
     assert precompile._training_kernels_cached(linear)
@@ -210,7 +210,7 @@ def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, ba
 
     calls = []
     for name in ("_conv2d_input_sparse", "_conv2d_weight_channel_tiles", "_conv2d_weight_rows",
-                 "_conv2d_weight_pooled"):
+                 "_conv2d_weight_pooled", "_conv2d_weight_pooled_taps"):
         kernel = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel:
                             calls.append(name) or kernel(*args))
@@ -219,9 +219,9 @@ def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, ba
     if batchnorm:
         assert calls == ["_conv2d_weight_rows", "_conv2d_weight_channel_tiles"]
     else:
-        # the first layer's weight gradient from its pooling's windows
+        # the weight gradients from the poolings' windows
         assert calls == ["_conv2d_weight_pooled", "_conv2d_input_sparse",
-                         "_conv2d_weight_channel_tiles"]
+                         "_conv2d_weight_pooled_taps"]
 
 
 @pytest.mark.slow

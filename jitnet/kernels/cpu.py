@@ -879,20 +879,29 @@ def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc):
 # --------------------------------------------------------------------------
 # The weight gradient behind a max pooling, from the pooling's windows
 #
-# A first layer's weight gradient runs on the row kernel over the dense ``dy`` the
-# pooling's backward writes (8 MiB in the reference net at batch 64, three zeros in
-# four). The pooling's gradient holds one number per window and its argmax says
-# which output pixel it goes to, so the weight gradient can be summed from the
-# windows directly: per window and output channel, the gradient times the input
-# patch under that pixel. :func:`_conv2d_weight_pooled` does that for inputs of
-# few channels, whose patch rows, ``KW * C`` numbers channel-last, fit one vector
-# of 16 lanes: three loads and three multiply-adds per window and output channel,
-# and no dense ``dy`` at all. It sums in another order than the dense kernels: the
-# last bits differ (the calls of :func:`conv2d_maxpool2d_backward` that take it are
-# bitwise reproducible, whatever the thread count).
+# The weight gradient of a convolution followed by a 2x2 max pooling used to run on
+# the dense ``dy`` that the pooling's backward writes (8 MiB for the reference net's
+# first layer at batch 64, three zeros in four). The pooling's gradient holds one
+# number per window and its argmax says which output pixel it goes to, so the
+# weight gradient can be summed from the windows directly: per window and output
+# channel, the gradient times the input patch under that pixel, a quarter of the
+# dense kernel's multiply-adds. The input is copied channel-last and padded, so a
+# patch row is ``KW * C`` consecutive numbers:
 #
-# Its tile is 4 output channels at one window. One channel at 4 consecutive windows
-# (a quarter of the row pointers) was 2.8x slower (1.09 against 0.38 ms).
+# - :func:`_conv2d_weight_pooled`, inputs of few channels (a first layer), whose
+#   patch row fits one vector of 16 lanes: three loads and three multiply-adds per
+#   window and output channel, 4 output channels a tile. One channel at 4
+#   consecutive windows (a quarter of the row pointers) was 2.8x slower (1.09
+#   against 0.38 ms).
+# - :func:`_conv2d_weight_pooled_taps`, channels in whole blocks of ``_FB``: 9 taps x
+#   32 channels of one output channel a tile, 18 multiply-adds a window, as the
+#   sparse input gradient's tile. The reference net's second layer at batch 64: 0.79
+#   ms against 1.47 for the pooling's backward, the channel-last copy and the dense
+#   tiles, the training step 0.910 (``ab.py``).
+#
+# Both sum in another order than the dense kernels: the last bits differ (the calls
+# of :func:`conv2d_maxpool2d_backward` that take them are bitwise reproducible,
+# whatever the thread count).
 # --------------------------------------------------------------------------
 
 #: Lanes of one patch row in :func:`_conv2d_weight_pooled`: ``KW * C`` of them are
@@ -996,6 +1005,62 @@ def _conv2d_weight_pooled(g, relu_y, argmax, xf, pix, img, rs, kh_n, part, bpart
                     part[ps, ib, ft, a, r, lane] = acc[a, r, lane]
 
 
+
+@njit(**_JIT)
+def _conv2d_weight_pooled_taps(g, relu_y, argmax, xf, pix, img, taps, n_cb, part, bpart):
+    """:func:`_conv2d_weight_pooled` for inputs whose channels fill whole vectors
+    (``C`` a multiple of ``_FB``): a tile is ``_SPARSE_TAPS`` kernel taps x ``_FB``
+    channels of one output channel (18 AVX-512 registers), as the sparse input
+    gradient's (:func:`_taps_fma`), loaded straight from the channel-last input.
+
+    ``taps`` holds the flat offset of each tap ``(kh, kw)`` from a patch's corner,
+    ``kh * rs + kw * C``, in groups of ``_SPARSE_TAPS`` (the last group padded with
+    the last tap, summed and not used). Task ``(tap group, channel block, image block,
+    f)`` sums into ``part[group, block, image block, f]`` (``_SPARSE_TAPS``, ``_FB``);
+    the first tap group of the first channel block also sums the bias gradient into
+    ``bpart[image block, f]``.
+
+    No branch in the window loop: with one (skipping a zero gradient), LLVM stored
+    the 18 accumulators after every window (1.9 against 0.79 ms, the reference net's
+    second layer at batch 64).
+    """
+    n_img, n_f, n_u = g.shape
+    relu = relu_y.size > 0
+    n_ib = (n_img + _PW_IMAGES - 1) // _PW_IMAGES
+    n_tg = taps.size // _SPARSE_TAPS
+    zero = g.dtype.type(0)
+    last = _SPARSE_TAPS - 1
+    # No race: task t owns part[group, block, image block, f] and, for the first
+    # group and block, bpart[image block, f].
+    for t in prange(n_tg * n_cb * n_ib * n_f):
+        f = t % n_f
+        ib = t // n_f % n_ib
+        cb = t // (n_f * n_ib) % n_cb
+        tg = t // (n_f * n_ib * n_cb)
+        q0 = tg * _SPARSE_TAPS
+        # (with AVX2's 3 taps a tile, o3 to o8 repeat o2 and are not used)
+        o0, o1, o2 = taps[q0], taps[q0 + 1], taps[q0 + 2]
+        o3, o4, o5 = taps[q0 + min(3, last)], taps[q0 + min(4, last)], taps[q0 + min(5, last)]
+        o6, o7, o8 = taps[q0 + min(6, last)], taps[q0 + min(7, last)], taps[q0 + min(8, last)]
+        acc = np.zeros((_SPARSE_TAPS, _FB), dtype=part.dtype)
+        b = zero
+        for n in range(ib * _PW_IMAGES, min(ib * _PW_IMAGES + _PW_IMAGES, n_img)):
+            xb = np.uint64(n * img + cb * _FB)
+            for u in range(n_u):
+                v = g[n, f, u]
+                if relu:
+                    v = v if relu_y[n, f, u] > zero else zero
+                b += v
+                col = xb + pix[np.uint64(argmax[n, f, u])]
+                for j in range(_LANES):
+                    _taps_fma(acc, j, v, xf, col, o0, o1, o2, o3, o4, o5, o6, o7, o8)
+        if tg == 0 and cb == 0:
+            bpart[ib, f] = b
+        for a in range(_SPARSE_TAPS):
+            for j in range(_FB):
+                part[tg, cb, ib, f, a, j] = acc[a, j]
+
+
 @functools.lru_cache(maxsize=64)
 def _patch_offsets(ho, wo, rs, c):
     """``pix[oh * wo + ow] = oh * rs + ow * c``: where output pixel ``(oh, ow)``'s patch
@@ -1008,47 +1073,67 @@ def _patch_offsets(ho, wo, rs, c):
 
 def _pooled_weight_grad_pays(x, weight, s, groups, pool_size, pool_stride):
     """:func:`_conv_weight_grad_pooled` applies: stride 1, one group, 2x2 pooling of
-    stride 2, a patch row that fits its vector, and a finite ``x`` (a window's
-    gradient misses the zeros of ``dy`` that the dense kernel multiplies by ``x``,
-    which are NaN where ``x`` is infinite or NaN)."""
+    stride 2, a patch row that fits its vector or channels in whole blocks of
+    ``_FB``, and a finite ``x`` (a window's gradient misses the zeros of ``dy`` that
+    the dense kernel multiplies by ``x``, which are NaN where ``x`` is infinite or
+    NaN)."""
     f, c, kh, kw = weight.shape
     return (s == 1 and groups == 1 and int(pool_size) == int(pool_stride) == 2
-            and kw * c <= _POOLED_LANES and x.size > 0 and f > 0 and np.isfinite(x).all())
+            and (kw * c <= _POOLED_LANES or c % _FB == 0) and x.size > 0 and f > 0
+            and np.isfinite(x).all())
 
 
 def _conv_weight_grad_pooled(dy, relu_y, argmax, x, weight_shape, p, conv_shape):
     """``(dweight, dbias)`` of a stride-1, one-group convolution from the gradient
-    ``dy`` of its 2x2 max pooling (:func:`_conv2d_weight_pooled`)."""
+    ``dy`` of its 2x2 max pooling: :func:`_conv2d_weight_pooled` where a patch row
+    fits a vector, else :func:`_conv2d_weight_pooled_taps`."""
     n, c, h, w = x.shape
     f, _, kh, kw = weight_shape
     hp, wp = h + 2 * p, w + 2 * p
     rs = wp * c
     img = hp * rs
     dtype = x.dtype
-    # Two rows and a vector past the last image: a pass reads three kernel rows, and
-    # each row a whole vector.
-    xf = _empty(n * img + 2 * rs + _POOLED_LANES, dtype=dtype)
+    narrow = kw * c <= _POOLED_LANES
+    # Narrow rows: two rows and a vector past the last image (a pass reads three
+    # kernel rows, and each row a whole vector).
+    xf = _empty(n * img + (2 * rs + _POOLED_LANES if narrow else 0), dtype=dtype)
     xf[n * img:] = 0
     _to_padded_nhwc(x, xf[:n * img].reshape(n, 1, hp, rs), p, p, 1, 1)
     pix = _patch_offsets(conv_shape[2], conv_shape[3], rs, c)
     windows = dy.shape[2] * dy.shape[3]
-    n_pass = (kh + 2) // 3
     n_ib = -(-n // _PW_IMAGES)
-    n_ft = -(-f // _PW_OUT)
-    part = _empty((n_pass, n_ib, n_ft, _PW_OUT, 3, _POOLED_LANES), dtype=dtype)
-    bpart = _empty((n_ib, n_ft, _PW_OUT), dtype=dtype)
+    g = dy.reshape(n, f, windows)
+    argmax = argmax.reshape(n, f, windows)
     relu_y = (np.empty((0, 0, 0), dtype=dtype) if relu_y is None
               else relu_y.reshape(n, f, windows))
-    _conv2d_weight_pooled(dy.reshape(n, f, windows), relu_y, argmax.reshape(n, f, windows),
-                          xf, pix, img, rs, kh, part, bpart)
-    # The blocks' sums in block order (NumPy adds the slices of a reduced outer axis
-    # one after another): rows (pass, r) of the kernel, lanes (kw, c).
-    rows = part.sum(axis=1).transpose(1, 2, 0, 3, 4).reshape(n_ft * _PW_OUT, n_pass * 3,
-                                                              _POOLED_LANES)
     dweight = _empty((f, c, kh, kw), dtype=dtype)
-    dweight[...] = rows[:f, :kh, :kw * c].reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
     dbias = _empty(f, dtype=dtype)
-    dbias[...] = bpart.sum(axis=0).reshape(-1)[:f]
+    # The image blocks' sums in block order (NumPy adds the slices of a reduced outer
+    # axis one after another).
+    if narrow:
+        n_pass = (kh + 2) // 3
+        n_ft = -(-f // _PW_OUT)
+        part = _empty((n_pass, n_ib, n_ft, _PW_OUT, 3, _POOLED_LANES), dtype=dtype)
+        bpart = _empty((n_ib, n_ft, _PW_OUT), dtype=dtype)
+        _conv2d_weight_pooled(g, relu_y, argmax, xf, pix, img, rs, kh, part, bpart)
+        # rows (pass, r) of the kernel, lanes (kw, c)
+        rows = part.sum(axis=1).transpose(1, 2, 0, 3, 4).reshape(n_ft * _PW_OUT, n_pass * 3,
+                                                                  _POOLED_LANES)
+        dweight[...] = rows[:f, :kh, :kw * c].reshape(f, kh, kw, c).transpose(0, 3, 1, 2)
+        dbias[...] = bpart.sum(axis=0).reshape(-1)[:f]
+        return dweight, dbias
+    k = kh * kw
+    n_tg = -(-k // _SPARSE_TAPS)
+    q = np.minimum(np.arange(n_tg * _SPARSE_TAPS), k - 1)
+    taps = ((q // kw) * rs + (q % kw) * c).astype(np.uint64)
+    n_cb = c // _FB
+    part = _empty((n_tg, n_cb, n_ib, f, _SPARSE_TAPS, _FB), dtype=dtype)
+    bpart = _empty((n_ib, f), dtype=dtype)
+    _conv2d_weight_pooled_taps(g, relu_y, argmax, xf, pix, img, taps, n_cb, part, bpart)
+    # (f, channel block, channel, tap group, tap) -> (f, c, kh, kw)
+    sums = part.sum(axis=2).transpose(2, 1, 4, 0, 3).reshape(f, c, n_tg * _SPARSE_TAPS)
+    dweight[...] = sums[:, :, :k].reshape(f, c, kh, kw)
+    dbias[...] = bpart.sum(axis=0)
     return dweight, dbias
 
 
@@ -1058,13 +1143,15 @@ def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, po
     ``relu_y``, :func:`maxpool2d_relu_backward`) then :func:`conv2d_backward`.
 
     Where the pooling is 2x2 (stride 2) and the convolution a stride-1 one of one
-    group on a finite input with few channels (``KW * C <= 16``: a first layer), the
-    weight and bias gradients are summed from the pooling's windows
-    (:func:`_conv2d_weight_pooled`), and the convolution's dense ``dy`` is not
+    group on a finite input with few channels (``KW * C <= 16``: a first layer) or
+    channels in whole blocks of ``_FB``, the weight and bias gradients are summed
+    from the pooling's windows (:func:`_conv2d_weight_pooled`,
+    :func:`_conv2d_weight_pooled_taps`), and the convolution's dense ``dy`` is not
     written unless ``dx`` needs it. Those two gradients then differ from the calls'
-    in the last bits. The reference net's first layer at batch 64 (2-core Zen 5):
-    the pooling's backward and the weight gradient 0.72 -> 0.47 ms with caches warm,
-    0.86 -> 0.52 with them flushed.
+    in the last bits. The reference net at batch 64 (2-core Zen 5), the pooling's
+    backward and the weight gradient: first layer 0.69 -> 0.53 ms with caches warm,
+    0.89 -> 0.57 with them flushed; second layer 1.47 -> 0.79 (its input gradient
+    still takes the dense ``dy``).
     """
     s = _square("stride", stride)
     p = _square("padding", padding)

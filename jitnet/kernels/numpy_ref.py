@@ -336,9 +336,10 @@ def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, po
     -----
     ``nn.Sequential`` calls it for a ``Conv2d`` followed by a ``MaxPool2d`` (and a
     ``ReLU``, which it runs after the pooling). The numpy and cuda targets return the
-    calls' results bit for bit. The cpu target sums a first layer's weight and bias
-    gradients from the pooling's windows, without the convolution's dense ``dy``: the
-    same gradients, summed in another order (the last bits differ).
+    calls' results bit for bit. The cpu target sums the weight and bias gradients of
+    a stride-1 convolution with 2x2 pooling from the pooling's windows, without the
+    convolution's dense ``dy`` where ``dx`` needs none: the same gradients, summed in
+    another order (the last bits differ).
     """
     n, _, h, w = x.shape
     f, _, kh, kw = weight.shape

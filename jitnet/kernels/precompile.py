@@ -155,7 +155,8 @@ def _training_kernels_cached(model):
     groups = [(cpu._sgd_update, cpu._adam_update)]
     if any(type(m) is Conv2d for m in model.modules()):
         groups.append((cpu._conv2d_weight_rows, cpu._conv2d_weight_channel_tiles,
-                       cpu._conv2d_weight_tiles, cpu._conv2d_weight_pooled))
+                       cpu._conv2d_weight_tiles, cpu._conv2d_weight_pooled,
+                       cpu._conv2d_weight_pooled_taps))
     try:
         return all(any(os.path.exists(kernel._cache._cache_file._index_path) for kernel in group)
                    for group in groups)
@@ -214,7 +215,7 @@ def compile_training_kernels(model, shape, dtype):
     here; a dense one, like a matrix product's, runs on a forward kernel, which the
     training process compiles for its forward pass anyway. A convolution with the
     pooling (and ReLU) after it goes back with them in one call, as the step takes
-    them (a first layer's weight gradient then comes from the pooling's windows)."""
+    them (the weight gradients then come from the pooling's windows)."""
     import numpy as np
 
     from .. import targets

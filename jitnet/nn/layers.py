@@ -207,8 +207,8 @@ class Conv2d(Module):
         ``_forward_pooled`` ran (``relu``: the ``ReLU`` that ran after ``pool``, or None).
 
         ``Sequential`` calls it. The gradients are those of the separate calls; the
-        cpu target may sum a first layer's weight and bias gradients from the
-        pooling's windows, in another order (see ``conv2d_maxpool2d_backward``).
+        cpu target may sum the weight and bias gradients from the pooling's windows,
+        in another order (see ``conv2d_maxpool2d_backward``).
         """
         x = _saved(self, "_saved_x")
         dy, argmax, shape = pool._upstream(dy, relu)

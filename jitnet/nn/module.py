@@ -308,10 +308,10 @@ class Sequential(Module):
     pooling joins the same call, applied to the maxima on their way out. Going
     back, the three (or two) go back in one call too (``Conv2d._backward_pooled``):
     the same gradients, and on the numpy and cuda targets the same bits; the cpu
-    target sums a first layer's weight and bias gradients from the pooling's
-    windows, without the convolution's dense gradient, in another order (the last
-    bits differ). Elsewhere the ReLU after a pooling goes back with it
-    (``MaxPool2d._backward_relu``), bit for bit.
+    target sums the weight and bias gradients of a stride-1 convolution with 2x2
+    pooling from the pooling's windows, in another order (the last bits differ).
+    Elsewhere the ReLU after a pooling goes back with it (``MaxPool2d._backward_relu``),
+    bit for bit.
 
     A ``BatchNorm2d`` directly before a ``MaxPool2d`` (and the ``ReLU`` after it)
     runs with it in one call the same way (``BatchNorm2d._forward_pooled``): the cpu
