@@ -427,6 +427,20 @@ def test_sequential_runs_a_convolution_and_its_pooling_as_one_kernel_call(
         small(rng.standard_normal((1, 3, 3, 3)).astype(np.float32))
 
 
+def test_a_pooling_of_something_else_goes_back_on_its_own(target, rng):
+    # The layers run one by one, the pooling on another array than the convolution's
+    # output: going back through the Sequential, the two are not taken as one call
+    # (the argmax would index planes of another size); the convolution then says
+    # what it expected.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2))
+    conv, pool = list(model)
+    conv(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    y = pool(rng.standard_normal((2, 4, 6, 6)).astype(np.float32))
+    dy = jitnet.asarray(np.ones(y.shape, np.float32))
+    with pytest.raises(ValueError, match=r"Conv2d.backward expected dy of shape \(2, 4, 8, 8\)"):
+        model.backward(dy)
+
+
 def test_sequential_runs_a_batch_norm_and_its_pooling_as_one_kernel_call(
     target, rng, monkeypatch
 ):
