@@ -321,8 +321,10 @@ def test_sparse_input_gradient_does_not_depend_on_its_chunks(rng):
     results = []
     for n_chunks in (1, 3, 7):
         dx = np.empty((7, 32, 8, 8), np.float32)
+        none = np.empty((0, 0, 0), np.float32)
         cpu._conv2d_input_sparse(dy, wpk, dx, 1, n_chunks,
-                                 np.empty((n_chunks, 40, 64), np.float32))
+                                 np.empty((n_chunks, 40, 64), np.float32), none, none,
+                                 np.empty((0, 0, 0), np.int32))
         results.append(dx)
     for dx in results[1:]:
         np.testing.assert_array_equal(dx, results[0])
@@ -452,19 +454,25 @@ def _spy_windows(monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOLED_CASES)
-@pytest.mark.parametrize("relu, input_grad", [(True, False), (False, True)])
+@pytest.mark.parametrize("relu, input_grad", [(True, False), (False, True), (True, True)])
 def test_weight_gradient_from_the_pooling_windows(rng, monkeypatch, dtype, case, relu,
                                                   input_grad):
     n, c, h, w, f, k, p = case
     x, weight, y, argmax, g = _pooled_case(rng, dtype, n, c, h, w, f, k, p, relu)
     calls = _spy_windows(monkeypatch)
+    dense_dy = _spy(monkeypatch, "_route_to_argmax")
     got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, p, 1, 2, 2, input_grad,
                                         y if relu else None)
     narrow = k * c <= cpu._POOLED_LANES
     assert calls == [_WINDOW_KERNELS[0 if narrow else 1]], "the weight gradient took the calls"
+    # where the sparse kernel applies (whole channel blocks and tap tiles) the input
+    # gradient takes the windows too, no dense dy; the same bits as from the calls'
+    # dense dy either way
+    sparse = c % cpu._FB == 0 and (k * k) % cpu._SPARSE_TAPS == 0
+    assert bool(dense_dy) == (input_grad and not sparse)
     want = ref.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, p, 1, 2, 2, input_grad,
                                          y if relu else None)
-    if input_grad:  # from the dense dy, as the calls compute it: the same bits
+    if input_grad:
         calls_dx = _the_calls(g, x, weight, y, argmax, 1, p, 1, (2, 2), relu, True)[0]
         np.testing.assert_array_equal(got[0], calls_dx)
     else:
@@ -502,7 +510,8 @@ def test_weight_gradient_from_the_pooling_windows_keeps_nan_and_inf(rng, monkeyp
     # The dense kernel multiplies every zero of dy by the input: an infinite or NaN x
     # makes NaN there, which the windows would miss; such an x takes the calls, bit
     # for bit. A NaN or inf in the pooling's gradient reaches the weight gradient the
-    # same way both ways.
+    # same way both ways, and the input gradient too (with 32 channels from the
+    # windows as well).
     x, weight, y, argmax, g = _pooled_case(rng, np.float64, 2, c, 8, 8, 4, 3, 1, True)
     if where == "x":
         x[1, 2, 3, 4] = bad
@@ -510,11 +519,11 @@ def test_weight_gradient_from_the_pooling_windows_keeps_nan_and_inf(rng, monkeyp
         g[1, 2, 1, 2] = bad
         y[1, 2, 1, 2] = 1.0  # a window the ReLU lets through
     calls = _spy_windows(monkeypatch)
-    got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, False, y)
-    want = _the_calls(g, x, weight, y, argmax, 1, 1, 1, (2, 2), True, False)
+    got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, 1, 1, 2, 2, True, y)
+    want = _the_calls(g, x, weight, y, argmax, 1, 1, 1, (2, 2), True, True)
     assert bool(calls) == (where == "g")
     assert not all(np.isfinite(a).all() for a in got[1:])
-    for a, e in zip(got[1:], want[1:]):
+    for a, e in zip(got, want):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
         np.testing.assert_array_equal(np.isinf(a), np.isinf(e))
         finite = np.isfinite(e)

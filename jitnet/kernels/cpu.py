@@ -757,7 +757,7 @@ def _sparse_dy(dy):
 
 
 @njit(**_JIT)
-def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc):
+def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc, g, relu_y, argmax):
     """Input gradient of a stride-1, one-group convolution from the nonzeros of ``dy``.
 
     ``dx[n, c, h, w] = sum_{f, kh, kw} dy[n, f, h + pad - kh, w + pad - kw] *
@@ -780,6 +780,14 @@ def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc):
     on a cache line, as :func:`_empty` allocates it (a NumPy copy 32 bytes into a line
     split every vector load in two: 1.18 against 0.88 ms).
 
+    With ``g`` not empty, ``dy`` is not read (it may be empty): it is the backward of
+    a 2x2 max pooling (stride 2) of gradient ``g`` (N, F, U) over the convolution's
+    output, each window's value at its ``argmax`` (N, F, U), zero where ``relu_y``
+    (N, F, U, or empty: no ReLU) is not positive. The first pass then scatters the
+    windows into ``dyc[chunk]`` and the masks instead of copying ``dy[n]``: the same
+    ``dyc`` and masks, so the same ``dx``, bit for bit, without the pooling's dense
+    ``dy`` (4 MiB for the reference net's second layer at batch 64).
+
     Notes
     -----
     Iteration ``chunk`` of the ``prange`` owns images ``[n0, n1)`` of ``dx`` and
@@ -796,9 +804,11 @@ def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc):
     passes over its large loop body); the same loops in a serial function called
     from the ``prange`` compiled slower still and ran 2x slower.
     """
-    n_img, n_out, ho_n, wo_n = dy.shape
-    n_ch, h_n, w_n = dx.shape[1], dx.shape[2], dx.shape[3]
-    kh_n, kw_n = wpk.shape[1], wpk.shape[2]
+    n_img, n_ch, h_n, w_n = dx.shape
+    n_out, kh_n, kw_n = wpk.shape[0], wpk.shape[1], wpk.shape[2]
+    ho_n, wo_n = h_n + 2 * pad - kh_n + 1, w_n + 2 * pad - kw_n + 1  # dy's plane
+    windows = g.size > 0
+    relu = relu_y.size > 0
     q_n = kh_n * kw_n
     n_qt = q_n // _SPARSE_TAPS
     n_tiles = (n_ch // _FB) * n_qt
@@ -806,7 +816,7 @@ def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc):
     hw = ho_n * wo_n
     wb = wo_n + kw_n - 1  # buf's row length in pixels
     size = (ho_n + kh_n - 1) * wb * n_ch
-    dyf = dy.reshape((n_img, n_out, hw))
+    dyf = dy.reshape((dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3]))
     wf = wpk.reshape(wpk.size)
     per_chunk = (n_img + n_chunks - 1) // n_chunks
     zero = dx.dtype.type(0)
@@ -829,12 +839,25 @@ def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc):
             for word in range(n_words):
                 for i in range(hw):
                     mask[word, i] = 0
-            for f in range(n_out):
-                bit = np.uint64(f % 64)
-                for i in range(hw):
-                    v = dyf[n, f, i]
-                    mask[f // 64, i] |= np.uint64(v != 0) << bit  # NaN too
-                    dyc[chunk, f, i] = v
+            if windows:
+                for f in range(n_out):
+                    for i in range(hw):
+                        dyc[chunk, f, i] = zero
+                    bit = np.uint64(f % 64)
+                    for u in range(g.shape[2]):
+                        v = g[n, f, u]
+                        if relu:
+                            v = v if relu_y[n, f, u] > zero else zero
+                        i = np.uint64(argmax[n, f, u])
+                        mask[f // 64, i] |= np.uint64(v != 0) << bit  # NaN too
+                        dyc[chunk, f, i] = v
+            else:
+                for f in range(n_out):
+                    bit = np.uint64(f % 64)
+                    for i in range(hw):
+                        v = dyf[n, f, i]
+                        mask[f // 64, i] |= np.uint64(v != 0) << bit  # NaN too
+                        dyc[chunk, f, i] = v
             for tw in range(n_words * n_tiles):
                 word = tw // n_tiles
                 q0 = (tw % n_qt) * _SPARSE_TAPS
@@ -1148,10 +1171,13 @@ def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, po
     from the pooling's windows (:func:`_conv2d_weight_pooled`,
     :func:`_conv2d_weight_pooled_taps`), and the convolution's dense ``dy`` is not
     written unless ``dx`` needs it. Those two gradients then differ from the calls'
-    in the last bits. The reference net at batch 64 (2-core Zen 5), the pooling's
-    backward and the weight gradient: first layer 0.69 -> 0.53 ms with caches warm,
-    0.89 -> 0.57 with them flushed; second layer 1.47 -> 0.79 (its input gradient
-    still takes the dense ``dy``).
+    in the last bits. Where the sparse input gradient applies (channels in whole
+    blocks, taps in whole tiles, a finite weight), ``dx`` comes from the windows too
+    (:func:`_conv2d_input_sparse` scatters them), bit for bit the calls' ``dx``, and
+    no dense ``dy`` is written at all. The reference net at batch 64 (2-core Zen 5),
+    the pooling's backward and the weight gradient: first layer 0.69 -> 0.53 ms with
+    caches warm, 0.89 -> 0.57 with them flushed; second layer 1.47 -> 0.79; the
+    second layer's input gradient from the windows: the step 0.969.
     """
     s = _square("stride", stride)
     p = _square("padding", padding)
@@ -1167,7 +1193,10 @@ def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, po
     conv_shape = (n, f, _conv_out_size(h, kh, s, p), _conv_out_size(w, kw, s, p))
     pooled = _pooled_weight_grad_pays(x, weight, s, groups, pool_size, pool_stride)
     dx = None
-    if input_grad or not pooled:
+    if pooled and input_grad and _sparse_input_grad_pays(weight, s, groups, c):
+        # each window's gradient straight to its pixel, no dense dy
+        dx = _sparse_input_grad(None, weight, x.shape, p, (dy, relu_y, argmax))
+    elif input_grad or not pooled:
         dconv = _route_to_argmax(dy, argmax, conv_shape, relu_y, pool_size, pool_stride)
         if not pooled:
             return conv2d_backward(dconv, x, weight, s, p, groups, input_grad)
@@ -1734,6 +1763,39 @@ def _pad_planes(src, dst, top, left):
                     dst_plane[d + np.uint64(j)] = zero
 
 
+def _sparse_input_grad_pays(weight, s, groups, c):
+    """:func:`_conv2d_input_sparse` applies to the convolution (given a ``dy`` that is
+    mostly zeros): stride 1, one group, whole channel blocks and tap tiles, and a
+    finite weight (a skipped zero would drop ``0 * inf``)."""
+    kh, kw = weight.shape[2], weight.shape[3]
+    return (s == 1 and groups == 1 and c % _FB == 0 and (kh * kw) % _SPARSE_TAPS == 0
+            and np.isfinite(weight).all())
+
+
+def _sparse_input_grad(dy, weight, x_shape, p, windows=None):
+    """``dx`` on :func:`_conv2d_input_sparse`, from ``dy``, or with ``windows``, a 2x2
+    max pooling's ``(g, relu_y or None, argmax)`` (``dy`` then None)."""
+    dtype = weight.dtype
+    n, c, h, w = x_shape
+    f, _, kh, kw = weight.shape
+    dx = _empty((n, c, h, w), dtype=dtype)
+    n_chunks = _chunks(n)
+    dyc = _empty((n_chunks, f, (h + 2 * p - kh + 1) * (w + 2 * p - kw + 1)), dtype=dtype)
+    wpk = _empty((f, kh, kw, c), dtype=dtype)  # 64-byte aligned: no load splits a line
+    wpk[...] = weight.transpose(0, 2, 3, 1)
+    none = np.empty((0, 0, 0), dtype=dtype)
+    if windows is None:
+        _conv2d_input_sparse(dy, wpk, dx, p, n_chunks, dyc, none, none,
+                             np.empty((0, 0, 0), dtype=np.int32))
+        return dx
+    g, relu_y, argmax = windows
+    u = g.shape[2] * g.shape[3]
+    _conv2d_input_sparse(np.empty((0, 0, 0, 0), dtype=dtype), wpk, dx, p, n_chunks, dyc,
+                         g.reshape(n, f, u), none if relu_y is None else relu_y.reshape(n, f, u),
+                         argmax.reshape(n, f, u))
+    return dx
+
+
 def _conv_input_grad(dy, weight, x_shape, s, p, groups):
     """``dx`` (N, C, H, W): the dilated, padded ``dy`` correlated with the turned kernel,
     or, for a ``dy`` that is mostly zeros, the sum over its nonzeros
@@ -1741,15 +1803,8 @@ def _conv_input_grad(dy, weight, x_shape, s, p, groups):
     dtype = dy.dtype
     n, c, h, w = x_shape
     f, cg, kh, kw = weight.shape
-    if (s == 1 and groups == 1 and c % _FB == 0 and (kh * kw) % _SPARSE_TAPS == 0
-            and _sparse_dy(dy) and np.isfinite(weight).all()):
-        dx = _empty((n, c, h, w), dtype=dtype)
-        n_chunks = _chunks(n)
-        dyc = _empty((n_chunks, f, dy.shape[2] * dy.shape[3]), dtype=dtype)
-        wpk = _empty((f, kh, kw, c), dtype=dtype)  # 64-byte aligned: no load splits a line
-        wpk[...] = weight.transpose(0, 2, 3, 1)
-        _conv2d_input_sparse(dy, wpk, dx, p, n_chunks, dyc)
-        return dx
+    if _sparse_input_grad_pays(weight, s, groups, c) and _sparse_dy(dy):
+        return _sparse_input_grad(dy, weight, x_shape, p)
     fg = f // groups
     # In/out channels swapped within each group: wt[g*Cg + c, fg] = weight[g*Fg + fg, c].
     wt = np.ascontiguousarray(
