@@ -123,3 +123,21 @@ CONTRACT = (
     "adam_update",
     "adam_update_many",
 )
+
+
+def conv_pool_backward_calls(kernels, dy, x, weight, argmax, stride, padding, groups, pool_size,
+                             pool_stride, input_grad, relu_y):
+    """What ``conv2d_maxpool2d_backward`` stands for, on the target module ``kernels``:
+    its ``maxpool2d_backward`` (with ``relu_y``, ``maxpool2d_relu_backward``) over the
+    convolution's output, then its ``conv2d_backward``. The numpy and cuda targets
+    return this; the cpu target where its windows' kernels do not apply."""
+    n, _, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    stride, padding = int(stride), int(padding)
+    conv_shape = (n, f, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1)
+    if relu_y is None:
+        dconv = kernels.maxpool2d_backward(dy, argmax, conv_shape, pool_size, pool_stride)
+    else:
+        dconv = kernels.maxpool2d_relu_backward(dy, relu_y, argmax, conv_shape, pool_size,
+                                                pool_stride)
+    return kernels.conv2d_backward(dconv, x, weight, stride, padding, groups, input_grad)

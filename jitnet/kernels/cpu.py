@@ -14,6 +14,7 @@ results are bitwise reproducible whatever the thread count.
 
 import functools
 import math
+import sys
 import types
 
 import numba
@@ -23,6 +24,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
 
 from .. import config
 from ..codegen import njit, vector_lanes
+from . import conv_pool_backward_calls
 from .pool import ArrayPool
 
 _JIT = dict(parallel=True, cache=True, fastmath=config.FASTMATH)
@@ -239,7 +241,7 @@ def _to_padded_nhwc(x, xh, top, left, sh, sw):
     # of 0.145 ms for conv2's weight gradient at batch 64 (2-core Zen 5).
     # Plain padding (sh = sw = 1) takes a row's zeros and its copied run as loops of
     # their own, with unsigned offsets, rather than a test of every column: 0.12 ->
-    # 0.07 ms for conv2's input at batch 64, 0.14 -> 0.05 for conv1's (3 channels).
+    # 0.08 ms for conv2's input at batch 64, 0.14 -> 0.07 for conv1's (3 channels).
     xf = x.reshape((n_img, n_ch, h_n * w_n))
     for t in prange(n_img * hp_n):
         n = t // hp_n
@@ -1191,15 +1193,15 @@ def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, po
     n, c, h, w = x.shape
     f, _, kh, kw = weight.shape
     conv_shape = (n, f, _conv_out_size(h, kh, s, p), _conv_out_size(w, kw, s, p))
-    pooled = _pooled_weight_grad_pays(x, weight, s, groups, pool_size, pool_stride)
+    if not _pooled_weight_grad_pays(x, weight, s, groups, pool_size, pool_stride):
+        return conv_pool_backward_calls(sys.modules[__name__], dy, x, weight, argmax, s, p,
+                                        groups, pool_size, pool_stride, input_grad, relu_y)
     dx = None
-    if pooled and input_grad and _sparse_input_grad_pays(weight, s, groups, c):
+    if input_grad and _sparse_input_grad_pays(weight, s, groups, c):
         # each window's gradient straight to its pixel, no dense dy
         dx = _sparse_input_grad(None, weight, x.shape, p, (dy, relu_y, argmax))
-    elif input_grad or not pooled:
+    elif input_grad:
         dconv = _route_to_argmax(dy, argmax, conv_shape, relu_y, pool_size, pool_stride)
-        if not pooled:
-            return conv2d_backward(dconv, x, weight, s, p, groups, input_grad)
         dx = _conv_input_grad(dconv, weight, x.shape, s, p, groups)
     dweight, dbias = _conv_weight_grad_pooled(dy, relu_y, argmax, x, weight.shape, p,
                                               conv_shape)
@@ -1780,7 +1782,8 @@ def _sparse_input_grad(dy, weight, x_shape, p, windows=None):
     f, _, kh, kw = weight.shape
     dx = _empty((n, c, h, w), dtype=dtype)
     n_chunks = _chunks(n)
-    dyc = _empty((n_chunks, f, (h + 2 * p - kh + 1) * (w + 2 * p - kw + 1)), dtype=dtype)
+    dyc = _empty((n_chunks, f, _conv_out_size(h, kh, 1, p) * _conv_out_size(w, kw, 1, p)),
+                 dtype=dtype)
     wpk = _empty((f, kh, kw, c), dtype=dtype)  # 64-byte aligned: no load splits a line
     wpk[...] = weight.transpose(0, 2, 3, 1)
     none = np.empty((0, 0, 0), dtype=dtype)

@@ -48,6 +48,7 @@ import numpy as np
 from numba import cuda
 
 from .. import config
+from . import conv_pool_backward_calls
 from .pool import ArrayPool
 
 #: True when ``NUMBA_ENABLE_CUDASIM=1`` replaced the GPU by Numba's simulator.
@@ -981,15 +982,8 @@ def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, po
                               pool_stride, input_grad=True, relu_y=None):
     """:func:`maxpool2d_backward` (with ``relu_y``, :func:`maxpool2d_relu_backward`)
     then :func:`conv2d_backward`: their launches in turn, bit for bit."""
-    n, _, h, w = x.shape
-    f, _, kh, kw = weight.shape
-    stride, padding = int(stride), int(padding)
-    conv_shape = (n, f, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1)
-    if relu_y is None:
-        dconv = maxpool2d_backward(dy, argmax, conv_shape, pool_size, pool_stride)
-    else:
-        dconv = maxpool2d_relu_backward(dy, relu_y, argmax, conv_shape, pool_size, pool_stride)
-    return conv2d_backward(dconv, x, weight, stride, padding, groups, input_grad)
+    return conv_pool_backward_calls(sys.modules[__name__], dy, x, weight, argmax, stride,
+                                    padding, groups, pool_size, pool_stride, input_grad, relu_y)
 
 
 # --------------------------------------------------------------------------------------

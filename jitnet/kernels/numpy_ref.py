@@ -11,8 +11,12 @@ the output dtype is the input dtype. Kernels trust their inputs: the layers of
 :mod:`jitnet.nn` validate shapes and dtypes before calling them.
 """
 
+import sys
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from . import conv_pool_backward_calls
 
 # --------------------------------------------------------------------------------------
 # arrays of the target
@@ -341,14 +345,8 @@ def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, po
     convolution's dense ``dy`` where ``dx`` needs none: the same gradients, summed in
     another order (the last bits differ).
     """
-    n, _, h, w = x.shape
-    f, _, kh, kw = weight.shape
-    conv_shape = (n, f, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1)
-    if relu_y is None:
-        dconv = maxpool2d_backward(dy, argmax, conv_shape, pool_size, pool_stride)
-    else:
-        dconv = maxpool2d_relu_backward(dy, relu_y, argmax, conv_shape, pool_size, pool_stride)
-    return conv2d_backward(dconv, x, weight, stride, padding, groups, input_grad)
+    return conv_pool_backward_calls(sys.modules[__name__], dy, x, weight, argmax, stride,
+                                    padding, groups, pool_size, pool_stride, input_grad, relu_y)
 
 
 def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
