@@ -8,11 +8,15 @@ numpy target and over PyTorch (CPU, same thread count), and the time of the very
 first call (compilation, or loading from Numba's cache when it is warm: run with
 an empty ``NUMBA_CACHE_DIR`` to see compile times). glibc's mmap threshold is fixed
 first (:func:`common.steady_malloc`), so that no contender's time depends on
-which large blocks the process happened to free before.
+which large blocks the process happened to free before. With ``--cold`` every
+contender's caches are evicted before each timed call (:func:`common.cache_evictor`):
+in a training step most kernels read inputs that other layers' work has pushed out
+of the caches since they were written, and the warm figures flatter a kernel that
+reads its inputs more than once.
 
 Usage::
 
-    NUMBA_NUM_THREADS=2 python benchmarks/bench_kernels.py --batch-size 64 [--out FILE.md]
+    NUMBA_NUM_THREADS=2 python benchmarks/bench_kernels.py --batch-size 64 [--cold] [--out FILE.md]
 """
 
 import argparse
@@ -25,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    cache_evictor,
     first_call_s,
     fma_peak_gflops,
     machine,
@@ -186,6 +191,10 @@ def main(argv=None):
                         help="PyTorch threads (default: NUMBA_NUM_THREADS or the core count)")
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--cold", action="store_true",
+                        help="evict the CPU caches before each timed call (the inputs "
+                             "come from memory, as a step's do that were written long "
+                             "before)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
     threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
@@ -204,6 +213,7 @@ def main(argv=None):
     # library's group would decide the ratios.
     time.sleep(0.5)
     first = {name: first_call_s(jit) for name, _, jit, _, _ in cases}
+    evict = cache_evictor() if args.cold else None
     groups = [("jitnet", 2, args.repeat)]
     if not args.no_numpy:
         groups.append(("numpy", 3, max(3, args.repeat // 2)))
@@ -216,7 +226,7 @@ def main(argv=None):
             for case in cases:
                 name, call = case[0], case[column]
                 if call is not None:
-                    t = median_ms(call, repeat=repeat)
+                    t = median_ms(call, repeat=repeat, before=evict)
                     best[lib][name] = min(t, best[lib].get(name, t))
     t_jits, t_nps, t_torches = best["jitnet"], best.get("numpy", {}), best.get("torch", {})
     rows = []
@@ -243,7 +253,10 @@ def main(argv=None):
         f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
         f"Measured sgemm rate (np.dot 1024^2 float32): {peak:.0f} GFLOP/s; measured "
         f"FMA peak (float32, all threads): {fma:.0f} GFLOP/s. "
-        f"Median of {args.repeat} calls after warm-up, the best of {args.rounds} rounds "
+        f"Median of {args.repeat} calls after warm-up"
+        + (", the caches evicted before each (`--cold`: the inputs come from memory)"
+           if args.cold else "")
+        + f", the best of {args.rounds} rounds "
         "taken in turn by the libraries; `speed-up` is the other's time "
         "over jitnet cpu's (> 1: jitnet cpu is faster). glibc's mmap threshold: "
         + ("fixed at 32 MiB (no page faults on fresh large arrays)." if steady

@@ -15,10 +15,11 @@ import time
 import numpy as np
 
 
-def median_ms(call, repeat=10, warmup=2, sync=None):
+def median_ms(call, repeat=10, warmup=2, sync=None, before=None):
     """Median wall time of ``call()`` in milliseconds, after ``warmup`` untimed calls.
 
-    ``sync`` (optional) is called before each timer stops, e.g. to wait for a GPU.
+    ``sync`` (optional) is called before each timer stops, e.g. to wait for a GPU;
+    ``before`` (optional) before each timed call, untimed (:func:`cache_evictor`).
     """
     for _ in range(warmup):
         call()
@@ -26,6 +27,8 @@ def median_ms(call, repeat=10, warmup=2, sync=None):
         sync()
     times = []
     for _ in range(repeat):
+        if before is not None:
+            before()
         start = time.perf_counter()
         call()
         if sync is not None:
@@ -129,6 +132,30 @@ def fma_peak_gflops(n_iter=20_000_000):
         loop(n_iter, out)
         best = max(best, threads * n_iter * 12 * lanes * 2 / (time.perf_counter() - start))
     return best / 1e9
+
+
+def cache_evictor(mib=96, threads=2):
+    """A function that evicts the CPU caches: ``threads`` threads each read their share
+    of a ``mib`` MiB buffer (three times a 32 MiB L3), so that the cores' L1 and L2
+    and the shared L3 hold clean lines of it, and the next call reads its inputs from
+    memory, as a kernel does whose inputs a training step wrote long before.
+
+    Reading, not writing: written lines would be written back during the next call.
+    Python threads running NumPy (which lets go of the GIL), not a Numba or OpenMP
+    parallel loop: their worker threads keep spinning after the loop, and took a core
+    from the PyTorch call timed next (conv1's forward 4.5 ms against 0.5).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = np.array_split(np.ones((mib << 20) // 8, dtype=np.int64), threads)
+    pool = ThreadPoolExecutor(threads)
+
+    def evict():
+        for _ in pool.map(np.sum, parts):
+            pass
+
+    evict()
+    return evict
 
 
 #: glibc's thresholds for a steady allocator (see :func:`steady_malloc`): blocks up to
