@@ -101,6 +101,22 @@ def test_conv2d_fixed_cases(rng, dtype, case):
     _check_conv(rng, dtype, *case)
 
 
+def test_prefetch_for_write_is_a_hint():
+    # The first layer's forward asks for its next outputs' cache lines with it
+    # (cpu._conv2d_rows): LLVM's prefetch, which changes no value and faults nowhere.
+    @numba.njit
+    def prefetch_all(a, step):
+        for i in range(0, a.size + 64, step):  # past the end too
+            cpu._prefetch_for_write(a, np.uint64(i))
+        return a.sum()
+
+    for dtype in DTYPES:
+        a = np.arange(100, dtype=dtype)
+        assert prefetch_all(a, 7) == np.arange(100, dtype=dtype).sum()
+        np.testing.assert_array_equal(a, np.arange(100, dtype=dtype))
+    assert "llvm.prefetch" in prefetch_all.inspect_llvm(prefetch_all.signatures[0])
+
+
 @pytest.mark.parametrize(
     "case",
     [

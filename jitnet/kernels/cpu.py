@@ -19,8 +19,12 @@ import types
 
 import numba
 import numpy as np
+from llvmlite import binding as _llvm_binding
+from llvmlite import ir as _llvm_ir
 from numba import prange
+from numba.core import cgutils as _cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros as _trailing_zeros
+from numba.extending import intrinsic as _intrinsic
 
 from .. import config
 from ..codegen import njit, vector_lanes
@@ -1475,6 +1479,45 @@ def _rows_tile(acc, xflat, w8, taps, g, fb, top, bottom):
                 acc[_BELOW + 7 * _LANES + lane] += w7 * xb
 
 
+#: LLVM's prefetch intrinsic, named for its pointer argument: opaque since LLVM 15.
+_LLVM_PREFETCH = ("llvm.prefetch.p0" if _llvm_binding.llvm_version_info >= (15,)
+                  else "llvm.prefetch.p0i8")
+
+
+@_intrinsic
+def _prefetch_for_write(typingctx, flat, index):
+    """Ask the CPU to bring the cache line of ``flat[index]`` (a 1-D array, ``index``
+    an unsigned integer) into its caches for writing (x86's ``prefetchw``, LLVM's
+    ``llvm.prefetch``): a hint, with no effect on results. Numba has no such function."""
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        pointer = builder.gep(array.data, [args[1]])
+        byte_pointer = _llvm_ir.IntType(8).as_pointer()
+        i32 = _llvm_ir.IntType(32)
+        signature = _llvm_ir.FunctionType(_llvm_ir.VoidType(), [byte_pointer, i32, i32, i32])
+        prefetch = _cgutils.get_or_insert_function(builder.module, signature, _LLVM_PREFETCH)
+        # for writing, kept in every cache level, data (not instructions)
+        builder.call(prefetch, [builder.bitcast(pointer, byte_pointer), i32(1), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return numba.types.none(flat, index), codegen
+
+
+@njit(inline="always")
+def _prefetch_run(flat, start, length):
+    """:func:`_prefetch_for_write` for every cache line of ``flat[start:start + length]``."""
+    step = 64 // flat.itemsize
+    for i in range(0, length, step):
+        _prefetch_for_write(flat, np.uint64(start + i))
+
+
+#: Row pairs ahead of the one it computes whose output :func:`_conv2d_rows`
+#: prefetches for writing, when the kernel has at most ``_PREFETCH_TAPS`` taps (see
+#: the notes there).
+_PREFETCH_AHEAD = 1
+_PREFETCH_TAPS = 32
+
+
 @njit(**_JIT)
 def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax, relu,
                  n_chunks):
@@ -1516,6 +1559,15 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax,
     1.52 -> 1.41 (batch 64, 2-core Zen 5, the same bits). (A 3-D view reshaped from
     the flat array had run-time strides, and the tap loop's accumulators left the
     registers: 10-28x slower.)
+
+    A first layer's outputs take long to write next to its few multiply-adds (27 a
+    pixel and channel for 3 channels): in a training step its 8 MiB have left the
+    caches since the step before, and each store waited for its line to come from
+    memory. With at most ``_PREFETCH_TAPS`` taps an iteration asks for the lines of
+    the next row pair's outputs (:func:`_prefetch_for_write`) before it computes its
+    own. conv1 at batch 64 (2-core Zen 5): 0.84 -> 0.60 ms with the caches evicted,
+    0.42 -> 0.44 warm; in the step of the batch-norm ConvNet 0.76 -> 0.56 ms, the
+    step 0.96-0.99x. conv2 (288 taps) lost 0.06 ms in that step, and does not.
     """
     n_img, n_out, ho_n, wo_n = y_shape[0], y_shape[1], y_shape[2], y_shape[3]
     groups, n_fb = w8.shape[0], w8.shape[1]
@@ -1529,6 +1581,9 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax,
     pflat = pooled.reshape(pooled.size)
     aflat = argmax.reshape(argmax.size)
     n_rows = n_img * n_rp
+    # Prefetching the outputs pays where they take long to write next to their
+    # few multiply-adds (see _PREFETCH_TAPS).
+    prefetch = taps.shape[1] <= _PREFETCH_TAPS
     per_chunk = (n_rows + n_chunks - 1) // max(n_chunks, 1)
     # No race: iteration chunk owns its row pairs t, and t owns output rows h0 and
     # h0 + 1 of image n, every channel.
@@ -1536,10 +1591,23 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax,
         acc = np.empty(2 * _BELOW, dtype=y.dtype)  # flat: see _BELOW
         best_v = np.empty(_ROWS_OUT * _LANES // 2, dtype=y.dtype)
         best_at = np.empty(_ROWS_OUT * _LANES // 2, dtype=np.int32)
-        for t in range(chunk * per_chunk, min(chunk * per_chunk + per_chunk, n_rows)):
+        t_end = min(chunk * per_chunk + per_chunk, n_rows)
+        for t in range(chunk * per_chunk, t_end):
             n = t // n_rp
             h0 = (t % n_rp) * 2
             h1 = min(h0 + 1, ho_n - 1)
+            tp = t + _PREFETCH_AHEAD
+            if prefetch and tp < t_end:
+                n_p = tp // n_rp
+                r_p = tp % n_rp
+                for f in range(n_out):
+                    if pool:
+                        at = ((n_p * n_out + f) * n_rp + r_p) * (wo_n // 2)
+                        _prefetch_run(pflat, at, wo_n // 2)
+                        _prefetch_run(aflat, at, wo_n // 2)
+                    else:
+                        at = ((n_p * n_out + f) * ho_n + 2 * r_p) * wo_n
+                        _prefetch_run(yflat, at, min(2, ho_n - 2 * r_p) * wo_n)
             for g in range(groups):
                 for fb in range(n_fb):
                     f0 = g * fg + fb * _ROWS_OUT
