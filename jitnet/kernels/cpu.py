@@ -1563,11 +1563,14 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax,
     A first layer's outputs take long to write next to its few multiply-adds (27 a
     pixel and channel for 3 channels): in a training step its 8 MiB have left the
     caches since the step before, and each store waited for its line to come from
-    memory. With at most ``_PREFETCH_TAPS`` taps an iteration asks for the lines of
-    the next row pair's outputs (:func:`_prefetch_for_write`) before it computes its
-    own. conv1 at batch 64 (2-core Zen 5): 0.84 -> 0.60 ms with the caches evicted,
-    0.42 -> 0.44 warm; in the step of the batch-norm ConvNet 0.76 -> 0.56 ms, the
-    step 0.96-0.99x. conv2 (288 taps) lost 0.06 ms in that step, and does not.
+    memory. With at most ``_PREFETCH_TAPS`` taps, unpooled, an iteration asks for the
+    lines of the next row pair's outputs (:func:`_prefetch_for_write`) before it
+    computes its own. conv1 at batch 64 (2-core Zen 5, one process): 0.84-0.94 ->
+    0.60-0.69 ms with the caches evicted, 0.42-0.46 warm either way; in the step of
+    the batch-norm ConvNet 0.76 -> 0.56 ms, the step 0.96-0.99x. conv2 (288 taps) lost
+    0.06 ms in that step, and the pooled first layer of the reference net gained
+    nothing in its step (it writes a quarter as much): neither prefetches. The
+    prefetching costs 0.4 s of this kernel's compilation (2.3 -> 2.7 s).
     """
     n_img, n_out, ho_n, wo_n = y_shape[0], y_shape[1], y_shape[2], y_shape[3]
     groups, n_fb = w8.shape[0], w8.shape[1]
@@ -1582,8 +1585,8 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax,
     aflat = argmax.reshape(argmax.size)
     n_rows = n_img * n_rp
     # Prefetching the outputs pays where they take long to write next to their
-    # few multiply-adds (see _PREFETCH_TAPS).
-    prefetch = taps.shape[1] <= _PREFETCH_TAPS
+    # few multiply-adds (see _PREFETCH_TAPS), and not pooled.
+    prefetch = taps.shape[1] <= _PREFETCH_TAPS and not pool
     per_chunk = (n_rows + n_chunks - 1) // max(n_chunks, 1)
     # No race: iteration chunk owns its row pairs t, and t owns output rows h0 and
     # h0 + 1 of image n, every channel.
@@ -1598,16 +1601,10 @@ def _conv2d_rows(xflat, x_shape, w8, taps, bias_win, y_shape, y, pooled, argmax,
             h1 = min(h0 + 1, ho_n - 1)
             tp = t + _PREFETCH_AHEAD
             if prefetch and tp < t_end:
-                n_p = tp // n_rp
-                r_p = tp % n_rp
+                h_p = (tp % n_rp) * 2
                 for f in range(n_out):
-                    if pool:
-                        at = ((n_p * n_out + f) * n_rp + r_p) * (wo_n // 2)
-                        _prefetch_run(pflat, at, wo_n // 2)
-                        _prefetch_run(aflat, at, wo_n // 2)
-                    else:
-                        at = ((n_p * n_out + f) * ho_n + 2 * r_p) * wo_n
-                        _prefetch_run(yflat, at, min(2, ho_n - 2 * r_p) * wo_n)
+                    _prefetch_run(yflat, (((tp // n_rp) * n_out + f) * ho_n + h_p) * wo_n,
+                                  min(2, ho_n - h_p) * wo_n)
             for g in range(groups):
                 for fb in range(n_fb):
                     f0 = g * fg + fb * _ROWS_OUT
