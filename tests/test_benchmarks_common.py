@@ -1,0 +1,43 @@
+"""benchmarks/common.py: the timing helpers (no timing is asserted)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def common():
+    spec = importlib.util.spec_from_file_location("bench_common",
+                                                  ROOT / "benchmarks" / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_median_ms_runs_before_ahead_of_each_timed_call_only(common):
+    events = []
+    ms = common.median_ms(lambda: events.append("call"), repeat=3, warmup=2,
+                          before=lambda: events.append("before"))
+    assert events == ["call", "call"] + ["before", "call"] * 3
+    assert ms >= 0
+
+
+def test_cache_evictor_reads_its_buffer_in_threads(common, monkeypatch):
+    import threading
+
+    seen = set()
+    real_sum = common.np.sum
+
+    def spy(part, *args, **kwargs):
+        seen.add(threading.get_ident())
+        return real_sum(part, *args, **kwargs)
+
+    monkeypatch.setattr(common.np, "sum", spy)
+    evict = common.cache_evictor(mib=2, threads=2)
+    seen.clear()
+    assert evict() is None
+    # not the caller's thread: Python threads of its own, no OpenMP pool left spinning
+    assert seen and threading.get_ident() not in seen
