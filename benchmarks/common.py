@@ -134,11 +134,12 @@ def fma_peak_gflops(n_iter=20_000_000):
     return best / 1e9
 
 
-def cache_evictor(mib=96, threads=2):
-    """A function that evicts the CPU caches: ``threads`` threads each read their share
-    of a ``mib`` MiB buffer (three times a 32 MiB L3), so that the cores' L1 and L2
-    and the shared L3 hold clean lines of it, and the next call reads its inputs from
-    memory, as a kernel does whose inputs a training step wrote long before.
+def cache_evictor(mib=96, threads=None):
+    """A function that evicts the CPU caches: ``threads`` threads (default: one a core)
+    each read their share of a ``mib`` MiB buffer (three times a 32 MiB L3), so that
+    the cores' L1 and L2 and the shared L3 hold clean lines of it, and the next call
+    reads its inputs from memory, as a kernel does whose inputs a training step wrote
+    long before.
 
     Reading, not writing: written lines would be written back during the next call.
     Python threads running NumPy (which lets go of the GIL), not a Numba or OpenMP
@@ -147,6 +148,7 @@ def cache_evictor(mib=96, threads=2):
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    threads = threads or os.cpu_count() or 1
     parts = np.array_split(np.ones((mib << 20) // 8, dtype=np.int64), threads)
     pool = ThreadPoolExecutor(threads)
 
