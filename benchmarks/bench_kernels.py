@@ -10,9 +10,10 @@ an empty ``NUMBA_CACHE_DIR`` to see compile times). glibc's mmap threshold is fi
 first (:func:`common.steady_malloc`), so that no contender's time depends on
 which large blocks the process happened to free before. With ``--cold`` every
 contender's caches are evicted before each timed call (:func:`common.cache_evictor`):
-in a training step most kernels read inputs that other layers' work has pushed out
-of the caches since they were written, and the warm figures flatter a kernel that
-reads its inputs more than once.
+in a training step most kernels read inputs, and write outputs, that other layers'
+work has pushed out of the caches since they were last touched, and the two tables
+can disagree (see ``benchmarks/RESULTS.md``: conv1's forward was 1.24x PyTorch's warm
+and 0.69-0.82x cold before it prefetched its outputs).
 
 Usage::
 
@@ -192,9 +193,8 @@ def main(argv=None):
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--cold", action="store_true",
-                        help="evict the CPU caches before each timed call (the inputs "
-                             "come from memory, as a step's do that were written long "
-                             "before)")
+                        help="evict the CPU caches before each timed call (inputs and "
+                             "outputs come from memory, as in a training step)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
     threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
