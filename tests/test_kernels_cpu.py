@@ -83,6 +83,7 @@ CONV_CASES = [
     (2, 3, 9, 9, 5, 3, 2, 0, 1),
     (1, 5, 11, 4, 3, 5, 2, 1, 1),
     (2, 3, 32, 32, 8, 3, 1, 1, 1),  # the reference net's first layer, narrower
+    (3, 2, 32, 17, 5, 3, 1, 1, 1),  # row weight kernel: blocks of 2 images, the last of 1
     (2, 8, 16, 16, 16, 3, 1, 1, 1),  # the second layer, narrower
     # Stride 1 on both layouts (cpu._rows_pay, cpu._conv_weight_grad): narrow planes
     # take the channel tiles for forward, input and weight gradient.
