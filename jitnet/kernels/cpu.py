@@ -1034,7 +1034,6 @@ def _conv2d_weight_pooled(g, relu_y, argmax, xf, pix, img, rs, kh_n, part, bpart
                     part[ps, ib, ft, a, r, lane] = acc[a, r, lane]
 
 
-
 @njit(**_JIT)
 def _conv2d_weight_pooled_taps(g, relu_y, argmax, xf, pix, img, taps, n_cb, part, bpart):
     """:func:`_conv2d_weight_pooled` for inputs whose channels fill whole vectors
