@@ -729,22 +729,25 @@ def test_maxpool2d_propagates_nan(rng):
     assert not np.isnan(y[0, 0, 1, 1])
 
 
+@pytest.mark.parametrize("copies", [1, 3])
 @pytest.mark.parametrize("top, left, dst_hw", [(1, 1, (7, 8)), (0, 0, (5, 16)), (2, 3, (6, 5)),
                                                (-1, -2, (3, 4)), (9, 12, (4, 4))], ids=str)
-def test_pad_planes(rng, top, left, dst_hw):
+def test_pad_planes(rng, copies, top, left, dst_hw):
     # The padded copies of the row kernels: zeros around src's planes, the corner
-    # at (top, left), cut to dst's size; offsets below zero crop src, and a dst
-    # channel past src's (the weight gradient's plane of ones) is left alone.
+    # at (top, left), cut to dst's size; offsets below zero crop src. Every copy
+    # the same (the weight gradient's, one per thread), and a dst channel past
+    # src's all ones (its bias slot's plane).
     src = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
-    dst = np.full((2, 4) + dst_hw, 7.0, dtype=np.float32)
+    dst = np.full((copies, 2, 4) + dst_hw, 7.0, dtype=np.float32)
     cpu._pad_planes(src, dst, top, left)
     want = np.zeros((2, 3) + dst_hw, dtype=np.float32)
     for i in range(dst_hw[0]):
         for j in range(dst_hw[1]):
             if 0 <= i - top < 5 and 0 <= j - left < 6:
                 want[:, :, i, j] = src[:, :, i - top, j - left]
-    np.testing.assert_array_equal(dst[:, :3], want)
-    assert (dst[:, 3] == 7.0).all()
+    for k in range(copies):
+        np.testing.assert_array_equal(dst[k, :, :3], want)
+        assert (dst[k, :, 3] == 1.0).all()
 
 
 # --------------------------------------------------------------------------

@@ -1238,19 +1238,20 @@ def _row_fma(acc, k, lane, d, x0, x1, x2, x3, x4):
 
 
 @njit(**_JIT)
-def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
+def _conv2d_weight_rows(dyp, xps, dweight, part, bias_slot, dbias):
     """Stride-1 weight gradient with vectors along the output row (NCHW as it comes).
 
     ``dyp`` (N, F, HO, WV) is the upstream gradient with ``WV`` a multiple of 16
-    and zeros past ``WO``; ``xp`` (N, C, HO + KH - 1, WV + KW - 1) the zero-padded
-    input. A tile is 4 output channels of one group times 5 consecutive
-    ``(c, kh, kw)`` triples (dweight's memory order) on one 16-column block of
-    the rows: 20 accumulators of 16 lanes, and per row 4 + 5 vector loads for 20
+    and zeros past ``WO``; ``xps`` (K, N, C, HO + KH - 1, WV + KW - 1) holds K
+    copies of the zero-padded input, one for each of the K parallel iterations
+    (:func:`_pad_planes`). A tile is 4 output channels of one group times 5
+    consecutive ``(c, kh, kw)`` triples (dweight's memory order) on one 16-column
+    block of the rows: 20 accumulators of 16 lanes, and per row 4 + 5 vector loads for 20
     fused multiply-adds. The lanes and blocks of each accumulator are summed once,
     at the end. ``part`` (tiles, 4 * 5 * 16), zeroed by the caller, holds each
     tile's lane sums between blocks of images.
 
-    With ``bias_slot``, ``xp`` has one more channel, all ones, after the input's,
+    With ``bias_slot``, ``xps`` has one more channel, all ones, after the input's,
     and the first unused slot of the last triple tile reads it: its sums are the
     bias gradient, written to ``dbias`` (F,). A 3-channel 3x3 kernel has 27 triples
     in 6 tiles of 5, so the bias costs no extra FMA and no extra pass over dy.
@@ -1260,8 +1261,16 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
     No copy of ``dy`` into channel blocks (the cost that dominated a first layer's
     weight gradient). Iteration ``chunk`` owns a contiguous run of tiles and visits
     them a block of images at a time (``_WROWS_ROWS`` rows: two 32 x 32 images);
-    every lane sums in one fixed order (block, image, row), whatever ``n_chunks``.
+    every lane sums in one fixed order (block, image, row), whatever K.
     Channels past a group's end repeat its last one and are not stored.
+
+    Every iteration reads all of the padded input, so there is one copy of it per
+    iteration, padded by the thread that reads it. From one shared copy, padded in
+    parallel by images, half came from the other core's cache, and in phases of
+    minutes on the 2-vCPU cloud machine that handoff made the kernel 1.2-1.3x
+    slower. Timed in turn with the shared copy, conv1 at batch 64, 2 threads, in
+    three runs of 5-8 minutes: 0.83-0.87 of its time in those phases, the same
+    time in the others (0.99-1.01), 1.00-1.09 with the caches evicted.
 
     A tile's accumulators are one flat array, added to ``part`` by one loop whose
     count is known only at run time, so that LLVM vectorises it: 20 vector adds.
@@ -1280,6 +1289,7 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
     """
     n_img, n_out, ho_n, wv_n = dyp.shape
     cg, kh_n, kw_n = dweight.shape[1], dweight.shape[2], dweight.shape[3]
+    n_chunks, xp = xps.shape[0], xps[0]
     groups = (xp.shape[1] - bias_slot) // cg  # the plane of ones is no group's
     fg = n_out // groups
     k_n = kh_n * kw_n
@@ -1292,7 +1302,7 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
     # Flat planes and unsigned offsets (a row index ``ho + kh`` pays Numba's
     # negative-index fix-up: 5 instructions per tap and row).
     dyf = dyp.reshape((n_img, n_out, ho_n * wv_n))
-    xf = xp.reshape((n_img, xp.shape[1], xp.shape[2] * wx))
+    xf = xps.reshape((n_chunks * n_img, xp.shape[1], xp.shape[2] * wx))
     # Each tile's output channels, and its triples' channels and flat offsets (kernel
     # row * wx + kernel column + the block's column), worked out once rather than
     # with a dozen integer divisions per image and tile.
@@ -1339,6 +1349,7 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
                 for k in range(n_acc):
                     acc[k] = 0
                 for n in range(n0, n1):
+                    m = chunk * n_img + n  # this iteration's copy of image n
                     for ho in range(ho_n):
                         drow = np.uint64(ho * wv_n) + col
                         xrow = np.uint64(ho * wx)
@@ -1349,11 +1360,11 @@ def _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot, dbias):
                             d2 = dyf[n, f2, u]
                             d3 = dyf[n, f3, u]
                             i = xrow + np.uint64(lane)
-                            x0 = xf[n, c0, i + o0]
-                            x1 = xf[n, c1, i + o1]
-                            x2 = xf[n, c2, i + o2]
-                            x3 = xf[n, c3, i + o3]
-                            x4 = xf[n, c4, i + o4]
+                            x0 = xf[m, c0, i + o0]
+                            x1 = xf[m, c1, i + o1]
+                            x2 = xf[m, c2, i + o2]
+                            x3 = xf[m, c3, i + o3]
+                            x4 = xf[m, c4, i + o4]
                             _row_fma(acc, 0, lane, d0, x0, x1, x2, x3, x4)
                             _row_fma(acc, _WROWS_TAPS * _LANES, lane, d1, x0, x1, x2, x3, x4)
                             if _WROWS_OUT == 4:  # a constant (see _WROWS_OUT)
@@ -1772,7 +1783,7 @@ def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False, pool=F
     wv = -(-wo // _LANES) * _LANES
     hp, wp = ho + kh - 1, wv + kw - 1
     xp = _empty((n, c, hp, wp), dtype=x.dtype)
-    _pad_planes(x, xp, top, left)
+    _pad_planes(x, xp[None], top, left)
     # Flat offset of tap (c, kh, kw) of group g from a tile's corner, in weight order.
     cg = weight.shape[1]
     tap = np.arange(cg)[:, None, None] * (hp * wp) + np.arange(kh)[:, None] * wp + np.arange(kw)
@@ -1799,29 +1810,36 @@ def _conv_rows(x, weight, bias, out_shape, top, left, groups, flip=False, pool=F
 
 @njit(**_JIT)
 def _pad_planes(src, dst, top, left):
-    """``dst[n, c, i, j] = src[n, c, i - top, j - left]`` where that exists, else 0,
-    for ``src``'s channels.
+    """``dst[k, n, c, i, j] = src[n, c, i - top, j - left]`` where that exists, else
+    0, for ``src``'s channels and every copy ``k``; channels of ``dst`` past
+    ``src``'s are all ones (the row weight-gradient kernel's bias plane).
 
     Row by row: zeros, the source row's run (a plain copy the vectoriser takes),
     zeros. (A test of both bounds at every element: 0.36 ms for conv2's input
     gradient at batch 64, against 0.0 ms.)
+
+    The iterations run over (copy, image) in that order, so under a static schedule
+    (Numba's omp and workqueue layers) with one copy per thread, each thread pads
+    the copy that its iteration of :func:`_conv2d_weight_rows` reads: none of it
+    moves between cores' caches.
     """
     n_img, n_ch, h_n, w_n = src.shape
-    h_d, w_d = dst.shape[2], dst.shape[3]
+    n_copies, n_dst, h_d, w_d = dst.shape[0], dst.shape[2], dst.shape[3], dst.shape[4]
     j0 = min(max(left, 0), w_d)  # dst's first column with a source element
     j1 = min(max(left + w_n, 0), w_d)  # and its end
     zero = dst.dtype.type(0)
     # Flat planes and unsigned offsets: the row copy's loads and stores contiguous.
     sf = src.reshape((n_img, n_ch, h_n * w_n))
-    df = dst.reshape((n_img, dst.shape[1], h_d * w_d))
+    df = dst.reshape((n_copies * n_img, n_dst, h_d * w_d))
     # Source column of dst's column j0 (wraps when src lies past dst's right edge,
     # and then no row copies anything).
     shift = np.uint64(j0 - left)
-    # No race: iteration n owns dst[n].
-    for n in prange(n_img):
+    # No race: iteration kn owns dst[kn // n_img, kn % n_img].
+    for kn in prange(n_copies * n_img):
+        n = kn % n_img
         for c in range(n_ch):
             src_plane = sf[n, c]
-            dst_plane = df[n, c]
+            dst_plane = df[kn, c]
             for i in range(h_d):
                 si = i - top
                 d = np.uint64(i * w_d)
@@ -1836,6 +1854,9 @@ def _pad_planes(src, dst, top, left):
                     dst_plane[d + np.uint64(j0 + j)] = src_plane[srow + np.uint64(j)]
                 for j in range(j1, w_d):
                     dst_plane[d + np.uint64(j)] = zero
+        for c in range(n_ch, n_dst):
+            for i in range(h_d * w_d):
+                df[kn, c, i] = 1
 
 
 def _sparse_input_grad_pays(weight, s, groups, c):
@@ -1909,18 +1930,18 @@ def _conv_weight_grad_rows(dy, x, weight_shape, p, groups, dbias):
         dyp = dy
     else:  # whole vectors: zero columns past the row's end
         dyp = _empty((n, f, ho, wv), dtype=dy.dtype)
-        _pad_planes(dy, dyp, 0, 0)
+        _pad_planes(dy, dyp[None], 0, 0)
     bias_slot = dbias is not None and (cg * kh * kw) % _WROWS_TAPS != 0
-    xp = _empty((n, c + bias_slot, ho + kh - 1, wv + kw - 1), dtype=x.dtype)
-    _pad_planes(x, xp, p, p)  # the input's channels; the extra one is all ones
-    if bias_slot:
-        xp[:, c] = 1
     fg = f // groups
     n_tiles = groups * -(-fg // _WROWS_OUT) * -(-(cg * kh * kw) // _WROWS_TAPS) * (wv // _LANES)
-    n_chunks = _chunks(n_tiles)
+    # One iteration of the kernel a thread, each with its own padded copy of x (the
+    # input's channels, then the bias slot's plane of ones)
+    n_copies = min(n_tiles, numba.get_num_threads())
+    xps = _empty((n_copies, n, c + bias_slot, ho + kh - 1, wv + kw - 1), dtype=x.dtype)
+    _pad_planes(x, xps, p, p)
     part = _zeros((n_tiles, _WROWS_ACC), dtype=x.dtype)
     dweight = _empty(weight_shape, dtype=x.dtype)
-    _conv2d_weight_rows(dyp, xp, dweight, n_chunks, part, bias_slot,
+    _conv2d_weight_rows(dyp, xps, dweight, part, bias_slot,
                         dbias if bias_slot else np.empty(0, dtype=x.dtype))
     if dbias is not None and not bias_slot:
         _conv_bias_grad(dy, dbias)
