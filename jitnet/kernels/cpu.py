@@ -143,7 +143,7 @@ def zeros(shape, dtype):
 # - Row vectors (stride 1): vectors run along an output row, on zero-padded
 #   NCHW planes, so nothing is transposed. Forward and input gradient tile 8
 #   output channels x 2 rows x 16 columns (:func:`_conv2d_rows`); the weight
-#   gradient tiles 4 output channels x 6 (c, kh, kw) triples and sums the lanes
+#   gradient tiles 4 output channels x 5 (c, kh, kw) triples and sums the lanes
 #   at the end (:func:`_conv2d_weight_rows`).
 # - Channel vectors: images are channel-last and zero-padded,
 #   ``xh[n, g, h, w * Cg + c]`` (group-major, NHWC within a group), so that one
@@ -156,7 +156,8 @@ def zeros(shape, dtype):
 #   per pixel.
 #
 # Either way a tile is 16 AVX-512 accumulators in float32, and per reduction
-# step 16 fused multiply-adds take 10 loads. With 256-bit vectors (AVX2: 16
+# step 16 fused multiply-adds take 10 loads (the row weight gradient's: 20
+# accumulators, 20 multiply-adds for 9 loads). With 256-bit vectors (AVX2: 16
 # registers, 8 lanes) the tiles shrink to 8 accumulators (``_LANES``, ``_PIX``,
 # ``_ROWS_OUT``, ``_WROWS_OUT``): the 16-lane tiles on such a CPU spilled their
 # accumulators to the stack, and every kernel ran 2-5x slower. The statements for the tile are
