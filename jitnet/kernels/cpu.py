@@ -1247,8 +1247,8 @@ def _conv2d_weight_rows(dyp, xps, dweight, part, bias_slot, dbias):
     copies of the zero-padded input, one for each of the K parallel iterations
     (:func:`_pad_planes`). A tile is 4 output channels of one group times 5
     consecutive ``(c, kh, kw)`` triples (dweight's memory order) on one 16-column
-    block of the rows: 20 accumulators of 16 lanes, and per row 4 + 5 vector loads for 20
-    fused multiply-adds. The lanes and blocks of each accumulator are summed once,
+    block of the rows: 20 accumulators of 16 lanes, and per row 4 + 5 vector loads
+    for 20 fused multiply-adds. The lanes and blocks of each accumulator are summed once,
     at the end. ``part`` (tiles, 4 * 5 * 16), zeroed by the caller, holds each
     tile's lane sums between blocks of images.
 
@@ -1290,8 +1290,9 @@ def _conv2d_weight_rows(dyp, xps, dweight, part, bias_slot, dbias):
     """
     n_img, n_out, ho_n, wv_n = dyp.shape
     cg, kh_n, kw_n = dweight.shape[1], dweight.shape[2], dweight.shape[3]
-    n_chunks, xp = xps.shape[0], xps[0]
-    groups = (xp.shape[1] - bias_slot) // cg  # the plane of ones is no group's
+    # one iteration per copy of the padded input
+    n_chunks, n_planes, hx, wx = xps.shape[0], xps.shape[2], xps.shape[3], xps.shape[4]
+    groups = (n_planes - bias_slot) // cg  # the plane of ones is no group's
     fg = n_out // groups
     k_n = kh_n * kw_n
     q_n = cg * k_n
@@ -1299,11 +1300,10 @@ def _conv2d_weight_rows(dyp, xps, dweight, part, bias_slot, dbias):
     n_qt = (q_n + _WROWS_TAPS - 1) // _WROWS_TAPS
     n_v = wv_n // _LANES
     n_t = groups * n_ft * n_qt * n_v
-    wx = xp.shape[3]
     # Flat planes and unsigned offsets (a row index ``ho + kh`` pays Numba's
     # negative-index fix-up: 5 instructions per tap and row).
     dyf = dyp.reshape((n_img, n_out, ho_n * wv_n))
-    xf = xps.reshape((n_chunks * n_img, xp.shape[1], xp.shape[2] * wx))
+    xf = xps.reshape((n_chunks * n_img, n_planes, hx * wx))
     # Each tile's output channels, and its triples' channels and flat offsets (kernel
     # row * wx + kernel column + the block's column), worked out once rather than
     # with a dozen integer divisions per image and tile.
@@ -1324,7 +1324,7 @@ def _conv2d_weight_rows(dyp, xps, dweight, part, bias_slot, dbias):
         cols[t] = (t // n_qt) % n_v * _LANES
         for b in range(_WROWS_TAPS):
             if bias_slot and qt * _WROWS_TAPS + b == q_n:  # the plane of ones
-                chans[t, b] = xp.shape[1] - 1
+                chans[t, b] = n_planes - 1
                 offs[t, b] = cols[t]
                 continue
             q = min(qt * _WROWS_TAPS + b, q_n - 1)
