@@ -121,11 +121,13 @@ def test_prefetch_for_write_is_a_hint():
 @pytest.mark.parametrize(
     "case",
     [
-        (2, 3, 9, 20, 8, 3, 1, 1, 1),  # 27 triples: the bias rides in a spare slot
-        (2, 6, 7, 9, 6, 3, 1, 1, 6),  # depthwise, 9 triples: a spare slot per group
+        (2, 3, 9, 20, 8, 3, 1, 1, 1),  # 3x3: two rows at a time, every tile sums the bias
+        (3, 2, 7, 9, 5, 3, 1, 0, 1),  # 3x3, 5 output rows (odd), 5 outputs (a tile of 1)
+        (2, 6, 7, 9, 6, 3, 1, 1, 6),  # depthwise 3x3: tiles of one output channel
+        (2, 3, 9, 20, 8, 1, 1, 0, 1),  # 1x1, 3 triples: the bias rides in a spare slot
         (2, 5, 6, 6, 12, 1, 1, 0, 1),  # 5 triples fill the tile: a separate bias pass
     ],
-    ids=["spare-slot", "depthwise", "no-spare-slot"],
+    ids=["3x3", "3x3-odd-rows", "depthwise-3x3", "spare-slot", "no-spare-slot"],
 )
 def test_row_weight_gradient_and_its_bias(rng, case):
     n, c, h, w, f, k, s, p, groups = case
@@ -211,6 +213,7 @@ def test_conv2d_is_deterministic(rng, dtype):
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two threads")
 @pytest.mark.parametrize("case", [
     (4, 3, 32, 32, 32, 3, 1, 1, 1),  # row kernels (the first layer)
+    (4, 3, 16, 16, 8, 5, 1, 2, 1),  # the row weight gradient's 4 x 5 tiles (not 3x3)
     (4, 32, 16, 16, 64, 3, 1, 1, 1),  # row kernels, input-channel weight tiles
     (3, 16, 9, 8, 40, 3, 2, 1, 2),  # channel-block tiles
 ])

@@ -160,8 +160,8 @@ def test_training_kernels_cached_reads_numbas_index(monkeypatch):
     linear = nn.Sequential(nn.Linear(3, 2))
     assert precompile._training_kernels_cached(linear)
     # a model with convolutions also needs a convolution's weight gradient cached
-    for name in ("_conv2d_weight_rows", "_conv2d_weight_channel_tiles", "_conv2d_weight_tiles",
-                 "_conv2d_weight_pooled", "_conv2d_weight_pooled_taps"):
+    for name in ("_conv2d_weight_rows", "_conv2d_weight_rows3x3", "_conv2d_weight_channel_tiles",
+                 "_conv2d_weight_tiles", "_conv2d_weight_pooled", "_conv2d_weight_pooled_taps"):
         monkeypatch.setattr(getattr(cpu, name)._cache._cache_file, "_index_path", "/nonexistent")
     assert not precompile._training_kernels_cached(_small_net())
     assert precompile._training_kernels_cached(linear)
@@ -209,7 +209,7 @@ def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, ba
     from jitnet import models
 
     calls = []
-    for name in ("_conv2d_input_sparse", "_conv2d_weight_channel_tiles", "_conv2d_weight_rows",
+    for name in ("_conv2d_input_sparse", "_conv2d_weight_channel_tiles", "_conv2d_weight_rows3x3",
                  "_conv2d_weight_pooled", "_conv2d_weight_pooled_taps"):
         kernel = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel:
@@ -217,7 +217,7 @@ def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, ba
     precompile.compile_training_kernels(models.convnet(batchnorm=batchnorm), (2, 3, 32, 32),
                                         "float32")
     if batchnorm:
-        assert calls == ["_conv2d_weight_rows", "_conv2d_weight_channel_tiles"]
+        assert calls == ["_conv2d_weight_rows3x3", "_conv2d_weight_channel_tiles"]
     else:
         # the weight gradients from the poolings' windows
         assert calls == ["_conv2d_weight_pooled", "_conv2d_input_sparse",

@@ -154,9 +154,9 @@ def _training_kernels_cached(model):
 
     groups = [(cpu._sgd_update, cpu._adam_update)]
     if any(type(m) is Conv2d for m in model.modules()):
-        groups.append((cpu._conv2d_weight_rows, cpu._conv2d_weight_channel_tiles,
-                       cpu._conv2d_weight_tiles, cpu._conv2d_weight_pooled,
-                       cpu._conv2d_weight_pooled_taps))
+        groups.append((cpu._conv2d_weight_rows, cpu._conv2d_weight_rows3x3,
+                       cpu._conv2d_weight_channel_tiles, cpu._conv2d_weight_tiles,
+                       cpu._conv2d_weight_pooled, cpu._conv2d_weight_pooled_taps))
     try:
         return all(any(os.path.exists(kernel._cache._cache_file._index_path) for kernel in group)
                    for group in groups)
