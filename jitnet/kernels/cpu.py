@@ -1255,8 +1255,10 @@ def _conv2d_weight_rows(dyp, xps, dweight, part, bias_slot, dbias):
 
     With ``bias_slot``, ``xps`` has one more channel, all ones, after the input's,
     and the first unused slot of the last triple tile reads it: its sums are the
-    bias gradient, written to ``dbias`` (F,). A 3-channel 3x3 kernel has 27 triples
-    in 6 tiles of 5, so the bias costs no extra FMA and no extra pass over dy.
+    bias gradient, written to ``dbias`` (F,). A 3-channel 1x1 kernel has 3 triples
+    in a tile of 5, so the bias costs no extra FMA and no extra pass over dy. (A 3x3
+    kernel takes :func:`_conv2d_weight_rows3x3`; the figures below are from when this
+    kernel ran conv1's 27 triples, in 6 tiles of 5.)
 
     Notes
     -----
@@ -1459,7 +1461,8 @@ def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias):
     output rows, no slot idles, and the inner loop keeps its offsets in registers
     (the 4 x 5 loop reloads 8 of them from the stack every two rows). Each lane sums
     in the order of that kernel's (block, image, row, then column block and lane):
-    the two gave the same bits.
+    compiled for AVX-512 the two gave the same bits; for AVX2 (8 lanes, a tile of one
+    output channel) the bias sums differed in their last bits.
 
     With a tile of 2 output channels, a block of columns' rows of ``dy`` serve 3
     tiles (one per input channel of a first layer) where they served 6: read cold
@@ -1468,10 +1471,11 @@ def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias):
     (``_prefetch_to_l2``, 4 lines a row pair).
 
     Measured against the 4 x 5 kernel (``_conv_weight_grad``, conv1 at batch 64, 2
-    threads, timed in turn in one process, 2026-12-07): 0.86-0.92 of its time warm,
-    0.78-0.84 with the caches evicted; batch 128 0.82 and 0.75-0.78; depthwise 3x3
-    on 32 channels 0.73; four output rows at a time 1.08-1.14 (the rows no longer fit
-    the registers).
+    threads, timed in turn in one process, 2026-12-07, Zen 5): 0.86-0.92 of its time
+    warm, 0.78-0.84 with the caches evicted; batch 128 0.82 and 0.75-0.78; depthwise
+    3x3 on 32 channels 0.73; four output rows at a time 1.08-1.14 (the rows no longer
+    fit the registers). Compiled for AVX2 (``NUMBA_CPU_NAME=haswell``, 8 lanes) on the
+    same machine: 1.04 warm, 0.77 with the caches evicted, depthwise 0.74.
     """
     n_img, n_out, ho_n, wv_n = dyp.shape
     cg = dweight.shape[1]
