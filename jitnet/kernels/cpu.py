@@ -1458,17 +1458,18 @@ def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias):
     The 4 x 5 tile of :func:`_conv2d_weight_rows` takes any kernel's (c, kh, kw)
     triples in turn, one row at a time: 9 loads for 20 multiply-adds, and 3 of a
     3-channel 3x3 kernel's 30 slots idle. Here each row of ``x`` loaded serves two
-    output rows, no slot idles, and the inner loop keeps its offsets in registers
-    (the 4 x 5 loop reloads 8 of them from the stack every two rows). Each lane sums
-    in the order of that kernel's (block, image, row, then column block and lane):
-    compiled for AVX-512 the two gave the same bits; for AVX2 (8 lanes, a tile of one
-    output channel) the bias sums differed in their last bits.
+    output rows and no slot idles: a row pair is 66 instructions for 36 multiply-adds,
+    4 bias adds and 4 prefetches, 2 of them reloads from the stack, where the 4 x 5
+    loop took 74 for 40 multiply-adds, 8 of them reloads. Each lane sums in the order
+    of that kernel's (block, image, row, then column block and lane): compiled for
+    AVX-512 the two gave the same bits; for AVX2 (8 lanes, a tile of one output
+    channel) the bias sums differed in their last bits.
 
     With a tile of 2 output channels, a block of columns' rows of ``dy`` serve 3
     tiles (one per input channel of a first layer) where they served 6: read cold
-    from memory, that took it to 0.99-1.09 of the 4 x 5 one's time (ten runs). So each
-    tile asks for the rows of ``dy`` that the tile after its channel tiles reads
-    (``_prefetch_to_l2``, 4 lines a row pair).
+    from memory, that took the kernel to 0.98-1.09 of the 4 x 5 one's time (twenty
+    runs). So each tile asks for the rows of ``dy`` that the tile after its channel
+    tiles reads (``_prefetch_to_l2``, 4 lines a row pair).
 
     Measured against the 4 x 5 kernel (``_conv_weight_grad``, conv1 at batch 64, 2
     threads, timed in turn in one process, 2026-12-07, Zen 5): 0.86-0.92 of its time
