@@ -1411,9 +1411,9 @@ _W3_ACC = _W3_OUT * 10 * _LANES
 
 
 @njit(inline="always")
-def _taps3x3_fma(acc, k, lane, d, x0, x1, x2, x3, x4, x5, x6, x7, x8):
+def _taps3x3_fma(acc, k, lane, d, x0, x1, x2, x3, x4, x5, x6, x7, x8, unit):
     """Lane ``lane`` of one output channel's 9 tap accumulators, from ``acc[k]``:
-    ``+= d * x_b``; and of its bias sum after them: ``+= d``."""
+    ``+= d * x_b``; and of its bias sum after them: ``+= d * unit`` (``unit`` is 1)."""
     acc[k + lane] += d * x0
     acc[k + _LANES + lane] += d * x1
     acc[k + 2 * _LANES + lane] += d * x2
@@ -1423,7 +1423,7 @@ def _taps3x3_fma(acc, k, lane, d, x0, x1, x2, x3, x4, x5, x6, x7, x8):
     acc[k + 6 * _LANES + lane] += d * x6
     acc[k + 7 * _LANES + lane] += d * x7
     acc[k + 8 * _LANES + lane] += d * x8
-    acc[k + 9 * _LANES + lane] += d
+    acc[k + 9 * _LANES + lane] += d * unit
 
 
 @njit(inline="always")
@@ -1437,20 +1437,21 @@ def _w3_tile(t, n_v, cg, n_ft, fg):
 
 
 @njit(**_JIT)
-def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias):
+def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias, unit):
     """Stride-1 weight gradient of a 3x3 kernel, vectors along the output row, two
     output rows at a time.
 
     ``dyp`` (N, F, HO, WV) is the upstream gradient with ``HO`` even, ``WV`` a
-    multiple of 16 and zeros past the outputs; ``xps`` (K, N, C, HO + 2, WV + 2)
+    multiple of ``_LANES`` and zeros past the outputs; ``xps`` (K, N, C, HO + 2, WV + 2)
     holds K copies of the zero-padded input, one for each parallel iteration, as in
     :func:`_conv2d_weight_rows`. ``dweight`` is (F, C / G, 3, 3), ``dbias`` (F,) or
-    empty (not written), ``part`` (tiles, ``_W3_ACC``) zeroed by the caller.
+    empty (not written), ``part`` (tiles, ``_W3_ACC``) zeroed by the caller, ``unit``
+    1 of dweight's dtype (see the notes).
 
-    A tile is 2 output channels of one group times one input channel's 9 taps on a
-    16-column block of the rows. Output rows ``r`` and ``r + 1`` read padded input
-    rows ``r`` to ``r + 3``: per row pair 4 vector loads of ``dy`` and 12 of ``x``
-    for 36 fused multiply-adds, into 18 accumulators of 16 lanes, and 2 more sum
+    A tile is 2 output channels of one group (1 with AVX2) times one input channel's
+    9 taps on a ``_LANES``-column block of the rows. Output rows ``r`` and ``r + 1``
+    read padded input rows ``r`` to ``r + 3``: per row pair 4 vector loads of ``dy``
+    and 12 of ``x`` for 36 fused multiply-adds, into 18 accumulators, and 2 more sum
     ``dy`` for the bias (every tile sums them; those of channel 0 are kept).
 
     Notes
@@ -1458,12 +1459,16 @@ def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias):
     The 4 x 5 tile of :func:`_conv2d_weight_rows` takes any kernel's (c, kh, kw)
     triples in turn, one row at a time: 9 loads for 20 multiply-adds, and 3 of a
     3-channel 3x3 kernel's 30 slots idle. Here each row of ``x`` loaded serves two
-    output rows and no slot idles: a row pair is 66 instructions for 36 multiply-adds,
-    4 bias adds and 4 prefetches, 2 of them reloads from the stack, where the 4 x 5
-    loop took 74 for 40 multiply-adds, 8 of them reloads. Each lane sums in the order
-    of that kernel's (block, image, row, then column block and lane): compiled for
-    AVX-512 the two gave the same bits; for AVX2 (8 lanes, a tile of one output
-    channel) the bias sums differed in their last bits.
+    output rows and no slot idles: a row pair is 67 instructions for 36 multiply-adds,
+    the bias's 2 adds and 2 multiply-adds and 4 prefetches, 3 of them reloads from
+    the stack, where the 4 x 5 loop took 74 for 40 multiply-adds, 8 of them reloads.
+    Each lane sums in the order of that kernel's (block, image, row, then column
+    block and lane): the weights' bits are that kernel's. The bias sums are
+    multiply-adds by ``unit``, a 1 that LLVM cannot see. As plain adds (which
+    fastmath lets it reorder) they came out with other last bits in a process that
+    compiled the kernel than in one that loaded it from Numba's cache; by ``unit``
+    they are the same in both, though not the 4 x 5 kernel's bits (LLVM adds a row
+    pair's two ``dy`` first).
 
     With a tile of 2 output channels, a block of columns' rows of ``dy`` serve 3
     tiles (one per input channel of a first layer) where they served 6: read cold
@@ -1476,7 +1481,9 @@ def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias):
     warm, 0.78-0.84 with the caches evicted; batch 128 0.82 and 0.75-0.78; depthwise
     3x3 on 32 channels 0.73; four output rows at a time 1.08-1.14 (the rows no longer
     fit the registers). Compiled for AVX2 (``NUMBA_CPU_NAME=haswell``, 8 lanes) on the
-    same machine: 1.04 warm, 0.77 with the caches evicted, depthwise 0.74.
+    same machine: 1.04 warm, 0.77 with the caches evicted, depthwise 0.74. (Those with
+    the bias sums as plain adds; by ``unit``, conv1: 0.89-0.90 warm, 0.80 with the
+    caches evicted, batch 128 0.73.)
     """
     n_img, n_out, ho_n, wv_n = dyp.shape
     cg = dweight.shape[1]
@@ -1540,16 +1547,18 @@ def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias):
                             g0 = xf[m, plane, i + x3]
                             g1 = xf[m, plane, i + x3 + np.uint64(1)]
                             g2 = xf[m, plane, i + x3 + np.uint64(2)]
-                            _taps3x3_fma(acc, 0, lane, d0, a0, a1, a2, b0, b1, b2, c0, c1, c2)
+                            _taps3x3_fma(acc, 0, lane, d0, a0, a1, a2, b0, b1, b2, c0, c1, c2,
+                                         unit)
                             if _W3_OUT == 2:  # a constant (see _W3_OUT)
                                 d1 = dyf[n, f1, u]
                                 _taps3x3_fma(acc, 10 * _LANES, lane, d1,
-                                             a0, a1, a2, b0, b1, b2, c0, c1, c2)
-                            _taps3x3_fma(acc, 0, lane, e0, b0, b1, b2, c0, c1, c2, g0, g1, g2)
+                                             a0, a1, a2, b0, b1, b2, c0, c1, c2, unit)
+                            _taps3x3_fma(acc, 0, lane, e0, b0, b1, b2, c0, c1, c2, g0, g1, g2,
+                                         unit)
                             if _W3_OUT == 2:
                                 e1 = dyf[n, f1, u + dy1]
                                 _taps3x3_fma(acc, 10 * _LANES, lane, e1,
-                                             b0, b1, b2, c0, c1, c2, g0, g1, g2)
+                                             b0, b1, b2, c0, c1, c2, g0, g1, g2, unit)
                 for k in range(n_acc):  # a count known at run time: vector adds
                     part[t, k] += acc[k]
     # The lane sums, serially, in the order of _conv2d_weight_rows'.
@@ -2136,7 +2145,8 @@ def _conv_weight_grad_rows(dy, x, weight_shape, p, groups, dbias):
     dweight = _empty(weight_shape, dtype=x.dtype)
     no_bias = np.empty(0, dtype=x.dtype)
     if pairs:
-        _conv2d_weight_rows3x3(dyp, xps, dweight, part, no_bias if dbias is None else dbias)
+        _conv2d_weight_rows3x3(dyp, xps, dweight, part, no_bias if dbias is None else dbias,
+                               x.dtype.type(1))
         return dweight
     _conv2d_weight_rows(dyp, xps, dweight, part, bias_slot, dbias if bias_slot else no_bias)
     if dbias is not None and not bias_slot:
