@@ -1151,31 +1151,3 @@ def test_kernels_at_the_other_vector_width(tmp_path):
         assert errors.pop("argmax equal")
         bad = {name: e for name, e in errors.items() if not e <= RTOL[np.float32]}
         assert not bad, (lanes, bad)
-
-
-CACHED_BITS = """
-import hashlib, numpy as np
-from jitnet.kernels import cpu
-rng = np.random.default_rng(0)
-x = rng.standard_normal((3, 3, 10, 18)).astype(np.float32)
-dy = rng.standard_normal((3, 8, 10, 18)).astype(np.float32)
-dbias = np.empty(8, np.float32)
-dweight = cpu._conv_weight_grad(dy, x, (8, 3, 3, 3), 1, 1, 1, dbias)
-print(hashlib.sha256(dweight.tobytes() + dbias.tobytes()).hexdigest())
-"""
-
-
-def test_a_kernel_loaded_from_numbas_cache_gives_the_bits_it_gave_compiled(tmp_path):
-    # fastmath lets LLVM reorder plain adds, and the 3x3 weight gradient's bias sums,
-    # as plain adds, came out with other last bits in the process that compiled the
-    # kernel than in one that loaded it from the cache (cpu._conv2d_weight_rows3x3)
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    runs = [subprocess.run([sys.executable, "-c", CACHED_BITS], env=env, check=True,
-                           capture_output=True, text=True).stdout.split()[-1]
-            for _ in range(2)]  # the first compiles and fills the cache, the second loads
-    assert any(tmp_path.rglob("*_conv2d_weight_rows3x3*.nbc"))
-    assert runs[0] == runs[1]

@@ -40,6 +40,16 @@ _JIT_EXACT = dict(parallel=True, cache=True)
 # and every region is a barrier that stalls when the machine is busy.
 _JIT_SMALL = dict(cache=True, fastmath=config.FASTMATH)
 _JIT_EXACT_SMALL = dict(cache=True)
+# Long sums that fast-math would let LLVM reorder, written out in lanes instead
+# (the batch-norm statistics and gradients): without ``reassoc`` LLVM keeps the
+# order of the source, and the lanes are what vectorises. With it, a parallel
+# kernel's sums came out with other last bits in the process that compiled it than
+# in one that loaded it from Numba's cache: Numba runs a prange body as compiled on
+# its own, but caches the copy it optimised again inside its caller (numba#10617
+# reports the same difference as a speed one). Found by
+# ``tests/test_cache_bits.py``, which compares every kernel both ways.
+_JIT_ORDERED = dict(parallel=True, cache=True,
+                    fastmath=config.FASTMATH - {"reassoc"})
 
 
 def _pair(v):
@@ -1466,9 +1476,9 @@ def _conv2d_weight_rows3x3(dyp, xps, dweight, part, dbias, unit):
     block and lane): the weights' bits are that kernel's. The bias sums are
     multiply-adds by ``unit``, a 1 that LLVM cannot see. As plain adds (which
     fastmath lets it reorder) they came out with other last bits in a process that
-    compiled the kernel than in one that loaded it from Numba's cache; by ``unit``
-    they are the same in both, though not the 4 x 5 kernel's bits (LLVM adds a row
-    pair's two ``dy`` first).
+    compiled the kernel than in one that loaded it from Numba's cache (see
+    ``_JIT_ORDERED``); by ``unit`` they are the same in both (``tests/test_cache_bits.py``),
+    though not the 4 x 5 kernel's bits (LLVM adds a row pair's two ``dy`` first).
 
     With a tile of 2 output channels, a block of columns' rows of ``dy`` serve 3
     tiles (one per input channel of a first layer) where they served 6: read cold
@@ -3043,32 +3053,53 @@ def dropout_backward(dy, mask):
 # --------------------------------------------------------------------------
 
 
-@njit(**_JIT)
+#: float64 partial sums per channel of the batch-norm kernels (two 512-bit vectors,
+#: four 256-bit ones): element ``i`` of a plane goes to lane ``i % _SUM_LANES``, up to
+#: the plane's last whole group of lanes, the rest to a tail sum.
+_SUM_LANES = 16
+
+
+@njit(**_JIT_ORDERED)
 def _batchnorm2d_stats(x, mean, var):
     """Per-channel mean and biased variance of ``x`` (N, C, H, W), in float64.
 
     One pass over ``x`` (it was two: 0.61 -> 0.15 ms for the reference net's first
     layer at batch 64), summing ``d = x - k`` and ``d * d`` with ``k`` the channel's
     first value, so that the sum of squares does not cancel when the mean is large
-    against the spread; each plane is one loop, so its sums are vectorised.
+    against the spread. The sums run in ``_SUM_LANES`` lanes over the images in
+    turn, then the tail, then the lanes are added in order (``_JIT_ORDERED``: the
+    same bits wherever the kernel was compiled; at the speed of the plain sums,
+    which LLVM had vectorised in an order of its own).
     """
     n_img, n_ch = x.shape[0], x.shape[1]
     hw = x.shape[2] * x.shape[3]
     count = hw * n_img
+    whole = hw - hw % _SUM_LANES
     xf = x.reshape((n_img, n_ch, hw))
     # No race: iteration c owns mean[c] and var[c]; its sums run in a fixed order.
     for c in prange(n_ch):
         k = np.float64(xf[0, c, 0]) if count > 0 else 0.0
+        lanes = np.zeros(2 * _SUM_LANES)  # the sums of d, then of d * d
+        s_tail = 0.0
+        q_tail = 0.0
+        for n in range(n_img):
+            for i0 in range(0, whole, _SUM_LANES):
+                for lane in range(_SUM_LANES):
+                    d = np.float64(xf[n, c, np.uint64(i0 + lane)]) - k  # unsigned: no gather
+                    lanes[lane] += d
+                    lanes[_SUM_LANES + lane] += d * d
+            for i in range(whole, hw):
+                d = np.float64(xf[n, c, i]) - k
+                s_tail += d
+                q_tail += d * d
         s = 0.0
         q = 0.0
-        for n in range(n_img):
-            for i in range(hw):
-                d = np.float64(xf[n, c, i]) - k
-                s += d
-                q += d * d
-        mu = s / count
+        for lane in range(_SUM_LANES):
+            s += lanes[lane]
+            q += lanes[_SUM_LANES + lane]
+        mu = (s + s_tail) / count
         mean[c] = k + mu
-        var[c] = max(q / count - mu * mu, 0.0)
+        var[c] = max((q + q_tail) / count - mu * mu, 0.0)
 
 
 @njit(**_JIT)
@@ -3192,28 +3223,43 @@ def batchnorm2d_maxpool2d_forward(x, weight, bias, running_mean, running_var, mo
     return y, argmax, mean, invstd
 
 
-@njit(**_JIT)
+@njit(**_JIT_ORDERED)
 def _batchnorm2d_backward(dy, x, weight, mean, invstd, dx, dweight, dbias):
     n_img, n_ch = x.shape[0], x.shape[1]
     hw = x.shape[2] * x.shape[3]
     count = hw * n_img
+    whole = hw - hw % _SUM_LANES
     # Flat planes: each plane's sums are one loop, vectorised (0.82 -> 0.59 ms for the
     # reference net's first layer at batch 64).
     dyf = dy.reshape((n_img, n_ch, hw))
     xf = x.reshape((n_img, n_ch, hw))
     dxf = dx.reshape((n_img, n_ch, hw))
     # No race: iteration c owns channel c of dx, dweight and dbias; its sums
-    # run in float64 in a fixed order.
+    # run in float64 in a fixed order (in lanes, as _batchnorm2d_stats').
     for c in prange(n_ch):
         mu = mean[c]
         istd = invstd[c]
+        lanes = np.zeros(2 * _SUM_LANES)  # the sums of dy, then of dy * xhat
+        b_tail = 0.0
+        w_tail = 0.0
+        for n in range(n_img):
+            for i0 in range(0, whole, _SUM_LANES):
+                for lane in range(_SUM_LANES):
+                    i = np.uint64(i0 + lane)
+                    g = dyf[n, c, i]
+                    lanes[lane] += g
+                    lanes[_SUM_LANES + lane] += g * ((xf[n, c, i] - mu) * istd)
+            for i in range(whole, hw):
+                g = dyf[n, c, i]
+                b_tail += g
+                w_tail += g * ((xf[n, c, i] - mu) * istd)
         sb = 0.0
         sw = 0.0
-        for n in range(n_img):
-            for i in range(hw):
-                g = dyf[n, c, i]
-                sb += g
-                sw += g * ((xf[n, c, i] - mu) * istd)
+        for lane in range(_SUM_LANES):
+            sb += lanes[lane]
+            sw += lanes[_SUM_LANES + lane]
+        sb += b_tail
+        sw += w_tail
         dbias[c] = sb
         dweight[c] = sw
         k = weight[c] * istd
