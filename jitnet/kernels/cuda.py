@@ -257,13 +257,15 @@ def _fill_kernel(dst, value):
 
 
 def _flat(a):
-    """The 1-D view of a C-contiguous device array (element-wise kernels index flat)."""
+    """The 1-D view of a C-contiguous device array (element-wise kernels index flat);
+    a 1-D array itself (numba-cuda's ``reshape`` builds a new array object even to the
+    same shape, and the optimizer flattens every bias each step)."""
     if not a.is_c_contiguous():
         raise ValueError(
             f"cuda kernels expected a C-contiguous device array, got strides {a.strides} "
             f"for shape {a.shape}; make a contiguous copy first"
         )
-    return a.reshape(a.size)
+    return a if a.ndim == 1 else a.reshape(a.size)
 
 
 def asarray(a, dtype=None):
