@@ -49,16 +49,21 @@ def available_targets():
 _MODULES = {}
 
 
-def backend(name=None):
-    """The kernel module of target ``name`` (default: the active target)."""
-    name = get_target() if name is None else name
-    _check_name(name)
+def _check_usable(name):
+    """Raise :class:`TargetUnavailableError` unless target ``name`` can run here."""
     if name == "cuda":
         reason = _cuda_unavailable_reason()
         if reason is not None:
             raise TargetUnavailableError(f"the cuda target is unavailable: {reason}")
+
+
+def backend(name=None):
+    """The kernel module of target ``name`` (default: the active target)."""
+    name = get_target() if name is None else name
     module = _MODULES.get(name)
-    if module is None:  # imported once: every layer asks at every call
+    if module is None:  # checked and imported once: every layer asks at every call
+        _check_name(name)
+        _check_usable(name)
         module = _MODULES[name] = importlib.import_module(
             ".kernels." + _MODULE_NAMES[name], __package__
         )
@@ -77,7 +82,8 @@ def set_target(name):
     """
     global _active, _environment_error
     _check_name(name)  # before backend(), which takes None for the active target
-    backend(name)  # raises TargetUnavailableError with the reason
+    _check_usable(name)  # every time: backend() checks only its first call
+    backend(name)
     _active, _environment_error = name, None
 
 
