@@ -634,3 +634,18 @@ def test_set_target_raises_with_the_reason(monkeypatch):
     with pytest.raises(jitnet.TargetUnavailableError, match="no GPU here; try the simulator"):
         jitnet.set_target("cuda")
     assert "cuda" not in jitnet.available_targets()
+
+
+def test_the_layers_kernel_lookup_asks_about_the_gpu_once_and_set_target_every_time(
+        monkeypatch):
+    from jitnet import targets
+
+    asked = []
+    monkeypatch.setattr(cu, "unavailable_reason", lambda: asked.append(1))
+    monkeypatch.setattr(targets, "_MODULES", {})  # as before the first cuda call
+    for _ in range(3):
+        assert targets.backend("cuda") is cu  # what every layer call does
+    assert len(asked) == 1
+    jitnet.set_target("cuda")
+    jitnet.set_target("cuda")
+    assert len(asked) == 3
