@@ -519,12 +519,15 @@ def _train_epoch(model, loss_fn, optimizer, loader, epoch, epochs, bar_off, path
                 raise TrainingDiverged(
                     f"training diverged: the loss became {loss} in epoch {epoch + 1}, "
                     f"batch {batch + 1} (learning rate {lr}); lower the learning rate{kept}")
+            # the scores now, while reading the loss has waited for them: read after the
+            # update, they would wait for the whole backward pass on a GPU, which can
+            # instead run while the loader makes the next batch
+            correct += int(np.sum(to_numpy(scores).argmax(axis=1) == yb))
             optimizer.zero_grad()
             backward_without_input_grad(model, loss_fn.backward())  # the batch needs none
             optimizer.step()
             n = len(yb)
             total_loss += loss * n
-            correct += int(np.sum(to_numpy(scores).argmax(axis=1) == yb))
             seen += n
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}",

@@ -244,3 +244,42 @@ def test_device_memory_that_a_view_still_uses_is_not_handed_out_again():
     del flat, part, taken
     got = [cu.relu_forward(x) for _ in range(4)]  # once they are gone, it is reused
     assert address in {_address(g) for g in got}
+
+
+def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkeypatch):
+    # Reading the scores after the update would wait for the whole backward pass;
+    # without that, the GPU runs it while the loader makes the next batch.
+    from numba.cuda.simulator import kernel as simulator
+    from numba.cuda.simulator.cudadrv import devicearray
+
+    from jitnet import data, train
+
+    events = []
+    launch, copy = simulator.FakeCUDAKernel.__call__, devicearray.FakeCUDAArray.copy_to_host
+
+    def launching(self, *args):
+        if not self._device and simulator._kernel_context is None:
+            events.append(self.fn.__name__)
+        return launch(self, *args)
+
+    def copying(self, *args, **kwargs):
+        events.append("copy_to_host")
+        return copy(self, *args, **kwargs)
+
+    monkeypatch.setattr(simulator.FakeCUDAKernel, "__call__", launching)
+    monkeypatch.setattr(devicearray.FakeCUDAArray, "copy_to_host", copying)
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    jitnet.manual_seed(0)
+    model = _fused_convnet()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loader = data.DataLoader(images, labels, batch_size=2, shuffle=False)
+    train.fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, images[:2], labels[:2],
+              epochs=1, quiet=True)
+
+    update = events.index("_sgd_momentum_many_kernel")  # the first batch's
+    next_launch = next(i for i in range(update + 1, len(events))
+                       if events[i] != "copy_to_host")
+    assert "copy_to_host" in events[:update]  # the loss value, the scores
+    assert events[update + 1:next_launch] == []
