@@ -34,7 +34,7 @@ import numpy as np
 from . import rng
 from ._checks import check_int, check_real
 from .nn.module import backward_without_input_grad
-from .targets import get_target, to_numpy
+from .targets import asarray, get_target, to_numpy
 
 #: Version tag written into every checkpoint.
 CHECKPOINT_FORMAT = "jitnet-checkpoint-1"
@@ -512,8 +512,11 @@ def _train_epoch(model, loss_fn, optimizer, loader, epoch, epochs, bar_off, path
               disable=bar_off, leave=False, file=progress) as bar:
         for batch, (xb, yb) in enumerate(loader):
             yb = to_numpy(yb)
+            # the labels go to the target with the images, not in mid-step (on a GPU a
+            # copy from the host waits for the kernels before it)
+            labels = asarray(yb)
             scores = model(xb)  # host or device batch: layers move host arrays themselves
-            loss = float(loss_fn(scores, yb))
+            loss = float(loss_fn(scores, labels))
             if not math.isfinite(loss):
                 kept = f"; the last good checkpoint is kept at {path}" if path else ""
                 raise TrainingDiverged(

@@ -1783,9 +1783,20 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
 
 
 @cuda.jit(device=True)
+def _bad_label_row(n, dscores):
+    # A label out of range (which the loss module checks on the host only when the
+    # loss comes out NaN, for labels already on the device): NaN, and nothing read.
+    for j in range(dscores.shape[1]):
+        dscores[n, j] = math.nan
+    return math.nan
+
+
+@cuda.jit(device=True)
 def _softmax_cross_entropy_row(scores, labels, margin, n, n_rows, dscores):
     # Row n: its max, log-sum-exp, loss (returned) and gradient. (margin: unused.)
     n_classes = scores.shape[1]
+    if labels[n] < 0 or labels[n] >= n_classes:
+        return _bad_label_row(n, dscores)
     top = scores[n, 0]
     for j in range(1, n_classes):
         top = max(top, scores[n, j])
@@ -1809,6 +1820,8 @@ def _multiclass_hinge_row(scores, labels, margin, n, n_rows, dscores):
     # Row n; the gradient at the label is minus the count of violators.
     n_classes = scores.shape[1]
     y = labels[n]
+    if y < 0 or y >= n_classes:
+        return _bad_label_row(n, dscores)
     correct = scores[n, y]
     loss = 0.0
     active = 0
@@ -1908,7 +1921,9 @@ def softmax_cross_entropy(scores, labels):
     Parameters
     ----------
     scores : device array, shape (N, C)
-    labels : device or host array, shape (N,), integer in ``[0, C)``
+    labels : device or host array, shape (N,), integer in ``[0, C)`` (a row with a label
+        out of range makes the loss NaN and its gradient NaN, reading nothing out of
+        bounds: the loss module checks device labels only then)
 
     Returns
     -------
@@ -1925,7 +1940,8 @@ def multiclass_hinge(scores, labels, margin):
     Parameters
     ----------
     scores : device array, shape (N, C)
-    labels : device or host array, shape (N,), integer in ``[0, C)``
+    labels : device or host array, shape (N,), integer in ``[0, C)`` (out of range: as
+        :func:`softmax_cross_entropy`)
     margin : float
 
     Returns

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .._checks import check_real
-from ..targets import backend, is_device_array, to_numpy
+from ..targets import backend, get_target, is_device_array, to_numpy
 from .layers import _check_input
 from .module import Module, as_input
 
@@ -21,24 +21,52 @@ def _check_not_empty(owner, scores):
         )
 
 
-def _check_labels(owner, scores, labels):
-    """Validate integer class labels against ``scores (N, C)``; labels as the target's int64."""
-    host = to_numpy(labels) if is_device_array(labels) else np.asarray(labels)
+def _check_labels(owner, scores, labels, values=True):
+    """Validate integer class labels against ``scores (N, C)``; labels as the target's int64.
+
+    Labels already on the device are not copied to the host to be checked (that would
+    wait for the forward pass, and copy them back): with ``values`` False their dtype
+    and shape are checked here and their values by :func:`_check_label_values` once the
+    loss came out NaN, which the cuda kernels make it for a label out of range.
+    """
+    if not is_device_array(labels):
+        host = np.asarray(labels)
+    else:
+        host = to_numpy(labels) if values else labels
     n, c = scores.shape
     _check_not_empty(owner, scores)
-    if host.dtype.kind not in "iu":
+    if np.dtype(host.dtype).kind not in "iu":
         raise ValueError(f"{owner} expected integer class labels, got dtype {host.dtype}")
-    if host.shape != (n,):
+    if tuple(host.shape) != (n,):
         raise ValueError(
             f"{owner} expected labels of shape ({n},) for scores of shape {(n, c)}, "
-            f"got {host.shape}"
+            f"got {tuple(host.shape)}"
         )
-    if n and (host.min() < 0 or host.max() >= c):
+    if values:
+        _check_label_values(owner, c, host)
+    return backend().asarray(host, np.int64)
+
+
+def _check_label_values(owner, c, labels):
+    """Raise ValueError unless every label is in ``[0, c)``."""
+    host = to_numpy(labels)
+    if host.size and (host.min() < 0 or host.max() >= c):
         raise ValueError(
             f"{owner} expected labels in [0, {c - 1}] for {c} classes, "
             f"got values in [{host.min()}, {host.max()}]"
         )
-    return backend().asarray(host, np.int64)
+
+
+def _class_loss(owner, kernel, scores, labels, *args):
+    """``kernel(scores, labels, *args)`` -> ``(loss, dscores)`` after the labels' checks;
+    on the cuda target, device labels' values are checked only when the loss is NaN
+    (see :func:`_check_labels`)."""
+    lazy = is_device_array(labels) and get_target() == "cuda"
+    checked = _check_labels(owner, scores, labels, values=not lazy)
+    loss, dscores = kernel(scores, checked, *args)
+    if lazy and loss != loss:
+        _check_label_values(owner, scores.shape[1], checked)
+    return loss, dscores
 
 
 def _check_target(owner, pred, target):
@@ -78,8 +106,8 @@ class SoftmaxCrossEntropyLoss(_Loss):
     def forward(self, scores, labels):
         scores = as_input(scores)
         _check_input(type(self).__name__, scores, 2, "(N, C)")
-        labels = _check_labels(type(self).__name__, scores, labels)
-        loss, self._saved_grad = backend().softmax_cross_entropy(scores, labels)
+        loss, self._saved_grad = _class_loss(type(self).__name__,
+                                             backend().softmax_cross_entropy, scores, labels)
         return loss
 
 
@@ -97,8 +125,8 @@ class MulticlassHingeLoss(_Loss):
     def forward(self, scores, labels):
         scores = as_input(scores)
         _check_input(type(self).__name__, scores, 2, "(N, C)")
-        labels = _check_labels(type(self).__name__, scores, labels)
-        loss, self._saved_grad = backend().multiclass_hinge(scores, labels, self.margin)
+        loss, self._saved_grad = _class_loss(type(self).__name__, backend().multiclass_hinge,
+                                             scores, labels, self.margin)
         return loss
 
     def extra_repr(self):

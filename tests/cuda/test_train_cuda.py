@@ -283,3 +283,37 @@ def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkey
                        if events[i] != "copy_to_host")
     assert "copy_to_host" in events[:update]  # the loss value, the scores
     assert events[update + 1:next_launch] == []
+
+
+@pytest.mark.parametrize("make_loss", [nn.SoftmaxCrossEntropyLoss, nn.MulticlassHingeLoss])
+def test_device_labels_are_not_read_back_unless_the_loss_is_nan(make_loss, monkeypatch):
+    from numba.cuda.simulator.cudadrv import devicearray
+
+    copies = []
+    copy = devicearray.FakeCUDAArray.copy_to_host
+
+    def copying(self, *args, **kwargs):
+        copies.append(self.shape)
+        return copy(self, *args, **kwargs)
+
+    monkeypatch.setattr(devicearray.FakeCUDAArray, "copy_to_host", copying)
+    rng = np.random.default_rng(0)
+    scores = rng.standard_normal((3, 4)).astype(np.float32)
+    good = np.array([0, 3, 1])
+    want = make_loss()(scores, good)  # host labels, checked on the host
+    nan = np.full((3, 4), np.nan, np.float32)
+    want_nan = make_loss()(nan, good)  # NaN for cross-entropy (0 for the hinge): no error
+    with jitnet.use_target("cuda"):
+        on_device = jitnet.asarray(scores)
+        copies.clear()
+        got = make_loss()(on_device, jitnet.asarray(good))
+        assert copies == [(1,)]  # the loss value, not the labels
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        for bad in ([0, 4, 1], [-1, 0, 1]):  # out of range: NaN in the kernel, then the check
+            with pytest.raises(ValueError, match=r"labels in \[0, 3\] for 4 classes, got values"):
+                make_loss()(on_device, jitnet.asarray(np.array(bad)))
+        np.testing.assert_equal(make_loss()(jitnet.asarray(nan), jitnet.asarray(good)), want_nan)
+        with pytest.raises(ValueError, match="integer class labels, got dtype float32"):
+            make_loss()(on_device, jitnet.asarray(good.astype(np.float32)))
+        with pytest.raises(ValueError, match=r"labels of shape \(3,\) for scores"):
+            make_loss()(on_device, jitnet.asarray(good[:2]))
