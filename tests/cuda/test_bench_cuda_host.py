@@ -9,6 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+cu = pytest.importorskip("jitnet.kernels.cuda")
+
 
 @pytest.fixture(scope="module")
 def bench():
@@ -23,6 +25,7 @@ def bench():
         sys.path.remove(str(ROOT / "benchmarks"))
 
 
+@pytest.mark.skipif(not cu.SIMULATOR, reason="bench_cuda_host.py runs under the simulator")
 @pytest.mark.parametrize("batchnorm, launches", [(False, 15), (True, 23)])
 def test_it_runs_whole_steps_with_every_launch_stubbed_and_puts_them_back(
         bench, batchnorm, launches, tmp_path):

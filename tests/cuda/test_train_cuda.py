@@ -246,28 +246,51 @@ def test_device_memory_that_a_view_still_uses_is_not_handed_out_again():
     assert address in {_address(g) for g in got}
 
 
-def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkeypatch):
-    # Reading the scores after the update would wait for the whole backward pass;
-    # without that, the GPU runs it while the loader makes the next batch.
-    from numba.cuda.simulator import kernel as simulator
-    from numba.cuda.simulator.cudadrv import devicearray
-
-    from jitnet import data, train
+def _record_launches_and_copies(monkeypatch):
+    """A list that gets each kernel launch's name and ``"copy_to_host"`` for each copy
+    of a device array to the host, in order (the simulator's classes, or numba-cuda's)."""
+    from jitnet.kernels import cuda as cu
 
     events = []
-    launch, copy = simulator.FakeCUDAKernel.__call__, devicearray.FakeCUDAArray.copy_to_host
+    if cu.SIMULATOR:
+        from numba.cuda.simulator import kernel as simulator
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DeviceArray
+
+        launcher = simulator.FakeCUDAKernel
+
+        def name_of(kernel):  # None for device functions, calls from a running kernel
+            launch = not kernel._device and simulator._kernel_context is None
+            return kernel.fn.__name__ if launch else None
+    else:
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray as DeviceArray
+        from numba.cuda.dispatcher import _LaunchConfiguration as launcher
+
+        def name_of(launch):
+            return launch.dispatcher.py_func.__name__
+
+    launch, copy = launcher.__call__, DeviceArray.copy_to_host
 
     def launching(self, *args):
-        if not self._device and simulator._kernel_context is None:
-            events.append(self.fn.__name__)
+        name = name_of(self)
+        if name is not None:
+            events.append(name)
         return launch(self, *args)
 
     def copying(self, *args, **kwargs):
         events.append("copy_to_host")
         return copy(self, *args, **kwargs)
 
-    monkeypatch.setattr(simulator.FakeCUDAKernel, "__call__", launching)
-    monkeypatch.setattr(devicearray.FakeCUDAArray, "copy_to_host", copying)
+    monkeypatch.setattr(launcher, "__call__", launching)
+    monkeypatch.setattr(DeviceArray, "copy_to_host", copying)
+    return events
+
+
+def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkeypatch):
+    # Reading the scores after the update would wait for the whole backward pass;
+    # without that, the GPU runs it while the loader makes the next batch.
+    from jitnet import data, train
+
+    events = _record_launches_and_copies(monkeypatch)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
     labels = np.array([0, 2, 1, 2])
@@ -287,16 +310,7 @@ def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkey
 
 @pytest.mark.parametrize("make_loss", [nn.SoftmaxCrossEntropyLoss, nn.MulticlassHingeLoss])
 def test_device_labels_are_not_read_back_unless_the_loss_is_nan(make_loss, monkeypatch):
-    from numba.cuda.simulator.cudadrv import devicearray
-
-    copies = []
-    copy = devicearray.FakeCUDAArray.copy_to_host
-
-    def copying(self, *args, **kwargs):
-        copies.append(self.shape)
-        return copy(self, *args, **kwargs)
-
-    monkeypatch.setattr(devicearray.FakeCUDAArray, "copy_to_host", copying)
+    events = _record_launches_and_copies(monkeypatch)
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((3, 4)).astype(np.float32)
     good = np.array([0, 3, 1])
@@ -305,9 +319,9 @@ def test_device_labels_are_not_read_back_unless_the_loss_is_nan(make_loss, monke
     want_nan = make_loss()(nan, good)  # NaN for cross-entropy (0 for the hinge): no error
     with jitnet.use_target("cuda"):
         on_device = jitnet.asarray(scores)
-        copies.clear()
+        events.clear()
         got = make_loss()(on_device, jitnet.asarray(good))
-        assert copies == [(1,)]  # the loss value, not the labels
+        assert events.count("copy_to_host") == 1  # the loss value, not the labels
         np.testing.assert_allclose(got, want, rtol=1e-6)
         for bad in ([0, 4, 1], [-1, 0, 1]):  # out of range: NaN in the kernel, then the check
             with pytest.raises(ValueError, match=r"labels in \[0, 3\] for 4 classes, got values"):
