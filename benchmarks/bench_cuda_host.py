@@ -34,37 +34,21 @@ from common import machine, table  # noqa: E402
 PHASES = ("zero_grad", "forward", "loss", "loss backward", "backward", "optimizer step")
 
 
-def stub_launches():
-    """Make every kernel launch of the simulator a no-op; returns a Counter of the
-    launches by kernel name and a function that puts the real launches back."""
-    from numba.cuda.simulator import kernel as simulator
-
-    launches = collections.Counter()
-    original = simulator.FakeCUDAKernel.__call__
-
-    def no_op(self, *args):
-        if self._device or simulator._kernel_context is not None:
-            return original(self, *args)  # a device function, called from a kernel
-        launches[self.fn.__name__] += 1
-        return None
-
-    simulator.FakeCUDAKernel.__call__ = no_op
-
-    def restore():
-        simulator.FakeCUDAKernel.__call__ = original
-
-    return launches, restore
-
-
 def phase_times(batch, steps, batchnorm, warmup=20):
     """``({phase: median µs}, launches per step)`` of jitnet's host work per step."""
     from bench_train import _batch
 
     import jitnet
     from jitnet import models, nn, optim
+    from jitnet.kernels import cuda
 
-    launches, restore = stub_launches()
-    try:
+    launches = collections.Counter()
+
+    def skip(name):  # count the launch, then leave it out
+        launches[name] += 1
+        return False
+
+    with cuda.intercept_launches(skip):
         jitnet.set_target("cuda")
         jitnet.manual_seed(0)
         model = models.convnet(batchnorm=batchnorm).to("cuda")
@@ -93,10 +77,8 @@ def phase_times(batch, steps, batchnorm, warmup=20):
                 marks = (t0, t1, t2, t3, t4, t5, t6)
                 for phase, start, stop in zip(PHASES, marks, marks[1:]):
                     times[phase].append(stop - start)
-        medians = {phase: 1e6 * statistics.median(t) for phase, t in times.items()}
-        return medians, sum(launches.values()) / steps
-    finally:
-        restore()
+    medians = {phase: 1e6 * statistics.median(t) for phase, t in times.items()}
+    return medians, sum(launches.values()) / steps
 
 
 def main(argv=None):

@@ -159,48 +159,63 @@ def synchronize():
 
 
 @contextlib.contextmanager
-def count_launches():
-    """Count the kernel launches made inside the ``with`` block.
+def intercept_launches(on_launch):
+    """Call ``on_launch(name)`` at each kernel launch made inside the ``with`` block.
 
-    Yields a ``collections.Counter`` that maps each kernel's name to its number of
-    launches (``sum(counter.values())`` is the total). A small network on a big GPU
-    is launch-bound: this is how benchmarks count the launches of a training step.
-    It patches Numba's launch entry point (``_LaunchConfiguration.__call__`` on a
-    GPU, the simulator's ``FakeCUDAKernel.__call__``) for the duration, and so
-    counts every launch in the process meanwhile, jitnet's or not.
+    ``name`` is the kernel's Python name; the launch runs when ``on_launch`` returns
+    true and is skipped otherwise (``benchmarks/bench_cuda_host.py`` skips them all to
+    time jitnet's own host work under the simulator). It patches Numba's launch entry
+    point (``_LaunchConfiguration.__call__`` on a GPU, the simulator's
+    ``FakeCUDAKernel.__call__``) for the duration, and so sees every launch in the
+    process meanwhile, jitnet's or not; device functions, and calls from a running
+    kernel in the simulator, are not launches.
     """
-    counter = collections.Counter()
     if SIMULATOR:
         from numba.cuda.simulator import kernel as simulator
 
         launcher = simulator.FakeCUDAKernel
 
-        def is_launch(kernel):  # device functions, and calls from a running kernel
-            return not kernel._device and simulator._kernel_context is None
-
         def name_of(kernel):
-            return kernel.fn.__name__
+            launch = not kernel._device and simulator._kernel_context is None
+            return kernel.fn.__name__ if launch else None
     else:
         from numba.cuda.dispatcher import _LaunchConfiguration as launcher
-
-        def is_launch(_):
-            return True
 
         def name_of(launch):
             return launch.dispatcher.py_func.__name__
 
     original = launcher.__call__
 
-    def counting_call(self, *args):
-        if is_launch(self):
-            counter[name_of(self)] += 1
-        return original(self, *args)
+    def intercepted(self, *args):
+        name = name_of(self)
+        if name is None or on_launch(name):
+            return original(self, *args)
+        return None
 
-    launcher.__call__ = counting_call
+    launcher.__call__ = intercepted
     try:
-        yield counter
+        yield
     finally:
         launcher.__call__ = original
+
+
+@contextlib.contextmanager
+def count_launches():
+    """Count the kernel launches made inside the ``with`` block.
+
+    Yields a ``collections.Counter`` that maps each kernel's name to its number of
+    launches (``sum(counter.values())`` is the total). A small network on a big GPU
+    is launch-bound: this is how benchmarks count the launches of a training step.
+    Every launch in the process meanwhile counts (:func:`intercept_launches`).
+    """
+    counter = collections.Counter()
+
+    def count(name):
+        counter[name] += 1
+        return True
+
+    with intercept_launches(count):
+        yield counter
 
 
 # --------------------------------------------------------------------------------------

@@ -30,21 +30,21 @@ def _check_labels(owner, scores, labels, values=True):
     loss came out NaN, which the cuda kernels make it for a label out of range.
     """
     if not is_device_array(labels):
-        host = np.asarray(labels)
-    else:
-        host = to_numpy(labels) if values else labels
+        labels = np.asarray(labels)
+    elif values:
+        labels = to_numpy(labels)
     n, c = scores.shape
     _check_not_empty(owner, scores)
-    if np.dtype(host.dtype).kind not in "iu":
-        raise ValueError(f"{owner} expected integer class labels, got dtype {host.dtype}")
-    if tuple(host.shape) != (n,):
+    if np.dtype(labels.dtype).kind not in "iu":
+        raise ValueError(f"{owner} expected integer class labels, got dtype {labels.dtype}")
+    if tuple(labels.shape) != (n,):
         raise ValueError(
             f"{owner} expected labels of shape ({n},) for scores of shape {(n, c)}, "
-            f"got {tuple(host.shape)}"
+            f"got {tuple(labels.shape)}"
         )
     if values:
-        _check_label_values(owner, c, host)
-    return backend().asarray(host, np.int64)
+        _check_label_values(owner, c, labels)
+    return backend().asarray(labels, np.int64)
 
 
 def _check_label_values(owner, c, labels):

@@ -5,6 +5,8 @@ same dropout seeds; every layer, the loss and the optimizer then run as cuda
 kernels, and the losses must follow the NumPy target's step for step.
 """
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -246,43 +248,26 @@ def test_device_memory_that_a_view_still_uses_is_not_handed_out_again():
     assert address in {_address(g) for g in got}
 
 
-def _record_launches_and_copies(monkeypatch):
+@contextlib.contextmanager
+def _launches_and_copies(monkeypatch):
     """A list that gets each kernel launch's name and ``"copy_to_host"`` for each copy
-    of a device array to the host, in order (the simulator's classes, or numba-cuda's)."""
+    of a device array to the host, in order (the simulator's arrays, or numba-cuda's)."""
     from jitnet.kernels import cuda as cu
 
-    events = []
     if cu.SIMULATOR:
-        from numba.cuda.simulator import kernel as simulator
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DeviceArray
-
-        launcher = simulator.FakeCUDAKernel
-
-        def name_of(kernel):  # None for device functions, calls from a running kernel
-            launch = not kernel._device and simulator._kernel_context is None
-            return kernel.fn.__name__ if launch else None
     else:
         from numba.cuda.cudadrv.devicearray import DeviceNDArray as DeviceArray
-        from numba.cuda.dispatcher import _LaunchConfiguration as launcher
-
-        def name_of(launch):
-            return launch.dispatcher.py_func.__name__
-
-    launch, copy = launcher.__call__, DeviceArray.copy_to_host
-
-    def launching(self, *args):
-        name = name_of(self)
-        if name is not None:
-            events.append(name)
-        return launch(self, *args)
+    events = []
+    copy = DeviceArray.copy_to_host
 
     def copying(self, *args, **kwargs):
         events.append("copy_to_host")
         return copy(self, *args, **kwargs)
 
-    monkeypatch.setattr(launcher, "__call__", launching)
     monkeypatch.setattr(DeviceArray, "copy_to_host", copying)
-    return events
+    with cu.intercept_launches(lambda name: events.append(name) or True):
+        yield events
 
 
 def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkeypatch):
@@ -290,7 +275,6 @@ def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkey
     # without that, the GPU runs it while the loader makes the next batch.
     from jitnet import data, train
 
-    events = _record_launches_and_copies(monkeypatch)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
     labels = np.array([0, 2, 1, 2])
@@ -298,8 +282,9 @@ def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkey
     model = _fused_convnet()
     optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     loader = data.DataLoader(images, labels, batch_size=2, shuffle=False)
-    train.fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, images[:2], labels[:2],
-              epochs=1, quiet=True)
+    with _launches_and_copies(monkeypatch) as events:
+        train.fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, images[:2],
+                  labels[:2], epochs=1, quiet=True)
 
     update = events.index("_sgd_momentum_many_kernel")  # the first batch's
     next_launch = next(i for i in range(update + 1, len(events))
@@ -310,7 +295,6 @@ def test_fit_reads_nothing_back_between_a_steps_update_and_the_next_batch(monkey
 
 @pytest.mark.parametrize("make_loss", [nn.SoftmaxCrossEntropyLoss, nn.MulticlassHingeLoss])
 def test_device_labels_are_not_read_back_unless_the_loss_is_nan(make_loss, monkeypatch):
-    events = _record_launches_and_copies(monkeypatch)
     rng = np.random.default_rng(0)
     scores = rng.standard_normal((3, 4)).astype(np.float32)
     good = np.array([0, 3, 1])
@@ -318,9 +302,9 @@ def test_device_labels_are_not_read_back_unless_the_loss_is_nan(make_loss, monke
     nan = np.full((3, 4), np.nan, np.float32)
     want_nan = make_loss()(nan, good)  # NaN for cross-entropy (0 for the hinge): no error
     with jitnet.use_target("cuda"):
-        on_device = jitnet.asarray(scores)
-        events.clear()
-        got = make_loss()(on_device, jitnet.asarray(good))
+        on_device, good_on_device = jitnet.asarray(scores), jitnet.asarray(good)
+        with _launches_and_copies(monkeypatch) as events:
+            got = make_loss()(on_device, good_on_device)
         assert events.count("copy_to_host") == 1  # the loss value, not the labels
         np.testing.assert_allclose(got, want, rtol=1e-6)
         for bad in ([0, 4, 1], [-1, 0, 1]):  # out of range: NaN in the kernel, then the check
