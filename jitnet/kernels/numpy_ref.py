@@ -843,7 +843,8 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
     ``dx = weight * invstd * (dy - dbias / n - xhat * dweight / n)``
     (the mean and variance depend on ``x``, hence the two correction terms).
     """
-    n = x.size // x.shape[1]
+    # n in x's dtype: NumPy 1.x would promote float32 / int(n) to float64 from n = 65536
+    n = x.dtype.type(x.size // x.shape[1])
     c = (1, -1, 1, 1)
     xhat = (x - mean.reshape(c)) * invstd.reshape(c)
     dbias = dy.sum(axis=(0, 2, 3))
