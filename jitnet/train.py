@@ -68,12 +68,16 @@ def atomic_write(path, write):
 
     ``write(f)`` fills a temporary file in the same folder, which then replaces
     ``path`` with :func:`os.replace` (atomic on POSIX and Windows): a crash or
-    Ctrl-C mid-write never leaves a broken file behind.
+    Ctrl-C mid-write never leaves a broken file behind. The file gets the mode
+    ``open()`` gives a new file (``0o666`` less the umask).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600 and os.replace keeps that: give it the mode
+        # open() would, as the PNGs beside it have
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -85,6 +89,13 @@ def atomic_write(path, write):
         except OSError:
             pass
         raise
+
+
+def _umask():
+    """The process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path, obj):

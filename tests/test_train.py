@@ -1,6 +1,8 @@
 """Tests of jitnet.train: the loop, history, checkpoints, exact resuming, the NaN guard."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from jitnet.train import (
     save_checkpoint,
     train_convnet,
     train_hog_linear,
+    write_json,
 )
 
 TARGETS = ["numpy", "cpu"]
@@ -273,6 +276,22 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
         atomic_write(path, broken)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_atomic_write_gives_the_mode_of_the_umask(tmp_path, umask):
+    # mkstemp's 0600 made report.json unreadable beside its 0644 pictures
+    path = tmp_path / "metrics.json"
+    path.write_bytes(b"old")
+    os.chmod(path, 0o600)
+    previous = os.umask(umask)
+    try:
+        write_json(path, {"a": 1})  # replacing a file
+        atomic_write(tmp_path / "new.bin", lambda f: f.write(b"x"))  # a new one
+    finally:
+        os.umask(previous)
+    for written in (path, tmp_path / "new.bin"):
+        assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask, written
 
 
 def test_predict_confusion_and_helpers():
