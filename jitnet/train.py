@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rng
-from ._checks import check_int, check_real
+from ._checks import check_flag, check_int, check_real
 from .nn.module import backward_without_input_grad
 from .targets import asarray, get_target, to_numpy
 
@@ -307,7 +307,7 @@ def predict(model, x, *, batch_size=256, transform=None):
         Images ``(N, 3, H, W)``: uint8 (scaled to float32 in [0, 1] batch by batch,
         as :class:`jitnet.data.DataLoader` does) or float.
     batch_size : int
-        Images per forward pass.
+        Images per forward pass (an int >= 1; a TypeError for another kind).
     transform : callable, optional
         Applied to each float32 batch before the model (for example normalisation).
 
@@ -316,6 +316,7 @@ def predict(model, x, *, batch_size=256, transform=None):
     np.ndarray
         ``(N,)`` int64 predicted labels. The model is left in eval mode.
     """
+    batch_size = check_int("predict", "batch_size", batch_size, 1)
     model.eval()
     out = np.empty(len(x), dtype=np.int64)
     for start in range(0, len(x), batch_size):
@@ -400,28 +401,56 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
 
     Raises
     ------
+    TypeError, ValueError
+        For an argument of the wrong kind (``epochs=True``, ``quiet="no"``, a list
+        for ``y_test``) or a bad value (an empty test set, ``y_test`` not one label
+        per test image, ``eval_batch_size=0``): all checked before any training
+        and before anything is written.
+    CheckpointError
+        With ``resume=True``: no readable checkpoint, one of another model or of
+        other settings, or one that already holds more than ``epochs`` epochs.
     TrainingDiverged
         When the loss becomes NaN or infinite; the checkpoint on disk is the
         last good epoch.
     TrainingInterrupted
         On Ctrl-C, after making sure the last completed epoch is saved.
     """
-    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
+    epochs = check_int("fit", "epochs", epochs, 0)
+    resume = check_flag("fit", "resume", resume)
+    quiet = check_flag("fit", "quiet", quiet)
+    eval_batch_size = check_int("fit", "eval_batch_size", eval_batch_size, 1)
+    _check_test_set("fit", x_test, y_test)
+    if not isinstance(model_name, str):
+        raise TypeError(f"fit expected model_name to be a str, got {model_name!r} "
+                        f"({type(model_name).__name__})")
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"fit expected config to be a dict or None, got {config!r} "
+                        f"({type(config).__name__})")
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"fit expected out_dir to be a folder path (str or os.PathLike) or "
+                        f"None, got {out_dir!r} ({type(out_dir).__name__})")
+    if resume and out_dir is None:
+        raise ValueError("fit expected an out_dir holding checkpoint.npz with resume=True, "
+                         "got out_dir=None")
     progress = sys.stderr if progress is None else progress
     target = get_target()
     path = None if out_dir is None else Path(out_dir) / "checkpoint.npz"
     meta = {"model": model_name, "target": target, "config": config or {}}
     history, start = [], 0
     if resume:
-        if path is None:
-            raise ValueError("resume=True needs an out_dir holding checkpoint.npz")
         state = load_checkpoint(path)
         saved_name = state["meta"].get("model")
         if saved_name not in (None, model_name):
             raise CheckpointError(f"checkpoint {path} is of model {saved_name!r}, "
                                   f"not {model_name!r}")
         _check_same_run(state["meta"].get("config", {}), config or {}, path)
+        if state["epoch"] > epochs:
+            # the loop would run no epoch and the metrics would say epochs=N beside a
+            # longer history: a finished run of more epochs cannot be cut back
+            raise CheckpointError(
+                f"checkpoint {path} already holds {state['epoch']} epochs, more than the "
+                f"{epochs} asked for; resume with epochs >= {state['epoch']}, or train "
+                "afresh into another folder")
         _restore(state, path, model, optimizer, scheduler, train_loader)
         history, start = list(state["history"]), int(state["epoch"])
         if not quiet:
@@ -479,6 +508,31 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         "config": config or {},
         "history": history,
     }
+
+
+def _check_test_set(who, x_test, y_test):
+    """Raise unless ``x_test`` is a non-empty ``(M, C, H, W)`` batch of uint8 or float
+    images and ``y_test`` ``(M,)`` integer labels: checked before the first epoch, not
+    found by a broadcast error after it."""
+    for name, value in (("x_test", x_test), ("y_test", y_test)):
+        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+            raise TypeError(f"{who} expected {name} to be an array, got "
+                            f"{type(value).__name__}")
+    if len(x_test.shape) != 4:
+        raise ValueError(f"{who} expected x_test to be images (M, C, H, W), got shape "
+                         f"{tuple(x_test.shape)}")
+    if x_test.shape[0] == 0:
+        raise ValueError(f"{who} expected at least one test image, got x_test of shape "
+                         f"{tuple(x_test.shape)}")
+    if x_test.dtype != np.uint8 and np.dtype(x_test.dtype).kind != "f":
+        raise ValueError(f"{who} expected x_test to be uint8 or float images, got dtype "
+                         f"{x_test.dtype}")
+    if tuple(y_test.shape) != (x_test.shape[0],):
+        raise ValueError(f"{who} expected y_test to hold one label per image of x_test: "
+                         f"shape ({x_test.shape[0]},), got {tuple(y_test.shape)}")
+    if np.dtype(y_test.dtype).kind not in "iu":
+        raise ValueError(f"{who} expected y_test to be integer class labels, got dtype "
+                         f"{y_test.dtype}")
 
 
 def _check_same_run(saved, config, path):

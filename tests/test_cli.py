@@ -70,6 +70,18 @@ def test_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(value, b["model"][key], err_msg=key)
 
 
+def test_resume_with_fewer_epochs_is_a_one_line_error_that_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "shrink"
+    common = ["train", "--target", "numpy", "--out", str(out)] + TINY
+    assert main(common + ["--epochs", "2"]) == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(common + ["--epochs", "1", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds 2 epochs, more than the 1" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
 def test_compare_writes_report(tmp_path, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "--target", "cpu", "--epochs", "1", "--out", str(out)] + TINY) == 0

@@ -316,6 +316,83 @@ def test_predict_confusion_and_helpers():
     assert default_epochs(50000) == 10 and default_epochs(64) == 30
 
 
+def test_resume_with_fewer_epochs_than_the_checkpoint_holds_is_refused(tmp_path):
+    # it ran no epoch and returned metrics with epochs=1 beside a 2-epoch history
+    x, y = _data(n=16, size=8)
+    with jitnet.use_target("numpy"):
+        _run(x, y, 2, out_dir=tmp_path)
+        before = (tmp_path / "checkpoint.npz").read_bytes()
+        with pytest.raises(CheckpointError, match=r"checkpoint .*checkpoint.npz already holds "
+                                                  r"2 epochs, more than the 1 asked for"):
+            _run(x, y, 1, out_dir=tmp_path, resume=True)
+        assert (tmp_path / "checkpoint.npz").read_bytes() == before
+        _, _, metrics = _run(x, y, 2, out_dir=tmp_path, resume=True)  # as many: nothing to do
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2
+
+
+class _NoEpoch:
+    """A loader that fails the test when an epoch starts."""
+
+    def __len__(self):
+        return 1
+
+    def __iter__(self):
+        raise AssertionError("an epoch started before the arguments were checked")
+
+
+def _bad_fit_arguments():
+    x, y = _data(n=16, size=8)
+    return [
+        ("y_test short", {"y_test": y[:3]}, ValueError,
+         r"fit expected y_test to hold one label per image of x_test: shape \(16,\), "
+         r"got \(3,\)"),
+        ("y_test list", {"y_test": list(y)}, TypeError, "fit expected y_test to be an array"),
+        ("y_test float", {"y_test": y + 0.5}, ValueError, "fit expected y_test to be integer"),
+        ("empty test set", {"x_test": x[:0], "y_test": y[:0]}, ValueError,
+         "fit expected at least one test image"),
+        ("x_test 3-D", {"x_test": x[:, 0]}, ValueError,
+         r"fit expected x_test to be images \(M, C, H, W\), got shape \(16, 8, 8\)"),
+        ("eval_batch_size 0", {"eval_batch_size": 0}, ValueError,
+         "fit expected eval_batch_size to be an int >= 1, got 0"),
+        ("eval_batch_size 2.0", {"eval_batch_size": 2.0}, TypeError,
+         "fit expected eval_batch_size to be an int >= 1, got 2.0"),
+        ("epochs True", {"epochs": True}, TypeError, "fit expected epochs to be an int >= 0, "
+                                                     "got True"),
+        ("epochs '2'", {"epochs": "2"}, TypeError, "fit expected epochs to be an int >= 0, "
+                                                   r"got '2' \(str\)"),
+        ("epochs -1", {"epochs": -1}, ValueError, "fit expected epochs to be an int >= 0"),
+        ("quiet 'no'", {"quiet": "no"}, TypeError, "fit expected quiet to be True or False, "
+                                                   "got 'no'"),
+        ("resume 1", {"resume": 1}, TypeError, "fit expected resume to be True or False"),
+        ("resume without out_dir", {"resume": True, "out_dir": None}, ValueError,
+         "fit expected an out_dir holding checkpoint.npz with resume=True"),
+        ("model_name 3", {"model_name": 3}, TypeError, "fit expected model_name to be a str"),
+        ("config list", {"config": [1]}, TypeError, "fit expected config to be a dict"),
+    ]
+
+
+@pytest.mark.parametrize("name, changes, error, message", _bad_fit_arguments(),
+                         ids=[case[0] for case in _bad_fit_arguments()])
+def test_fit_checks_its_arguments_before_any_work(name, changes, error, message, tmp_path):
+    x, y = _data(n=16, size=8)
+    with jitnet.use_target("numpy"):
+        model, optimizer, _, _ = _setup(x, y)
+        arguments = {"x_test": x, "y_test": y, "epochs": 1, "out_dir": tmp_path / "out",
+                     "quiet": True, **changes}
+        with pytest.raises(error, match=message):
+            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _NoEpoch(), **arguments)
+    assert not (tmp_path / "out").exists()  # no checkpoint either
+
+
+@pytest.mark.parametrize("batch_size, error", [(0, ValueError), (2.0, TypeError),
+                                               (True, TypeError)])
+def test_predict_checks_batch_size(batch_size, error):
+    x, _ = _data(4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    with pytest.raises(error, match="predict expected batch_size to be an int >= 1"):
+        predict(model, x, batch_size=batch_size)
+
+
 def test_fit_rejects_bad_epochs():
     with pytest.raises(ValueError, match="epochs"):
         fit(None, None, None, None, None, None, epochs=-1)
