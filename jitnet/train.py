@@ -661,12 +661,17 @@ def default_epochs(n_train):
 
 
 def channel_stats(x):
-    """Per-channel mean and standard deviation of uint8 images, scaled to [0, 1].
+    """Per-channel mean and standard deviation of images on the [0, 1] scale.
+
+    Images are scaled as everywhere in the package (:class:`jitnet.data.DataLoader`,
+    ``Normalize.fit``, :func:`fit`, :func:`predict`): uint8 by 1/255, float images
+    taken as they are (already in [0, 1]). So ``Normalize(*channel_stats(x))``
+    fits the batches a loader over ``x`` makes, whichever the dtype.
 
     Parameters
     ----------
     x : np.ndarray
-        ``(N, C, H, W)`` uint8 images.
+        ``(N, C, H, W)`` images: uint8 (0..255) or float ([0, 1]).
 
     Returns
     -------
@@ -689,7 +694,7 @@ def channel_stats(x):
         square = np.zeros(x.shape[1])
         # in chunks: a float64 copy of 50,000 images would take 1.2 GB
         for start in range(0, len(x), 4096):
-            chunk = x[start:start + 4096].astype(np.float64) / 255.0
+            chunk = x[start:start + 4096].astype(np.float64)  # float: in [0, 1] already
             mean += chunk.sum(axis=(0, 2, 3))
             square += (chunk * chunk).sum(axis=(0, 2, 3))
         mean /= count

@@ -309,9 +309,14 @@ def test_predict_confusion_and_helpers():
     mean, std = channel_stats(x)
     np.testing.assert_allclose(mean, (x / 255.0).mean(axis=(0, 2, 3)), rtol=1e-5)
     np.testing.assert_allclose(std, (x / 255.0).std(axis=(0, 2, 3)), rtol=1e-4)
-    # uint8 by exact histogram sums, other dtypes by float64 sums: the same statistics
-    for got, want in zip(channel_stats(x), channel_stats(x.astype(np.float64))):
-        np.testing.assert_allclose(got, want, rtol=1e-6)
+    # uint8 by exact histogram sums, float images (in [0, 1], as the DataLoader,
+    # Normalize.fit and predict take them) by float64 sums: the same statistics
+    for dtype in (np.float32, np.float64):
+        for got, want in zip(channel_stats(x), channel_stats(x.astype(dtype) / 255)):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+    float_fit = jitnet.data.transforms.Normalize.fit(x.astype(np.float32) / 255)
+    np.testing.assert_allclose(channel_stats(x.astype(np.float32) / 255)[0], float_fit.mean,
+                               rtol=1e-6)
     assert default_epochs(5000) == 24 and default_epochs(4153) == 29
     assert default_epochs(50000) == 10 and default_epochs(64) == 30
 
