@@ -13,7 +13,8 @@ on the active target::
 and after each epoch evaluates on the test set (eval mode, batched), appends an
 entry to the history and writes ``OUT/checkpoint.npz`` atomically. A checkpoint
 holds everything the next epoch depends on (parameters and buffers, optimizer
-and schedule state, jitnet's generator, the loader's generator, the history),
+and schedule state, jitnet's generator, the generators of the loader and of its
+seeded transforms, the history),
 so ``resume=True`` ends with exactly the parameters of an uninterrupted run.
 
 A checkpoint is a plain ``.npz``: arrays under ``model/<name>`` and
@@ -159,27 +160,58 @@ def _unpack(obj, arrays):
 
 
 def _loader_state(loader):
-    """The state of the loader's random generator (shuffling, augmentation)."""
+    """The states of the loader's random generators: its own (shuffling) and those of
+    its transforms that have one (``seed=`` augmentations), so that a resumed run
+    draws the same permutations, crops and flips as an uninterrupted one."""
     if hasattr(loader, "state_dict"):
         return loader.state_dict()
     generator = _loader_generator(loader)
-    return None if generator is None else generator.bit_generator.state
+    return {
+        "generator": None if generator is None else generator.bit_generator.state,
+        "transforms": [None if g is None else g.bit_generator.state
+                       for g in _transform_generators(getattr(loader, "transform", None))],
+    }
 
 
-def _set_loader_state(loader, state):
+def _set_loader_state(loader, state, path):
     if state is None:
         return
     if hasattr(loader, "load_state_dict"):
         loader.load_state_dict(state)
         return
+    if "transforms" not in state:  # a checkpoint from before transforms were saved
+        state = {"generator": state, "transforms": None}
+    generators = _transform_generators(getattr(loader, "transform", None))
+    saved = state["transforms"]
+    if saved is not None and [s is None for s in saved] != [g is None for g in generators]:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this loader: it holds the generators of "
+            f"{sum(s is not None for s in saved)} seeded transforms out of {len(saved)}, "
+            f"the loader has {sum(g is not None for g in generators)} out of "
+            f"{len(generators)}")
     generator = _loader_generator(loader)
-    if generator is not None:
-        generator.bit_generator.state = state
+    if generator is not None and state["generator"] is not None:
+        generator.bit_generator.state = state["generator"]
+    for generator, saved_state in zip(generators, saved or ()):
+        if generator is not None:
+            generator.bit_generator.state = saved_state
+
+
+def _transform_generators(transform):
+    """The own generator (or None) of ``transform`` and of each transform inside it (a
+    ``Compose``'s ``transforms``), depth first, in order."""
+    if transform is None:
+        return []
+    found = [_loader_generator(transform)]
+    for inner in getattr(transform, "transforms", None) or ():
+        found += _transform_generators(inner)
+    return found
 
 
 def _loader_generator(loader):
-    # jitnet.data.DataLoader keeps its seeded generator in ``_own`` (None: it draws from
-    # jitnet's global generator, which the checkpoint saves anyway)
+    # jitnet.data.DataLoader and the random transforms keep their seeded generator in
+    # ``_own`` (None: they draw from jitnet's global generator, which the checkpoint
+    # saves anyway)
     for name in ("generator", "rng", "_own", "_generator", "_rng"):
         generator = getattr(loader, name, None)
         if isinstance(generator, np.random.Generator):
@@ -205,7 +237,8 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch, loade
     epoch : int
         Number of completed epochs.
     loader : jitnet.data.DataLoader, optional
-        Its generator state is saved so that the next epoch shuffles the same way.
+        Its generator's state and those of its seeded transforms are saved, so that
+        the next epoch shuffles and augments the same way.
     history : list of dict
         One entry per completed epoch.
     meta : dict, optional
@@ -290,7 +323,7 @@ def _restore(state, path, model, optimizer, scheduler, loader):
             from None
     rng.set_state(state["rng"])
     if loader is not None:
-        _set_loader_state(loader, state["loader"])
+        _set_loader_state(loader, state["loader"], path)
 
 
 # ---------------------------------------------------------------------- evaluation

@@ -171,6 +171,30 @@ def test_resume_with_jitnet_dataloader(tmp_path):
         np.testing.assert_array_equal(value, resumed.state_dict()[key], err_msg=key)
 
 
+def test_resume_with_seeded_transforms_is_bitwise_equal(tmp_path):
+    # the transforms' own generators (seed=) were not in the checkpoint: a resumed run
+    # cropped and flipped differently from an uninterrupted one
+    x, y = _data()
+    T = jitnet.data.transforms
+
+    def loader():
+        transform = T.Compose([T.RandomCrop(8, padding=2, seed=1),
+                               T.RandomHorizontalFlip(seed=2), T.Normalize(*channel_stats(x))])
+        return jitnet.data.DataLoader(x, y, batch_size=16, transform=transform, seed=3)
+
+    with jitnet.use_target("numpy"):
+        straight, _, _ = _run(x, y, 3, out_dir=tmp_path / "a", loader=loader())
+        _run(x, y, 1, out_dir=tmp_path / "b", loader=loader())
+        resumed, _, _ = _run(x, y, 3, out_dir=tmp_path / "b", resume=True, loader=loader())
+        for key, value in straight.state_dict().items():
+            np.testing.assert_array_equal(value, resumed.state_dict()[key], err_msg=key)
+        # another set of seeded transforms does not fit the checkpoint
+        unseeded = jitnet.data.DataLoader(x, y, batch_size=16, transform=T.RandomCrop(8),
+                                          seed=3)
+        with pytest.raises(CheckpointError, match="does not fit this loader"):
+            _run(x, y, 3, out_dir=tmp_path / "b", resume=True, loader=unseeded)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     x, y = _data()
     with jitnet.use_target("numpy"):
