@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -276,19 +277,42 @@ def load_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+
+    def refuse(why):
+        return CheckpointError(f"cannot read checkpoint {path}: not a jitnet checkpoint "
+                               f"({why}); delete it to start again")
+
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and say so
+        raise refuse("not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-        fields = {key: json.loads(str(arrays[key])) for key in
-                  ("format", "epoch", "optimizer", "scheduler", "rng", "loader", "history",
-                   "meta")}
-    except Exception as exc:  # zip, npy, JSON and key errors all mean "not a checkpoint"
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}); "
-            "delete it to start again") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):  # NumPy's advice to load it unsafely: never here
+            raise refuse("it holds pickled objects, which jitnet never loads") from None
+        raise refuse(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # zip and npy errors
+        raise refuse(f"{type(exc).__name__}: {exc}") from None
+    kinds = {"format": (str, "a str"), "epoch": (int, "an int"), "history": (list, "a list"),
+             "meta": (dict, "a dict")}
+    fields = {}
+    for key in ("format", "epoch", "optimizer", "scheduler", "rng", "loader", "history",
+                "meta"):
+        if key not in arrays:
+            raise refuse(f"no {key!r} entry")
+        try:
+            fields[key] = json.loads(str(arrays[key]))
+        except ValueError as exc:
+            raise refuse(f"its {key!r} entry is no JSON: {exc}") from None
+        kind, wanted = kinds.get(key, (object, ""))
+        if not isinstance(fields[key], kind) or isinstance(fields[key], bool):
+            raise refuse(f"its {key!r} entry is a {type(fields[key]).__name__}, expected "
+                         f"{wanted}")
     if fields["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is a {fields['format']!r} file, "
                               f"expected {CHECKPOINT_FORMAT!r}")
+    if not isinstance(fields["meta"].get("config", {}), dict):
+        raise refuse("its meta's 'config' is no dict")
     state = {
         "model": {key[len("model/"):]: value for key, value in arrays.items()
                   if key.startswith("model/")},
@@ -296,8 +320,12 @@ def load_checkpoint(path):
         "history": fields["history"],
         "meta": fields["meta"],
     }
-    for key in ("optimizer", "scheduler", "rng", "loader"):
-        state[key] = _unpack(fields[key], arrays)
+    try:
+        for key in ("optimizer", "scheduler", "rng", "loader"):
+            state[key] = _unpack(fields[key], arrays)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise refuse(f"its {key!r} entry does not unpack: {type(exc).__name__}: {exc}") \
+            from None
     return state
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 
 import numpy as np
@@ -270,6 +271,41 @@ def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path):
         (tmp_path / "checkpoint.npz").write_bytes(b"not a zip file")
         with pytest.raises(CheckpointError, match="cannot read checkpoint .*checkpoint.npz"):
             _run(x, y, 1, out_dir=tmp_path, resume=True)
+
+
+def _rewrite(path, **changes):
+    """Rewrite the checkpoint at ``path`` with some entries replaced."""
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("name, write, why", [
+    ("text", lambda p: p.write_text("garbage\n"), r"not an \.npz archive"),
+    ("object array", lambda p: _rewrite(p, epoch=np.array([{"a": 1}], dtype=object)),
+     "it holds pickled objects, which jitnet never loads"),
+    ("meta a list", lambda p: _rewrite(p, meta=np.array("[1, 2]")),
+     "its 'meta' entry is a list, expected a dict"),
+    ("epoch a str", lambda p: _rewrite(p, epoch=np.array('"2"')),
+     "its 'epoch' entry is a str, expected an int"),
+    ("no history", lambda p: np.savez(p, format=np.array('"jitnet-checkpoint-1"')),
+     "no 'epoch' entry"),
+])
+def test_what_is_no_jitnet_checkpoint_is_said_so(tmp_path, name, write, why):
+    # NumPy's "pickled (object) data ... allow_pickle=" advice or an AttributeError came
+    # through before
+    x, y = _data(n=16, size=8)
+    with jitnet.use_target("numpy"):
+        _run(x, y, 1, out_dir=tmp_path)
+        write(tmp_path / "checkpoint.npz")
+        with pytest.raises(CheckpointError) as info:
+            _run(x, y, 2, out_dir=tmp_path, resume=True)
+    message = str(info.value)
+    assert message.startswith(f"cannot read checkpoint {tmp_path / 'checkpoint.npz'}: "
+                              "not a jitnet checkpoint (")
+    assert re.search(why, message), message
+    assert "allow_pickle" not in message and "pickle.load" not in message
 
 
 def test_checkpoint_round_trip_of_nested_state(tmp_path):
