@@ -56,13 +56,14 @@ def build_parser():
 
     train = commands.add_parser(
         "train", formatter_class=_Formatter, help="train one model, write metrics and checkpoint",
-        description="Train one model on one data set and write OUT/metrics.json (and, for the "
-                    "ConvNet, OUT/checkpoint.npz after every epoch).")
+        description="Train one model on one data set and write OUT/metrics.json and "
+                    "OUT/checkpoint.npz (the ConvNet's after every epoch, for --resume; "
+                    "hog-linear's, its state_dict, at the end).")
     train.add_argument("--model", choices=("convnet", "hog-linear"), default="convnet",
                        help="the ConvNet (BatchNorm, SGD, cosine schedule, crop + flip) or "
                             "HoG features into a linear classifier")
     _add_data_options(train)
-    _add_budget_options(train)
+    _add_budget_options(train, "train")
     train.add_argument("--out", type=Path, default=None, metavar="DIR",
                        help="output folder (default: runs/<model>)")
     train.add_argument("--resume", action="store_true",
@@ -79,7 +80,7 @@ def build_parser():
                     "OUT/report.md and pictures (learning curves, confusion matrices, "
                     "first-layer filters, HoG pictures, example predictions).")
     _add_data_options(compare)
-    _add_budget_options(compare)
+    _add_budget_options(compare, "compare")
     compare.add_argument("--out", type=Path, default=Path("runs/compare"), metavar="DIR",
                          help="output folder")
     compare.set_defaults(func=cmd_compare)
@@ -131,17 +132,30 @@ def _add_data_options(parser):
     _add_target_option(parser)
 
 
-def _add_budget_options(parser):
+def _add_budget_options(parser, command):
+    # train applies them to the model it trains; compare to the ConvNet only: the
+    # HoG-linear classifier there keeps the defaults it was tuned with
+    convnet_epochs = ("ConvNet epochs; default about 120,000 images seen, clipped to 10..30: "
+                      "24 on the 5,000-image synthetic set, 29 on a 4,153-image CIFAR "
+                      "subset, 10 on full CIFAR-10")
+    if command == "train":
+        helps = (convnet_epochs + "; hog-linear: its epochs, at least 1 (default 8)",
+                 "images per SGD step (ConvNet default 64, hog-linear default 256)",
+                 "peak learning rate, decayed to 0 by a cosine schedule (ConvNet default "
+                 "0.01, hog-linear default 0.01)")
+    else:
+        helps = (convnet_epochs + ". For the ConvNet only: the HoG-linear classifier keeps "
+                                  "its tuned 8 epochs",
+                 "ConvNet images per SGD step (default 64); the HoG-linear classifier keeps "
+                 "its tuned 256",
+                 "ConvNet peak learning rate, decayed to 0 by a cosine schedule (default "
+                 "0.01); the HoG-linear classifier keeps its tuned 0.01")
     parser.add_argument("--epochs", type=_non_negative_int, default=None, metavar="N",
-                        help="ConvNet epochs; default about 120,000 images seen, clipped to "
-                             "10..30: 24 on the 5,000-image synthetic set, 29 on a "
-                             "4,153-image CIFAR subset, 10 on full CIFAR-10. For hog-linear: "
-                             "the classifier's own epochs")
+                        help=helps[0])
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
-                        help="ConvNet images per step (default 64)")
+                        help=helps[1])
     parser.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
-                        help="peak learning rate (ConvNet default 0.01, cosine decay to 0; "
-                             "hog-linear: the classifier's own)")
+                        help=helps[2])
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="seeds initialisation, shuffling and augmentation")
     parser.add_argument("--quiet", action="store_true",
@@ -264,8 +278,8 @@ def cmd_train(args):
             data_name=args.data)
     else:
         result = train.train_hog_linear(
-            x_train, y_train, x_test, y_test, epochs=args.epochs, lr=args.lr, seed=args.seed,
-            out_dir=out, quiet=args.quiet)
+            x_train, y_train, x_test, y_test, epochs=args.epochs, lr=args.lr,
+            batch_size=args.batch_size, seed=args.seed, out_dir=out, quiet=args.quiet)
     m = result.metrics
     print(f"{args.model}: test accuracy {100 * m['test_accuracy']:.1f}%, "
           f"{m['train_seconds']:.1f} s training; metrics in {out / 'metrics.json'}")

@@ -941,8 +941,8 @@ def _schedule(optim, optimizer, name, epochs):
     raise ValueError(f"unknown schedule {name!r}: expected 'cosine', 'step' or 'none'")
 
 
-def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None, seed=0,
-                     out_dir=None, quiet=False, **options):
+def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None,
+                     batch_size=None, seed=0, out_dir=None, quiet=False, **options):
     """Fit ``HogLinearClassifier`` (HoG + colour features into one linear layer).
 
     Parameters
@@ -951,12 +951,16 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None, 
         ``(N, 3, 32, 32)`` uint8 images.
     y_train, y_test : np.ndarray
         ``(N,)`` int labels.
-    epochs, lr : optional
-        Override the classifier's defaults.
+    epochs, lr, batch_size : optional
+        Override the classifier's defaults (8 epochs, 0.01, 256).
     seed : int
         Seeds the classifier.
     out_dir : str or Path, optional
-        Writes ``metrics.json`` there.
+        Writes ``checkpoint.npz`` there (the classifier's
+        :meth:`~jitnet.models.HogLinearClassifier.state_dict`, for
+        ``HogLinearClassifier().load_state_dict(np.load(path))``) and
+        ``metrics.json``. The folder is made before the fit, so that one that
+        cannot be made fails first.
     quiet : bool
         No progress output.
     **options
@@ -973,7 +977,11 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None, 
         options["epochs"] = check_int("train_hog_linear", "epochs", epochs, 1)
     if lr is not None:
         options["lr"] = check_real("train_hog_linear", "lr", lr, "> 0", lambda v: v > 0)
+    if batch_size is not None:
+        options["batch_size"] = check_int("train_hog_linear", "batch_size", batch_size, 1)
     seed = check_int("train_hog_linear", "seed", seed, 0)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     options.setdefault("verbose", not quiet)
     classifier = models.HogLinearClassifier(seed=seed, **options)
     start = time.perf_counter()
@@ -1015,6 +1023,8 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None, 
         print(f"hog-linear: test accuracy {100 * accuracy:.1f}% in {seconds:.1f} s",
               file=sys.stderr, flush=True)
     if out_dir is not None:
+        state = classifier.state_dict()
+        atomic_write(Path(out_dir) / "checkpoint.npz", lambda f: np.savez(f, **state))
         write_json(Path(out_dir) / "metrics.json", metrics)
     return TrainResult(classifier, metrics, predictions)
 

@@ -120,3 +120,50 @@ def test_init_only_stores_and_params_roundtrip():
         model.set_params(colour=1)
     with pytest.raises(TypeError):
         HogLinearClassifier("softmax")  # keyword-only
+
+
+@pytest.mark.parametrize("options", [
+    dict(), dict(features="hog", pixels_per_cell=(4, 8), cells_per_block=2),
+    dict(features="color", color_channels="hv"),
+])
+def test_state_dict_round_trip_through_npz(data, options, tmp_path):
+    (x, y), (x_test, _) = data
+    model = HogLinearClassifier(**{**SMALL, **options}).fit(x, y)
+    state = model.state_dict()
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    np.savez(tmp_path / "hog.npz", **state)
+    with np.load(tmp_path / "hog.npz", allow_pickle=False) as npz:  # no pickle needed
+        loaded = HogLinearClassifier().load_state_dict(npz)
+    assert loaded.get_params()["features"] == model.features
+    assert loaded.pixels_per_cell == model.pixels_per_cell
+    assert loaded.image_shape_ == (3, 16, 16) and loaded.n_features_in_ == 3 * 16 * 16
+    np.testing.assert_array_equal(loaded.predict(x_test), model.predict(x_test))
+    np.testing.assert_array_equal(loaded.decision_function(x_test),
+                                  model.decision_function(x_test))
+    assert list(loaded.classes_) == ["horizontal", "vertical"]
+
+
+def test_load_state_dict_checks_keys_and_shapes(data):
+    (x, y), (x_test, _) = data
+    state = HogLinearClassifier(**SMALL).fit(x, y).state_dict()
+    fresh = HogLinearClassifier()
+    with pytest.raises(ValueError, match=r"missing keys \['coef_'\], unexpected keys "
+                                         r"\['weights'\]"):
+        fresh.load_state_dict({**{k: v for k, v in state.items() if k != "coef_"},
+                               "weights": state["coef_"]})
+    with pytest.raises(ValueError, match=r"expected coef_ of shape \(2, \d+\) \(float\), "
+                                         r"as classes_ .* got shape \(2, 5\)"):
+        fresh.load_state_dict({**state, "coef_": state["coef_"][:, :5]})
+    # HoG parameters that make another number of features than the weights have
+    with pytest.raises(ValueError, match="expected coef_ of shape"):
+        fresh.load_state_dict({**state, "pixels_per_cell": np.array(5)})
+    with pytest.raises(ValueError, match="classes_ to be at least 2 labels"):
+        fresh.load_state_dict({**state, "classes_": state["classes_"][:1]})
+    with pytest.raises(ValueError, match="unknown features"):
+        fresh.load_state_dict({**state, "features": np.array("pixels")})
+    with pytest.raises(TypeError, match="expected a mapping"):
+        fresh.load_state_dict([1, 2])
+    with pytest.raises(NotFittedError):  # each refusal left it as it was: unfitted
+        fresh.predict(x_test)
+    with pytest.raises(NotFittedError):
+        HogLinearClassifier().state_dict()

@@ -17,7 +17,7 @@ from .. import nn, optim
 from .._checks import check_int, check_real
 from ..features.color import _check_options as _check_color_options
 from ..features.hog import _geometry as _hog_geometry
-from ..features.hog import _real_images
+from ..features.hog import _real_images, n_hog_features
 from ..targets import backend, to_numpy
 
 _LOSSES = {"softmax": nn.SoftmaxCrossEntropyLoss, "hinge": nn.MulticlassHingeLoss}
@@ -413,6 +413,136 @@ class HogLinearClassifier:
             history.append(entry)
             epochs.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['train_accuracy']:.3f}")
         return coef, intercept, history
+
+    # ------------------------------------------------------------ saving
+    #: The constructor parameters ``predict`` depends on (the features' definition).
+    _FEATURE_PARAMS = ("features", "orientations", "pixels_per_cell", "cells_per_block",
+                       "block_norm", "color_bins", "color_channels")
+    #: The fitted attributes ``predict`` depends on.
+    _FITTED = ("coef_", "intercept_", "classes_", "mean_", "scale_", "image_shape_")
+
+    def state_dict(self):
+        """Everything :meth:`predict` needs, as plain arrays (a ``.npz`` needs no pickle).
+
+        Returns
+        -------
+        dict of str -> np.ndarray
+            The fitted ``coef_``, ``intercept_``, ``classes_``, ``mean_``, ``scale_``
+            and ``image_shape_`` (int64 ``(C, H, W)``), and the feature parameters
+            (``features``, ``orientations``, ``pixels_per_cell``, ``cells_per_block``,
+            ``block_norm``, ``color_bins``, ``color_channels``) as 0-d or 1-d
+            arrays. ``np.savez(path, **clf.state_dict())`` saves it;
+            ``HogLinearClassifier().load_state_dict(np.load(path))`` restores it.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            When ``classes_`` are Python objects, which only a pickle could store.
+        """
+        self._check_fitted()
+        classes = np.asarray(self.classes_)
+        if classes.dtype.kind == "O":
+            raise ValueError(
+                "HogLinearClassifier.state_dict cannot store classes_ of dtype object without "
+                "a pickle; fit on numeric or string labels"
+            )
+        state = {
+            "coef_": np.asarray(self.coef_, np.float32),
+            "intercept_": np.asarray(self.intercept_, np.float32),
+            "classes_": classes,
+            "mean_": np.asarray(self.mean_, np.float32),
+            "scale_": np.asarray(self.scale_, np.float32),
+            "image_shape_": np.asarray(self.image_shape_, np.int64),
+        }
+        for name in self._FEATURE_PARAMS:
+            state[name] = np.asarray(getattr(self, name))
+        return state
+
+    def load_state_dict(self, state):
+        """Make this classifier the fitted one :meth:`state_dict` described.
+
+        Parameters
+        ----------
+        state : mapping of str -> array
+            A :meth:`state_dict`, or the ``np.load`` of a ``.npz`` saved from one.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            When a key is missing or unexpected, a shape or dtype does not fit the
+            others, or a feature parameter is invalid; everything is checked first,
+            so a rejected ``state`` leaves the classifier as it was.
+        """
+        who = "HogLinearClassifier.load_state_dict"
+        expected = set(self._FITTED) | set(self._FEATURE_PARAMS)
+        try:
+            keys = set(state.keys())
+        except AttributeError:
+            raise TypeError(f"{who} expected a mapping of names to arrays (a state_dict), "
+                            f"got {type(state).__name__}") from None
+        missing, unexpected = sorted(expected - keys), sorted(keys - expected)
+        if missing or unexpected:
+            raise ValueError(f"{who}: missing keys {missing}, unexpected keys {unexpected}")
+        arrays = {key: np.asarray(state[key]) for key in expected}
+        params = {}
+        for name in self._FEATURE_PARAMS:
+            value = arrays[name]
+            if value.dtype.kind == "U" and value.ndim == 0:
+                params[name] = str(value)
+            elif value.dtype.kind in "iu" and value.ndim == 0:
+                params[name] = int(value)
+            elif value.dtype.kind in "iu" and value.shape == (2,):
+                params[name] = tuple(int(v) for v in value)
+            else:
+                raise ValueError(f"{who} expected {name} to be a 0-d str or int array (or a "
+                                 f"pair of ints), got dtype {value.dtype} shape {value.shape}")
+        shape = arrays["image_shape_"]
+        if shape.shape != (3,) or shape.dtype.kind not in "iu" or not np.all(shape > 0):
+            raise ValueError(f"{who} expected image_shape_ to be 3 positive ints (C, H, W), "
+                             f"got {shape!r}")
+        image_shape = tuple(int(v) for v in shape)
+        classes = arrays["classes_"]
+        if classes.ndim != 1 or len(classes) < 2 or classes.dtype.kind == "O":
+            raise ValueError(f"{who} expected classes_ to be at least 2 labels (numbers or "
+                             f"strings), got shape {classes.shape} dtype {classes.dtype}")
+        # the feature parameters as fit checks them: nothing changes until all pass
+        features = params["features"]
+        if features not in _FEATURES:
+            raise ValueError(f"unknown features {features!r}: expected one of {_FEATURES}")
+        n_features = 0
+        if "hog" in features:
+            _hog_geometry(image_shape, params["orientations"], params["pixels_per_cell"],
+                          params["cells_per_block"], params["block_norm"])
+            n_features += n_hog_features(image_shape, params["orientations"],
+                                         params["pixels_per_cell"], params["cells_per_block"])
+        if "color" in features:
+            _check_color_options(params["color_bins"], params["color_channels"], who,
+                                 ("color_bins", "color_channels"))
+            n_features += params["color_bins"] * len(params["color_channels"])
+        for name, wanted in (("coef_", (len(classes), n_features)),
+                             ("intercept_", (len(classes),)),
+                             ("mean_", (n_features,)), ("scale_", (n_features,))):
+            value = arrays[name]
+            if value.shape != wanted or value.dtype.kind != "f":
+                raise ValueError(
+                    f"{who} expected {name} of shape {wanted} (float), as classes_ and the "
+                    f"feature parameters make, got shape {value.shape} dtype {value.dtype}"
+                )
+        coef, intercept = arrays["coef_"], arrays["intercept_"]
+        self.__dict__.update(params)
+        self.__dict__.update(
+            coef_=coef.astype(np.float32), intercept_=intercept.astype(np.float32),
+            classes_=classes.copy(), mean_=arrays["mean_"].astype(np.float32),
+            scale_=arrays["scale_"].astype(np.float32), image_shape_=image_shape,
+            n_features_in_=int(np.prod(image_shape)),
+        )
+        return self
 
     # ------------------------------------------------------------ predict
     def _check_fitted(self):
