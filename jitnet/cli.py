@@ -4,8 +4,9 @@
 folder, an unavailable target, a corrupt checkpoint) print one line and exit
 with a non-zero status; set ``JITNET_DEBUG=1`` to see the traceback instead.
 
-Exit status: 0 success, 2 bad input or unavailable target, 3 training diverged,
-130 interrupted (Ctrl-C; the checkpoint of the last completed epoch is kept).
+Exit status: 0 success, 2 bad input (also input too large for the memory) or
+unavailable target, 3 training diverged, 130 interrupted (Ctrl-C; the checkpoint
+of the last completed epoch is kept).
 """
 
 import argparse
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, targets
+from .data import default_root
 from .targets import TargetUnavailableError
 
 EXIT_BAD_INPUT = 2
@@ -122,8 +124,10 @@ def _add_data_options(parser):
     parser.add_argument("--data", choices=("synthetic", "cifar10"), default="synthetic",
                         help="the embedded synthetic CIFAR-style set (generated with seed 0) "
                              "or real CIFAR-10 from --data-dir")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), metavar="DIR",
-                        help="folder holding cifar-10-batches-py (or that folder itself)")
+    parser.add_argument("--data-dir", type=Path, default=default_root(), metavar="DIR",
+                        help="folder holding cifar-10-batches-py (or that folder itself) "
+                             "(default: %(default)s, where jitnet.data.download_cifar10() "
+                             "puts it)")
     parser.add_argument("--n-train", type=_positive_int, default=None, metavar="N",
                         help=f"training images: the synthetic set's size (default "
                              f"{SYNTHETIC_TRAIN}), or the first N of CIFAR-10 (default all)")
@@ -214,6 +218,12 @@ def main(argv=None):
             raise
         print(f"jitnet: {exc}", file=sys.stderr, flush=True)
         return EXIT_DIVERGED
+    except MemoryError as exc:  # NumPy's says how much it could not allocate
+        if debug:
+            raise
+        print(f"jitnet: error: out of memory: {_one_line(exc)}; use fewer images "
+              "(--n-train, --n-test) or a smaller --batch-size", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
     except (TargetUnavailableError, CheckpointError, OSError, ValueError) as exc:
         # DataError is a ValueError or OSError subclass in jitnet.data; all of these are
         # about the user's input or machine, so a traceback would only hide the message
@@ -255,6 +265,21 @@ def load_data(args):
     return x_train, y_train, x_test, y_test
 
 
+def check_out_folder(out):
+    """Raise ValueError unless ``out`` is a folder or can be made one: checked before any
+    work, so that a bad ``--out`` does not fail only once the results are in."""
+    path = Path(out)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "a file" if existing == path else f"{existing} is a file"
+        raise ValueError(f"--out expected a folder, got {out} ({where})")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out expected a folder that can be written, got {out} "
+                         f"({existing} is not writable)")
+
+
 def _describe(args, x_train, x_test):
     return (f"{args.data} ({len(x_train)} train / {len(x_test)} test images) "
             f"on the {targets.get_target()} target")
@@ -267,6 +292,7 @@ def cmd_train(args):
     if args.resume and args.model != "convnet":
         raise ValueError("--resume is for --model convnet (hog-linear fits in one go)")
     out = args.out if args.out is not None else Path("runs") / args.model
+    check_out_folder(out)
     x_train, y_train, x_test, y_test = load_data(args)
     if not args.quiet:
         print(f"training {args.model} on {_describe(args, x_train, x_test)}; writing to {out}",
@@ -291,6 +317,7 @@ def cmd_compare(args):
     from . import report, train
 
     out = args.out
+    check_out_folder(out)
     x_train, y_train, x_test, y_test = load_data(args)
     if not args.quiet:
         print(f"comparing hog-linear and convnet on {_describe(args, x_train, x_test)}",
@@ -330,6 +357,8 @@ def cmd_bench(args):
     from . import report
 
     target = targets.get_target()  # --target's, else JITNET_TARGET's (set in main)
+    if args.out is not None:
+        check_out_folder(args.out)
     rows = report.benchmark(target, batch_size=args.batch_size, repeat=args.repeat)
     print(report.bench_table(rows, target, args.batch_size))
     if args.out is not None:

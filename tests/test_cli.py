@@ -250,6 +250,53 @@ def test_help_explains_every_option(command, capsys):
         assert action.help, action.option_strings
 
 
+@pytest.mark.parametrize("command, out", [
+    (["bench", "--target", "numpy", "--batch-size", "1", "--repeat", "1"], "afile"),
+    (["train", "--model", "hog-linear"] + TINY, "afile/x"),
+    (["train", "--model", "convnet"] + TINY, "afile"),
+    (["compare"] + TINY, "afile"),
+])
+def test_out_must_be_a_folder_before_any_work(tmp_path, monkeypatch, capsys, command, out):
+    # bench ran its whole benchmark and hog-linear its whole fit before finding out
+    from jitnet import report, train
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before --out was checked")
+
+    for module, name in ((report, "benchmark"), (train, "train_hog_linear"),
+                         (train, "train_convnet"), (train, "precompile_convnet")):
+        monkeypatch.setattr(module, name, no_work)
+    (tmp_path / "afile").write_text("hi")
+    assert main(command + ["--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"jitnet: error: --out expected a folder, got {tmp_path / out} (")
+    assert len(err.splitlines()) == 1 and "a file" in err
+    assert (tmp_path / "afile").read_text() == "hi"
+
+
+def test_too_little_memory_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    # --n-train 1000000000000 ended in NumPy's MemoryError traceback and exit status 1
+    def huge(n_train, n_test, seed):
+        raise MemoryError(f"Unable to allocate 7.28 TiB for an array with shape ({n_train},) "
+                          "and data type int64")
+
+    monkeypatch.setattr(jitnet.data, "synthetic_cifar", huge)
+    assert main(["train", "--n-train", "1000000000000", "--out", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("jitnet: error: out of memory: Unable to allocate 7.28 TiB")
+    assert len(err.splitlines()) == 1 and "--n-train" in err
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_data_dir_defaults_to_where_download_cifar10_puts_it(command, capsys):
+    from jitnet.cli import build_parser
+
+    args = build_parser().parse_args([command])
+    assert args.data_dir == jitnet.data.default_root()
+    assert main([command, "--help"]) == 0
+    assert str(jitnet.data.default_root()) in " ".join(capsys.readouterr().out.split())
+
+
 def _option_help(command, option):
     from jitnet.cli import build_parser
 
