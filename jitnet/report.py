@@ -88,15 +88,19 @@ def plot_learning_curves(histories, path):
         title = _TITLES.get(key, key)
         color = f"C{index}"  # one colour per model: dashed train, solid test
         epochs = np.arange(1, len(history) + 1)
+        # a marker at every epoch: a line alone draws nothing for a 1-epoch run
+        marker = {"marker": "o", "markersize": 4 if len(history) > 1 else 6}
         losses = [h.get("loss") for h in history]
         if any(v is not None for v in losses):
             ax_loss.plot(epochs, [np.nan if v is None else v for v in losses], color=color,
-                         label=title)
+                         label=title, **marker)
         for field, style in (("train_accuracy", "--"), ("test_accuracy", "-")):
             values = [h.get(field) for h in history]
             if any(v is not None for v in values):
                 ax_acc.plot(epochs, [np.nan if v is None else v for v in values], style,
-                            color=color, label=f"{title} ({field.split('_')[0]})")
+                            color=color, label=f"{title} ({field.split('_')[0]})",
+                            fillstyle="none" if field == "train_accuracy" else "full",
+                            **marker)
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     for ax in (ax_loss, ax_acc):

@@ -89,3 +89,19 @@ def test_bench_table_format():
              "images_per_second": 3200.0}]
     text = report.bench_table(rows, "cpu", 64)
     assert "5.0x" in text and "3200 images/s" in text and "cpu ms" in text
+
+
+def test_learning_curves_show_a_one_epoch_run(tmp_path, monkeypatch):
+    # one point drawn as a line without a marker was invisible
+    import matplotlib.figure
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: (figures.append(self), save(self, *a, **k)))
+    history = [{"epoch": 1, "loss": 1.5, "train_accuracy": 0.3, "test_accuracy": 0.25}]
+    report.plot_learning_curves({"convnet": history}, tmp_path / "curves.png")
+    lines = [line for ax in figures[0].axes for line in ax.get_lines()]
+    assert len(lines) == 3  # loss, train and test accuracy
+    for line in lines:
+        assert line.get_marker() not in (None, "None", "", " ") and line.get_markersize() > 0
