@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from ._checks import check_int
+
 _generator = np.random.default_rng()
 
 
@@ -11,12 +13,15 @@ def manual_seed(seed):
     Parameters
     ----------
     seed : int
-        Any non-negative integer.
+        Any non-negative integer (Python's or NumPy's; not a bool, float or str).
+
+    Raises
+    ------
+    TypeError
+        For a seed that is no int; ``ValueError`` for a negative one.
     """
     global _generator
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"manual_seed expected a non-negative int, got {seed!r}")
-    _generator = np.random.default_rng(int(seed))
+    _generator = np.random.default_rng(check_int("manual_seed", "seed", seed, 0))
 
 
 def generator():

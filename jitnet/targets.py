@@ -21,7 +21,10 @@ class TargetUnavailableError(RuntimeError):
     """The requested target cannot run here; the message says why and what to do."""
 
 
-def _check_name(name):
+def _check_name(name, who="set_target"):
+    if not isinstance(name, str):
+        raise TypeError(f"{who} expected a target name, one of {', '.join(TARGETS)} (a str), "
+                        f"got {name!r} ({type(name).__name__})")
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}: expected one of {', '.join(TARGETS)}")
 
@@ -62,7 +65,7 @@ def backend(name=None):
     name = get_target() if name is None else name
     module = _MODULES.get(name)
     if module is None:  # checked and imported once: every layer asks at every call
-        _check_name(name)
+        _check_name(name, "backend")
         _check_usable(name)
         module = _MODULES[name] = importlib.import_module(
             ".kernels." + _MODULE_NAMES[name], __package__
@@ -75,6 +78,8 @@ def set_target(name):
 
     Raises
     ------
+    TypeError
+        For a name that is no str (``None``, ``1``).
     ValueError
         For an unknown name.
     TargetUnavailableError

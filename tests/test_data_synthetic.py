@@ -44,9 +44,16 @@ def test_known_digest():
     assert digest == DIGEST
 
 
-@pytest.mark.parametrize("kwargs", [{"n_train": -1}, {"n_test": 1.5}, {"seed": -2}])
-def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match="synthetic_cifar expected"):
+@pytest.mark.parametrize("kwargs, error", [
+    ({"n_train": -1}, ValueError), ({"seed": -2}, ValueError),
+    ({"n_test": 1.5}, TypeError), ({"n_train": True}, TypeError), ({"seed": True}, TypeError),
+    ({"seed": "0"}, TypeError),
+])
+def test_bad_arguments(kwargs, error):
+    # the wrong kind (bools are no counts) is a TypeError, a negative count a ValueError
+    (name, value), = kwargs.items()
+    with pytest.raises(error, match=f"synthetic_cifar expected {name} to be an int >= 0, "
+                                    f"got {value!r}"):
         synthetic_cifar(**kwargs)
 
 

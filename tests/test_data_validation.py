@@ -1,5 +1,6 @@
-"""Bad input to jitnet.data (transforms, DataLoader, CIFAR-10): a clear ValueError that
-names the parameter, what was expected and what came, before anything is done."""
+"""Bad input to jitnet.data (transforms, DataLoader, CIFAR-10): a clear TypeError (a value
+of the wrong kind) or ValueError (a bad value) that names the parameter, what was expected
+and what came, before anything is done."""
 
 import pickle
 
@@ -46,10 +47,12 @@ def test_crop_and_flip_keep_uint8(batch):
 @pytest.mark.parametrize(
     "error, make, message",
     [
-        (ValueError, lambda: RandomCrop(2.5),
+        (TypeError, lambda: RandomCrop(2.5),
          "RandomCrop expected size to be an int or \\(h, w\\), got 2.5"),
-        (ValueError, lambda: RandomCrop("8"),
+        (TypeError, lambda: RandomCrop("8"),
          "RandomCrop expected size to be an int or \\(h, w\\), got '8'"),
+        (ValueError, lambda: RandomCrop((8,)),
+         "RandomCrop expected size to be an int or \\(h, w\\), got \\(8,\\)"),
         (TypeError, lambda: RandomCrop(True), "size to be an int >= 1, got True"),
         (TypeError, lambda: RandomCrop((8, 8.0)), "size to be an int >= 1, got 8.0"),
         (ValueError, lambda: RandomCrop((8, 0)), "size to be an int >= 1, got 0"),
@@ -67,14 +70,16 @@ def test_crop_and_flip_keep_uint8(batch):
         (ValueError, lambda: RandomHorizontalFlip(1.5),
          r"p to be a finite number in \[0, 1\] \(a probability\), got 1.5"),
         (TypeError, lambda: RandomHorizontalFlip(seed=0.5), "seed to be an int >= 0, got 0.5"),
-        (ValueError, lambda: Normalize("abc", [1.0]), "mean to be a sequence of numbers.*'abc'"),
+        (TypeError, lambda: Normalize("abc", [1.0]), "mean to be a sequence of numbers.*'abc'"),
+        (TypeError, lambda: Normalize([0.5], None), "std to be a sequence of numbers.*None"),
+        (TypeError, lambda: Normalize([True], [1.0]), "mean to be a sequence of numbers"),
         (ValueError, lambda: Normalize([], []), "mean to hold one finite number per channel"),
         (ValueError, lambda: Normalize([np.nan], [1.0]), "mean to hold one finite number"),
         (ValueError, lambda: Normalize([0.5], [np.nan]), "std to hold one finite number"),
         (ValueError, lambda: Normalize([0.5], [0.0]), "positive std"),
-        (ValueError, lambda: Compose([RandomHorizontalFlip(), 1]),
+        (TypeError, lambda: Compose([RandomHorizontalFlip(), 1]),
          "callable transforms, got 1 at index 1"),
-        (ValueError, lambda: Compose(5), "sequence of transforms, got 5"),
+        (TypeError, lambda: Compose(5), "sequence of transforms, got 5"),
     ],
 )
 def test_constructors_check_their_parameters(error, make, message):
@@ -123,7 +128,7 @@ def test_float_labels_must_be_whole_numbers(batch):
         (TypeError, {"seed": "1"}, "DataLoader expected seed to be an int >= 0, got '1'"),
         (TypeError, {"shuffle": "no"}, "shuffle to be True or False, got 'no'"),
         (TypeError, {"drop_last": None}, "drop_last to be True or False, got None"),
-        (ValueError, {"transform": 5}, "callable transform or None, got 5"),
+        (TypeError, {"transform": 5}, "callable transform or None, got 5"),
         (ValueError, {"x": np.zeros((4, 3, 6, 5), np.int64)},
          "uint8 or float images, got dtype int64"),
         (ValueError, {"x": np.zeros((4, 3, 6, 5), object)},
@@ -183,7 +188,7 @@ def test_cifar_whole_float_labels_load_as_int64(tmp_path):
 
 @pytest.mark.parametrize("load", [load_cifar10, cifar10_classes])
 def test_cifar_root_is_a_folder_path(tmp_path, load):
-    with pytest.raises(ValueError, match=f"{load.__name__} expected root to be a folder path "
+    with pytest.raises(TypeError, match=f"{load.__name__} expected root to be a folder path "
                                          r"\(str or os.PathLike\), got None"):
         load(None)
     a_file = tmp_path / "passwd"
@@ -203,7 +208,7 @@ def test_cifar_root_is_a_folder_path(tmp_path, load):
         ({"timeout": 0}, ValueError, "timeout to be a finite number > 0 \\(seconds\\), got 0"),
         ({"timeout": float("inf")}, ValueError, "timeout to be a finite number .* got inf"),
         ({"timeout": "60"}, TypeError, "timeout to be a finite number .* got '60' \\(str\\)"),
-        ({"root": 3}, ValueError, "download_cifar10 expected root to be a folder path"),
+        ({"root": 3}, TypeError, "download_cifar10 expected root to be a folder path"),
     ],
 )
 def test_download_arguments_checked_before_anything_is_created(tmp_path, kwargs, error, message):

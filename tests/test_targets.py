@@ -37,12 +37,18 @@ def test_unknown_target_is_a_value_error():
             pass
 
 
-@pytest.mark.parametrize("name", [None, 1, ""])
-def test_set_target_rejects_what_is_no_target_name(name):
+@pytest.mark.parametrize("name, error, message", [
+    (None, TypeError, "set_target expected a target name, one of numpy, cpu, cuda "
+                      r"\(a str\), got None \(NoneType\)"),
+    (1, TypeError, r"set_target expected a target name, .*got 1 \(int\)"),
+    ("", ValueError, "unknown target ''"),
+])
+def test_set_target_rejects_what_is_no_target_name(name, error, message):
+    # a value of the wrong kind is a TypeError, an unknown name a ValueError
     previous = jitnet.get_target()
-    with pytest.raises(ValueError, match=f"unknown target {name!r}"):
+    with pytest.raises(error, match=message):
         jitnet.set_target(name)
-    with pytest.raises(ValueError, match="unknown target"):
+    with pytest.raises(error, match=message):
         with jitnet.use_target(name):
             pass
     assert jitnet.get_target() == previous

@@ -140,10 +140,11 @@ def _read_batch(path):
 
 
 def _root_path(who, root):
-    """``root`` as a Path, or a ValueError naming the parameter (before any file is touched)."""
+    """``root`` as a Path, or a TypeError naming the parameter (before any file is touched)."""
     if not isinstance(root, (str, os.PathLike)):
-        raise ValueError(
-            f"{who} expected root to be a folder path (str or os.PathLike), got {root!r}"
+        raise TypeError(
+            f"{who} expected root to be a folder path (str or os.PathLike), got {root!r} "
+            f"({type(root).__name__})"
         )
     return Path(root).expanduser()
 
@@ -188,8 +189,8 @@ def load_cifar10(root):
 
     Raises
     ------
-    ValueError
-        ``root`` that is not a path.
+    TypeError
+        ``root`` that is not a path (a str or ``os.PathLike``).
     DataError
         A missing folder (or a file in its place), no ``data_batch_*`` or no
         ``test_batch``, a truncated or unsafe pickle (one referencing anything but
@@ -352,8 +353,9 @@ def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, timeout=60):
     Raises
     ------
     ValueError
-        For a bad ``root``, ``url``, ``md5`` or ``timeout``, before anything is
-        created or fetched (a TypeError for a ``timeout`` that is no number).
+        For a bad ``url``, ``md5`` or ``timeout``, before anything is created or
+        fetched (a TypeError for a ``root`` that is no path or a ``timeout`` that
+        is no number).
     DataError
         For a failed, truncated or corrupt download or an unsafe archive.
 

@@ -95,7 +95,8 @@ class DataLoader:
                 f"got {y.shape}"
             )
         if transform is not None and not callable(transform):
-            raise ValueError(f"DataLoader expected a callable transform or None, got {transform!r}")
+            raise TypeError(f"DataLoader expected a callable transform or None, got {transform!r} "
+                            f"({type(transform).__name__})")
         self.x = x
         self.y = _integer_labels("DataLoader", y)
         self.batch_size = check_int("DataLoader", "batch_size", batch_size, 1)

@@ -26,6 +26,8 @@ seed gives the same bytes on any machine.
 
 import numpy as np
 
+from .._checks import check_int
+
 #: Names of the ten synthetic classes, in label order.
 CLASS_NAMES = (
     "disc",
@@ -67,7 +69,7 @@ def synthetic_cifar(n_train=5000, n_test=1000, seed=0):
     Parameters
     ----------
     n_train, n_test : int
-        Number of training and test images (non-negative). Classes are
+        Number of training and test images (non-negative ints, not bools). Classes are
         balanced: each holds ``n // 10`` or ``n // 10 + 1`` images.
     seed : int
         Seed of ``np.random.default_rng``; the same seed gives the same bytes on
@@ -81,14 +83,12 @@ def synthetic_cifar(n_train=5000, n_test=1000, seed=0):
     x_test : np.ndarray of uint8, shape (n_test, 3, 32, 32)
     y_test : np.ndarray of int64, shape (n_test,)
     """
-    for name, value in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"synthetic_cifar expected a non-negative int {name}, got {value!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"synthetic_cifar expected a non-negative int seed, got {seed!r}")
-    rng = np.random.default_rng(int(seed))
-    x_train, y_train = _generate(rng, int(n_train))
-    x_test, y_test = _generate(rng, int(n_test))
+    n_train = check_int("synthetic_cifar", "n_train", n_train, 0)
+    n_test = check_int("synthetic_cifar", "n_test", n_test, 0)
+    seed = check_int("synthetic_cifar", "seed", seed, 0)
+    rng = np.random.default_rng(seed)
+    x_train, y_train = _generate(rng, n_train)
+    x_test, y_test = _generate(rng, n_test)
     return x_train, y_train, x_test, y_test
 
 

@@ -13,7 +13,7 @@ from numba import njit, prange
 
 from .. import config
 from .. import rng as _rng
-from .._checks import check_int, check_real
+from .._checks import check_int, check_real, is_real
 
 __all__ = ["Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "ToFloat"]
 
@@ -138,7 +138,10 @@ class RandomCrop(_Random):
 
     def __init__(self, size, padding=0, seed=None):
         pair = (size, size) if isinstance(size, (int, np.integer)) else size
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        if not isinstance(pair, (tuple, list)):
+            raise TypeError(f"RandomCrop expected size to be an int or (h, w), got {size!r} "
+                            f"({type(size).__name__})")
+        if len(pair) != 2:
             raise ValueError(f"RandomCrop expected size to be an int or (h, w), got {size!r}")
         size = tuple(check_int("RandomCrop", "size", s, 1) for s in pair)
         padding = check_int("RandomCrop", "padding", padding, 0)
@@ -223,13 +226,18 @@ class Normalize:
 
     @staticmethod
     def _channels(name, value):
-        """``value`` as a float64 vector of at least one finite number, or ValueError."""
+        """``value`` as a float64 vector of at least one finite number: a TypeError for
+        what holds no numbers (a str, None, bools), a ValueError for no or bad ones."""
         try:
-            array = np.asarray(value, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError):
-            raise ValueError(
+            array = np.asarray(value)
+            if array.size and (array.dtype.kind not in "iufO" or (  # str, bool, complex
+                    array.dtype.kind == "O" and not all(map(is_real, array.ravel())))):
+                raise TypeError
+            array = array.astype(np.float64).reshape(-1)
+        except (TypeError, ValueError):  # also a ragged sequence
+            raise TypeError(
                 f"Normalize expected {name} to be a sequence of numbers, one per channel, "
-                f"got {value!r}"
+                f"got {value!r} ({type(value).__name__})"
             ) from None
         if array.size == 0 or not np.all(np.isfinite(array)):
             raise ValueError(
@@ -290,13 +298,15 @@ class Compose:
         try:
             self.transforms = list(transforms)
         except TypeError:
-            raise ValueError(
-                f"Compose expected a sequence of transforms, got {transforms!r}"
+            raise TypeError(
+                f"Compose expected a sequence of transforms, got {transforms!r} "
+                f"({type(transforms).__name__})"
             ) from None
         for i, transform in enumerate(self.transforms):
             if not callable(transform):
-                raise ValueError(
-                    f"Compose expected callable transforms, got {transform!r} at index {i}"
+                raise TypeError(
+                    f"Compose expected callable transforms, got {transform!r} at index {i} "
+                    f"({type(transform).__name__})"
                 )
 
     def __call__(self, x):
