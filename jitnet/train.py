@@ -860,6 +860,8 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
         raise ValueError(f"unknown ConvNet options {sorted(unknown)}; "
                          f"expected some of {sorted(CONVNET_DEFAULTS)}")
     check_images_and_labels(x_train, y_train, x_test, y_test, image_shape=(32, 32))
+    # labels may come as lists (checked as arrays above); fit takes arrays
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     settings = dict(CONVNET_DEFAULTS, **options)
     if batch_size is not None:
         settings["batch_size"] = check_int("train_convnet", "batch_size", batch_size, 1)

@@ -547,3 +547,11 @@ def test_a_step_that_overflows_the_weights_is_divergence_even_with_a_finite_loss
     with pytest.raises(TrainingDiverged, match="parameters became non-finite in epoch 1"):
         _fit_linear_sgd(x, y, lr=1e300, epochs=1, out_dir=tmp_path)
     assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 0
+
+
+def test_train_convnet_takes_labels_as_lists():
+    # fit wants arrays; train_convnet's check takes lists, so it hands fit arrays
+    x, y = _images(8)
+    with jitnet.use_target("numpy"):
+        result = train_convnet(x, list(y), x, list(y), epochs=0, quiet=True)
+    assert result.metrics["epochs"] == 0 and 0 <= result.metrics["test_accuracy"] <= 1
