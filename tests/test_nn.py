@@ -676,3 +676,48 @@ def test_replacing_parameters_keeps_order_and_zero_grad():
     layer.weight.grad = np.ones((2, 3), np.float32)
     layer.zero_grad()
     assert layer.weight.grad is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elu_gradient_keeps_its_precision_far_below_zero(target, dtype):
+    # from y + alpha it cancelled: float32 was 3000 ulp off at x = -10 and 0 from -17
+    # (float64 0 from -40), where PyTorch's alpha * exp(x) keeps every digit
+    x = np.array([-80, -40, -20, -17, -10, -1, -1e-3, 0.5, 100], dtype)
+    layer = nn.ELU(0.7)
+    layer(x)
+    dy = np.linspace(0.5, 1.5, x.size).astype(dtype)
+    got = jitnet.to_numpy(layer.backward(dy))
+    want = np.where(x > 0, dy, dy * 0.7 * np.exp(np.minimum(x, 0).astype(np.float64)))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=5e-7 if dtype == np.float32 else 2e-15, atol=0)
+
+
+def test_sequential_refuses_one_module_object_in_two_places():
+    # the second place's forward overwrote what the first kept for backward: wrong
+    # gradients, and on the cpu target fused kernels read past the end of an array
+    relu = nn.ReLU()
+    with pytest.raises(ValueError, match=r"same ReLU object at 1 and at 3: .* its own"):
+        nn.Sequential(nn.Linear(4, 4), relu, nn.Linear(4, 4), relu)
+    fc = nn.Linear(4, 4)
+    with pytest.raises(ValueError, match=r"same Linear object at 0\.0 and at 1"):
+        nn.Sequential(nn.Sequential(fc, nn.ReLU()), fc)
+    nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU())  # one each: fine
+
+
+@pytest.mark.parametrize("layers", ["linear", "pool", "conv_pool"])
+def test_a_fused_backward_refuses_a_relu_that_ran_on_another_input(target, layers, rng):
+    # a ReLU called on something else between forward and backward: its kept output has
+    # another size, which the fused kernels would have read past the end of
+    if layers == "linear":
+        model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        x, other = rng.standard_normal((2, 3)), rng.standard_normal((5, 7))
+    else:
+        first = [nn.Conv2d(2, 3, 3, padding=1)] if layers == "conv_pool" else []
+        model = nn.Sequential(*first, nn.MaxPool2d(2), nn.ReLU(), nn.Flatten())
+        x, other = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((9,))
+    relu = next(m for m in model if isinstance(m, nn.ReLU))
+    y = model(x.astype(np.float32))
+    relu(other.astype(np.float32))
+    with pytest.raises(RuntimeError, match=r"ReLU.backward: the output its last forward kept "
+                                           r"has shape .* expected"):
+        model.backward(np.ones(y.shape, np.float32))

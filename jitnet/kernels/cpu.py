@@ -2910,7 +2910,7 @@ def _elu_forward(x, alpha, y):
 def _elu_backward(dy, x, y, alpha, dx):
     a = dy.dtype.type(alpha)
     for i in prange(dy.size):  # no race: owns dx[i]
-        dx[i] = dy[i] if x[i] > 0 else dy[i] * (y[i] + a)
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * a * math.exp(x[i])
 
 
 def relu_forward(x):
@@ -2977,7 +2977,8 @@ def elu_forward(x, alpha):
 
 
 def elu_backward(dy, x, y, alpha):
-    """``dy`` where ``x > 0``, else ``dy * (y + alpha)`` (``= dy * alpha * exp(x)``)."""
+    """``dy`` where ``x > 0``, else ``dy * alpha * exp(x)`` (from ``x``: ``y + alpha``,
+    the same in exact arithmetic, cancels as ``exp(x)`` falls below ``alpha``'s rounding)."""
     dx = _empty(dy.shape, dtype=dy.dtype)
     _elu_backward(_flat(dy), _flat(x), _flat(y), float(alpha), dx.reshape(-1))
     return dx

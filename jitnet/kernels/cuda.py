@@ -1383,7 +1383,7 @@ def _elu_forward_kernel(x, alpha, y):
 def _elu_backward_kernel(dy, x, y, alpha, dx):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, dy.size, step):
-        dx[i] = dy[i] if x[i] > 0 else dy[i] * (y[i] + alpha)
+        dx[i] = dy[i] if x[i] > 0 else dy[i] * alpha * math.exp(x[i])
 
 
 def _map(kernel, inputs, scalars=()):
@@ -1442,7 +1442,7 @@ def elu_forward(x, alpha):
 
 
 def elu_backward(dy, x, y, alpha):
-    """``dy`` where ``x > 0``, else ``dy * (y + alpha)``."""
+    """``dy`` where ``x > 0``, else ``dy * alpha * exp(x)``."""
     return _map(_elu_backward_kernel, [dy, x, y], [alpha])
 
 
@@ -2024,18 +2024,25 @@ def l1(pred, target):
 # --------------------------------------------------------------------------------------
 
 
+@cuda.jit(device=True, inline=True)
+def _decayed(g, p, weight_decay):
+    # L2 decay added to the gradient, and only when asked for: 0 * inf would make an
+    # infinite parameter NaN where the cpu target and PyTorch leave it infinite
+    return g + weight_decay * p if weight_decay != 0 else g
+
+
 @cuda.jit(cache=True)
 def _sgd_kernel(param, grad, lr, weight_decay):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, param.size, step):
-        param[i] -= lr * (grad[i] + weight_decay * param[i])
+        param[i] -= lr * _decayed(grad[i], param[i], weight_decay)
 
 
 @cuda.jit(cache=True)
 def _sgd_momentum_kernel(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, param.size, step):
-        g = grad[i] + weight_decay * param[i]
+        g = _decayed(grad[i], param[i], weight_decay)
         v = momentum * velocity[i] + g
         velocity[i] = v
         param[i] -= lr * (g + momentum * v if nesterov else v)
@@ -2048,7 +2055,7 @@ def _adam_kernel(
 ):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, param.size, step):
-        g = grad[i] + weight_decay * param[i]
+        g = _decayed(grad[i], param[i], weight_decay)
         m[i] = beta1 * m[i] + one_minus_beta1 * g
         v[i] = beta2 * v[i] + one_minus_beta2 * (g * g)
         param[i] -= lr_t * m[i] / (math.sqrt(v[i]) / bias_correction2_sqrt + eps)
@@ -2093,7 +2100,7 @@ def _sgd_many_kernel(params, grads, lr, weight_decay):
     for t in range(len(params)):
         param, grad = params[t], grads[t]
         for i in range(start, param.size, step):
-            param[i] -= lr * (grad[i] + weight_decay * param[i])
+            param[i] -= lr * _decayed(grad[i], param[i], weight_decay)
 
 
 @cuda.jit(cache=True)
@@ -2103,7 +2110,7 @@ def _sgd_momentum_many_kernel(params, grads, velocities, lr, momentum, nesterov,
     for t in range(len(params)):
         param, grad, velocity = params[t], grads[t], velocities[t]
         for i in range(start, param.size, step):
-            g = grad[i] + weight_decay * param[i]
+            g = _decayed(grad[i], param[i], weight_decay)
             v = momentum * velocity[i] + g
             velocity[i] = v
             param[i] -= lr * (g + momentum * v if nesterov else v)
@@ -2193,7 +2200,7 @@ def _adam_many_kernel(
     for t in range(len(params)):
         param, grad, m, v = params[t], grads[t], ms[t], vs[t]
         for i in range(start, param.size, step):
-            g = grad[i] + weight_decay * param[i]
+            g = _decayed(grad[i], param[i], weight_decay)
             m[i] = beta1 * m[i] + one_minus_beta1 * g
             v[i] = beta2 * v[i] + one_minus_beta2 * (g * g)
             param[i] -= lr_t * m[i] / (math.sqrt(v[i]) / bias_correction2_sqrt + eps)

@@ -660,9 +660,12 @@ def elu_backward(dy, x, y, alpha):
     Returns
     -------
     dx : np.ndarray, shape and dtype of ``dy``
-        ``dy`` where ``x > 0``, else ``dy * (y + alpha)`` (which is ``dy * alpha * exp(x)``).
+        ``dy`` where ``x > 0``, else ``dy * alpha * exp(x)``, as PyTorch: from ``x``, since
+        ``y + alpha`` (the same in exact arithmetic) cancels once ``exp(x)`` falls below
+        ``alpha``'s rounding (float32 from ``x`` = -10, 0 from -17).
     """
-    return np.where(x > 0, dy, dy * (y + y.dtype.type(alpha)))
+    # exp of x <= 0 only: no overflow warning from the positive side np.where drops
+    return np.where(x > 0, dy, dy * dy.dtype.type(alpha) * np.exp(np.minimum(x, x.dtype.type(0))))
 
 
 # --------------------------------------------------------------------------------------

@@ -74,6 +74,19 @@ def _saved(layer, *names):
     return values[0] if len(values) == 1 else values
 
 
+def _saved_relu_output(relu, shape):
+    """The output ``relu`` kept for backward, after checking it has ``shape``: the fused
+    kernels that take it trust its size (the cpu target would read past its end)."""
+    y = _saved(relu, "_saved_y")
+    if tuple(y.shape) != tuple(shape):
+        raise RuntimeError(
+            f"ReLU.backward: the output its last forward kept has shape {tuple(y.shape)}, "
+            f"expected {tuple(shape)}: it ran on another input since this forward pass "
+            "(is one ReLU object used in two places? each place needs its own)"
+        )
+    return y
+
+
 def _upstream(layer, dy, shape, dtype):
     """``dy`` as an array of the active target, after checking it is the gradient of the
     output ``layer``'s forward returned: that output's ``shape`` and ``dtype``.
@@ -215,7 +228,7 @@ class Conv2d(Module):
         if shape != self._output_shape(x.shape):  # not this layer's output pooled
             dy = pool.backward(dy) if relu is None else pool._backward_relu(dy, relu)
             return self.backward(dy, input_grad)
-        relu_y = None if relu is None else _saved(relu, "_saved_y")
+        relu_y = None if relu is None else _saved_relu_output(relu, dy.shape)
         dx, dweight, dbias = backend().conv2d_maxpool2d_backward(
             dy, x, self.weight.data, argmax, self.stride, self.padding, self.groups,
             pool.kernel_size, pool.stride, input_grad, relu_y,
@@ -336,8 +349,8 @@ class MaxPool2d(Module):
     def _backward_relu(self, dy, relu):
         """``self.backward(relu.backward(dy))`` in one kernel call, for a ``ReLU`` that ran
         after this pooling (``Sequential`` calls it)."""
-        y = _saved(relu, "_saved_y")
         dy, argmax, shape = self._upstream(dy, relu)
+        y = _saved_relu_output(relu, dy.shape)
         return backend().maxpool2d_relu_backward(
             dy, y, argmax, shape, self.kernel_size, self.stride
         )
@@ -409,7 +422,7 @@ class Linear(Module):
 
     def _backward(self, dy, input_grad, relu):
         x = _saved(self, "_saved_x")
-        relu_y = None if relu is None else _saved(relu, "_saved_y")
+        relu_y = None if relu is None else _saved_relu_output(relu, x.shape)
         dy = _upstream(self, dy, (x.shape[0], self.out_features), self.weight.dtype)
         dx, dweight, dbias = backend().linear_backward(
             dy, x, self.weight.data, input_grad, relu_y=relu_y

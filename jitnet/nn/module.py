@@ -328,6 +328,8 @@ class Sequential(Module):
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
                 raise ValueError(f"Sequential expected Module arguments, got {type(m).__name__}")
+        _check_each_once(modules)
+        for i, m in enumerate(modules):
             setattr(self, str(i), m)
 
     def _run_order(self):
@@ -392,6 +394,29 @@ class Sequential(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+def _check_each_once(modules):
+    """Raise ValueError when one module object appears twice among ``modules`` and their
+    descendants (``relu = ReLU(); Sequential(fc1, relu, fc2, relu)``, fine in PyTorch).
+
+    A module keeps what its backward needs from its last forward on itself, so the
+    second place's forward would overwrite the first's and the gradients would come out
+    wrong (or read past an array's end in a fused kernel); a shared layer's parameters
+    would also be updated twice a step.
+    """
+    places = {}
+    for i, m in enumerate(modules):
+        for prefix, inner in m._prefixed_modules(f"{i}."):
+            name = prefix[:-1]
+            if id(inner) in places:
+                raise ValueError(
+                    f"Sequential got the same {type(inner).__name__} object at {places[id(inner)]} "
+                    f"and at {name}: a module keeps what its backward needs from its last "
+                    f"forward, so each place needs its own (a new {type(inner).__name__}(...) "
+                    "for each)"
+                )
+            places[id(inner)] = name
 
 
 def _pooled_convs(modules):

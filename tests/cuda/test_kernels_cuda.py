@@ -586,6 +586,47 @@ def test_adam_update_matches_reference(dtype, rng):
         _assert_close(g, r, dtype, name)
 
 
+@pytest.mark.parametrize("update", ["sgd", "sgd momentum", "sgd many", "adam", "adam many"])
+def test_an_infinite_parameter_stays_infinite_without_weight_decay(update):
+    # the kernels added weight_decay * param always: 0 * inf made it NaN, where the cpu
+    # target and PyTorch (which add the term only when asked) leave it infinite
+    param = np.array([np.inf, -np.inf, 1.0], np.float32)
+    grad = np.array([0.5, 0.5, 0.5], np.float32)
+    host = {k: np.zeros_like(param) for k in "vm"}
+    dev = {k: cu.zeros(param.shape, np.float32) for k in "vm"}
+    p_dev = _dev(param)
+    if update.startswith("sgd"):
+        momentum = 0.0 if update == "sgd" else 0.9
+        v_dev = dev["v"] if momentum else None
+        if update == "sgd many":
+            cu.sgd_update_many([p_dev], [_dev(grad)], [None], 0.1, 0.0, False, 0.0)
+        else:
+            cu.sgd_update(p_dev, _dev(grad), v_dev, 0.1, momentum, False, 0.0)
+        ref.sgd_update(param, grad, host["v"] if momentum else None, 0.1, momentum, False, 0.0)
+    elif update == "adam":
+        cu.adam_update(p_dev, _dev(grad), dev["m"], dev["v"], 0.01, 0.9, 0.999, 1e-8, 0.0, 1)
+        ref.adam_update(param, grad, host["m"], host["v"], 0.01, 0.9, 0.999, 1e-8, 0.0, 1)
+    else:
+        cu.adam_update_many([p_dev], [_dev(grad)], [dev["m"]], [dev["v"]], 0.01, 0.9, 0.999,
+                            1e-8, 0.0, [1])
+        ref.adam_update(param, grad, host["m"], host["v"], 0.01, 0.9, 0.999, 1e-8, 0.0, 1)
+    assert np.isinf(param[:2]).all()
+    np.testing.assert_array_equal(cu.to_numpy(p_dev), param)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_backward_keeps_its_precision_far_below_zero(dtype):
+    # dy * (y + alpha) cancelled (float32: 3000 ulp off at x = -10, 0 from -17);
+    # dy * alpha * exp(x) keeps every digit, as PyTorch's
+    x = np.array([-80, -40, -20, -17, -10, -1, 0.5, 100], dtype)
+    dy = np.linspace(0.5, 1.5, x.size).astype(dtype)
+    y = ref.elu_forward(x, 0.7)
+    got = cu.to_numpy(cu.elu_backward(_dev(dy), _dev(x), _dev(y), 0.7))
+    want = np.where(x > 0, dy, dy * 0.7 * np.exp(np.minimum(x, 0).astype(np.float64)))
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=5e-7 if dtype == np.float32 else 2e-15, atol=0)
+
+
 # --------------------------------------------------------------------------------------
 # availability
 # --------------------------------------------------------------------------------------
