@@ -457,7 +457,14 @@ class Adam(Optimizer):
 
 
 class _Schedule:
-    """Base: ``step()`` once per epoch sets ``optimizer.lr``; ``get_last_lr()`` reads it."""
+    """Base: ``step()`` once per epoch sets ``optimizer.lr``; ``get_last_lr()`` reads it.
+
+    Each step sets the rate from its closed form in the epoch and the rate the
+    optimizer had when the schedule was made (``base_lr``), so schedules do not chain
+    as PyTorch's do: a rate set by hand between steps, or a second schedule on the same
+    optimizer, is overwritten at the next step, not scaled. To change the rate for the
+    rest of a run, set ``base_lr`` (PyTorch: ``base_lrs``).
+    """
 
     def __init__(self, optimizer):
         if not isinstance(optimizer, Optimizer):
