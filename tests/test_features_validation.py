@@ -53,25 +53,34 @@ def test_hog_image_refuses_an_empty_image():
 
 # ---------------------------------------------------------------- parameters
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        ({"orientations": True}, "orientations must be a positive int, got True"),
-        ({"orientations": 9.0}, "orientations must be a positive int, got 9.0"),
-        ({"pixels_per_cell": (True, True)}, r"pixels_per_cell .* got \(True, True\)"),
-        ({"pixels_per_cell": (8.0, 8)}, r"pixels_per_cell .* got \(8.0, 8\)"),
-        ({"pixels_per_cell": "88"}, "pixels_per_cell .* got '88'"),
-        ({"cells_per_block": True}, "cells_per_block .* got True"),
-        ({"cells_per_block": (2, 2, 2)}, "cells_per_block must be a positive int or a pair"),
-        ({"block_norm": ["L2"]}, "unknown block_norm"),
-        ({"channel_axis": True}, "channel_axis=True does not exist"),
-        ({"channel_axis": "1"}, "channel_axis='1' does not exist"),
-        ({"channel_axis": -4}, "names the batch axis"),
+        # the wrong kind is a TypeError, as everywhere (jitnet._checks)
+        ({"orientations": True}, TypeError, r"orientations must be a positive int, got True \(b"),
+        ({"orientations": 9.0}, TypeError, "orientations must be a positive int, got 9.0"),
+        ({"pixels_per_cell": (True, True)}, TypeError, r"pixels_per_cell .* got \(True, True\)"),
+        ({"pixels_per_cell": (8.0, 8)}, TypeError, r"pixels_per_cell .* got \(8.0, 8\)"),
+        ({"pixels_per_cell": "8"}, TypeError, r"pixels_per_cell .* got '8' \(str\)"),
+        ({"pixels_per_cell": "88"}, TypeError, "pixels_per_cell .* got '88'"),
+        ({"pixels_per_cell": np.array(8)}, TypeError, "pixels_per_cell .* got array"),
+        ({"cells_per_block": True}, TypeError, "cells_per_block .* got True"),
+        ({"block_norm": ["L2"]}, TypeError, r"block_norm must be a str.* got \['L2'\] \(list\)"),
+        ({"block_norm": 1}, TypeError, "block_norm must be a str.* got 1"),
+        # the right kind out of range is a ValueError
+        ({"orientations": 0}, ValueError, "orientations must be a positive int, got 0"),
+        ({"pixels_per_cell": (0, 8)}, ValueError, r"pixels_per_cell .* got \(0, 8\)"),
+        ({"cells_per_block": (2, 2, 2)}, ValueError,
+         "cells_per_block must be a positive int or a pair"),
+        ({"block_norm": "L3"}, ValueError, "unknown block_norm 'L3'"),
+        ({"channel_axis": True}, ValueError, "channel_axis=True does not exist"),
+        ({"channel_axis": "1"}, ValueError, "channel_axis='1' does not exist"),
+        ({"channel_axis": -4}, ValueError, "names the batch axis"),
     ],
 )
-def test_hog_parameters_are_ints_that_are_ints(kwargs, message):
+def test_hog_parameters_are_ints_that_are_ints(kwargs, error, message):
     images = np.zeros((2, 3, 16, 16), np.uint8)
     kwargs = {"channel_axis": 1, **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         hog(images, **kwargs)
 
 
@@ -85,7 +94,7 @@ def test_hog_accepts_numpy_ints_with_the_same_result():
 
 def test_n_hog_features_checks_orientations():
     assert n_hog_features((16, 16), 9, 4, 2) == 9 * 9 * 4
-    with pytest.raises(ValueError, match="orientations must be a positive int, got True"):
+    with pytest.raises(TypeError, match="orientations must be a positive int, got True"):
         n_hog_features((16, 16), orientations=True)
 
 
@@ -113,6 +122,8 @@ def test_hog_image_names_channel_axis_and_shape(image, channel_axis, message):
         ({"channel_axis": True}, ValueError, "channel_axis=True does not exist"),
         ({"channel_axis": None}, ValueError, "channel_axis=None does not exist"),
         ({"channels": ""}, ValueError, "expected channels to be a non-empty string"),
+        ({"channels": "x"}, ValueError, "expected channels to be a non-empty string"),
+        ({"channels": ["h"]}, TypeError, r"non-empty string .* got \['h'\] \(list\)"),
     ],
 )
 def test_color_histogram_parameters(kwargs, error, message):
@@ -162,9 +173,24 @@ def assert_unchanged(model, before):
         (TypeError, {"batch_size": 8.0}, None, "batch_size to be an int >= 1, got 8.0"),
         (ValueError, {"color_bins": 0}, None, "color_bins to be an int >= 1, got 0"),
         (ValueError, {"color_channels": "x"}, None, "color_channels"),
-        (ValueError, {"orientations": True}, None, "orientations must be a positive int"),
-        (ValueError, {"schedule": None}, None, "unknown schedule None"),
-        (ValueError, {"loss": ["softmax"]}, None, "unknown loss"),
+        (TypeError, {"color_channels": 1}, None, r"color_channels .* got 1 \(int\)"),
+        (TypeError, {"orientations": True}, None, "orientations must be a positive int"),
+        (TypeError, {"pixels_per_cell": "6"}, None, "pixels_per_cell .* got '6'"),
+        (TypeError, {"block_norm": 1}, None, "block_norm must be a str"),
+        (ValueError, {"block_norm": "L3"}, None, "unknown block_norm 'L3'"),
+        # a str option that is no str is the wrong kind, an unknown str a bad value
+        (TypeError, {"schedule": None}, None,
+         "HogLinearClassifier expected schedule to be a str, .* got None \\(NoneType\\)"),
+        (TypeError, {"loss": ["softmax"]}, None, "expected loss to be a str"),
+        (TypeError, {"loss": 1}, None, r"expected loss to be a str, one of \('softmax', "
+                                      r"'hinge'\), got 1 \(int\)"),
+        (TypeError, {"features": 1}, None, "expected features to be a str"),
+        (TypeError, {"optimizer": 1}, None, "expected optimizer to be a str"),
+        (TypeError, {"schedule": 1}, None, "expected schedule to be a str"),
+        (ValueError, {"loss": "l2"}, None, "unknown loss 'l2'"),
+        (ValueError, {"features": "hog+colour"}, None, "unknown features 'hog\\+colour'"),
+        (ValueError, {"optimizer": "rmsprop"}, None, "unknown optimizer 'rmsprop'"),
+        (ValueError, {"schedule": "step"}, None, "unknown schedule 'step'"),
         (ValueError, {}, lambda x, y: (x, y, x[:5]),
          "X_val and y_val together .* X_val without y_val"),
         (ValueError, {}, lambda x, y: (x, y, None, y[:5]), "y_val without X_val"),

@@ -161,6 +161,11 @@ def test_load_state_dict_checks_keys_and_shapes(data):
         fresh.load_state_dict({**state, "classes_": state["classes_"][:1]})
     with pytest.raises(ValueError, match="unknown features"):
         fresh.load_state_dict({**state, "features": np.array("pixels")})
+    # a parameter of the wrong kind in a state is a bad state, as the docstring says
+    with pytest.raises(ValueError, match="load_state_dict: block_norm must be a str"):
+        fresh.load_state_dict({**state, "block_norm": np.array(1)})
+    with pytest.raises(ValueError, match="load_state_dict: orientations must be a positive"):
+        fresh.load_state_dict({**state, "orientations": np.array("9")})
     with pytest.raises(TypeError, match="expected a mapping"):
         fresh.load_state_dict([1, 2])
     with pytest.raises(NotFittedError):  # each refusal left it as it was: unfitted

@@ -113,3 +113,11 @@ def test_convnet_shapes_and_validation():
     assert len(convnet(batchnorm=True)) == 12
     with pytest.raises(ValueError, match="num_classes to be an int >= 1, got 0"):
         convnet(num_classes=0)
+    # the wrong kind is a TypeError; a NumPy int is an int, a bool is not
+    with pytest.raises(TypeError, match=r"num_classes to be an int >= 1, got '10' \(str\)"):
+        convnet(num_classes="10")
+    with pytest.raises(TypeError, match=r"num_classes to be an int >= 1, got True \(bool\)"):
+        convnet(num_classes=True)
+    with jitnet.use_target("numpy"):
+        model = convnet(num_classes=np.int64(4))
+        assert model(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 4)

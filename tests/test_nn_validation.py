@@ -163,6 +163,8 @@ def test_a_loss_of_no_scores_is_refused(target, loss, scores, labels):
         (TypeError, lambda: nn.MulticlassHingeLoss(margin=[1.0]), r"margin .* got \[1.0\]"),
         (TypeError, lambda: nn.Conv2d(3, 4, 2.5), r"kernel_size to be an int >= 1, got 2.5"),
         (ValueError, lambda: nn.Conv2d(3, 4, 0), r"kernel_size to be an int >= 1, got 0"),
+        (TypeError, lambda: nn.Sequential("x"), r"Sequential expected Module arguments, got str"),
+        (TypeError, lambda: nn.Sequential(nn.ReLU(), nn.ReLU), r"Module arguments, got type"),
     ],
 )
 def test_constructors_refuse_numbers_they_cannot_use(error, make, message):

@@ -25,11 +25,11 @@ def _check_options(bins, channels, who="color_histogram", names=("bins", "channe
     HoG-linear classifier's ``color_bins`` and ``color_channels``).
     """
     check_int(who, names[0], bins, 1)
-    if not isinstance(channels, str) or not channels or any(c not in _CHANNELS for c in channels):
-        raise ValueError(
-            f"{who} expected {names[1]} to be a non-empty string of 'h', 's', 'v', "
-            f"got {channels!r}"
-        )
+    expected = f"{who} expected {names[1]} to be a non-empty string of 'h', 's', 'v'"
+    if not isinstance(channels, str):
+        raise TypeError(f"{expected}, got {channels!r} ({type(channels).__name__})")
+    if not channels or any(c not in _CHANNELS for c in channels):
+        raise ValueError(f"{expected}, got {channels!r}")
 
 
 def _validate(images, bins, channel_axis, channels):
@@ -184,7 +184,7 @@ def color_histogram(images, bins=10, channel_axis=1, channels="h"):
     Raises
     ------
     TypeError
-        For bins that are not an int.
+        For bins that are not an int, or channels that are not a str.
     ValueError
         For input that is not a batch of 3-channel images, one with no image or no
         pixel (an axis of length 0), an unknown channel or bins below 1.

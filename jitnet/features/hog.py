@@ -65,20 +65,27 @@ _ALL_BINS = -2
 def _pair(value, name):
     """``value`` as a pair of positive ints (an int ``k`` means ``(k, k)``).
 
-    Floats are refused rather than truncated: ``pixels_per_cell=7.5`` is a slip.
+    Floats are refused rather than truncated: ``pixels_per_cell=7.5`` is a slip. As
+    everywhere (``jitnet._checks``), a value of the wrong kind (a float, a bool, a
+    str, a pair of those) is a TypeError, ints out of range or a sequence that is not
+    a pair a ValueError.
     """
     pair = (value, value) if is_int(value) else value
-    if (not isinstance(pair, (tuple, list, np.ndarray)) or len(pair) != 2
-            or not all(is_int(v) and v >= 1 for v in pair)):
-        raise ValueError(
-            f"{name} must be a positive int or a pair of positive ints, got {value!r}"
-        )
+    message = f"{name} must be a positive int or a pair of positive ints, got {value!r}"
+    if (not isinstance(pair, (tuple, list, np.ndarray)) or getattr(pair, "ndim", 1) != 1
+            or not all(is_int(v) for v in pair)):
+        raise TypeError(f"{message} ({type(value).__name__})")
+    if len(pair) != 2 or not all(v >= 1 for v in pair):
+        raise ValueError(message)
     return int(pair[0]), int(pair[1])
 
 
 def _options(orientations, pixels_per_cell, cells_per_block):
     """Validated ``(orientations, (c_row, c_col), (b_row, b_col))``."""
-    if not is_int(orientations) or orientations < 1:
+    if not is_int(orientations):
+        raise TypeError(f"orientations must be a positive int, got {orientations!r} "
+                        f"({type(orientations).__name__})")
+    if orientations < 1:
         raise ValueError(f"orientations must be a positive int, got {orientations!r}")
     return (int(orientations), _pair(pixels_per_cell, "pixels_per_cell"),
             _pair(cells_per_block, "cells_per_block"))
@@ -168,7 +175,10 @@ def _geometry(shape, orientations, pixels_per_cell, cells_per_block, block_norm)
     """Validated ``(orientations, (c_row, c_col), (b_row, b_col), norm_code, n_cells)``."""
     orientations, (c_row, c_col), (b_row, b_col) = _options(
         orientations, pixels_per_cell, cells_per_block)
-    if not isinstance(block_norm, str) or block_norm not in BLOCK_NORMS:
+    if not isinstance(block_norm, str):
+        raise TypeError(f"block_norm must be a str, one of {BLOCK_NORMS}, got {block_norm!r} "
+                        f"({type(block_norm).__name__})")
+    if block_norm not in BLOCK_NORMS:
         raise ValueError(f"unknown block_norm {block_norm!r}: expected one of {BLOCK_NORMS}")
     height, width = shape[-2:]
     n_cells = (height // c_row, width // c_col)
@@ -929,11 +939,15 @@ def hog(
 
     Raises
     ------
+    TypeError
+        For ``orientations``, ``pixels_per_cell`` or ``cells_per_block`` not an int
+        or a pair of ints (bools, floats and strings are refused), or a
+        ``block_norm`` that is not a str.
     ValueError
         For the wrong number of dimensions, a ``channel_axis`` the input lacks,
-        no image, channel or pixel (an axis of length 0), a parameter that is not
-        a positive int (bools and floats are refused), an unknown ``block_norm``
-        or images smaller than one block.
+        no image, channel or pixel (an axis of length 0), a parameter int that is
+        not positive, a sequence that is not a pair, an unknown ``block_norm`` or
+        images smaller than one block.
 
     Notes
     -----
@@ -976,8 +990,9 @@ def hog_image(image, orientations=9, pixels_per_cell=(8, 8), channel_axis=None):
 
     Raises
     ------
-    ValueError
-        As :func:`hog`; also for an image that is not 2-D (grey) or 3-D (colour).
+    TypeError, ValueError
+        As :func:`hog`; ValueError also for an image that is not 2-D (grey) or 3-D
+        (colour).
     """
     from skimage import draw
 

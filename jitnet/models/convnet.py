@@ -1,6 +1,7 @@
 """The reference ConvNet of the design: two conv blocks and two fully connected layers."""
 
 from .. import nn
+from .._checks import check_int
 
 
 def convnet(num_classes=10, batchnorm=False):
@@ -19,9 +20,15 @@ def convnet(num_classes=10, batchnorm=False):
     -------
     nn.Sequential
         Input ``(N, 3, 32, 32)`` float32, output scores ``(N, num_classes)``.
+
+    Raises
+    ------
+    TypeError
+        For a ``num_classes`` that is not an int (a bool is not).
+    ValueError
+        For ``num_classes < 1``.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"convnet expected num_classes to be an int >= 1, got {num_classes!r}")
+    num_classes = check_int("convnet", "num_classes", num_classes, 1)
 
     def block(c_in, c_out):
         layers = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)]

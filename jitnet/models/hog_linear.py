@@ -196,7 +196,10 @@ class HogLinearClassifier:
         for name, allowed in (("loss", tuple(_LOSSES)), ("features", _FEATURES),
                               ("optimizer", _OPTIMIZERS), ("schedule", _SCHEDULES)):
             value = getattr(self, name)
-            if not isinstance(value, str) or value not in allowed:
+            if not isinstance(value, str):
+                raise TypeError(f"HogLinearClassifier expected {name} to be a str, one of "
+                                f"{allowed}, got {value!r} ({type(value).__name__})")
+            if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}: expected one of {allowed}")
         owner = "HogLinearClassifier"
         for name in ("epochs", "batch_size"):
@@ -325,7 +328,7 @@ class HogLinearClassifier:
         Raises
         ------
         TypeError
-            For a numeric parameter of the wrong kind (``epochs=2.0``, ``lr="0.1"``).
+            For a parameter of the wrong kind (``epochs=2.0``, ``lr="0.1"``, ``loss=1``).
         ValueError
             For a parameter out of range (named as the constructor names it), images of the
             wrong shape or too small for a HoG block, labels that are not 1-D or not
@@ -516,15 +519,18 @@ class HogLinearClassifier:
         if features not in _FEATURES:
             raise ValueError(f"unknown features {features!r}: expected one of {_FEATURES}")
         n_features = 0
-        if "hog" in features:
-            _hog_geometry(image_shape, params["orientations"], params["pixels_per_cell"],
-                          params["cells_per_block"], params["block_norm"])
-            n_features += n_hog_features(image_shape, params["orientations"],
-                                         params["pixels_per_cell"], params["cells_per_block"])
-        if "color" in features:
-            _check_color_options(params["color_bins"], params["color_channels"], who,
-                                 ("color_bins", "color_channels"))
-            n_features += params["color_bins"] * len(params["color_channels"])
+        try:  # a parameter of the wrong kind is an array of the wrong dtype: a bad state
+            if "hog" in features:
+                _hog_geometry(image_shape, params["orientations"], params["pixels_per_cell"],
+                              params["cells_per_block"], params["block_norm"])
+                n_features += n_hog_features(image_shape, params["orientations"],
+                                             params["pixels_per_cell"], params["cells_per_block"])
+            if "color" in features:
+                _check_color_options(params["color_bins"], params["color_channels"], who,
+                                     ("color_bins", "color_channels"))
+                n_features += params["color_bins"] * len(params["color_channels"])
+        except TypeError as exc:
+            raise ValueError(f"{who}: {exc}") from None
         for name, wanted in (("coef_", (len(classes), n_features)),
                              ("intercept_", (len(classes),)),
                              ("mean_", (n_features,)), ("scale_", (n_features,))):

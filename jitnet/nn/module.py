@@ -327,7 +327,7 @@ class Sequential(Module):
         super().__init__()
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
-                raise ValueError(f"Sequential expected Module arguments, got {type(m).__name__}")
+                raise TypeError(f"Sequential expected Module arguments, got {type(m).__name__}")
         _check_each_once(modules)
         for i, m in enumerate(modules):
             setattr(self, str(i), m)
