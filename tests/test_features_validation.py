@@ -174,6 +174,8 @@ def assert_unchanged(model, before):
         (ValueError, {"color_bins": 0}, None, "color_bins to be an int >= 1, got 0"),
         (ValueError, {"color_channels": "x"}, None, "color_channels"),
         (TypeError, {"color_channels": 1}, None, r"color_channels .* got 1 \(int\)"),
+        (TypeError, {"verbose": "no"}, None,
+         r"HogLinearClassifier expected verbose to be True or False, got 'no' \(str\)"),
         (TypeError, {"orientations": True}, None, "orientations must be a positive int"),
         (TypeError, {"pixels_per_cell": "6"}, None, "pixels_per_cell .* got '6'"),
         (TypeError, {"block_norm": 1}, None, "block_norm must be a str"),

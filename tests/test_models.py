@@ -118,6 +118,11 @@ def test_convnet_shapes_and_validation():
         convnet(num_classes="10")
     with pytest.raises(TypeError, match=r"num_classes to be an int >= 1, got True \(bool\)"):
         convnet(num_classes=True)
+    # only a bool is a flag: batchnorm="no" built two BatchNorm2d layers
+    with pytest.raises(TypeError, match=r"convnet expected batchnorm to be True or False, got "
+                                        r"'no' \(str\)"):
+        convnet(batchnorm="no")
+    assert len(convnet(batchnorm=np.False_)) == 10
     with jitnet.use_target("numpy"):
         model = convnet(num_classes=np.int64(4))
         assert model(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 4)

@@ -165,6 +165,14 @@ def test_a_loss_of_no_scores_is_refused(target, loss, scores, labels):
         (ValueError, lambda: nn.Conv2d(3, 4, 0), r"kernel_size to be an int >= 1, got 0"),
         (TypeError, lambda: nn.Sequential("x"), r"Sequential expected Module arguments, got str"),
         (TypeError, lambda: nn.Sequential(nn.ReLU(), nn.ReLU), r"Module arguments, got type"),
+        # only a bool is a flag: bool("no") is True, bias=0 dropped the bias silently
+        (TypeError, lambda: nn.Linear(2, 2, bias="no"),
+         r"Linear expected bias to be True or False, got 'no' \(str\)"),
+        (TypeError, lambda: nn.Conv2d(2, 2, 3, bias=0),
+         r"Conv2d expected bias to be True or False, got 0 \(int\)"),
+        (TypeError, lambda: nn.Dropout().train(mode="False"),
+         r"Dropout.train expected mode to be True or False, got 'False' \(str\)"),
+        (TypeError, lambda: nn.Sequential(nn.ReLU()).train(0), r"Sequential.train expected mode"),
     ],
 )
 def test_constructors_refuse_numbers_they_cannot_use(error, make, message):
@@ -172,6 +180,15 @@ def test_constructors_refuse_numbers_they_cannot_use(error, make, message):
     range a ValueError."""
     with pytest.raises(error, match=message):
         make()
+
+
+def test_flags_take_python_and_numpy_bools():
+    assert nn.Linear(2, 2, bias=np.False_).bias is None
+    assert nn.Conv2d(2, 2, 3, bias=np.True_).bias is not None
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Dropout())
+    assert not any(m.training for m in model.train(np.False_).modules())
+    assert all(type(m.training) is bool for m in model.modules())
+    assert all(m.training for m in model.train().modules())
 
 
 def test_numbers_they_can_use_are_kept_as_floats():

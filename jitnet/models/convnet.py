@@ -1,7 +1,7 @@
 """The reference ConvNet of the design: two conv blocks and two fully connected layers."""
 
 from .. import nn
-from .._checks import check_int
+from .._checks import check_flag, check_int
 
 
 def convnet(num_classes=10, batchnorm=False):
@@ -24,11 +24,13 @@ def convnet(num_classes=10, batchnorm=False):
     Raises
     ------
     TypeError
-        For a ``num_classes`` that is not an int (a bool is not).
+        For a ``num_classes`` that is not an int (a bool is not) or a ``batchnorm``
+        that is not a bool.
     ValueError
         For ``num_classes < 1``.
     """
     num_classes = check_int("convnet", "num_classes", num_classes, 1)
+    batchnorm = check_flag("convnet", "batchnorm", batchnorm)
 
     def block(c_in, c_out):
         layers = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)]

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .. import features as _features
 from .. import nn, optim
-from .._checks import check_int, check_real
+from .._checks import check_flag, check_int, check_real
 from ..features.color import _check_options as _check_color_options
 from ..features.hog import _geometry as _hog_geometry
 from ..features.hog import _real_images, n_hog_features
@@ -208,6 +208,7 @@ class HogLinearClassifier:
             check_int(owner, "seed", self.seed, 0)
         for name, (condition, ok) in _REALS.items():
             check_real(owner, name, getattr(self, name), condition, ok)
+        check_flag(owner, "verbose", self.verbose)
         if "color" in self.features:
             _check_color_options(self.color_bins, self.color_channels, "HogLinearClassifier",
                                  ("color_bins", "color_channels"))
@@ -388,7 +389,7 @@ class HogLinearClassifier:
         schedule = optim.CosineLR(opt, int(self.epochs)) if self.schedule == "cosine" else None
 
         history = []
-        show = bool(self.verbose) and sys.stderr.isatty()
+        show = self.verbose and sys.stderr.isatty()
         epochs = tqdm(range(self.epochs), desc="hog-linear", unit="epoch", disable=not show)
         for epoch in epochs:
             order = rng.permutation(n_samples)

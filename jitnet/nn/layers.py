@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from .. import config, rng
-from .._checks import check_int, check_real
+from .._checks import check_flag, check_int, check_real
 from ..targets import backend, get_target, is_device_array, to_numpy
 from .module import Module, Parameter, _float_dtype, as_input, check_placement, kaiming_uniform
 
@@ -175,6 +175,7 @@ class Conv2d(Module):
                 f"Conv2d: out_channels ({self.out_channels}) must be divisible by groups "
                 f"({self.groups})"
             )
+        bias = check_flag("Conv2d", "bias", bias)
         dtype = _dtype("Conv2d", dtype)
         k = self.kernel_size
         fan_in = self.in_channels // self.groups * k * k
@@ -386,6 +387,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = _positive_int("Linear", "in_features", in_features)
         self.out_features = _positive_int("Linear", "out_features", out_features)
+        bias = check_flag("Linear", "bias", bias)
         dtype = _dtype("Linear", dtype)
         d = self.in_features
         self.weight = Parameter(kaiming_uniform((self.out_features, d), d, dtype))

@@ -15,6 +15,7 @@ import inspect
 import numpy as np
 
 from .. import rng
+from .._checks import check_flag
 from ..kernels import precompile
 from ..targets import backend, get_target, is_device_array, to_numpy
 
@@ -226,9 +227,14 @@ class Module:
     # -- modes and placement ------------------------------------------------------------
 
     def train(self, mode=True):
-        """Training mode (Dropout drops, BatchNorm uses batch statistics); returns self."""
+        """Training mode (Dropout drops, BatchNorm uses batch statistics); returns self.
+
+        ``mode`` is a bool (``train(False)`` is :meth:`eval`); anything else is a
+        TypeError (``bool("False")`` is True).
+        """
+        mode = check_flag(f"{type(self).__name__}.train", "mode", mode)
         for m in self.modules():
-            object.__setattr__(m, "training", bool(mode))
+            object.__setattr__(m, "training", mode)
         return self
 
     def eval(self):
