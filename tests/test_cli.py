@@ -20,7 +20,8 @@ TINY = ["--data", "synthetic", "--n-train", "64", "--n-test", "32", "--batch-siz
 
 METRIC_KEYS = {"model", "target", "test_accuracy", "train_seconds", "history",
                "images_per_second", "parameters", "config", "confusion_matrix"}
-HISTORY_KEYS = {"loss", "train_accuracy", "test_accuracy", "seconds"}
+# README: every entry of either model has these
+HISTORY_KEYS = {"loss", "train_accuracy", "test_accuracy", "seconds", "images_per_second", "lr"}
 
 
 def _env():
@@ -58,6 +59,9 @@ def test_train_hog_linear(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     _check_metrics(metrics, "hog-linear", "cpu")
     assert metrics["config"]["batch_size"] == 32  # TINY's --batch-size reaches it
+    # each epoch's rate, before the cosine schedule steps: lr, then lr / 2
+    assert [e["lr"] for e in metrics["history"]] == pytest.approx(
+        [metrics["config"]["lr"], metrics["config"]["lr"] / 2])
     # DESIGN: train writes OUT/checkpoint.npz for either model; this one loads back
     # without a pickle into a classifier that predicts as the trained one did
     from jitnet.models import HogLinearClassifier

@@ -42,7 +42,8 @@ def test_fits_separable_problem_with_sklearn_surface(data):
     assert model.n_features_in_ == 3 * 16 * 16 and model.image_shape_ == (3, 16, 16)
     assert model.decision_function(x_test).shape == (32, 2)
     assert len(model.history_) == 5
-    assert {"epoch", "loss", "train_accuracy", "val_accuracy", "seconds"} <= set(model.history_[0])
+    assert {"epoch", "loss", "train_accuracy", "val_accuracy", "seconds", "lr"} <= set(
+        model.history_[0])
     assert model.history_[-1]["loss"] < model.history_[0]["loss"]
     assert model.fit_seconds_ > 0
     # rows of raw values work too, once the image shape is known
@@ -79,6 +80,21 @@ def test_reproducible_with_seed(data):
     np.testing.assert_array_equal(first.coef_, second.coef_)
     assert [e["loss"] for e in first.history_] == [e["loss"] for e in second.history_]
     assert not np.array_equal(first.coef_, other.coef_)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_history_records_each_epochs_learning_rate(data, schedule):
+    # README: every history entry has lr; the rate used in the epoch, before the
+    # schedule steps (CosineLR over the epochs: lr * (1 + cos(pi * e / epochs)) / 2)
+    (x, y), _ = data
+    model = HogLinearClassifier(**{**SMALL, "lr": 0.02, "schedule": schedule}).fit(x, y)
+    epochs = SMALL["epochs"]
+    if schedule == "cosine":
+        want = [0.02 * (1 + np.cos(np.pi * e / epochs)) / 2 for e in range(epochs)]
+    else:
+        want = [0.02] * epochs
+    assert [entry["lr"] for entry in model.history_] == pytest.approx(want, rel=1e-12)
+    assert all(type(entry["lr"]) is float for entry in model.history_)
 
 
 def test_numpy_target_trains_the_same_model(data):

@@ -106,8 +106,9 @@ class HogLinearClassifier:
         a feature is constant).
     history_ : list of dict
         One entry per epoch: ``epoch``, ``loss`` (mean training loss), ``train_accuracy``
-        (of the weights at the end of the epoch), ``seconds`` (of training so far)
-        and, when ``fit`` got validation data, ``val_accuracy``.
+        (of the weights at the end of the epoch), ``seconds`` (of training so far),
+        ``lr`` (the learning rate of the epoch, before the schedule steps) and, when
+        ``fit`` got validation data, ``val_accuracy``.
     fit_seconds_ : float
         Wall time of ``fit``, feature extraction included; ``feature_seconds_`` is the
         extraction alone.
@@ -392,6 +393,7 @@ class HogLinearClassifier:
         show = self.verbose and sys.stderr.isatty()
         epochs = tqdm(range(self.epochs), desc="hog-linear", unit="epoch", disable=not show)
         for epoch in epochs:
+            lr = float(opt.lr)  # this epoch's rate: the schedule steps at its end
             order = rng.permutation(n_samples)
             total = 0.0
             for first in range(0, n_samples, self.batch_size):
@@ -410,6 +412,7 @@ class HogLinearClassifier:
                 "loss": total / n_samples,
                 "train_accuracy": float(np.mean(self._argmax(train, coef, intercept) == y_index)),
                 "seconds": time.perf_counter() - start,
+                "lr": lr,
             }
             if val is not None:
                 predicted = classes[self._argmax(val[0], coef, intercept)]
