@@ -39,8 +39,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("default" not in text and action.default not in (None, False, argparse.SUPPRESS)
-                and action.option_strings):
+        # identity, not ==: a default of 0 (--seed) equals False but is worth saying
+        unsaid = any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+        if "default" not in text and not unsaid and action.option_strings:
             text += " (default: %(default)s)"
         return text
 

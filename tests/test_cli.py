@@ -1,5 +1,6 @@
 """Tests of the ``jitnet`` command: train, compare, bench, info, errors, Ctrl-C, resume."""
 
+import argparse
 import json
 import os
 import signal
@@ -250,8 +251,16 @@ def test_help_explains_every_option(command, capsys):
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    flat = " ".join(text.split())
     for action in sub._actions:
         assert action.help, action.option_strings
+        # every default worth saying is said, 0 included (0 == False hid --seed's)
+        if action.option_strings and not any(
+                action.default is unsaid for unsaid in (None, False, argparse.SUPPRESS)):
+            helped = " ".join(sub._get_formatter()._get_help_string(action).split())
+            assert "default" in helped, action.option_strings
+    if command in ("train", "compare"):
+        assert "--seed S seeds initialisation, shuffling and augmentation (default: 0)" in flat
 
 
 @pytest.mark.parametrize("command, out", [
