@@ -697,7 +697,8 @@ def _isatty(stream):
 
 # ------------------------------------------------------------------------- recipes
 
-#: ConvNet recipe defaults (see ``docs/README_draft.md`` for the measurements).
+#: ConvNet recipe defaults (see the README, "How the defaults were chosen", for the
+#: measurements).
 CONVNET_DEFAULTS = {
     "batch_size": 64,
     "lr": 0.01,

@@ -893,7 +893,7 @@ def _cell_histograms_and_features(batch, orientations, cells, blocks, code, n_ce
              hist, cell_rows, np.empty((n_images, b_row * b_col * orientations)), out, ambiguous)
     redo = np.flatnonzero(ambiguous)
     if redo.size:
-        # rare: an angle within an ulp-sized distance of a bin edge (see _AMBIGUOUS_DEGREES)
+        # rare: an angle within an ulp-sized distance of a bin edge (see _AMBIGUOUS_SINE)
         hist[redo], out[redo] = _cell_histograms_and_features(
             batch[redo], orientations, cells, blocks, code, n_cells, "numpy")
     return hist, out

@@ -68,7 +68,8 @@ class HogLinearClassifier:
         int (square) or a pair. HoG is taken on the colour image (per pixel the
         strongest channel's gradient).
     color_bins : int
-        Bins of the hue histogram (:func:`jitnet.features.color_histogram`).
+        Bins per histogrammed channel (``color_channels``; see
+        :func:`jitnet.features.color_histogram`).
     color_channels : str
         Which of hue, saturation, value to histogram.
     optimizer : {"sgd", "adam"}
@@ -106,9 +107,9 @@ class HogLinearClassifier:
         a feature is constant).
     history_ : list of dict
         One entry per epoch: ``epoch``, ``loss`` (mean training loss), ``train_accuracy``
-        (of the weights at the end of the epoch), ``seconds`` (of training so far),
-        ``lr`` (the learning rate of the epoch, before the schedule steps) and, when
-        ``fit`` got validation data, ``val_accuracy``.
+        (of the weights at the end of the epoch), ``seconds`` (since ``fit`` began,
+        feature extraction included), ``lr`` (the learning rate of the epoch, before
+        the schedule steps) and, when ``fit`` got validation data, ``val_accuracy``.
     fit_seconds_ : float
         Wall time of ``fit``, feature extraction included; ``feature_seconds_`` is the
         extraction alone.
@@ -119,7 +120,7 @@ class HogLinearClassifier:
     4,153 images; test: test_batch, 1,017 images): 52.5% test accuracy (mean of
     seeds 0-2: 53.0, 51.9, 52.7) against 50.2% for scikit-learn's ``LinearSVC``
     (best C) on skimage's colour HoG (8x8 cells, 2x2 blocks) plus cs231n's hue
-    histogram. Finer cells (6x6, 3x3 blocks: 675 HoG features) and saturation and
+    histogram. Finer cells (6x6, 3x3 blocks: 729 HoG features) and saturation and
     value histograms help; 8 epochs with a cosine decay stop before the 759
     features overfit 4k images. The same estimator on the classic features
     (``pixels_per_cell=8, cells_per_block=2, color_channels="h"``) scores 49.7%

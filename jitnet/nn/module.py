@@ -5,8 +5,9 @@ forward pass on the kernels of the active target and keeps what its backward pas
 needs on ``self``. ``backward(dy)`` returns the gradient with respect to the input
 and *overwrites* ``param.grad`` of every parameter it owns (gradients are not
 accumulated across calls, so ``zero_grad`` is never needed between steps).
-Layers with parameters also take ``backward(dy, input_grad=False)``: parameter
-gradients only, as PyTorch computes for an input that does not require grad.
+``Conv2d``, ``Linear`` and ``Sequential`` also take ``backward(dy, input_grad=False)``:
+parameter gradients only, as PyTorch computes for an input that does not require
+grad (:func:`backward_without_input_grad` calls any module that way when it can).
 """
 
 import functools
