@@ -2024,7 +2024,7 @@ def l1(pred, target):
 # --------------------------------------------------------------------------------------
 
 
-@cuda.jit(device=True, inline=True)
+@cuda.jit(device=True)
 def _decayed(g, p, weight_decay):
     # L2 decay added to the gradient, and only when asked for: 0 * inf would make an
     # infinite parameter NaN where the cpu target and PyTorch leave it infinite

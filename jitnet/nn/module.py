@@ -332,7 +332,7 @@ class Sequential(Module):
 
     def __init__(self, *modules):
         super().__init__()
-        for i, m in enumerate(modules):
+        for m in modules:
             if not isinstance(m, Module):
                 raise TypeError(f"Sequential expected Module arguments, got {type(m).__name__}")
         _check_each_once(modules)
