@@ -62,3 +62,41 @@ def test_torch_step_builds_the_same_architecture(bench_train, batchnorm):
     assert sync is None and step().item() > 0
     block = ["Conv2d"] + ["BatchNorm2d"] * batchnorm + ["ReLU", "MaxPool2d"]
     assert layers == block * 2 + ["Flatten", "Linear", "ReLU", "Linear"]
+
+
+def _main_with_fake_children(bench_train, monkeypatch, capsys, *options):
+    """bench_train.main(options) with no child process: each contender's run is recorded
+    (its kind, step count, PyTorch threads and the environment it would inherit)."""
+    monkeypatch.setattr(bench_train.os, "environ", dict(bench_train.os.environ))
+    for name in bench_train.STEADY_MALLOC_ENV:
+        bench_train.os.environ.pop(name, None)
+    runs = []
+
+    def fake_run_child(kind, batch, steps, threads, batchnorm, env=None):
+        runs.append({"kind": kind, "steps": steps, "threads": threads,
+                     "env": dict(bench_train.os.environ if env is None else env)})
+        return {"step_ms": 1.0, "first_step_s": 1.0, "maxrss_mb": 1.0, "wall_s": 1.0}
+
+    monkeypatch.setattr(bench_train, "_run_child", fake_run_child)
+    bench_train.main(["--batch-size", "2", "--repeat", "4", "--rounds", "1", "--no-torch",
+                      "--no-cold", *options])
+    return runs, capsys.readouterr().out
+
+
+def test_every_contender_runs_with_the_steady_allocator_by_default(bench_train, monkeypatch,
+                                                                   capsys):
+    runs, report = _main_with_fake_children(bench_train, monkeypatch, capsys)
+    assert [r["kind"] for r in runs] == ["cpu", "numpy"]
+    for run in runs:
+        for name, value in bench_train.STEADY_MALLOC_ENV.items():
+            assert run["env"][name] == value
+    assert "fixed at 32 MiB in every contender (the default" in report
+
+
+def test_default_malloc_leaves_glibc_alone_and_says_so(bench_train, monkeypatch, capsys):
+    runs, report = _main_with_fake_children(bench_train, monkeypatch, capsys,
+                                            "--default-malloc")
+    assert runs and all(name not in run["env"] for run in runs
+                        for name in bench_train.STEADY_MALLOC_ENV)
+    assert "the allocator's default in every contender (`--default-malloc`)" in report
+    assert "PyTorch" in report
