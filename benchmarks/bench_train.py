@@ -5,7 +5,8 @@ random float32 batch of 3x32x32 images; with ``--batchnorm`` the ConvNet has a b
 norm after each convolution, the model that ``jitnet compare`` trains. Each
 contender runs in a fresh process of its own, so no thread pool of another library
 spins beside it. Reported:
-the median step time after warm-up (compilation excluded; best of
+the median step time after warm-up (compilation excluded, the helper process that
+compiles backward kernels on a cold cache waited for; best of
 ``--rounds`` runs taken in turn), images per second and ratios; peak resident
 memory of a process that runs a few steps; and cold start, the time from a
 fresh process to the end of its first training step with an empty Numba cache
@@ -144,14 +145,24 @@ def _child(kind, batch, steps, threads, batchnorm):
     if sync is not None:
         sync()
     first = time.perf_counter() - _PROCESS_START
+    if steps > 1:  # the second step is warm-up too (allocator, caches)
+        step()
+        if sync is not None:
+            sync()
+    if not kind.startswith("torch"):
+        # On a cold cache the first step started the helper that compiles the backward
+        # kernels beside it (jitnet.kernels.precompile): let it finish before timing,
+        # or it takes a core from the steps timed (14.6 against 6.6 ms a step).
+        from jitnet.kernels import precompile
+
+        precompile.wait()
     times = []
-    for i in range(steps - 1):
+    for _ in range(steps - 2):
         start = time.perf_counter()
         step()
         if sync is not None:
             sync()
-        if i >= 1:  # the second step is warm-up too (allocator, caches)
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     step_ms = 1000.0 * float(np.median(times)) if times else float("nan")
     result = {"first_step_s": first, "maxrss_mb": rss_mb, "step_ms": step_ms}
@@ -221,7 +232,8 @@ def main(argv=None):
              f"Machine: {machine()}; jitnet threads: "
              f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
              f"Each contender runs in its own fresh process (no other thread pool in it): "
-             f"median of {args.repeat} steps after 2 warm-up steps (compilation excluded); "
+             f"median of {args.repeat} steps after 2 warm-up steps (compilation excluded, "
+             "jitnet's precompile helper waited for); "
              f"the contenders take turns for {args.rounds} rounds and the best round counts.",
              "glibc's mmap threshold: " + (
                  "the allocator's default in every contender (`--default-malloc`): PyTorch, "

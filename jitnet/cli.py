@@ -93,7 +93,8 @@ def build_parser():
         help="time the kernels and a ConvNet training step on a target against numpy",
         description="Time each ConvNet layer kernel and a whole training step (forward, "
                     "backward, SGD update) on --target and on the numpy reference; medians "
-                    "of a few repetitions after a warm-up call that compiles.")
+                    "of a few repetitions after a warm-up call that compiles (and once the "
+                    "helper process compiling the backward kernels beside it is done).")
     _add_target_option(bench)
     bench.add_argument("--batch-size", type=_positive_int, default=64, metavar="B",
                        help="images per batch")

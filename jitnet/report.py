@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .kernels import precompile
 from .targets import to_numpy
 
 #: Row order and labels of the comparison table.
@@ -343,6 +344,11 @@ def write_report(out_dir, results, x_test, y_test, *, class_names, data="synthet
 
 def _median_ms(function, repeat):
     function()  # the first call compiles (Numba) and warms caches: not timed
+    # On a cold cache the training step's first call started the helper that compiles
+    # the backward kernels beside it (jitnet.kernels.precompile): let it finish, so that
+    # it does not take a core from the timed calls (a cpu step measured 24 ms beside it,
+    # 11 ms without it, batch 64 on 2 cores).
+    precompile.wait()
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -429,7 +435,9 @@ def benchmark(target, batch_size=64, repeat=5):
     -------
     list of dict
         One row per kernel: ``name``, ``numpy_ms``, ``target_ms``, ``speedup``
-        (numpy time / target time), medians of ``repeat`` calls after a warm-up.
+        (numpy time / target time), medians of ``repeat`` calls after a warm-up call
+        and after the helper process it may start (:mod:`jitnet.kernels.precompile`)
+        is done.
     """
     reference = _bench_target("numpy", batch_size, repeat)
     timings = reference if target == "numpy" else _bench_target(target, batch_size, repeat)

@@ -1,6 +1,7 @@
 """benchmarks/bench_train.py: the steps it times (no timing is asserted)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -100,3 +101,26 @@ def test_default_malloc_leaves_glibc_alone_and_says_so(bench_train, monkeypatch,
                         for name in bench_train.STEADY_MALLOC_ENV)
     assert "the allocator's default in every contender (`--default-malloc`)" in report
     assert "PyTorch" in report
+
+
+def test_jitnet_steps_are_timed_only_after_the_precompile_helper_is_done(bench_train,
+                                                                         monkeypatch, capsys):
+    from jitnet.kernels import precompile
+
+    monkeypatch.setattr(precompile, "_helper", None)
+    events = []
+
+    class FakeHelper:  # still compiling until waited for
+        def wait(self, timeout=None):
+            events.append("helper done")
+            return 0
+
+    def step():  # the first step starts the helper, as on a cold cache
+        if precompile._helper is None:
+            monkeypatch.setattr(precompile, "_helper", FakeHelper())
+        events.append("step")
+
+    monkeypatch.setattr(bench_train, "jitnet_step", lambda *args, **kwargs: (step, None))
+    bench_train._child("cpu", 2, 5, 1, False)
+    assert events == ["step", "step", "helper done", "step", "step", "step"]
+    assert json.loads(capsys.readouterr().out)["step_ms"] >= 0

@@ -91,6 +91,34 @@ def test_bench_table_format():
     assert "5.0x" in text and "3200 images/s" in text and "cpu ms" in text
 
 
+class _FakeHelper:
+    """A precompile helper that is still compiling until it is waited for."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def wait(self, timeout=None):
+        self.events.append("helper done")
+        return 0
+
+
+def test_bench_times_only_after_the_precompile_helper_is_done(monkeypatch):
+    from jitnet.kernels import precompile
+
+    monkeypatch.setattr(precompile, "_helper", None)
+    events = []
+
+    def step():  # the warm-up call starts the helper, as a cold cache's first step does
+        if precompile._helper is None:
+            monkeypatch.setattr(precompile, "_helper", _FakeHelper(events))
+            events.append("warm-up")
+        else:
+            events.append("timed")
+
+    report._median_ms(step, 3)
+    assert events == ["warm-up", "helper done", "timed", "timed", "timed"]
+
+
 def test_learning_curves_show_a_one_epoch_run(tmp_path, monkeypatch):
     # one point drawn as a line without a marker was invisible
     import matplotlib.figure
