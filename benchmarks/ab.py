@@ -8,7 +8,10 @@ process under a name of its own (``jitnet_ab_<commit>``), and the revisions take
 turns: a block of calls of each case each, for ``--blocks`` blocks, so that a slow
 spell falls on all of them. Printed per revision: the minimum and the median of the blocks'
 medians, and the median's ratio to the first revision's. Before timing, each
-revision's results are compared bit for bit with the first one's.
+revision's results are compared bit for bit with the first one's: those of the first
+three calls of each case and, for the training step, the parameters, batch norm
+buffers and momentum buffers after them (a step's loss is computed before its backward
+pass and its update, so the losses alone would miss a broken one).
 
 A revision is anything ``git rev-parse`` takes, or ``.`` for the working tree. Past
 commits are exported once into ``~/.cache/jitnet-ab/<commit>`` and keep Numba's
@@ -94,11 +97,38 @@ def kernels(pkg, batch):
     return [(name, call) for name, _, call, _, _ in cases]
 
 
+#: Calls of each case whose results are compared across revisions (the first compiles).
+CHECKED_CALLS = 3
+
+
 def _arrays(result):
-    """A call's result as a flat list of arrays (a loss becomes a 0-d array)."""
+    """A call's result as a flat list of arrays (a loss becomes a 0-d array, a dict its
+    values in the order of its sorted keys)."""
+    if isinstance(result, dict):
+        return [a for key in sorted(result) for a in _arrays(result[key])]
     if isinstance(result, (tuple, list)):
         return [a for r in result for a in _arrays(r)]
     return [] if result is None else [np.asarray(result)]
+
+
+def _outcome(call):
+    """[(what, arrays)]: copies of the results of the first :data:`CHECKED_CALLS` calls
+    of ``call`` (a kernel may hand back an array it reuses), then, for a training step,
+    the state it has left (``call.state()``, see :func:`bench_train.jitnet_step`)."""
+    parts = [(f"call {i + 1}", [np.array(a) for a in _arrays(call())])
+             for i in range(CHECKED_CALLS)]
+    if hasattr(call, "state"):
+        parts.append((f"state after {CHECKED_CALLS} calls", _arrays(call.state())))
+    return parts
+
+
+def _mismatch(got, want):
+    """None when two :func:`_outcome` hold the same bits, else where they first differ."""
+    for (what, a), (_, b) in zip(got, want):
+        gap = _differs(a, b)
+        if gap:
+            return f"{what}: {gap}"
+    return None if len(got) == len(want) else "not the same checks"
 
 
 def _differs(a, b):
@@ -150,15 +180,12 @@ def main(argv=None):
             sys.path.insert(0, str(parent))
             t0 = time.perf_counter()
             suites[rev] = build(name, args.batch_size)
-            # the first call compiles (or loads) the kernels; its result is compared
-            results[rev] = [call() for _, call in suites[rev]]
-            for _ in range(2):
-                for _, call in suites[rev]:
-                    call()
+            # the first call compiles (or loads) the kernels; these calls warm up too
+            results[rev] = [_outcome(call) for _, call in suites[rev]]
             print(f"{rev} ({name}): ready in {time.perf_counter() - t0:.1f} s", flush=True)
             wanted = {case: want for (case, _), want in zip(suites[base], results[base])}
             for (case, _), got in zip(suites[rev], results[rev]):
-                gap = _differs(got, wanted[case]) if case in wanted else None
+                gap = _mismatch(got, wanted[case]) if case in wanted else None
                 if gap:
                     print(f"  {case}: not the bits of {base} ({gap})")
         # the cases every revision has (a kernel added since the first is left out)

@@ -61,8 +61,11 @@ def _batch(batch, seed=0):
 def jitnet_step(target, batch, package="jitnet", batchnorm=False):
     """A zero-argument training step of jitnet on ``target``, and a sync function.
 
-    ``package`` is the name jitnet is imported under (``ab.py`` gives each revision
-    its own); ``batchnorm`` puts a batch norm after each convolution."""
+    The step returns its loss (computed before the backward pass and the update);
+    ``step.state()`` returns what the steps so far have left, host copies of the
+    model's and the optimizer's state dicts. ``package`` is the name jitnet is
+    imported under (``ab.py`` gives each revision its own); ``batchnorm`` puts a
+    batch norm after each convolution."""
     import importlib
 
     jitnet = importlib.import_module(package)
@@ -85,6 +88,12 @@ def jitnet_step(target, batch, package="jitnet", batchnorm=False):
         opt.step()
         return loss
 
+    def state():
+        """Host copies of the model's parameters and buffers and of the optimizer's
+        state (momentum buffers): what the steps so far have left (``ab.py``)."""
+        return model.state_dict(), opt.state_dict()
+
+    step.state = state
     sync = None
     if target == "cuda":
         sync = importlib.import_module(f"{package}.kernels.cuda").synchronize

@@ -87,3 +87,33 @@ def test_results_compare_bit_for_bit(ab):
     assert ab._differs(np.float32(1), np.nextafter(np.float32(1), np.float32(2))) == (
         "largest difference 1.19e-07")  # one ulp
     assert ab._differs(a, a[:2]) == "shapes differ"
+
+
+def test_a_step_whose_update_does_nothing_is_not_the_same_bits(ab, monkeypatch):
+    # the loss of the first call comes before any update: the later calls and the
+    # parameters and momentum buffers they leave are what tell a broken step
+    import jitnet
+    from jitnet import optim
+
+    with jitnet.use_target("cpu"):
+        (_, step), = ab.training_step("jitnet", 4)
+        want = ab._outcome(step)
+        (_, again), = ab.training_step("jitnet", 4)
+        assert ab._mismatch(ab._outcome(again), want) is None
+        monkeypatch.setattr(optim.SGD, "step", lambda self: None)
+        (_, broken), = ab.training_step("jitnet", 4)
+        got = ab._outcome(broken)
+    assert [what for what, _ in want] == ["call 1", "call 2", "call 3",
+                                          "state after 3 calls"]
+    assert ab._differs(got[0][1], want[0][1]) is None
+    assert ab._mismatch(got, want).startswith("call 2: largest difference")
+
+
+def test_the_state_after_the_calls_is_compared_too(ab):
+    def call():
+        return 1.0
+
+    call.state = lambda: ({"0.weight": np.ones(3)}, {"lr": 0.1, "state": [{"b": np.ones(3)}]})
+    want = ab._outcome(call)
+    call.state = lambda: ({"0.weight": np.ones(3)}, {"lr": 0.1, "state": [{"b": np.zeros(3)}]})
+    assert ab._mismatch(ab._outcome(call), want) == "state after 3 calls: largest difference 1"
