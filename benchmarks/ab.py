@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_kernels  # noqa: E402
 import bench_train  # noqa: E402
-from common import machine, table  # noqa: E402
+from common import default_threads, machine, table  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jitnet-ab"
@@ -217,7 +217,7 @@ def main(argv=None):
         f"# A/B in one process, batch {args.batch_size}, float32"
         + (", the ConvNet with batch norms" if args.batchnorm else ""),
         "",
-        f"Machine: {host}; jitnet threads: default. Each revision timed "
+        f"Machine: {host}; jitnet threads: {default_threads()}. Each revision timed "
         f"{args.calls} calls at a time, in turn, for {args.blocks} blocks; ms of the "
         "blocks' medians.",
         "",

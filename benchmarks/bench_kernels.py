@@ -21,7 +21,6 @@ Usage::
 """
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     cache_evictor,
+    default_threads,
     first_call_s,
     fma_peak_gflops,
     machine,
@@ -189,7 +189,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3,
                         help="turns each library's group of kernels takes; the best counts")
     parser.add_argument("--threads", type=int, default=None,
-                        help="PyTorch threads (default: NUMBA_NUM_THREADS or the core count)")
+                        help="PyTorch threads (default: jitnet's, numba.get_num_threads(): "
+                             "NUMBA_NUM_THREADS or the CPUs this process may use)")
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--cold", action="store_true",
@@ -197,7 +198,7 @@ def main(argv=None):
                              "outputs come from memory, as in a training step)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
-    threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
+    threads = default_threads(args.threads)
     steady = steady_malloc()  # before any contender allocates
     torch = None if args.no_torch else torch_or_none(threads)
 
@@ -250,7 +251,7 @@ def main(argv=None):
     lines = [
         f"# Kernels of the reference ConvNet, batch {args.batch_size}, float32", "",
         f"Machine: {machine()}; jitnet threads: "
-        f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
+        f"{default_threads()}, torch threads: {threads}.",
         f"Measured sgemm rate (np.dot 1024^2 float32): {peak:.0f} GFLOP/s; measured "
         f"FMA peak (float32, all threads): {fma:.0f} GFLOP/s. "
         f"Median of {args.repeat} calls after warm-up"

@@ -48,7 +48,13 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import STEADY_MALLOC_ENV, machine, table, torch_or_none  # noqa: E402
+from common import (  # noqa: E402
+    STEADY_MALLOC_ENV,
+    default_threads,
+    machine,
+    table,
+    torch_or_none,
+)
 
 
 def _batch(batch, seed=0):
@@ -206,7 +212,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2,
                         help="runs per contender, taken in turn; the best median counts")
     parser.add_argument("--threads", type=int, default=None,
-                        help="PyTorch threads (default: NUMBA_NUM_THREADS or the core count)")
+                        help="PyTorch threads (default: jitnet's, numba.get_num_threads(): "
+                             "NUMBA_NUM_THREADS or the CPUs this process may use)")
     parser.add_argument("--no-numpy", action="store_true", help="skip the (slow) numpy target")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-cold", action="store_true", help="skip memory and cold start")
@@ -220,7 +227,7 @@ def main(argv=None):
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    threads = args.threads or int(os.environ.get("NUMBA_NUM_THREADS", os.cpu_count()))
+    threads = default_threads(args.threads)
     if not args.default_malloc:  # children inherit it; glibc reads it at their start
         os.environ.update(STEADY_MALLOC_ENV)
     if args.child:
@@ -239,7 +246,7 @@ def main(argv=None):
     model = "the reference ConvNet" + (" with batch norm" if args.batchnorm else "")
     lines = [f"# Training step of {model} ({args.target} target)", "",
              f"Machine: {machine()}; jitnet threads: "
-             f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}, torch threads: {threads}.",
+             f"{default_threads()}, torch threads: {threads}.",
              f"Each contender runs in its own fresh process (no other thread pool in it): "
              f"median of {args.repeat} steps after 2 warm-up steps (compilation excluded, "
              "jitnet's precompile helper waited for); "

@@ -44,8 +44,29 @@ def first_call_s(call):
     return time.perf_counter() - start
 
 
+def usable_cpus():
+    """The CPUs this process may run on (its affinity: ``taskset``, a cpuset), which
+    ``os.cpu_count()`` does not see."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_threads(requested=None):
+    """PyTorch's thread count: ``requested``, else the count of jitnet's (Numba's)
+    threads, ``numba.get_num_threads()``, which honours ``NUMBA_NUM_THREADS`` and the
+    CPU affinity (``os.cpu_count()`` counts CPUs the process may not run on, and
+    PyTorch would be oversubscribed under ``taskset``)."""
+    if requested:
+        return requested
+    import numba
+
+    return numba.get_num_threads()
+
+
 def machine():
-    """One line naming the CPU, its core count and the load when the benchmark ran."""
+    """One line naming the CPU, its core count (and how many this process may use)
+    and the load when the benchmark ran."""
     model = platform.processor() or "unknown CPU"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -58,7 +79,8 @@ def machine():
     env = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
            if k in os.environ]
     extra = f" ({', '.join(env)})" if env else ""
-    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at start{extra}"
+    return (f"{model}, {os.cpu_count()} cores ({usable_cpus()} usable by this process), "
+            f"load average {load:.1f} at start{extra}")
 
 
 def sgemm_gflops(n=1024, repeat=10):
@@ -135,7 +157,7 @@ def fma_peak_gflops(n_iter=20_000_000):
 
 
 def cache_evictor(mib=96, threads=None):
-    """A function that evicts the CPU caches: ``threads`` threads (default: one a core)
+    """A function that evicts the CPU caches: ``threads`` threads (default: one a usable CPU)
     each read their share of a ``mib`` MiB buffer (three times a 32 MiB L3), so that
     the cores' L1 and L2 and the shared L3 hold clean lines of it, and the next call
     reads its inputs from memory, as a kernel does whose inputs a training step wrote
@@ -149,7 +171,7 @@ def cache_evictor(mib=96, threads=None):
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    threads = threads or os.cpu_count() or 1
+    threads = threads or usable_cpus()
     parts = np.array_split(np.ones((mib << 20) // 8, dtype=np.int64), threads)
     pool = ThreadPoolExecutor(threads)
 

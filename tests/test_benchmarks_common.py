@@ -41,3 +41,19 @@ def test_cache_evictor_reads_its_buffer_in_threads(common, monkeypatch):
     assert evict() is None
     # not the caller's thread: Python threads of its own, no OpenMP pool left spinning
     assert seen and threading.get_ident() not in seen
+
+
+def test_machine_names_the_cpus_this_process_may_use(common, monkeypatch):
+    monkeypatch.setattr(common.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {1}, raising=False)
+    assert common.usable_cpus() == 1
+    assert ", 4 cores (1 usable by this process), load average" in common.machine()
+
+
+def test_pytorch_gets_as_many_threads_as_numba(common, monkeypatch):
+    import numba
+
+    monkeypatch.setattr(common.os, "cpu_count", lambda: 4)  # under taskset -c 0
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    assert common.default_threads() == 1
+    assert common.default_threads(3) == 3

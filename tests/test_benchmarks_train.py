@@ -124,3 +124,15 @@ def test_jitnet_steps_are_timed_only_after_the_precompile_helper_is_done(bench_t
     bench_train._child("cpu", 2, 5, 1, False)
     assert events == ["step", "step", "helper done", "step", "step", "step"]
     assert json.loads(capsys.readouterr().out)["step_ms"] >= 0
+
+
+def test_pytorch_gets_jitnets_thread_count_and_the_report_says_it(bench_train, monkeypatch,
+                                                                   capsys):
+    import numba
+
+    monkeypatch.setattr(bench_train.os, "cpu_count", lambda: 4)  # as under taskset -c 0
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    runs, report = _main_with_fake_children(bench_train, monkeypatch, capsys)
+    assert {run["threads"] for run in runs} == {1}
+    assert "jitnet threads: 1, torch threads: 1." in report
