@@ -4,12 +4,13 @@ For each kernel at its training shape (batch ``B``, float32): the median of
 ``--repeat`` calls after warm-up (compilation excluded), GFLOP/s, the fractions
 of the sgemm rate (``np.dot`` on 1024x1024 float32 matrices) and of the FMA peak
 (:func:`common.fma_peak_gflops`) measured in the same run, the speed-up over the
-numpy target and over PyTorch (CPU, same thread count), and the time of the very
-first call (compilation, or loading from Numba's cache when it is warm: run with
-an empty ``NUMBA_CACHE_DIR`` to see compile times). glibc's mmap threshold is fixed
-first (:func:`common.steady_malloc`), so that no contender's time depends on
-which large blocks the process happened to free before. With ``--cold`` every
-contender's caches are evicted before each timed call (:func:`common.cache_evictor`):
+numpy target and over PyTorch (CPU, same thread count). Compile times are not
+here (building the cases already calls several kernels): bench_train.py's cold
+start rows measure them, a first training step with an empty Numba cache. glibc's
+mmap threshold is fixed first (:func:`common.steady_malloc`), so that no
+contender's time depends on which large blocks the process happened to free before.
+With ``--cold`` every contender's caches are evicted before each timed call
+(:func:`common.cache_evictor`):
 in a training step most kernels read inputs, and write outputs, that other layers'
 work has pushed out of the caches since they were last touched, and the two tables
 can disagree (see ``benchmarks/RESULTS.md``: conv1's forward was 1.24x PyTorch's warm
@@ -31,7 +32,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     cache_evictor,
     default_threads,
-    first_call_s,
     fma_peak_gflops,
     machine,
     median_ms,
@@ -213,7 +213,6 @@ def main(argv=None):
     # a 2-core virtual machine has slow spells of seconds, and one spell over one
     # library's group would decide the ratios.
     time.sleep(0.5)
-    first = {name: first_call_s(jit) for name, _, jit, _, _ in cases}
     evict = cache_evictor() if args.cold else None
     groups = [("jitnet", 2, args.repeat)]
     if not args.no_numpy:
@@ -244,7 +243,6 @@ def main(argv=None):
             f"{t_np / t_jit:.1f}x" if t_np else "-",
             f"{t_torch:.2f}" if t_torch else "-",
             f"{t_torch / t_jit:.2f}x" if t_torch else "-",
-            f"{first[name]:.2f}",
         ])
         print("  ".join(rows[-1]), file=sys.stderr)
 
@@ -264,7 +262,7 @@ def main(argv=None):
            else "the allocator's default (mallopt unavailable)."), "",
         table(["kernel", "cpu ms", "GFLOP/s", "of sgemm", "of FMA peak", "numpy ms",
                "speed-up vs numpy",
-               "torch ms", "speed-up vs torch", "first call s"], rows), "",
+               "torch ms", "speed-up vs torch"], rows), "",
     ]
     report = "\n".join(lines)
     print(report)

@@ -37,13 +37,6 @@ def median_ms(call, repeat=10, warmup=2, sync=None, before=None):
     return 1000.0 * statistics.median(times)
 
 
-def first_call_s(call):
-    """Seconds taken by the first call (includes Numba compilation or cache loading)."""
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 def usable_cpus():
     """The CPUs this process may run on (its affinity: ``taskset``, a cpuset), which
     ``os.cpu_count()`` does not see."""

@@ -1,0 +1,52 @@
+"""benchmarks/bench_kernels.py: the report and PyTorch's calls (no timing is asserted)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench_kernels():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # for its `common`
+    try:
+        spec = importlib.util.spec_from_file_location("bench_kernels",
+                                                      ROOT / "benchmarks" / "bench_kernels.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _report(bench_kernels, monkeypatch, capsys, *options):
+    """bench_kernels.main(options) on two fake kernels, no peak measured, no pause;
+    the report, and how many times each contender's call ran."""
+    calls = {"jitnet": 0, "numpy": 0}
+
+    def counted(lib):
+        def call():
+            calls[lib] += 1
+        return call
+
+    cases = [("fake fwd", 1e6, counted("jitnet"), counted("numpy"), None),
+             ("fake bwd", 0, lambda: None, None, None)]
+    monkeypatch.setattr(bench_kernels, "_cases", lambda batch, rng, torch=None: cases)
+    monkeypatch.setattr(bench_kernels, "sgemm_gflops", lambda: 100.0)
+    monkeypatch.setattr(bench_kernels, "fma_peak_gflops", lambda: 200.0)
+    monkeypatch.setattr(bench_kernels, "steady_malloc", lambda: True)
+    monkeypatch.setattr(bench_kernels.time, "sleep", lambda seconds: None)
+    bench_kernels.main(["--batch-size", "2", "--no-torch", "--rounds", "1", *options])
+    return capsys.readouterr().out, calls
+
+
+def test_no_first_call_column(bench_kernels, monkeypatch, capsys):
+    # building the cases runs several kernels first: such a column hid their compile time
+    report, _ = _report(bench_kernels, monkeypatch, capsys)
+    header = next(line for line in report.splitlines() if line.startswith("| kernel"))
+    assert "first call" not in report
+    assert header.count("|") == 10
+    assert "fake fwd" in report and "fake bwd" in report
