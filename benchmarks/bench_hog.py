@@ -6,8 +6,10 @@ Usage::
 
 Times ``jitnet.features.hog(images, channel_axis=1)`` (9 orientations, 8x8
 cells, 2x2 blocks, L2-Hys) on each available target and a Python loop over
-``skimage.feature.hog``; every timing is the median of ``--repeats`` runs after
-one warm-up call (which also compiles), so compilation is excluded; the CPU
+``skimage.feature.hog``; every timing is the median of ``--repeats`` runs (the
+slower references fewer: the numpy target ``max(3, repeats // 2)``, the skimage loop
+``--skimage-repeats``; the ``runs`` column gives each count) after one warm-up call
+(which also compiles), so compilation is excluded; the CPU
 column (process time, all threads) is steadier than wall time on a busy machine. Images are
 the real CIFAR-10 subset when ``--data-dir`` (or the shared default) holds it,
 else random uint8 images of the same size. The "cuda" row, when that target is
@@ -84,28 +86,30 @@ def main(argv=None):
     images, source = load_images(args.data_dir, args.n)
     rows = []
     for target in jitnet.available_targets():
+        repeats = args.repeats if target != "numpy" else max(3, args.repeats // 2)
         with jitnet.use_target(target):
             seconds = median_seconds(
                 lambda: jitnet.to_numpy(jitnet.features.hog(images, channel_axis=1, **HOG_ARGS)),
-                args.repeats if target != "numpy" else max(3, args.repeats // 2),
+                repeats,
             )
-        rows.append((f"jitnet {target}", seconds))
+        rows.append((f"jitnet {target}", seconds, repeats))
 
     from skimage.feature import hog as skimage_hog
 
     def skimage_loop():
         return np.stack([skimage_hog(image, channel_axis=0, **HOG_ARGS) for image in images])
 
-    rows.append(("skimage loop", median_seconds(skimage_loop, args.skimage_repeats)))
+    rows.append(("skimage loop", median_seconds(skimage_loop, args.skimage_repeats),
+                 args.skimage_repeats))
 
-    reference = dict(rows)["skimage loop"][0]
-    cpu = dict(rows)["jitnet cpu"][0]
+    seconds_of = {name: seconds for name, (seconds, _), _ in rows}
+    reference, cpu = seconds_of["skimage loop"], seconds_of["jitnet cpu"]
     print(f"HoG of {args.n} colour 32x32 images ({source}), {HOG_ARGS}")
     print(f"machine: {machine()}")
-    print(f"{'implementation':<16} {'median ms':>10} {'CPU ms':>8} {'images/s':>10} "
+    print(f"{'implementation':<16} {'median ms':>10} {'CPU ms':>8} {'runs':>5} {'images/s':>10} "
           f"{'vs skimage':>11} {'vs cpu':>8}")
-    for name, (seconds, cpu_seconds) in rows:
-        print(f"{name:<16} {1e3 * seconds:>10.1f} {1e3 * cpu_seconds:>8.1f} "
+    for name, (seconds, cpu_seconds), repeats in rows:
+        print(f"{name:<16} {1e3 * seconds:>10.1f} {1e3 * cpu_seconds:>8.1f} {repeats:>5} "
               f"{args.n / seconds:>10.0f} {reference / seconds:>10.1f}x {cpu / seconds:>7.2f}x")
 
 

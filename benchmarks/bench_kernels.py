@@ -228,6 +228,7 @@ def main(argv=None):
                 if call is not None:
                     t = median_ms(call, repeat=repeat, before=evict)
                     best[lib][name] = min(t, best[lib].get(name, t))
+    label = {"jitnet": "jitnet cpu", "numpy": "numpy target", "torch": "PyTorch"}
     t_jits, t_nps, t_torches = best["jitnet"], best.get("numpy", {}), best.get("torch", {})
     rows = []
     for name, flops, _, _, _ in cases:
@@ -252,7 +253,9 @@ def main(argv=None):
         f"{default_threads()}, torch threads: {threads}.",
         f"Measured sgemm rate (np.dot 1024^2 float32): {peak:.0f} GFLOP/s; measured "
         f"FMA peak (float32, all threads): {fma:.0f} GFLOP/s. "
-        f"Median of {args.repeat} calls after warm-up"
+        "Median of "
+        + ", ".join(f"{repeat} calls ({label[lib]})" for lib, _, repeat in groups)
+        + " after 2 warm-up calls"
         + (", the caches evicted before each (`--cold`: the inputs come from memory)"
            if args.cold else "")
         + f", the best of {args.rounds} rounds "

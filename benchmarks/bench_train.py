@@ -244,11 +244,15 @@ def main(argv=None):
     if torch is not None and args.target == "cuda" and not torch.cuda.is_available():
         torch = None  # a CPU-only torch: compare jitnet cuda with jitnet cpu only
     model = "the reference ConvNet" + (" with batch norm" if args.batchnorm else "")
+    numpy_repeat = max(3, args.repeat // 3)  # the slow reference: fewer steps
+    with_numpy = args.target == "numpy" or not args.no_numpy
     lines = [f"# Training step of {model} ({args.target} target)", "",
              f"Machine: {machine()}; jitnet threads: "
              f"{default_threads()}, torch threads: {threads}.",
              f"Each contender runs in its own fresh process (no other thread pool in it): "
-             f"median of {args.repeat} steps after 2 warm-up steps (compilation excluded, "
+             f"median of {args.repeat} steps"
+             + (f" ({numpy_repeat} for the numpy target)" if with_numpy else "")
+             + ", the `steps timed` column, after 2 warm-up steps (compilation excluded, "
              "jitnet's precompile helper waited for); "
              f"the contenders take turns for {args.rounds} rounds and the best round counts.",
              "glibc's mmap threshold: " + (
@@ -277,7 +281,7 @@ def main(argv=None):
             for name in contenders:
                 lib, where = name.split()
                 kind = f"torch-{where}" if lib == "torch" else where
-                repeat = max(3, args.repeat // 3) if where == "numpy" else args.repeat
+                repeat = numpy_repeat if where == "numpy" else args.repeat
                 result = _run_child(kind, batch, repeat + 2, threads, args.batchnorm)
                 times[name].append(result["step_ms"])
                 if "launches" in result:
@@ -288,11 +292,12 @@ def main(argv=None):
         base = best[contenders[0]]
         for name in contenders:
             spread = f"{min(times[name]):.1f} - {max(times[name]):.1f}"
-            rows.append([batch, name, f"{best[name]:.1f}", spread,
+            steps = numpy_repeat if name.endswith("numpy") else args.repeat
+            rows.append([batch, name, f"{best[name]:.1f}", spread, steps,
                          f"{1000 * batch / best[name]:.0f}",
                          "1.00" if name == contenders[0] else f"{best[name] / base:.2f}"])
     lines += ["## Step time", "",
-              table(["batch", "who", "ms / step", "range over rounds", "img / s",
+              table(["batch", "who", "ms / step", "range over rounds", "steps timed", "img / s",
                      f"time / time of {contenders[0]}"], rows), ""]
     if launches:
         lines += ["Kernel launches per jitnet cuda step: " + ", ".join(

@@ -50,3 +50,10 @@ def test_no_first_call_column(bench_kernels, monkeypatch, capsys):
     assert "first call" not in report
     assert header.count("|") == 10
     assert "fake fwd" in report and "fake bwd" in report
+
+
+def test_the_report_gives_each_contenders_sample_count(bench_kernels, monkeypatch, capsys):
+    report, calls = _report(bench_kernels, monkeypatch, capsys, "--repeat", "10")
+    warmup = 2  # common.median_ms's
+    assert calls == {"jitnet": 10 + warmup, "numpy": 5 + warmup}
+    assert "Median of 10 calls (jitnet cpu), 5 calls (numpy target) after 2 warm-up" in report

@@ -136,3 +136,14 @@ def test_pytorch_gets_jitnets_thread_count_and_the_report_says_it(bench_train, m
     runs, report = _main_with_fake_children(bench_train, monkeypatch, capsys)
     assert {run["threads"] for run in runs} == {1}
     assert "jitnet threads: 1, torch threads: 1." in report
+
+
+def test_the_report_gives_each_contenders_step_count(bench_train, monkeypatch, capsys):
+    runs, report = _main_with_fake_children(bench_train, monkeypatch, capsys)  # --repeat 4
+    warmup = 2
+    assert [(r["kind"], r["steps"]) for r in runs] == [("cpu", 4 + warmup),
+                                                        ("numpy", 3 + warmup)]
+    assert "median of 4 steps (3 for the numpy target), the `steps timed` column" in report
+    header, *rows = [line for line in report.splitlines() if line.startswith("| ")][:3]
+    column = header.split(" | ").index("steps timed")
+    assert [row.split(" | ")[column] for row in rows] == ["4", "3"]
