@@ -4,7 +4,9 @@ For each kernel at its training shape (batch ``B``, float32): the median of
 ``--repeat`` calls after warm-up (compilation excluded), GFLOP/s, the fractions
 of the sgemm rate (``np.dot`` on 1024x1024 float32 matrices) and of the FMA peak
 (:func:`common.fma_peak_gflops`) measured in the same run, the speed-up over the
-numpy target and over PyTorch (CPU, same thread count). Compile times are not
+numpy target and over PyTorch (CPU, same thread count; a convolution's gradients
+together are the one ``aten::convolution_backward`` call PyTorch's autograd makes,
+checked against separate calls for each gradient). Compile times are not
 here (building the cases already calls several kernels): bench_train.py's cold
 start rows measure them, a first training step with an empty Numba cache. glibc's
 mmap threshold is fixed first (:func:`common.steady_malloc`), so that no
@@ -44,6 +46,30 @@ from common import (  # noqa: E402
 from jitnet.kernels import cpu, numpy_ref  # noqa: E402
 
 
+def _torch_conv2d_backward(torch, dy, x, w, input_grad=True):
+    """PyTorch's gradients of a 3x3 convolution of padding 1 (input, weight, bias) as
+    its autograd takes them: one ``aten::convolution_backward`` call, the input's
+    gradient left out unless ``input_grad`` (it is then None)."""
+    return torch.ops.aten.convolution_backward(
+        dy, x, w, [w.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+        [input_grad, True, True])
+
+
+def _checked_torch_conv2d_backward(torch, dy, x, w):
+    """A call of :func:`_torch_conv2d_backward`, once checked against the gradients of
+    separate calls (``torch.nn.grad`` and a sum over the batch and the pixels)."""
+    g = torch.nn.grad
+    separate = (g.conv2d_input(x.shape, w, dy, padding=1),
+                g.conv2d_weight(x, w.shape, dy, padding=1), dy.sum((0, 2, 3)))
+    for name, got, want in zip(("input", "weight", "bias"),
+                               _torch_conv2d_backward(torch, dy, x, w), separate):
+        gap = float((got - want).abs().max())
+        if not gap <= 1e-4 * float(want.abs().max()):
+            raise RuntimeError(f"aten::convolution_backward's {name} gradient is {gap:.3g} "
+                               "from the separate call's")
+    return lambda: _torch_conv2d_backward(torch, dy, x, w)
+
+
 def _cases(batch, rng, cpu=cpu, torch=None):
     """(name, flops, jitnet-cpu call, numpy call, torch call or None) per kernel.
 
@@ -80,9 +106,8 @@ def _cases(batch, rng, cpu=cpu, torch=None):
         rows.append((f"{tag} bwd-weight", flops,
                      lambda: cpu._conv_weight_grad(dy, x, w.shape, 1, 1, 1), None,
                      t.get("bwd-weight")))
-        tb_all = None
-        if torch is not None:
-            tb_all = lambda: (t["bwd-input"](), t["bwd-weight"](), tdy.sum((0, 2, 3)))  # noqa: E731
+        # PyTorch's three gradients in the one call its autograd makes
+        tb_all = None if torch is None else _checked_torch_conv2d_backward(torch, tdy, tx, tw)
         rows.append((f"{tag} bwd (all)", 2 * flops,
                      lambda: cpu.conv2d_backward(dy, x, w, 1, 1, 1),
                      lambda: numpy_ref.conv2d_backward(dy, x, w, 1, 1, 1), tb_all))
@@ -95,9 +120,7 @@ def _cases(batch, rng, cpu=cpu, torch=None):
             if torch is not None:
                 tdyp = torch.from_numpy(dyp)
                 tp = {"bwd-input": lambda: g.conv2d_input(tx.shape, tw, tdyp, padding=1)}
-                tp["bwd (all)"] = lambda: (  # noqa: E731
-                    tp["bwd-input"](), g.conv2d_weight(tx, tw.shape, tdyp, padding=1),
-                    tdyp.sum((0, 2, 3)))
+                tp["bwd (all)"] = _checked_torch_conv2d_backward(torch, tdyp, tx, tw)
             # no GFLOP/s: the sparse input gradient skips the zeros' multiply-adds (the
             # weight gradient is the dense kernel's, as in the bwd-weight row)
             rows.append((f"{tag} bwd-input, pooled dy", 0,
@@ -126,8 +149,7 @@ def _cases(batch, rng, cpu=cpu, torch=None):
                     d = torch.ops.aten.threshold_backward(tgp, tpr, 0)
                     dz = torch.ops.aten.max_pool2d_with_indices_backward(
                         d, tz, [2, 2], [2, 2], [0, 0], [1, 1], False, t_idx)
-                    dx = None if first else g.conv2d_input(tx.shape, tw, dz, padding=1)
-                    return dx, g.conv2d_weight(tx, tw.shape, dz, padding=1), dz.sum((0, 2, 3))
+                    return _torch_conv2d_backward(torch, dz, tx, tw, input_grad=not first)
             name = "bwd-weight" if first else "bwd (all)"
             rows.append((f"{tag} relu + pool + {name}", 0,
                          lambda: cpu.conv2d_maxpool2d_backward(gp, x, w, amr, 1, 1, 1, 2, 2,

@@ -57,3 +57,29 @@ def test_the_report_gives_each_contenders_sample_count(bench_kernels, monkeypatc
     warmup = 2  # common.median_ms's
     assert calls == {"jitnet": 10 + warmup, "numpy": 5 + warmup}
     assert "Median of 10 calls (jitnet cpu), 5 calls (numpy target) after 2 warm-up" in report
+
+
+def test_pytorchs_convolution_backward_is_the_one_call_autograd_makes(bench_kernels,
+                                                                       monkeypatch):
+    import numpy as np
+
+    torch = pytest.importorskip("torch")
+    cases = {name: (jit, reference) for name, _, jit, _, reference
+             in bench_kernels._cases(2, np.random.default_rng(0), torch=torch)}
+
+    def separate_call(*args, **kwargs):
+        raise AssertionError("a gradient of its own, not aten::convolution_backward")
+
+    monkeypatch.setattr(torch.nn.grad, "conv2d_input", separate_call)
+    monkeypatch.setattr(torch.nn.grad, "conv2d_weight", separate_call)
+    rows = [name for name in cases if "bwd (all)" in name or "relu + pool" in name]
+    assert len(rows) == 5
+    for name in rows:
+        jit, reference = cases[name]
+        want = jit()
+        got = reference()
+        if "bwd-weight" in name:  # the first layer's: no input gradient, as in a step
+            assert got[0] is None and want[0] is None
+        for g, w in zip(got, want):
+            if w is not None:
+                np.testing.assert_allclose(g.numpy(), w, rtol=1e-3, atol=1e-3, err_msg=name)
