@@ -398,11 +398,15 @@ def _bench_target(target, batch_size, repeat):
 
         rows = {
             "conv1 forward (3->32, 32x32)": timed(lambda: k.conv2d_forward(x, w1, b1, 1, 1, 1)),
-            "conv1 backward": timed(lambda: k.conv2d_backward(dh1, x, w1, 1, 1, 1)),
+            # as a training step takes them: no input gradient for the first layer
+            "conv1 backward": timed(lambda: k.conv2d_backward(dh1, x, w1, 1, 1, 1,
+                                                              input_grad=False)),
             "conv2 forward (32->64, 16x16)": timed(lambda: k.conv2d_forward(x2, w2, b2, 1, 1, 1)),
             "conv2 backward": timed(lambda: k.conv2d_backward(dy2, x2, w2, 1, 1, 1)),
             "maxpool forward (32x32)": timed(lambda: k.maxpool2d_forward(h1, 2, 2)),
-            "maxpool backward": timed(lambda: k.maxpool2d_backward(dp, argmax, h1.shape)),
+            # the window given, as MaxPool2d gives it
+            "maxpool backward": timed(lambda: k.maxpool2d_backward(dp, argmax, h1.shape,
+                                                                   2, 2)),
             "linear forward (4096->256)": timed(lambda: k.linear_forward(xf, wf, bf)),
             "linear backward": timed(lambda: k.linear_backward(dyf, xf, wf)),
             "relu forward (32x32x32)": timed(lambda: k.relu_forward(h1)),

@@ -119,6 +119,34 @@ def test_bench_times_only_after_the_precompile_helper_is_done(monkeypatch):
     assert events == ["warm-up", "helper done", "timed", "timed", "timed"]
 
 
+def test_bench_times_the_backward_kernels_as_training_calls_them(monkeypatch):
+    from jitnet.kernels import numpy_ref
+
+    calls = []  # per timed row, the backward kernels it called
+
+    def fake_median_ms(function, repeat):
+        calls.append([])
+        function()
+        return float(len(calls) - 1)
+
+    def spy(name):
+        real = getattr(numpy_ref, name)
+
+        def kernel(*args, **kwargs):
+            calls[-1].append((name, args[3:], kwargs))
+            return real(*args, **kwargs)
+        return kernel
+
+    monkeypatch.setattr(report, "_median_ms", fake_median_ms)
+    for name in ("conv2d_backward", "maxpool2d_backward"):
+        monkeypatch.setattr(numpy_ref, name, spy(name))
+    rows = report._bench_target("numpy", 2, 1)
+    # the first convolution without an input gradient, the pooling with its window
+    assert calls[int(rows["conv1 backward"])] == [
+        ("conv2d_backward", (1, 1, 1), {"input_grad": False})]
+    assert calls[int(rows["maxpool backward"])] == [("maxpool2d_backward", (2, 2), {})]
+
+
 def test_learning_curves_show_a_one_epoch_run(tmp_path, monkeypatch):
     # one point drawn as a line without a marker was invisible
     import matplotlib.figure
