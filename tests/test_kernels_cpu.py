@@ -805,6 +805,21 @@ def test_matmul_packed_or_not_gives_the_same_bits(rng, dtype, shape):
             np.testing.assert_array_equal(out, c)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("j", [1, 8, 15, 16, 17, 31, 32, 33, 47, 64, 70])
+def test_pack_columns_of_a_transposed_operand(rng, dtype, j):
+    # linear_forward's x (batch j): every column copied and the padding zeroed, whichever
+    # thread owns which columns (iterations own whole cache lines of the packed block)
+    k, cols = 37, cpu._GEMM_COLS
+    b = rng.standard_normal((j, k)).astype(dtype)
+    n_cb = -(-j // cols)
+    packed = np.full((n_cb, k, cols), np.nan, dtype=dtype)
+    cpu._pack_columns(b, True, packed)
+    want = np.zeros((k, n_cb * cols), dtype=dtype)
+    want[:, :j] = b.T
+    np.testing.assert_array_equal(packed, want.reshape(k, n_cb, cols).transpose(1, 0, 2))
+
+
 @pytest.mark.parametrize("module", [cpu, ref], ids=["cpu", "numpy"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_with_its_relu_is_the_two_kernels_bit_for_bit(rng, module, dtype):
