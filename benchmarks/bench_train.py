@@ -39,7 +39,6 @@ _PROCESS_START = time.perf_counter()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -52,6 +51,7 @@ from common import (  # noqa: E402
     STEADY_MALLOC_ENV,
     default_threads,
     machine,
+    peak_rss_mb,
     table,
     torch_or_none,
 )
@@ -178,7 +178,7 @@ def _child(kind, batch, steps, threads, batchnorm):
         if sync is not None:
             sync()
         times.append(time.perf_counter() - start)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    rss_mb = peak_rss_mb()  # the child's own, not its parent's (see common.py)
     step_ms = 1000.0 * float(np.median(times)) if times else float("nan")
     result = {"first_step_s": first, "maxrss_mb": rss_mb, "step_ms": step_ms}
     if kind == "cuda":  # a small net on a big GPU is launch-bound: count them (after timing)

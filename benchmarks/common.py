@@ -209,6 +209,27 @@ def steady_malloc():
         mallopt(m_trim_threshold, STEADY_TRIM_THRESHOLD))
 
 
+def peak_rss_mb():
+    """This process's peak resident memory in MiB: Linux's ``VmHWM`` (the high-water mark
+    of the process's own memory since it started its program), else ``ru_maxrss``.
+
+    Not ``ru_maxrss`` on Linux: ``execve`` carries the memory the process had before
+    into it, so a child started by a parent holding 300 MiB reports 327 MiB where its
+    own peak is 13 (bench_train.py's children reported their parent's size: 230 and 285
+    MiB for jitnet's 202, with PyTorch imported in the parent).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
 def torch_or_none(threads):
     """``torch`` with ``threads`` intra-op threads, or None when it does not import."""
     try:

@@ -57,3 +57,20 @@ def test_pytorch_gets_as_many_threads_as_numba(common, monkeypatch):
     monkeypatch.setattr(numba, "get_num_threads", lambda: 1)
     assert common.default_threads() == 1
     assert common.default_threads(3) == 3
+
+
+def test_peak_rss_of_a_child_is_its_own_not_its_parents(common):
+    # ru_maxrss carries a process's memory across execve: bench_train.py's children
+    # reported their parent's size (230 and 285 MiB for jitnet's 202)
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    held = np.ones(200 * 2**20 // 8)  # 200 MiB touched in this process
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location("
+            f"'c', {str(ROOT / 'benchmarks' / 'common.py')!r}); m = importlib.util."
+            "module_from_spec(spec); spec.loader.exec_module(m); print(m.peak_rss_mb())")
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout)
+    assert held.sum() > 0 and child < 150, child
