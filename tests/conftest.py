@@ -8,7 +8,9 @@ The tests start no precompile helper process (``JITNET_PRECOMPILE=0``, set befor
 jitnet is imported); ``test_precompile.py`` turns it on where it tests it.
 """
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("JITNET_PRECOMPILE", "0")
@@ -37,3 +39,23 @@ def shared_cifar_root():
 def rng():
     """A fresh, seeded NumPy generator per test."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def load_benchmark():
+    """``load_benchmark("bench_train")``: that script of ``benchmarks/`` imported as a
+    module, with ``benchmarks/`` on ``sys.path`` for the test module (the scripts
+    import its ``common``)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    try:
+        yield load
+    finally:
+        sys.path.remove(str(folder))

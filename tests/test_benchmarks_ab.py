@@ -4,7 +4,6 @@ The timing itself is not tested (no timing is asserted anywhere); a whole A/B co
 every kernel once per revision, too slow for CI.
 """
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,11 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ab():
-    spec = importlib.util.spec_from_file_location("ab", ROOT / "benchmarks" / "ab.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ab(load_benchmark):
+    return load_benchmark("ab")
 
 
 def test_the_working_tree_is_copied_under_its_own_name(ab, tmp_path):

@@ -1,6 +1,5 @@
 """benchmarks/common.py: the timing helpers (no timing is asserted)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,12 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def common():
-    spec = importlib.util.spec_from_file_location("bench_common",
-                                                  ROOT / "benchmarks" / "common.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def common(load_benchmark):
+    return load_benchmark("common")
 
 
 def test_median_ms_runs_before_ahead_of_each_timed_call_only(common):

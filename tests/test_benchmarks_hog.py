@@ -1,19 +1,12 @@
 """benchmarks/bench_hog.py: the report (no timing is asserted)."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench_hog():
-    spec = importlib.util.spec_from_file_location("bench_hog", ROOT / "benchmarks" / "bench_hog.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench_hog(load_benchmark):
+    return load_benchmark("bench_hog")
 
 
 def test_the_report_gives_each_contenders_run_count(bench_hog, monkeypatch, capsys, tmp_path):

@@ -1,25 +1,12 @@
 """benchmarks/bench_kernels.py: the report and PyTorch's calls (no timing is asserted)."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench_kernels():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # for its `common`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_kernels",
-                                                      ROOT / "benchmarks" / "bench_kernels.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def bench_kernels(load_benchmark):
+    return load_benchmark("bench_kernels")
 
 
 def _report(bench_kernels, monkeypatch, capsys, *options):

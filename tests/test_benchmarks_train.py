@@ -1,26 +1,13 @@
 """benchmarks/bench_train.py: the steps it times (no timing is asserted)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench_train():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # for its `common`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_train",
-                                                      ROOT / "benchmarks" / "bench_train.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def bench_train(load_benchmark):
+    return load_benchmark("bench_train")
 
 
 @pytest.mark.parametrize("batchnorm", [False, True])

@@ -165,9 +165,15 @@ def test_resume_with_jitnet_dataloader(tmp_path):
                                       transform=transform, seed=3)
 
     with jitnet.use_target("cpu"):
-        straight, _, _ = _run(x, y, 2, out_dir=tmp_path / "a", loader=loader())
-        _run(x, y, 1, out_dir=tmp_path / "b", loader=loader())
-        resumed, _, _ = _run(x, y, 2, out_dir=tmp_path / "b", resume=True, loader=loader())
+        _check_resume_is_exact(x, y, 2, tmp_path, loader)
+
+
+def _check_resume_is_exact(x, y, epochs, tmp_path, loader):
+    """Train ``epochs`` epochs straight, and 1 then resumed to ``epochs``, each run with
+    a fresh ``loader()``: the same parameters, bit for bit."""
+    straight, _, _ = _run(x, y, epochs, out_dir=tmp_path / "a", loader=loader())
+    _run(x, y, 1, out_dir=tmp_path / "b", loader=loader())
+    resumed, _, _ = _run(x, y, epochs, out_dir=tmp_path / "b", resume=True, loader=loader())
     for key, value in straight.state_dict().items():
         np.testing.assert_array_equal(value, resumed.state_dict()[key], err_msg=key)
 
@@ -184,11 +190,7 @@ def test_resume_with_seeded_transforms_is_bitwise_equal(tmp_path):
         return jitnet.data.DataLoader(x, y, batch_size=16, transform=transform, seed=3)
 
     with jitnet.use_target("numpy"):
-        straight, _, _ = _run(x, y, 3, out_dir=tmp_path / "a", loader=loader())
-        _run(x, y, 1, out_dir=tmp_path / "b", loader=loader())
-        resumed, _, _ = _run(x, y, 3, out_dir=tmp_path / "b", resume=True, loader=loader())
-        for key, value in straight.state_dict().items():
-            np.testing.assert_array_equal(value, resumed.state_dict()[key], err_msg=key)
+        _check_resume_is_exact(x, y, 3, tmp_path, loader)
         # another set of seeded transforms does not fit the checkpoint
         unseeded = jitnet.data.DataLoader(x, y, batch_size=16, transform=T.RandomCrop(8),
                                           seed=3)
