@@ -662,7 +662,7 @@ def elu_backward(dy, x, y, alpha):
     dx : np.ndarray, shape and dtype of ``dy``
         ``dy`` where ``x > 0``, else ``dy * alpha * exp(x)``, as PyTorch: from ``x``, since
         ``y + alpha`` (the same in exact arithmetic) cancels once ``exp(x)`` falls below
-        ``alpha``'s rounding (float32 from ``x`` = -10, 0 from -17).
+        ``alpha``'s rounding (float32: 4e-4 off at ``x`` = -10, 44% at -17, 0 at -20).
     """
     # exp of x <= 0 only: no overflow warning from the positive side np.where drops
     return np.where(x > 0, dy, dy * dy.dtype.type(alpha) * np.exp(np.minimum(x, x.dtype.type(0))))
