@@ -10,6 +10,7 @@ of the last completed epoch is kept).
 """
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -203,11 +204,13 @@ def main(argv=None):
 
     debug = os.environ.get("JITNET_DEBUG") == "1"
     try:
-        if getattr(args, "target", None) is not None:
-            targets.set_target(args.target)
+        # --target holds for this command only: a caller of main() in its own process
+        # (a notebook, a test) keeps its active target
+        target = getattr(args, "target", None)
+        choice = contextlib.nullcontext() if target is None else targets.use_target(target)
         # overflow warnings from NumPy are noise here: a loss that goes non-finite
         # stops training with its own message (TrainingDiverged)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with choice, np.errstate(over="ignore", invalid="ignore"):
             return args.func(args)
     except (KeyboardInterrupt, SystemError) as exc:
         if not is_interrupt(exc):

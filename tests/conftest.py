@@ -35,6 +35,25 @@ def shared_cifar_root():
     return SHARED_CIFAR
 
 
+@pytest.fixture(autouse=True)
+def _active_target_unchanged(request):
+    """Fail a test that leaves another target active than it found, and put it back.
+
+    Every test after it would run on that target without saying so: a ``main(["train",
+    "--target", "numpy", ...])`` that kept numpy active once made the cpu kernel's
+    bit-for-bit HoG test compare the numpy target's features.
+    """
+    from jitnet import targets
+
+    before = targets._active, targets._environment_error
+    yield
+    after = targets._active, targets._environment_error
+    if after != before:
+        targets._active, targets._environment_error = before
+        pytest.fail(f"{request.node.nodeid} left the active target {after[0]!r} "
+                    f"(it found {before[0]!r}): switch with jitnet.use_target", pytrace=False)
+
+
 @pytest.fixture
 def rng():
     """A fresh, seeded NumPy generator per test."""

@@ -220,9 +220,25 @@ def test_a_bad_jitnet_target_is_a_one_line_error_and_info_says_why(monkeypatch, 
     assert main(["info"]) == 0
     assert "active target      none (JITNET_TARGET='tpu' is not a target)" in (
         capsys.readouterr().out)
-    # --target overrides it (the run itself: test_train_convnet_writes_metrics...)
+    # --target overrides it for that command (the run itself: test_train_convnet_writes_...)
     assert main(["bench", "--target", "numpy", "--batch-size", "1", "--repeat", "1"]) == 0
-    assert jitnet.get_target() == "numpy"
+    assert "numpy" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="JITNET_TARGET='tpu' is not a target"):
+        jitnet.get_target()  # and only for it
+
+
+@pytest.mark.parametrize("command", ["bench", "train", "train-fails"])
+def test_target_holds_for_the_command_only(command, tmp_path, capsys):
+    # main() in the caller's own process (a notebook, a test) leaves its active target
+    # as it was, whether the command succeeds or fails
+    previous = jitnet.get_target()
+    other = "numpy" if previous != "numpy" else "cpu"
+    argv = {"bench": ["bench", "--batch-size", "1", "--repeat", "1"],
+            "train": ["train", "--epochs", "1", "--out", str(tmp_path / "out")] + TINY,
+            "train-fails": ["train", "--data", "cifar10", "--data-dir", str(tmp_path / "none"),
+                            "--quiet"]}[command]
+    assert main(argv[:1] + ["--target", other] + argv[1:]) == (2 if "fails" in command else 0)
+    assert jitnet.get_target() == previous
 
 
 def test_info(capsys):
