@@ -36,22 +36,33 @@ def shared_cifar_root():
 
 
 @pytest.fixture(autouse=True)
-def _active_target_unchanged(request):
-    """Fail a test that leaves another target active than it found, and put it back.
+def _global_state_unchanged(request):
+    """Fail a test that leaves the process's settings changed, and put them back.
 
-    Every test after it would run on that target without saying so: a ``main(["train",
-    "--target", "numpy", ...])`` that kept numpy active once made the cpu kernel's
-    bit-for-bit HoG test compare the numpy target's features.
+    The active target, Numba's thread count and NumPy's error handling hold for
+    every test after it, which would run under them without saying so: a
+    ``main(["train", "--target", "numpy", ...])`` that kept numpy active once
+    made the cpu kernel's bit-for-bit HoG test compare the numpy target's features.
     """
+    import numba
+
     from jitnet import targets
 
-    before = targets._active, targets._environment_error
+    def state():
+        return {"active target": (targets._active, targets._environment_error),
+                "numba threads": numba.get_num_threads(), "np.geterr()": np.geterr()}
+
+    before = state()
     yield
-    after = targets._active, targets._environment_error
+    after = state()
     if after != before:
-        targets._active, targets._environment_error = before
-        pytest.fail(f"{request.node.nodeid} left the active target {after[0]!r} "
-                    f"(it found {before[0]!r}): switch with jitnet.use_target", pytrace=False)
+        targets._active, targets._environment_error = before["active target"]
+        numba.set_num_threads(before["numba threads"])
+        np.seterr(**before["np.geterr()"])
+        changed = "; ".join(f"{key} {before[key]!r} -> {after[key]!r}"
+                            for key in before if after[key] != before[key])
+        pytest.fail(f"{request.node.nodeid} left {changed} (use jitnet.use_target, "
+                    "try/finally or np.errstate)", pytrace=False)
 
 
 @pytest.fixture
