@@ -36,12 +36,27 @@ def test_train_and_test_differ():
     assert x_train.tobytes() != x_test.tobytes()
 
 
+def test_the_test_set_does_not_depend_on_n_train():
+    # a learning curve (accuracy against training-set size) scores every point on one
+    # test set; before, the test images were drawn after the training ones, from
+    # the same stream
+    _, _, x_a, y_a = synthetic_cifar(n_train=0, n_test=20, seed=4)
+    _, _, x_b, y_b = synthetic_cifar(n_train=37, n_test=20, seed=4)
+    x_train, y_train, _, _ = synthetic_cifar(n_train=20, n_test=0, seed=4)
+    np.testing.assert_array_equal(x_a, x_b)
+    np.testing.assert_array_equal(y_a, y_b)
+    assert x_a.tobytes() != x_train.tobytes()  # its own stream, not the training one's
+
+
 def test_known_digest():
     # Pins the bytes of seed 0 (numpy's PCG64 streams are stable across versions and
     # machines, and the renderer uses only exactly rounded float operations).
     x_train, y_train, _, _ = synthetic_cifar(n_train=30, n_test=0, seed=0)
     digest = hashlib.sha256(x_train.tobytes() + y_train.tobytes()).hexdigest()
     assert digest == DIGEST
+    _, _, x_test, y_test = synthetic_cifar(n_train=0, n_test=30, seed=0)
+    digest = hashlib.sha256(x_test.tobytes() + y_test.tobytes()).hexdigest()
+    assert digest == TEST_DIGEST  # SeedSequence's spawn is as stable as PCG64
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -58,3 +73,4 @@ def test_bad_arguments(kwargs, error):
 
 
 DIGEST = "b8f13a9908c7a32962ea6f0fbcdcab0267b8be5478212e36438a49ba526c0b58"
+TEST_DIGEST = "7ca0841f54b6dac6c2e6e540f42405082cdd0968d9df3855583486b49be2759b"
