@@ -25,8 +25,8 @@ A checkpoint is a plain ``.npz``: arrays under ``model/<name>`` and
 import json
 import math
 import os
+import secrets
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -75,11 +75,8 @@ def atomic_write(path, write):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_file_beside(path)
     try:
-        # mkstemp makes the file 0600 and os.replace keeps that: give it the mode
-        # open() would, as the PNGs beside it have
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -93,11 +90,22 @@ def atomic_write(path, write):
         raise
 
 
-def _umask():
-    """The process's umask (reading it means setting it: put straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _new_file_beside(path):
+    """``(fd, name)`` of a new, empty file ``<path>.<random>.tmp``, open for writing.
+
+    Created with mode ``0o666``, which the OS reduces by the umask as for
+    ``open()``, as the PNGs beside it are. Not ``tempfile.mkstemp``: its 0600
+    would survive :func:`os.replace`, and changing that to the umask's mode means
+    reading the umask, which only setting it does (for a moment, for every thread).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        name = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path} in 100 tries")
 
 
 def write_json(path, obj):

@@ -356,6 +356,23 @@ def test_atomic_write_gives_the_mode_of_the_umask(tmp_path, umask):
         assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask, written
 
 
+def test_atomic_write_leaves_the_umask_alone(tmp_path, monkeypatch):
+    # reading the umask means setting it, for every thread of the process: a file
+    # another thread created in that moment would be world-writable
+    def umask(mask):
+        raise AssertionError(f"os.umask({mask:#o}) called")
+
+    mask = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", umask)
+        atomic_write(tmp_path / "new.bin", lambda f: f.write(b"x"))
+    finally:
+        monkeypatch.undo()
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "new.bin").stat().st_mode) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["new.bin"]
+
+
 def test_predict_confusion_and_helpers():
     x, y = _data(20)
     jitnet.manual_seed(0)
