@@ -184,7 +184,7 @@ def color_histogram(images, bins=10, channel_axis=1, channels="h"):
     Raises
     ------
     TypeError
-        For bins that are not an int, or channels that are not a str.
+        For bins or channel_axis that are not an int, or channels that are not a str.
     ValueError
         For input that is not a batch of 3-channel images, one with no image or no
         pixel (an axis of length 0), an unknown channel or bins below 1.

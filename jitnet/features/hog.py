@@ -109,7 +109,10 @@ def _real_images(images, name):
 def _axis(channel_axis, shape, name, expected):
     """``channel_axis`` of an array of ``shape`` as an index in ``0 .. ndim - 1``."""
     ndim = len(shape)
-    if not is_int(channel_axis) or not -ndim <= channel_axis < ndim:
+    if not is_int(channel_axis):
+        raise TypeError(f"{name}: channel_axis must be an int ({expected}), got "
+                        f"{channel_axis!r} ({type(channel_axis).__name__})")
+    if not -ndim <= channel_axis < ndim:
         raise ValueError(
             f"{name}: channel_axis={channel_axis!r} does not exist for input of shape "
             f"{shape} (expected {expected})"
@@ -941,8 +944,9 @@ def hog(
     ------
     TypeError
         For ``orientations``, ``pixels_per_cell`` or ``cells_per_block`` not an int
-        or a pair of ints (bools, floats and strings are refused), or a
-        ``block_norm`` that is not a str.
+        or a pair of ints (bools, floats and strings are refused), a
+        ``block_norm`` that is not a str, or a ``channel_axis`` that is neither
+        None nor an int.
     ValueError
         For the wrong number of dimensions, a ``channel_axis`` the input lacks,
         no image, channel or pixel (an axis of length 0), a parameter int that is
