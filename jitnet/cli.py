@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,19 @@ _positive_float = _number(float, lambda v: v > 0 and np.isfinite(v), "a positive
 # ---------------------------------------------------------------------------- main
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings as ``jitnet: warning: ...`` lines on stderr, as the errors are (without
+    Python's file, line number and source line)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"jitnet: warning: {message}", file=sys.stderr if file is None else file,
+              flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv=None):
     """Run the ``jitnet`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
@@ -210,7 +224,7 @@ def main(argv=None):
         choice = contextlib.nullcontext() if target is None else targets.use_target(target)
         # overflow warnings from NumPy are noise here: a loss that goes non-finite
         # stops training with its own message (TrainingDiverged)
-        with choice, np.errstate(over="ignore", invalid="ignore"):
+        with choice, np.errstate(over="ignore", invalid="ignore"), _one_line_warnings():
             return args.func(args)
     except (KeyboardInterrupt, SystemError) as exc:
         if not is_interrupt(exc):

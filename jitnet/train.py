@@ -28,6 +28,7 @@ import os
 import secrets
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -522,6 +523,13 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
                 "afresh into another folder")
         _restore(state, path, model, optimizer, scheduler, train_loader)
         history, start = list(state["history"]), int(state["epoch"])
+        saved_target = state["meta"].get("target")
+        if saved_target not in (None, target):
+            # allowed, as PyTorch loads a checkpoint onto another device; but the
+            # targets round differently, so say what is given up
+            warnings.warn(f"resuming {path}, saved on the {saved_target} target, on the "
+                          f"{target} target: training continues, but not bit for bit as "
+                          f"it would have on {saved_target}", RuntimeWarning, stacklevel=2)
         if not quiet:
             print(f"resuming {path} after epoch {start}", file=progress, flush=True)
 

@@ -87,6 +87,18 @@ def test_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(value, b["model"][key], err_msg=key)
 
 
+def test_resume_on_another_target_is_a_one_line_warning(tmp_path, capsys):
+    out = tmp_path / "moved"
+    common = ["train", "--out", str(out)] + TINY
+    assert main(common + ["--target", "numpy", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main(common + ["--target", "cpu", "--epochs", "2", "--resume"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"jitnet: warning: resuming {out / 'checkpoint.npz'}, saved on the numpy "
+                   "target, on the cpu target: training continues, but not bit for bit as "
+                   "it would have on numpy"], err
+
+
 def test_resume_with_fewer_epochs_is_a_one_line_error_that_writes_nothing(tmp_path, capsys):
     out = tmp_path / "shrink"
     common = ["train", "--target", "numpy", "--out", str(out)] + TINY

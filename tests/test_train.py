@@ -4,6 +4,7 @@ import json
 import os
 import re
 import stat
+import warnings
 
 import numpy as np
 import pytest
@@ -196,6 +197,22 @@ def test_resume_with_seeded_transforms_is_bitwise_equal(tmp_path):
                                           seed=3)
         with pytest.raises(CheckpointError, match="does not fit this loader"):
             _run(x, y, 3, out_dir=tmp_path / "b", resume=True, loader=unseeded)
+
+
+def test_resume_on_another_target_continues_and_warns(tmp_path):
+    # as PyTorch loads a checkpoint onto another device; the targets round differently,
+    # so the run cannot be bit for bit an uninterrupted one on either
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        _run(x, y, 1, out_dir=tmp_path)
+    with jitnet.use_target("cpu"), pytest.warns(
+            RuntimeWarning, match="saved on the numpy target, on the cpu target: training "
+                                  "continues, but not bit for bit"):
+        _, _, metrics = _run(x, y, 2, out_dir=tmp_path, resume=True)
+    assert metrics["target"] == "cpu" and len(metrics["history"]) == 2
+    with jitnet.use_target("cpu"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same target again: nothing to say
+        _run(x, y, 3, out_dir=tmp_path, resume=True)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
