@@ -36,7 +36,7 @@ import numpy as np
 
 from . import rng
 from ._checks import check_flag, check_int, check_real
-from .nn.module import backward_without_input_grad
+from .nn.module import Module, backward_without_input_grad
 from .targets import asarray, get_target, to_numpy
 
 #: Version tag written into every checkpoint.
@@ -61,6 +61,41 @@ def is_interrupt(exc):
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+# ------------------------------------------------------------------ argument checks
+
+
+def _kind(value):
+    """What a message says came: the type's name, or for a class passed where an
+    instance belongs (``nn.SoftmaxCrossEntropyLoss`` for ``...Loss()``) that slip."""
+    if isinstance(value, type):
+        return f"the class {value.__name__} itself (create one: {value.__name__}(...))"
+    return type(value).__name__
+
+
+def _check_model(who, model):
+    if not isinstance(model, Module):
+        raise TypeError(f"{who} expected model to be a jitnet.nn.Module, got {_kind(model)}")
+
+
+def _check_callable(who, name, value):
+    """``value`` None or callable (a transform)."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{who} expected {name} to be a callable or None, got {_kind(value)}")
+
+
+def _check_images(who, name, x, layout="(N, C, H, W)"):
+    """Raise unless ``x`` is a host ``layout`` array of uint8 (0..255) or float ([0, 1])
+    images: other integers would be taken as [0, 1] floats, 255 times too bright."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{who} expected {name} to be an np.ndarray of images {layout}, "
+                        f"got {_kind(x)}")
+    if x.ndim != 4:
+        raise ValueError(f"{who} expected {name} to be images {layout}, got shape {x.shape}")
+    if x.dtype != np.uint8 and x.dtype.kind != "f":
+        raise ValueError(f"{who} expected {name} to be uint8 or float images, got dtype "
+                         f"{x.dtype} (for 0..255 images, pass {name}.astype(np.uint8))")
 
 
 # --------------------------------------------------------------------------- files
@@ -374,27 +409,43 @@ def predict(model, x, *, batch_size=256, transform=None):
     model : jitnet.nn.Module
         Returns scores ``(B, C)`` for a batch.
     x : np.ndarray
-        Images ``(N, 3, H, W)``: uint8 (scaled to float32 in [0, 1] batch by batch,
-        as :class:`jitnet.data.DataLoader` does) or float.
+        Images ``(N, C, H, W)``: uint8 (0..255, scaled to [0, 1] batch by batch, as
+        :class:`jitnet.data.DataLoader` does) or float ([0, 1]). Each batch is cast to
+        the model's dtype (that of its first parameter; float32 without parameters).
     batch_size : int
         Images per forward pass (an int >= 1; a TypeError for another kind).
     transform : callable, optional
-        Applied to each float32 batch before the model (for example normalisation).
+        Applied to each batch, in the model's dtype, before the model (for example
+        normalisation).
 
     Returns
     -------
     np.ndarray
         ``(N,)`` int64 predicted labels. The model is left in eval mode.
+
+    Raises
+    ------
+    TypeError
+        For a model that is no ``jitnet.nn.Module``, ``x`` that is no ``np.ndarray``
+        (a list), or a transform that is not callable.
+    ValueError
+        For ``x`` that is not 4-D, or of another dtype than uint8 or float: other
+        integer images would be read as [0, 1] floats, 255 times too bright.
     """
+    _check_model("predict", model)
+    _check_images("predict", "x", x)
     batch_size = check_int("predict", "batch_size", batch_size, 1)
+    _check_callable("predict", "transform", transform)
+    first = next(iter(model.parameters()), None)
+    dtype = np.dtype(np.float32) if first is None else first.dtype
     model.eval()
     out = np.empty(len(x), dtype=np.int64)
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
         if xb.dtype == np.uint8:
-            xb = xb.astype(np.float32) * np.float32(1.0 / 255.0)
+            xb = xb.astype(dtype) * dtype.type(1.0 / 255.0)
         else:
-            xb = xb.astype(np.float32, copy=False)
+            xb = xb.astype(dtype, copy=False)
         if transform is not None:
             xb = transform(xb)
         scores = to_numpy(model(np.ascontiguousarray(xb)))
@@ -588,22 +639,15 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
 
 
 def _check_test_set(who, x_test, y_test):
-    """Raise unless ``x_test`` is a non-empty ``(M, C, H, W)`` batch of uint8 or float
-    images and ``y_test`` ``(M,)`` integer labels: checked before the first epoch, not
-    found by a broadcast error after it."""
-    for name, value in (("x_test", x_test), ("y_test", y_test)):
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            raise TypeError(f"{who} expected {name} to be an array, got "
-                            f"{type(value).__name__}")
-    if len(x_test.shape) != 4:
-        raise ValueError(f"{who} expected x_test to be images (M, C, H, W), got shape "
-                         f"{tuple(x_test.shape)}")
+    """Raise unless ``x_test`` is a non-empty host ``(M, C, H, W)`` array of uint8 or
+    float images and ``y_test`` ``(M,)`` integer labels: checked before the first
+    epoch, not found by a broadcast error after it."""
+    _check_images(who, "x_test", x_test, "(M, C, H, W)")
+    if not hasattr(y_test, "shape") or not hasattr(y_test, "dtype"):
+        raise TypeError(f"{who} expected y_test to be an array, got {_kind(y_test)}")
     if x_test.shape[0] == 0:
         raise ValueError(f"{who} expected at least one test image, got x_test of shape "
-                         f"{tuple(x_test.shape)}")
-    if x_test.dtype != np.uint8 and np.dtype(x_test.dtype).kind != "f":
-        raise ValueError(f"{who} expected x_test to be uint8 or float images, got dtype "
-                         f"{x_test.dtype}")
+                         f"{x_test.shape}")
     if tuple(y_test.shape) != (x_test.shape[0],):
         raise ValueError(f"{who} expected y_test to hold one label per image of x_test: "
                          f"shape ({x_test.shape[0]},), got {tuple(y_test.shape)}")
@@ -749,15 +793,27 @@ def channel_stats(x):
     Parameters
     ----------
     x : np.ndarray
-        ``(N, C, H, W)`` images: uint8 (0..255) or float ([0, 1]).
+        ``(N, C, H, W)`` images: uint8 (0..255) or float ([0, 1]); at least one
+        image of at least one pixel.
 
     Returns
     -------
     (np.ndarray, np.ndarray)
         ``(C,)`` float32 means and standard deviations.
+
+    Raises
+    ------
+    TypeError
+        For ``x`` that is no ``np.ndarray``.
+    ValueError
+        For ``x`` that is not 4-D, holds no pixel (the statistics would be NaN), or
+        is of another dtype than uint8 or float.
     """
-    x = np.asarray(x)
+    _check_images("channel_stats", "x", x)
     count = x.shape[0] * x.shape[2] * x.shape[3]
+    if count == 0:
+        raise ValueError(f"channel_stats expected at least one image of at least one pixel, "
+                         f"got shape {x.shape}")
     if x.dtype == np.uint8:
         # Exact integer sums from each channel's histogram of the 256 values: 10x
         # faster than float64 sums over the images (0.39 -> 0.04 s on 5,000), and the

