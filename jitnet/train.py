@@ -98,6 +98,15 @@ def _check_images(who, name, x, layout="(N, C, H, W)"):
                          f"{x.dtype} (for 0..255 images, pass {name}.astype(np.uint8))")
 
 
+def _check_label_range(y, num_classes, expected):
+    """Raise ``ValueError("<expected>, got <label> at index <i>")`` for the first label
+    of the integer array ``y`` outside ``[0, num_classes)``."""
+    bad = (y < 0) | (y >= num_classes)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValueError(f"{expected}, got {y[index]} at index {index}")
+
+
 # --------------------------------------------------------------------------- files
 
 
@@ -454,10 +463,60 @@ def predict(model, x, *, batch_size=256, transform=None):
 
 
 def confusion_matrix(y_true, y_pred, num_classes=10):
-    """``(num_classes, num_classes)`` int64 counts: row = true class, column = predicted."""
+    """Counts of (true, predicted) label pairs, as scikit-learn's ``confusion_matrix``.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of int, shape (N,)
+        Class labels in ``[0, num_classes)``, one prediction per true label.
+    num_classes : int
+        ``>= 1``.
+
+    Returns
+    -------
+    np.ndarray
+        ``(num_classes, num_classes)`` int64 counts: row = true class, column =
+        predicted.
+
+    Raises
+    ------
+    TypeError
+        For labels that are no numbers (None, strings) or ``num_classes`` no int.
+    ValueError
+        For labels that are not 1-D, of two lengths, not integers or outside
+        ``[0, num_classes)`` (naming the first bad one): a label of -1 would be
+        counted in the last class, and one prediction for two labels broadcast.
+    """
+    who = "confusion_matrix"
+    num_classes = check_int(who, "num_classes", num_classes, 1)
+    labels = {name: _class_labels(who, name, y) for name, y in (("y_true", y_true),
+                                                                ("y_pred", y_pred))}
+    if len(labels["y_true"]) != len(labels["y_pred"]):
+        raise ValueError(f"{who} expected y_true and y_pred of the same length (one "
+                         f"prediction per label), got {len(labels['y_true'])} and "
+                         f"{len(labels['y_pred'])}")
+    for name, y in labels.items():
+        _check_label_range(y, num_classes, f"{who} expected {name} to be labels in "
+                                           f"0..{num_classes - 1}")
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    np.add.at(matrix, (labels["y_true"].astype(np.int64), labels["y_pred"].astype(np.int64)),
+              1)
     return matrix
+
+
+def _class_labels(who, name, y):
+    """``y`` as a 1-D integer array (``[]`` included), after checking it is one."""
+    labels = np.asarray(y)
+    if labels.dtype.kind not in "biuf":
+        got = f"dtype {labels.dtype}" if labels.ndim else _kind(y)
+        raise TypeError(f"{who} expected {name} to be integer class labels, got {got}")
+    if labels.ndim != 1:
+        raise ValueError(f"{who} expected {name} to be 1-D (one label per sample), got "
+                         f"shape {labels.shape}")
+    if labels.dtype.kind not in "iu" and labels.size:  # [] is float64 to NumPy
+        raise ValueError(f"{who} expected {name} to be integer class labels, got "
+                         f"{labels[0].item()!r} at index 0 (dtype {labels.dtype})")
+    return labels
 
 
 def count_parameters(model):
@@ -863,10 +922,7 @@ def check_images_and_labels(x_train, y_train, x_test, y_test, *, num_classes=10,
                              f"shape ({len(x)},), got {y.shape}")
         if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"{y_name} must be integer class labels, got dtype {y.dtype}")
-        bad = (y < 0) | (y >= num_classes)
-        if bad.any():
-            raise ValueError(f"{y_name} must be labels in 0..{num_classes - 1}, got "
-                             f"{y[bad][0]} at index {int(np.argmax(bad))}")
+        _check_label_range(y, num_classes, f"{y_name} must be labels in 0..{num_classes - 1}")
 
 
 class TrainResult:

@@ -8,6 +8,7 @@ import jitnet
 from jitnet import nn
 from jitnet.train import (
     channel_stats,
+    confusion_matrix,
     predict,
 )
 
@@ -95,6 +96,42 @@ def test_predict_keeps_the_dtype_of_the_model(target):
 def test_predict_of_no_image_is_empty():
     pred = predict(_linear(), np.zeros((0, 3, 8, 8), np.uint8))
     assert pred.shape == (0,) and pred.dtype == np.int64
+
+
+# ---------------------------------------------------------------- confusion_matrix
+
+
+@pytest.mark.parametrize("y_true, y_pred, error, message", [
+    ([-1, 0], [0, 0], ValueError, "confusion_matrix expected y_true to be labels in 0..2, "
+                                  "got -1 at index 0"),
+    ([0, 1], [0, 3], ValueError, "expected y_pred to be labels in 0..2, got 3 at index 1"),
+    ([1, 2], [0], ValueError, "confusion_matrix expected y_true and y_pred of the same "
+                              r"length \(one prediction per label\), got 2 and 1"),
+    ([1.0], [0.0], ValueError, r"expected y_true to be integer class labels, got 1.0 at "
+                               r"index 0 \(dtype float64\)"),
+    ([True], [0], ValueError, "expected y_true to be integer class labels, got True"),
+    ([[1]], [1], ValueError, r"expected y_true to be 1-D \(one label per sample\), got "
+                             r"shape \(1, 1\)"),
+    (None, [0], TypeError, "expected y_true to be integer class labels, got NoneType"),
+    ([0], ["a"], TypeError, "expected y_pred to be integer class labels, got dtype <U1"),
+])
+def test_confusion_matrix_checks_its_labels(y_true, y_pred, error, message):
+    # a -1 was counted in the last class, one prediction broadcast over two labels
+    with pytest.raises(error, match=message):
+        confusion_matrix(y_true, y_pred, num_classes=3)
+
+
+@pytest.mark.parametrize("num_classes, error", [(0, ValueError), (2.0, TypeError)])
+def test_confusion_matrix_checks_num_classes(num_classes, error):
+    with pytest.raises(error, match="confusion_matrix expected num_classes to be an int >= 1"):
+        confusion_matrix([0], [0], num_classes=num_classes)
+
+
+def test_confusion_matrix_counts():
+    matrix = confusion_matrix(np.array([0, 2, 2, 1], np.uint8), [0, 2, 1, 1], num_classes=3)
+    np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 0], [0, 1, 1]])
+    assert matrix.dtype == np.int64
+    np.testing.assert_array_equal(confusion_matrix([], [], num_classes=2), np.zeros((2, 2)))
 
 
 # ------------------------------------------------------------------- channel_stats
