@@ -297,13 +297,29 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, *, epoch, loade
         One entry per completed epoch.
     meta : dict, optional
         Anything JSON-able (model name, target, configuration).
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a model that is no ``jitnet.nn.Module``, an optimizer without
+        ``state_dict()``, an epoch that is no int ``>= 0`` (``1.7`` is not truncated)
+        or a meta that is no dict; nothing is written then.
     """
+    _check_model("save_checkpoint", model)
+    if optimizer is not None and not callable(getattr(optimizer, "state_dict", None)):
+        raise TypeError(f"save_checkpoint expected optimizer to be None or a jitnet.optim "
+                        f"optimizer (with state_dict()), got {_kind(optimizer)}")
+    epoch = check_int("save_checkpoint", "epoch", epoch, 0)
+    if meta is not None and not isinstance(meta, dict):
+        # load_checkpoint would refuse the file
+        raise TypeError(f"save_checkpoint expected meta to be a dict or None, got "
+                        f"{_kind(meta)}")
     arrays = {}
     for name, value in model.state_dict().items():
         arrays["model/" + name] = to_numpy(value)
     fields = {
         "format": CHECKPOINT_FORMAT,
-        "epoch": int(epoch),
+        "epoch": epoch,
         "optimizer": _pack(optimizer.state_dict(), arrays, "optimizer")
         if optimizer is not None else None,
         "scheduler": _pack(_scheduler_state(scheduler), arrays, "scheduler")
@@ -325,7 +341,8 @@ def load_checkpoint(path):
     -------
     dict
         ``model`` (name -> ``np.ndarray``), ``optimizer``, ``scheduler``, ``rng``,
-        ``loader`` (states as saved), ``epoch`` (int), ``history`` (list), ``meta``.
+        ``loader`` (states as saved), ``epoch`` (int >= 0), ``history`` (list),
+        ``meta``.
     """
     path = Path(path)
     if not path.is_file():
@@ -364,6 +381,8 @@ def load_checkpoint(path):
     if fields["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is a {fields['format']!r} file, "
                               f"expected {CHECKPOINT_FORMAT!r}")
+    if fields["epoch"] < 0:
+        raise refuse(f"its 'epoch' entry is {fields['epoch']}, expected an int >= 0")
     if not isinstance(fields["meta"].get("config", {}), dict):
         raise refuse("its meta's 'config' is no dict")
     state = {

@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 
 import jitnet
-from jitnet import nn
+from jitnet import nn, optim
 from jitnet.train import (
+    CheckpointError,
     channel_stats,
     confusion_matrix,
+    load_checkpoint,
     predict,
+    save_checkpoint,
 )
 
 
@@ -152,5 +155,49 @@ def test_channel_stats_checks_its_images(x, error, message):
     # empty input gave NaN statistics with RuntimeWarnings, 3-D an IndexError
     with pytest.raises(error, match=message):
         channel_stats(x)
+
+
+# -------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.parametrize("changes, error, message", [
+    ({"epoch": 1.7}, TypeError, r"save_checkpoint expected epoch to be an int >= 0, got 1.7 "
+                                r"\(float\)"),
+    ({"epoch": True}, TypeError, "save_checkpoint expected epoch to be an int >= 0, got True"),
+    ({"epoch": "x"}, TypeError, "save_checkpoint expected epoch to be an int >= 0, got 'x'"),
+    ({"epoch": -1}, ValueError, "save_checkpoint expected epoch to be an int >= 0, got -1"),
+    ({"model": None}, TypeError, "save_checkpoint expected model to be a jitnet.nn.Module, "
+                                 "got NoneType"),
+    ({"optimizer": 3}, TypeError, "save_checkpoint expected optimizer to be None or a "
+                                  r"jitnet.optim optimizer \(with state_dict\(\)\), got int"),
+    ({"meta": [1]}, TypeError, "save_checkpoint expected meta to be a dict or None, got list"),
+])
+def test_save_checkpoint_checks_its_arguments(tmp_path, changes, error, message):
+    # an epoch of 1.7 was saved as 1, of -1 made a resumed run train an epoch too many
+    model = _linear()
+    arguments = {"model": model, "optimizer": optim.SGD(model.parameters(), lr=0.1),
+                 "epoch": 1, **changes}
+    path = tmp_path / "c.npz"
+    with pytest.raises(error, match=message):
+        save_checkpoint(path, **arguments)
+    assert not path.exists()
+
+
+def test_save_checkpoint_keeps_numpy_integer_epochs(tmp_path):
+    save_checkpoint(tmp_path / "c.npz", _linear(), epoch=np.int64(3))
+    assert load_checkpoint(tmp_path / "c.npz")["epoch"] == 3
+
+
+def test_load_checkpoint_refuses_a_negative_epoch(tmp_path):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, _linear(), epoch=1)
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["epoch"] = np.array("-1")
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*c.npz: not a jitnet "
+                                              r"checkpoint \(its 'epoch' entry is -1, expected "
+                                              r"an int >= 0\)"):
+        load_checkpoint(path)
 
 
