@@ -30,6 +30,7 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -602,9 +603,11 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
     ------
     TypeError, ValueError
         For an argument of the wrong kind (``epochs=True``, ``quiet="no"``, a list
-        for ``y_test``) or a bad value (an empty test set, ``y_test`` not one label
-        per test image, ``eval_batch_size=0``): all checked before any training
-        and before anything is written.
+        for ``y_test``, the class ``nn.SoftmaxCrossEntropyLoss`` for an instance of
+        it, ``None`` for the optimizer, a tuple ``(x, y)`` for the loader) or a bad
+        value (an empty test set, ``y_test`` not one label per test image,
+        ``eval_batch_size=0``): all checked before any training and before
+        anything is written.
     CheckpointError
         With ``resume=True``: no readable checkpoint, one of another model or of
         other settings, or one that already holds more than ``epochs`` epochs.
@@ -619,6 +622,9 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
     quiet = check_flag("fit", "quiet", quiet)
     eval_batch_size = check_int("fit", "eval_batch_size", eval_batch_size, 1)
     _check_test_set("fit", x_test, y_test)
+    _check_training_objects(model, loss_fn, optimizer, train_loader, scheduler,
+                            needs_state=out_dir is not None)
+    _check_callable("fit", "eval_transform", eval_transform)
     if not isinstance(model_name, str):
         raise TypeError(f"fit expected model_name to be a str, got {model_name!r} "
                         f"({type(model_name).__name__})")
@@ -714,6 +720,39 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         "config": config or {},
         "history": history,
     }
+
+
+def _check_training_objects(model, loss_fn, optimizer, train_loader, scheduler, needs_state):
+    """Raise TypeError unless :func:`fit`'s objects are of the kinds its loop uses
+    (``needs_state``: the optimizer is saved in checkpoints too), so that a slip such
+    as the loss class for an instance fails before the first checkpoint is written."""
+    _check_model("fit", model)
+    if isinstance(loss_fn, type) or not callable(loss_fn) or not callable(
+            getattr(loss_fn, "backward", None)):
+        raise TypeError(f"fit expected loss_fn to be a loss such as "
+                        f"nn.SoftmaxCrossEntropyLoss() (called as loss_fn(scores, y), with "
+                        f"a backward()), got {_kind(loss_fn)}")
+    methods = ("step", "zero_grad", *(("state_dict", "load_state_dict") if needs_state
+                                      else ()))
+    if isinstance(optimizer, type) or not all(callable(getattr(optimizer, name, None))
+                                              for name in methods):
+        raise TypeError(f"fit expected optimizer to be a jitnet.optim optimizer (with "
+                        f"{', '.join(name + '()' for name in methods)}), got "
+                        f"{_kind(optimizer)}")
+    if isinstance(train_loader, (tuple, list)) and any(isinstance(item, np.ndarray)
+                                                       for item in train_loader):
+        raise TypeError(f"fit expected train_loader to yield (x, y) batches, got a "
+                        f"{type(train_loader).__name__} of arrays; wrap them in a loader: "
+                        f"jitnet.data.DataLoader(x, y, batch_size)")
+    if (isinstance(train_loader, (type, str, bytes, np.ndarray, Mapping))
+            or not isinstance(train_loader, Iterable)):
+        raise TypeError(f"fit expected train_loader to be an iterable of (x, y) batches "
+                        f"such as jitnet.data.DataLoader(x, y, batch_size), got "
+                        f"{_kind(train_loader)}")
+    if scheduler is not None and (isinstance(scheduler, type)
+                                  or not callable(getattr(scheduler, "step", None))):
+        raise TypeError(f"fit expected scheduler to be None or a jitnet.optim schedule "
+                        f"(with step()), got {_kind(scheduler)}")
 
 
 def _check_test_set(who, x_test, y_test):

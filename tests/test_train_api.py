@@ -10,6 +10,7 @@ from jitnet.train import (
     CheckpointError,
     channel_stats,
     confusion_matrix,
+    fit,
     load_checkpoint,
     predict,
     save_checkpoint,
@@ -199,5 +200,94 @@ def test_load_checkpoint_refuses_a_negative_epoch(tmp_path):
                                               r"checkpoint \(its 'epoch' entry is -1, expected "
                                               r"an int >= 0\)"):
         load_checkpoint(path)
+
+
+# ---------------------------------------------------------------- fit's objects
+
+
+class _NoEpoch:
+    """A loader that fails the test when an epoch starts."""
+
+    def __len__(self):
+        return 1
+
+    def __iter__(self):
+        raise AssertionError("an epoch started before the arguments were checked")
+
+
+class _StepOnly:
+    """An optimizer with step() and zero_grad(), but no state_dict() to checkpoint."""
+
+    def __init__(self, params):
+        self.params = list(params)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        for p in self.params:
+            p.data -= 0.01 * p.grad
+
+
+def _bad_objects():
+    x, y = _data()
+    return [
+        ("model None", {"model": None}, "fit expected model to be a jitnet.nn.Module, got "
+                                        "NoneType"),
+        ("model class", {"model": nn.Sequential},
+         r"got the class Sequential itself \(create one: Sequential\(...\)\)"),
+        ("loss class", {"loss_fn": nn.SoftmaxCrossEntropyLoss},
+         r"fit expected loss_fn to be a loss such as nn.SoftmaxCrossEntropyLoss\(\) .*got the "
+         r"class SoftmaxCrossEntropyLoss itself \(create one: SoftmaxCrossEntropyLoss\(...\)\)"),
+        ("loss function", {"loss_fn": lambda s, y: 0.0}, "fit expected loss_fn to be a loss .*"
+                                                         "got function"),
+        ("optimizer None", {"optimizer": None},
+         r"fit expected optimizer to be a jitnet.optim optimizer \(with step\(\), "
+         r"zero_grad\(\), state_dict\(\), load_state_dict\(\)\), got NoneType"),
+        ("optimizer class", {"optimizer": optim.SGD}, "got the class SGD itself"),
+        ("optimizer without state_dict", {"optimizer": "step only"},
+         r"with step\(\), zero_grad\(\), state_dict\(\), load_state_dict\(\)\), got _StepOnly"),
+        ("loader a tuple of arrays", {"train_loader": (x, y)},
+         "fit expected train_loader to yield \\(x, y\\) batches, got a tuple of arrays; wrap "
+         "them in a loader: jitnet.data.DataLoader\\(x, y, batch_size\\)"),
+        ("loader an array", {"train_loader": x}, "fit expected train_loader to be an iterable "
+                                                 "of .* got ndarray"),
+        ("loader None", {"train_loader": None}, "fit expected train_loader .* got NoneType"),
+        ("loader a dict", {"train_loader": {"x": x}}, "train_loader .* got dict"),
+        ("scheduler 3", {"scheduler": 3}, r"fit expected scheduler to be None or a jitnet.optim "
+                                          r"schedule \(with step\(\)\), got int"),
+        ("eval_transform 3", {"eval_transform": 3}, "fit expected eval_transform to be a "
+                                                    "callable or None, got int"),
+    ]
+
+
+@pytest.mark.parametrize("name, changes, message", _bad_objects(),
+                         ids=[case[0] for case in _bad_objects()])
+def test_fit_checks_its_objects_before_writing_anything(name, changes, message, tmp_path):
+    # an AttributeError or an unpacking error came after checkpoint.npz was written
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        model = _linear()
+        arguments = {"model": model, "loss_fn": nn.SoftmaxCrossEntropyLoss(),
+                     "optimizer": optim.SGD(model.parameters(), lr=0.1),
+                     "train_loader": _NoEpoch(), "x_test": x, "y_test": y, "epochs": 1,
+                     "out_dir": tmp_path / "out", "quiet": True, **changes}
+        if arguments["optimizer"] == "step only":
+            arguments["optimizer"] = _StepOnly(model.parameters())
+        with pytest.raises(TypeError, match=message):
+            fit(**arguments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_takes_a_list_of_batches_and_an_optimizer_without_state_when_saving_nothing():
+    # the checks leave alone what the loop can use
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        model = _linear()
+        batches = [(x[:8] / np.float32(255), y[:8]), (x[8:] / np.float32(255), y[8:])]
+        metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), _StepOnly(model.parameters()),
+                      batches, x, y, epochs=1, quiet=True)
+    assert metrics["epochs"] == 1 and metrics["history"][0]["images"] == 16
 
 
