@@ -31,6 +31,7 @@ import time
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -409,22 +410,58 @@ def _scheduler_state(scheduler):
             if isinstance(value, (int, float, list, tuple)) and not key.startswith("_")}
 
 
+def _set_scheduler_state(scheduler, state):
+    if hasattr(scheduler, "load_state_dict"):
+        scheduler.load_state_dict(state)
+    else:
+        vars(scheduler).update(state)
+
+
 def _restore(state, path, model, optimizer, scheduler, loader):
+    """Load the checkpoint ``state`` into the run's objects: all of it, or nothing.
+
+    Each ``load_state_dict`` checks its part before it sets it, but a part can be
+    refused after those before it were loaded (an Adam checkpoint by an SGD
+    optimizer, once the model has the checkpoint's parameters; a loader with other
+    seeded transforms). So the objects' states are copied first and put back when a
+    part fails: after a :class:`CheckpointError` the model, optimizer, schedule,
+    jitnet's generator and the loader's are as they were.
+    """
+    undo = _snapshot(model, optimizer, scheduler, loader)
     try:
         model.load_state_dict(state["model"])
         if optimizer is not None and state["optimizer"] is not None:
             optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state["scheduler"] is not None:
-            if hasattr(scheduler, "load_state_dict"):
-                scheduler.load_state_dict(state["scheduler"])
-            else:
-                vars(scheduler).update(state["scheduler"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit this model or optimizer: {exc}") \
-            from None
-    rng.set_state(state["rng"])
+            _set_scheduler_state(scheduler, state["scheduler"])
+        rng.set_state(state["rng"])
+        if loader is not None:
+            _set_loader_state(loader, state["loader"], path)
+    except BaseException as exc:
+        undo()
+        if isinstance(exc, CheckpointError) or not isinstance(exc, (KeyError, ValueError,
+                                                                    TypeError)):
+            raise
+        raise CheckpointError(f"checkpoint {path} does not fit this model, optimizer, "
+                              f"schedule or loader: {exc}") from None
+
+
+def _snapshot(model, optimizer, scheduler, loader):
+    """A function that puts the states of the run's objects back as they are now."""
+    saved = [(model.load_state_dict, model.state_dict())]
+    if scheduler is not None:
+        saved.append((partial(_set_scheduler_state, scheduler), _scheduler_state(scheduler)))
+    if optimizer is not None:  # after the schedule, whose load_state_dict sets lr
+        saved.append((optimizer.load_state_dict, optimizer.state_dict()))
+    saved.append((rng.set_state, rng.get_state()))
     if loader is not None:
-        _set_loader_state(loader, state["loader"], path)
+        saved.append((partial(_set_loader_state, loader, path=None), _loader_state(loader)))
+
+    def undo():
+        for load, state in saved:
+            load(state)
+
+    return undo
 
 
 # ---------------------------------------------------------------------- evaluation
@@ -610,7 +647,9 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         anything is written.
     CheckpointError
         With ``resume=True``: no readable checkpoint, one of another model or of
-        other settings, or one that already holds more than ``epochs`` epochs.
+        other settings, one that already holds more than ``epochs`` epochs, or one
+        whose states do not fit the model, optimizer, schedule or loader. Nothing
+        is changed then: a part refused after others were loaded puts them back.
     TrainingDiverged
         When the loss becomes NaN or infinite; the checkpoint on disk is the
         last good epoch.

@@ -1,11 +1,13 @@
 """Tests of jitnet.train's argument checks: predict, confusion_matrix, channel_stats,
 save_checkpoint / load_checkpoint, fit's objects, and a refused resume changing nothing."""
 
+import json
+
 import numpy as np
 import pytest
 
 import jitnet
-from jitnet import nn, optim
+from jitnet import nn, optim, rng
 from jitnet.train import (
     CheckpointError,
     channel_stats,
@@ -291,3 +293,111 @@ def test_fit_takes_a_list_of_batches_and_an_optimizer_without_state_when_saving_
     assert metrics["epochs"] == 1 and metrics["history"][0]["images"] == 16
 
 
+# ------------------------------------------------ a refused resume changes nothing
+
+
+def _objects(loader, optimizer_class=optim.SGD):
+    jitnet.manual_seed(0)
+    model = _tiny_model()
+    optimizer = optimizer_class(model.parameters(), lr=0.05)
+    return model, optimizer, optim.CosineLR(optimizer, 3), loader
+
+
+def _fit(objects, x, y, out_dir, epochs, resume=False):
+    model, optimizer, scheduler, loader = objects
+    return fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x, y, epochs=epochs,
+               scheduler=scheduler, out_dir=out_dir, resume=resume, quiet=True,
+               model_name="tiny")
+
+
+def _state_of(objects):
+    """Everything a resume sets, as plain values to compare."""
+    model, optimizer, scheduler, loader = objects
+    transforms = getattr(loader.transform, "transforms", [loader.transform])
+    return {
+        "model": model.state_dict(),
+        "optimizer": [{key: jitnet.to_numpy(value) for key, value in p.state.items()}
+                      for p in optimizer.params],
+        "lr": optimizer.lr,
+        "scheduler": scheduler.state_dict(),
+        "rng": rng.get_state(),
+        "loader": None if loader._own is None else loader._own.bit_generator.state,
+        "transforms": [getattr(t, "_own", None) and t._own.bit_generator.state
+                       for t in transforms],
+    }
+
+
+def _assert_same(before, after):
+    assert before.keys() == after.keys()
+    for key in before:
+        if key in ("model",):
+            assert before[key].keys() == after[key].keys()
+            for name in before[key]:
+                np.testing.assert_array_equal(before[key][name], after[key][name], err_msg=name)
+        elif key == "optimizer":
+            for a, b in zip(before[key], after[key]):
+                assert a.keys() == b.keys()
+                for name in a:
+                    np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        else:
+            assert before[key] == after[key], key
+
+
+def _loader(x, y, seeded):
+    T = jitnet.data.transforms
+    transform = (T.Compose([T.RandomCrop(8, padding=2, seed=1), T.RandomHorizontalFlip(seed=2)])
+                 if seeded else T.Compose([T.RandomCrop(8, padding=2),
+                                           T.RandomHorizontalFlip()]))
+    return jitnet.data.DataLoader(x, y, batch_size=8, transform=transform, seed=3)
+
+
+def _refused_resume(tmp_path, x, y, objects, first=None):
+    """Train an epoch, then step ``objects`` one epoch (so their state is no fresh one),
+    and resume the first run into them: it must fail and change nothing."""
+    _fit(first or _objects(_loader(x, y, True)), x, y, tmp_path / "run", 1)
+    _fit(objects, x, y, None, 1)
+    jitnet.manual_seed(5)
+    before = _state_of(objects)
+    with pytest.raises(CheckpointError) as info:
+        _fit(objects, x, y, tmp_path / "run", 2, resume=True)
+    _assert_same(before, _state_of(objects))
+    return str(info.value)
+
+
+def test_a_resume_refused_for_the_optimizer_changes_nothing(tmp_path):
+    # the model had the checkpoint's parameters before the optimizer's state was refused
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        message = _refused_resume(tmp_path, x, y, _objects(_loader(x, y, True)),
+                                  first=_objects(_loader(x, y, True), optim.Adam))
+    assert "does not fit this model, optimizer, schedule or loader" in message
+    assert "SGD.load_state_dict" in message
+
+
+def test_a_resume_refused_for_the_loader_changes_nothing(tmp_path):
+    # model, optimizer (buffers, lr), schedule and jitnet's generator were all loaded
+    # before the loader's transforms were found to differ
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        message = _refused_resume(tmp_path, x, y, _objects(_loader(x, y, False)))
+    assert "does not fit this loader" in message
+
+
+def test_a_resume_refused_for_the_generator_state_changes_nothing(tmp_path):
+    # a generator state NumPy refuses came through as its own ValueError, after the
+    # model, optimizer and schedule were loaded
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        objects = _objects(_loader(x, y, True))
+        _fit(_objects(_loader(x, y, True)), x, y, tmp_path / "run", 1)
+        path = tmp_path / "run" / "checkpoint.npz"
+        with np.load(path) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        arrays["rng"] = np.array(json.dumps({"__dict__": [["bit_generator", "MT19937"]]}))
+        np.savez(path, **arrays)
+        _fit(objects, x, y, None, 1)
+        before = _state_of(objects)
+        with pytest.raises(CheckpointError, match="does not fit this model, optimizer, "
+                                                  "schedule or loader"):
+            _fit(objects, x, y, tmp_path / "run", 2, resume=True)
+        _assert_same(before, _state_of(objects))
