@@ -7,7 +7,9 @@ in place on ``param.data``. Per-parameter buffers live in ``param.state``, so
 
 Every public call validates all of its input before it changes anything: a rejected
 ``step()`` or ``load_state_dict()`` leaves parameters, buffers and hyperparameters as
-they were (the kernels trust their inputs, and a fused update cannot be undone).
+they were (the kernels trust their inputs, and a fused update cannot be undone). A
+hyperparameter set as an attribute (``opt.lr = 0.01``, as the schedules do) is checked
+on assignment, as the constructor checks it.
 """
 
 import math
@@ -25,6 +27,25 @@ _PARAMS_EXPECTED = "an iterable of Parameters (e.g. model.parameters())"
 
 #: ``check_real``'s condition for the hyperparameters that may be 0 but not below.
 _AT_LEAST_0 = (">= 0", lambda v: v >= 0)
+
+
+def _hyperparameter(name):
+    """The attribute ``name`` of an optimizer, whose assignment runs the constructor's checks.
+
+    ``opt.lr = 0.01`` is how schedules and users change a rate, so it is checked as
+    ``SGD(..., lr=0.01)`` would be (with the other hyperparameters as they are: a
+    cross-check such as nesterov's ``momentum > 0`` holds too). A rejected value is a
+    TypeError or ValueError naming ``name`` and leaves every hyperparameter as it was;
+    ``step()`` then only reads values that passed.
+    """
+
+    def get(self):
+        return self._values[name]
+
+    def set(self, value):
+        self._values = self._checked(type(self).__name__, **{**self._values, name: value})
+
+    return property(get, set, doc=f"``{name}``; checked on assignment, as by the constructor.")
 
 
 def _check_keys(owner, state, expected, source):
@@ -172,10 +193,13 @@ class Optimizer:
     Notes
     -----
     A subclass names its hyperparameters besides ``lr`` in ``_hyperparameters`` (the
-    keys of :meth:`state_dict`), the arrays it keeps in ``param.state`` in ``_buffers``
-    and its counters there in ``_counters``.
+    keys of :meth:`state_dict`), each an attribute made by :func:`_hyperparameter`,
+    the arrays it keeps in ``param.state`` in ``_buffers`` and its counters there in
+    ``_counters``. The values live in ``_values``, replaced as a whole by every
+    assignment (so a rejected one changes nothing).
     """
 
+    lr = _hyperparameter("lr")
     _hyperparameters = ()
     _buffers = ()
     _counters = ()
@@ -189,8 +213,7 @@ class Optimizer:
     def __init__(self, params, lr, **hyperparameters):
         owner = type(self).__name__
         self.params = _check_params(owner, params)
-        for name, value in self._checked(owner, lr=lr, **hyperparameters).items():
-            setattr(self, name, value)
+        self._values = self._checked(owner, lr=lr, **hyperparameters)
 
     @staticmethod
     def _checked(owner, lr):
@@ -275,8 +298,9 @@ class Optimizer:
         hyperparameters = self._checked(owner, **{name: state[name] for name in names})
         param_states = [self._loaded(owner, i, p, entry)
                         for i, (p, entry) in enumerate(zip(self.params, entries))]
-        for name, value in hyperparameters.items():
-            setattr(self, name, value)
+        # all at once, not attribute by attribute: each assignment checks the others
+        # as they are (nesterov=True with the old momentum=0 would be refused)
+        self._values = hyperparameters
         own = self._own_keys
         for p, param_state in zip(self.params, param_states):
             p.state = {key: value for key, value in p.state.items() if key not in own}
@@ -338,6 +362,9 @@ class SGD(Optimizer):
     ``torch.optim.SGD`` with ``dampening=0``.
     """
 
+    momentum = _hyperparameter("momentum")
+    nesterov = _hyperparameter("nesterov")
+    weight_decay = _hyperparameter("weight_decay")
     _hyperparameters = ("momentum", "nesterov", "weight_decay")
     _buffers = ("momentum_buffer",)
 
@@ -371,16 +398,20 @@ class SGD(Optimizer):
         params = self._to_update()
         b = backend()
         velocities = [None] * len(params)
+        new = []  # a first step's zero buffers, kept once the kernels have run
         if self.momentum != 0:
             for i, p in enumerate(params):
                 velocity = p.state.get("momentum_buffer")
                 if velocity is None:
-                    velocity = p.state["momentum_buffer"] = b.zeros(p.shape, p.dtype)
+                    velocity = b.zeros(p.shape, p.dtype)
+                    new.append((p, velocity))
                 velocities[i] = velocity
         b.sgd_update_many(
             [p.data for p in params], [p.grad for p in params], velocities, self.lr,
             self.momentum, self.nesterov, self.weight_decay,
         )
+        for p, velocity in new:
+            p.state["momentum_buffer"] = velocity
 
 
 class Adam(Optimizer):
@@ -405,6 +436,9 @@ class Adam(Optimizer):
     corrections; ``state["exp_avg"]`` and ``state["exp_avg_sq"]`` are the moments.
     """
 
+    betas = _hyperparameter("betas")
+    eps = _hyperparameter("eps")
+    weight_decay = _hyperparameter("weight_decay")
     _hyperparameters = ("betas", "eps", "weight_decay")
     _buffers = ("exp_avg", "exp_avg_sq")
     _counters = ("step",)
@@ -442,18 +476,26 @@ class Adam(Optimizer):
         params = self._to_update()
         b = backend()
         beta1, beta2 = self.betas
+        # the new counters and a first step's zero buffers go into param.state only
+        # once the kernels have run: a step that raises leaves no state behind (a
+        # counter one ahead would skew the bias corrections for the rest of the run)
+        steps, exp_avgs, exp_avg_sqs = [], [], []
         for p in params:
-            if "exp_avg" not in p.state:
-                p.state["step"] = 0
-                p.state["exp_avg"] = b.zeros(p.shape, p.dtype)
-                p.state["exp_avg_sq"] = b.zeros(p.shape, p.dtype)
-            p.state["step"] += 1
+            if "exp_avg" in p.state:
+                steps.append(p.state["step"] + 1)
+                exp_avgs.append(p.state["exp_avg"])
+                exp_avg_sqs.append(p.state["exp_avg_sq"])
+            else:
+                steps.append(1)
+                exp_avgs.append(b.zeros(p.shape, p.dtype))
+                exp_avg_sqs.append(b.zeros(p.shape, p.dtype))
         b.adam_update_many(
-            [p.data for p in params], [p.grad for p in params],
-            [p.state["exp_avg"] for p in params], [p.state["exp_avg_sq"] for p in params],
-            self.lr, beta1, beta2, self.eps, self.weight_decay,
-            [p.state["step"] for p in params],
+            [p.data for p in params], [p.grad for p in params], exp_avgs, exp_avg_sqs,
+            self.lr, beta1, beta2, self.eps, self.weight_decay, steps,
         )
+        for p, step, exp_avg, exp_avg_sq in zip(params, steps, exp_avgs, exp_avg_sqs):
+            p.state["step"], p.state["exp_avg"], p.state["exp_avg_sq"] = (
+                step, exp_avg, exp_avg_sq)
 
 
 class _Schedule:
@@ -464,7 +506,15 @@ class _Schedule:
     as PyTorch's do: a rate set by hand between steps, or a second schedule on the same
     optimizer, is overwritten at the next step, not scaled. To change the rate for the
     rest of a run, set ``base_lr`` (PyTorch: ``base_lrs``).
+
+    Notes
+    -----
+    A subclass names its own hyperparameters in ``_hyperparameters`` (keys of
+    :meth:`state_dict`, beside ``base_lr`` and ``last_epoch``) and checks them in its
+    ``_checked``, as the optimizers do.
     """
+
+    _hyperparameters = ()
 
     def __init__(self, optimizer):
         if not isinstance(optimizer, Optimizer):
@@ -474,37 +524,60 @@ class _Schedule:
         self.base_lr = optimizer.lr
         self.last_epoch = 0
 
+    @staticmethod
+    def _checked(owner, **hyperparameters):
+        """The hyperparameters as the schedule keeps them, after the constructor's checks."""
+        raise NotImplementedError
+
     def _lr_at(self, base_lr, epoch):
         raise NotImplementedError
 
     def step(self):
         """Advance one epoch and set the optimizer's learning rate."""
         lr = self._lr_at(self.base_lr, self.last_epoch + 1)
+        self.optimizer.lr = lr  # first: the optimizer checks the rate (base_lr may be bad)
         self.last_epoch += 1
-        self.optimizer.lr = lr
 
     def get_last_lr(self):
         """``[lr]``: the learning rate now in use (a list, as PyTorch's)."""
         return [self.optimizer.lr]
 
     def state_dict(self):
-        return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+        """``{"base_lr", "last_epoch", <hyperparameters>}`` (for checkpoints).
+
+        The hyperparameters (StepLR's ``step_size`` and ``gamma``, CosineLR's ``t_max``
+        and ``eta_min``, as PyTorch's schedules save theirs) make the keys of one
+        schedule's state differ from another's, so that neither loads the other's.
+        """
+        state = {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+        for name in self._hyperparameters:
+            state[name] = getattr(self, name)
+        return state
 
     def load_state_dict(self, state):
-        """Restore what :meth:`state_dict` returned (and the optimizer's rate with it).
+        """Restore the progress :meth:`state_dict` saved (and the optimizer's rate with it).
+
+        ``base_lr`` and ``last_epoch`` are loaded. The hyperparameters are checked as
+        the constructor checks them but not loaded: the schedule keeps those it was made
+        with, so that a run resumed with more epochs (``jitnet train --resume
+        --epochs N``, whose ``CosineLR`` has ``t_max=N``) follows the schedule of an
+        uninterrupted run of ``N`` epochs.
 
         Raises
         ------
         TypeError, ValueError
-            For missing or unexpected keys, ``base_lr < 0`` or ``last_epoch`` not an
-            int ``>= 0``; nothing is changed then.
+            For missing or unexpected keys (the state of another schedule), ``base_lr <
+            0``, ``last_epoch`` not an int ``>= 0`` or a bad hyperparameter; nothing is
+            changed then.
         """
         owner = f"{type(self).__name__}.load_state_dict"
-        _check_keys(owner, state, ("base_lr", "last_epoch"), type(self).__name__)
+        names = self._hyperparameters
+        _check_keys(owner, state, ("base_lr", "last_epoch", *names), type(self).__name__)
         base_lr = check_real(owner, "base_lr", state["base_lr"], *_AT_LEAST_0)
         last_epoch = check_int(owner, "last_epoch", state["last_epoch"], 0)
-        lr = self._lr_at(base_lr, last_epoch)
-        self.base_lr, self.last_epoch, self.optimizer.lr = base_lr, last_epoch, lr
+        self._checked(owner, **{name: state[name] for name in names})
+        self.optimizer.lr = self._lr_at(base_lr, last_epoch)  # first: the optimizer checks it
+        self.base_lr, self.last_epoch = base_lr, last_epoch
 
 
 class StepLR(_Schedule):
@@ -521,13 +594,23 @@ class StepLR(_Schedule):
         ``> 0``.
     """
 
+    _hyperparameters = ("step_size", "gamma")
+
     def __init__(self, optimizer, step_size, gamma=0.1):
         super().__init__(optimizer)
-        self.step_size = check_int("StepLR", "step_size", step_size, 1)
-        self.gamma = check_real("StepLR", "gamma", gamma, "> 0", lambda v: v > 0)
+        vars(self).update(self._checked("StepLR", step_size=step_size, gamma=gamma))
+
+    @staticmethod
+    def _checked(owner, step_size, gamma):
+        return {"step_size": check_int(owner, "step_size", step_size, 1),
+                "gamma": check_real(owner, "gamma", gamma, "> 0", lambda v: v > 0)}
 
     def _lr_at(self, base_lr, epoch):
-        return base_lr * self.gamma ** (epoch // self.step_size)
+        try:
+            factor = self.gamma ** (epoch // self.step_size)
+        except OverflowError:  # float ** int raises where float * float gives inf
+            factor = math.inf  # and the optimizer refuses the rate
+        return base_lr * factor
 
 
 class CosineLR(_Schedule):
@@ -545,10 +628,16 @@ class CosineLR(_Schedule):
         ``>= 0``.
     """
 
+    _hyperparameters = ("t_max", "eta_min")
+
     def __init__(self, optimizer, t_max, eta_min=0.0):
         super().__init__(optimizer)
-        self.t_max = check_int("CosineLR", "t_max", t_max, 1)
-        self.eta_min = check_real("CosineLR", "eta_min", eta_min, *_AT_LEAST_0)
+        vars(self).update(self._checked("CosineLR", t_max=t_max, eta_min=eta_min))
+
+    @staticmethod
+    def _checked(owner, t_max, eta_min):
+        return {"t_max": check_int(owner, "t_max", t_max, 1),
+                "eta_min": check_real(owner, "eta_min", eta_min, *_AT_LEAST_0)}
 
     def _lr_at(self, base_lr, epoch):
         cosine = (1 + math.cos(math.pi * epoch / self.t_max)) / 2

@@ -189,6 +189,93 @@ def test_numpy_numbers_are_accepted():
     assert optim.Adam(p, betas=np.array([0.8, 0.9])).betas == (0.8, 0.9)
 
 
+# -- hyperparameters set as attributes: checked on assignment ---------------------------
+
+BAD_ASSIGNMENTS = [
+    # the audit's cases: a str lr ran on cpu (float("0.01")) and failed inside the numpy
+    # kernel after Adam had counted the step; betas[0] = 1 divided by zero; lr < 0 ascended
+    ("sgd", "lr", "0.1", TypeError, r"SGD expected lr to be a finite number >= 0, got '0.1' "
+                                    r"\(str\)"),
+    ("sgd", "lr", -1.0, ValueError, "SGD expected lr to be a finite number >= 0, got -1.0"),
+    ("sgd", "lr", float("nan"), ValueError, "lr to be a finite number >= 0, got nan"),
+    ("sgd", "momentum", None, TypeError, "SGD expected momentum to be a finite number"),
+    ("sgd", "momentum", 0.0, ValueError, "SGD with nesterov=True needs momentum > 0"),
+    ("sgd", "nesterov", 1, TypeError, "SGD expected nesterov to be True or False, got 1"),
+    ("sgd", "weight_decay", -0.1, ValueError, "SGD expected weight_decay to be a finite"),
+    ("adam", "lr", "0.01", TypeError, r"Adam expected lr to be a finite number >= 0, got "
+                                      r"'0.01' \(str\)"),
+    ("adam", "lr", -1.0, ValueError, "Adam expected lr to be a finite number >= 0, got -1.0"),
+    ("adam", "betas", (1.0, 0.999), ValueError,
+     r"Adam expected betas\[0\] to be a finite number in \[0, 1\), got 1.0"),
+    ("adam", "betas", 0.9, TypeError, r"Adam expected betas to be a pair \(beta1, beta2\)"),
+    ("adam", "eps", "1e-8", TypeError, "Adam expected eps to be a finite number >= 0"),
+    ("adam", "weight_decay", float("inf"), ValueError, "weight_decay to be a finite number"),
+]
+
+
+@pytest.mark.parametrize("name, attribute, value, error, match", BAD_ASSIGNMENTS,
+                         ids=[f"{n}-{a}-{v!r}" for n, a, v, _, _ in BAD_ASSIGNMENTS])
+def test_bad_hyperparameter_assignment_is_refused_and_changes_nothing(
+        target, name, attribute, value, error, match):
+    params = make_params()
+    opt = MAKERS[name](params)
+    opt.step()
+    before = snapshot(opt)
+    with pytest.raises(error, match=match):
+        setattr(opt, attribute, value)
+    assert_unchanged(opt, before)
+    # the next step is the one an optimizer that never saw the assignment takes
+    twin_params = make_params()
+    twin = MAKERS[name](twin_params)
+    twin.step()
+    opt.step()
+    twin.step()
+    for p, q in zip(params, twin_params):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.data), jitnet.to_numpy(q.data))
+    if name == "adam":
+        assert [p.state["step"] for p in params] == [2, 2]
+
+
+def test_good_hyperparameter_assignment_is_kept_as_the_constructor_keeps_it(target):
+    opt = make_sgd(make_params())
+    opt.lr, opt.momentum, opt.weight_decay = np.float32(0.5), np.int64(1), 0
+    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.5, 1.0, 0.0)
+    assert all(type(v) is float for v in (opt.lr, opt.momentum, opt.weight_decay))
+    opt.nesterov = False
+    opt.momentum = 0.0  # allowed once nesterov is off
+    adam = make_adam(make_params())
+    adam.betas = np.array([0.5, 0.75])
+    assert adam.betas == (0.5, 0.75) and adam.state_dict()["betas"] == (0.5, 0.75)
+
+
+def test_loading_a_state_sets_hyperparameters_together(target):
+    # assigned one by one, momentum=0 would be refused while nesterov is still True
+    opt = make_sgd(make_params())
+    plain = optim.SGD(make_params(), lr=0.2)
+    opt.load_state_dict(plain.state_dict())
+    assert (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay) == (0.2, 0.0, False, 0.0)
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("first", [True, False], ids=["first_step", "later_step"])
+def test_step_that_raises_in_the_kernels_leaves_no_state(target, monkeypatch, name, first):
+    # Adam counted the step (and a first step made its buffers) before the kernels ran,
+    # so a step that failed there skewed the bias corrections for the rest of the run
+    opt = MAKERS[name](make_params())
+    if not first:
+        opt.step()
+    before = snapshot(opt)
+
+    def failing(*args):
+        raise RuntimeError("kernel failed")
+
+    kernel = "sgd_update_many" if name == "sgd" else "adam_update_many"
+    monkeypatch.setattr(backend(), kernel, failing)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        opt.step()
+    assert_unchanged(opt, before)
+
+
 # -- load_state_dict: everything is checked before anything is set -----------------------
 
 
@@ -317,26 +404,84 @@ def test_schedules_accept_numpy_integers():
     assert optim.CosineLR(opt, np.int32(4)).t_max == 4
 
 
+STEP_STATE = {"base_lr": 1.0, "last_epoch": 3, "step_size": 2, "gamma": 0.5}
+
+
 @pytest.mark.parametrize(
-    "state, error, match",
+    "changes, error, match",
     [
-        ({"last_epoch": 3}, ValueError, r"missing \['base_lr'\]"),
-        ({"base_lr": -1.0, "last_epoch": 3}, ValueError,
-         "base_lr to be a finite number >= 0, got -1.0"),
-        ({"base_lr": 1.0, "last_epoch": -1}, ValueError, "last_epoch to be an int >= 0"),
-        ({"base_lr": 1.0, "last_epoch": 3, "gamma": 2}, ValueError, r"unexpected \['gamma'\]"),
+        ({"base_lr": None}, ValueError, r"missing \['base_lr'\]"),
+        ({"base_lr": -1.0}, ValueError, "base_lr to be a finite number >= 0, got -1.0"),
+        ({"last_epoch": -1}, ValueError, "last_epoch to be an int >= 0"),
+        ({"t_max": 4}, ValueError, r"unexpected \['t_max'\]"),
+        ({"gamma": None}, ValueError, r"missing \['gamma'\]"),
+        ({"gamma": 0.0}, ValueError,
+         "StepLR.load_state_dict expected gamma to be a finite number > 0, got 0.0"),
+        ({"step_size": 2.0}, TypeError,
+         "StepLR.load_state_dict expected step_size to be an int >= 1, got 2.0"),
+        # base_lr passes its own check, but makes a rate the optimizer refuses
+        ({"base_lr": 1e308}, ValueError, "SGD expected lr to be a finite number >= 0, got inf"),
         (None, TypeError, "expected a dict from StepLR.state_dict"),
     ],
-    ids=["no_base_lr", "negative_base_lr", "negative_epoch", "extra_key", "none"],
+    ids=["no_base_lr", "negative_base_lr", "negative_epoch", "extra_key", "no_gamma",
+         "gamma_zero", "step_size_float", "lr_overflows", "none"],
 )
-def test_bad_schedule_state_is_rejected_and_changes_nothing(state, error, match):
+def test_bad_schedule_state_is_rejected_and_changes_nothing(changes, error, match):
     opt = optim.SGD([Parameter(np.ones(2))], lr=1.0)
-    schedule = optim.StepLR(opt, step_size=2)
+    schedule = optim.StepLR(opt, step_size=2, gamma=10.0)
     schedule.step()
-    before = (schedule.base_lr, schedule.last_epoch, opt.lr)
+    before = (schedule.state_dict(), opt.lr)
+    state = None
+    if changes is not None:
+        state = {**STEP_STATE, **changes}
+        state = {key: value for key, value in state.items() if value is not None}
     with pytest.raises(error, match=match):
         schedule.load_state_dict(state)
-    assert (schedule.base_lr, schedule.last_epoch, opt.lr) == before
+    assert (schedule.state_dict(), opt.lr) == before
+
+
+@pytest.mark.parametrize("source, target", [("step", "cosine"), ("cosine", "step")])
+def test_one_schedules_state_does_not_load_into_another(source, target):
+    # both held only base_lr and last_epoch, so each loaded the other's silently
+    makers = {"step": lambda o: optim.StepLR(o, step_size=2, gamma=0.5),
+              "cosine": lambda o: optim.CosineLR(o, t_max=4)}
+    saved = makers[source](optim.SGD([Parameter(np.ones(2))], lr=1.0))
+    saved.step()
+    opt = optim.SGD([Parameter(np.ones(2))], lr=0.5)
+    schedule = makers[target](opt)
+    before = (schedule.state_dict(), opt.lr)
+    name = type(schedule).__name__
+    with pytest.raises(ValueError, match=f"{name}.load_state_dict expected a "
+                                         f"{name}.state_dict.* another optimizer or schedule"):
+        schedule.load_state_dict(saved.state_dict())
+    assert (schedule.state_dict(), opt.lr) == before
+
+
+def test_schedule_state_holds_its_hyperparameters_and_keeps_its_own_on_load():
+    opt = optim.SGD([Parameter(np.ones(2))], lr=1.0)
+    cosine = optim.CosineLR(opt, t_max=2, eta_min=0.1)
+    cosine.step()
+    state = cosine.state_dict()
+    assert state == {"base_lr": 1.0, "last_epoch": 1, "t_max": 2, "eta_min": 0.1}
+    assert optim.StepLR(opt, 3, gamma=0.5).state_dict() == {
+        "base_lr": opt.lr, "last_epoch": 0, "step_size": 3, "gamma": 0.5}
+    # a run resumed with more epochs anneals over its own t_max, as an uninterrupted one
+    longer = optim.CosineLR(optim.SGD([Parameter(np.ones(2))], lr=1.0), t_max=4, eta_min=0.1)
+    longer.load_state_dict(state)
+    assert (longer.t_max, longer.last_epoch) == (4, 1)
+    uninterrupted = optim.CosineLR(optim.SGD([Parameter(np.ones(2))], lr=1.0), t_max=4,
+                                   eta_min=0.1)
+    uninterrupted.step()
+    assert longer.get_last_lr() == uninterrupted.get_last_lr()
+
+
+def test_schedule_step_that_sets_a_bad_rate_changes_nothing():
+    opt = optim.SGD([Parameter(np.ones(2))], lr=1.0)
+    schedule = optim.StepLR(opt, step_size=1, gamma=1e200)
+    schedule.step()
+    with pytest.raises(ValueError, match="SGD expected lr to be a finite number >= 0, got inf"):
+        schedule.step()  # 1e400 is no float
+    assert (schedule.last_epoch, opt.lr) == (1, 1e200)
 
 
 def test_two_optimizers_over_the_same_parameters_keep_their_own_state(target):
