@@ -141,6 +141,46 @@ def test_loader_arguments_name_the_parameter(batch, error, kwargs, message):
         DataLoader(**arguments)
 
 
+def _forgot_return(xb):
+    xb * 2  # the commonest transform bug: no return
+
+
+@pytest.mark.parametrize(
+    "transform, error, message",
+    [
+        # each was cast to float32 and yielded: None as a batch of one NaN, the short
+        # batch out of step with its labels, the ints unscaled
+        (_forgot_return, TypeError, r"DataLoader: transform _forgot_return returned None "
+                                    r"\(expected an \(N, C, H, W\) float array with N=3"),
+        (lambda b: b[:2], ValueError,
+         r"transform <lambda> returned 2 images, shape \(2, 3, 6, 5\) \(expected .* with "
+         r"N=3, the batch it was given\); the labels pair up with the images by position"),
+        (lambda b: b[0], ValueError, r"returned an array of shape \(3, 6, 5\) \(expected"),
+        (lambda b: (b * 255).astype(np.int64), ValueError,
+         r"returned an array of dtype int64 \(expected an \(N, C, H, W\) float array"),
+        (lambda b: "abc", TypeError, "transform <lambda> returned a str"),
+        (lambda b: b.tolist(), TypeError, "transform <lambda> returned a list"),
+        (Compose([RandomHorizontalFlip(), lambda b: b[:, 0]]), ValueError,
+         r"transform Compose\(\[RandomHorizontalFlip\(p=0.5, seed=None\), .*\]\) returned "
+         r"an array of shape \(3, 6, 5\)"),
+    ],
+    ids=["none", "fewer_images", "3d", "int64", "str", "list", "compose"],
+)
+def test_loader_checks_what_the_transform_returns(batch, transform, error, message):
+    loader = DataLoader(batch, np.arange(4), batch_size=3, shuffle=False, transform=transform)
+    with pytest.raises(error, match=message):
+        next(iter(loader))
+
+
+def test_loader_takes_any_float_batch_of_the_same_length_from_a_transform(batch):
+    # float64 is cast to float32, and the images may change size (a crop)
+    loader = DataLoader(batch, np.arange(4), batch_size=3, shuffle=False,
+                        transform=lambda b: b[:, :, 1:, 1:].astype(np.float64))
+    shapes = [(jitnet.to_numpy(xb).shape, jitnet.to_numpy(xb).dtype, len(yb))
+              for xb, yb in loader]
+    assert shapes == [((3, 3, 5, 4), np.float32, 3), ((1, 3, 5, 4), np.float32, 1)]
+
+
 @pytest.mark.parametrize("target", ["numpy", "cpu"])
 def test_loader_batches_unchanged_for_valid_input(batch, target):
     with jitnet.use_target(target):

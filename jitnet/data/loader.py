@@ -64,7 +64,9 @@ class DataLoader:
         Leave out the last batch when it is smaller than ``batch_size``.
     transform : callable, optional
         Applied to each host float32 batch (N, C, H, W), e.g. a
-        :class:`~jitnet.data.transforms.Compose` of augmentations and Normalize.
+        :class:`~jitnet.data.transforms.Compose` of augmentations and Normalize. It
+        must return a host float ``np.ndarray`` (N, C, H', W') of the same N; anything
+        else raises TypeError (not an array) or ValueError when the batch is made.
     seed : int, optional
         Seed of this loader's own generator for the permutations; jitnet's
         global one (:func:`jitnet.manual_seed`) when ``None``.
@@ -130,4 +132,35 @@ class DataLoader:
                 xb = xb.astype(np.float32, copy=False)
             if self.transform is not None:
                 xb = self.transform(xb)
+                _check_transformed(self.transform, xb, len(index))
             yield backend.asarray(np.ascontiguousarray(xb, dtype=np.float32)), self.y[index]
+
+
+def _transform_name(transform):
+    """``<lambda>``, ``normalise`` or ``Compose([...])``: how messages name a transform."""
+    return getattr(transform, "__qualname__", None) or repr(transform)
+
+
+def _check_transformed(transform, xb, n):
+    """Raise unless ``xb``, what ``transform`` returned for a batch of ``n``, is a host
+    ``(n, C, H, W)`` float array.
+
+    Otherwise it would be cast to float32 whatever it was: ``None`` (a transform that
+    forgot its ``return``) into a batch of one NaN, ints silently, a shorter batch
+    out of step with its labels. Only attributes are read: this runs for every batch.
+    """
+    def fail(error, got, hint=""):
+        raise error(
+            f"DataLoader: transform {_transform_name(transform)} returned {got} (expected "
+            f"an (N, C, H, W) float array with N={n}, the batch it was given){hint}"
+        )
+
+    if not isinstance(xb, np.ndarray):
+        fail(TypeError, "None" if xb is None else f"a {type(xb).__name__}")
+    if xb.ndim != 4:
+        fail(ValueError, f"an array of shape {xb.shape}")
+    if xb.dtype.kind != "f":
+        fail(ValueError, f"an array of dtype {xb.dtype}")
+    if len(xb) != n:
+        fail(ValueError, f"{len(xb)} images, shape {xb.shape}", "; the labels pair up "
+             "with the images by position, so a transform must keep every image")
