@@ -115,7 +115,8 @@ def test_normalize_matches_numpy(rng):
     out = Normalize.from_data(x8)(x)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-5)
-    with pytest.raises(ValueError, match="expected 3 channels, got 2"):
+    with pytest.raises(ValueError, match=r"expected 3 channels \(one per value of its mean "
+                                         r"and std\), got 2"):
         norm(x[:, :2])
 
 

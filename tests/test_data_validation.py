@@ -9,7 +9,13 @@ import pytest
 
 import jitnet
 from jitnet.data import DataError, DataLoader, cifar10_classes, download_cifar10, load_cifar10
-from jitnet.data.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip
+from jitnet.data.transforms import (
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    ToFloat,
+)
 
 
 @pytest.fixture
@@ -41,6 +47,67 @@ def test_crop_and_flip_keep_uint8(batch):
     out = RandomCrop((6, 5), padding=0)(x)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint16, np.int8])
+def test_to_float_refuses_other_integers_with_the_loaders_hint(batch, dtype):
+    # they were returned unchanged, 0..255 where uint8 gives 0..1 ("float passes unchanged")
+    with pytest.raises(ValueError, match=rf"ToFloat expected uint8 or float images, got dtype "
+                                         rf"{np.dtype(dtype)} \(for 0..255 images, pass "
+                                         r"x.astype\(np.uint8\)\)"):
+        ToFloat()((batch * 100).astype(dtype))
+    with pytest.raises(ValueError, match="got dtype bool$"):
+        ToFloat()(batch > 0.5)
+
+
+def test_to_float_keeps_its_contract_for_uint8_and_floats(batch):
+    x8 = (batch * 255).astype(np.uint8)
+    np.testing.assert_array_equal(ToFloat()(x8), x8.astype(np.float32) * np.float32(1 / 255))
+    assert ToFloat()(batch) is batch
+    assert ToFloat()(batch.astype(np.float64)).dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [ToFloat(), RandomCrop(4, padding=1), RandomHorizontalFlip(), Normalize([0.5], [0.25])],
+    ids=["to_float", "crop", "flip", "normalize"],
+)
+@pytest.mark.parametrize("kind", [list, tuple, type(None)])
+def test_transforms_name_the_type_of_what_is_no_array(batch, transform, kind):
+    # ToFloat made an int64 array of a list; the others said "got shape None"
+    value = None if kind is type(None) else kind(batch.tolist())
+    name = type(transform).__name__
+    with pytest.raises(TypeError, match=rf"{name} expected a host .*np\.ndarray.*, got "
+                                        rf"{kind.__name__}$"):
+        transform(value)
+
+
+def test_transforms_name_the_shape_of_an_array_that_is_no_batch(batch):
+    with pytest.raises(ValueError, match=r"RandomCrop expected a host NCHW array \(N, C, H, "
+                                         r"W\), got shape \(3, 6, 5\)"):
+        RandomCrop(4)(batch[0])
+
+
+@pytest.mark.parametrize("mean, std", [([0.5], [0.25]), (0.5, 0.25), ([0.5], [0.2, 0.25, 0.5]),
+                                       ([0.1, 0.5, 0.9], 0.25)],
+                         ids=["lists", "floats", "one_mean", "one_std"])
+def test_normalize_uses_a_single_value_for_every_channel(batch, mean, std):
+    # torchvision broadcasts one mean / std; this was "expected 1 channels, got 3"
+    out = Normalize(mean, std)(batch)
+    m = np.broadcast_to(np.asarray(mean, np.float64).reshape(-1), (3,))
+    s = np.broadcast_to(np.asarray(std, np.float64).reshape(-1), (3,))
+    ref = (batch - m[:, None, None]) / s[:, None, None]
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+    assert out.dtype == np.float32
+
+
+def test_normalize_per_channel_values_must_agree():
+    with pytest.raises(ValueError, match=r"Normalize expected mean and std of one length \(or "
+                                         r"a single value for every channel\), got 2 and 3"):
+        Normalize([0.5, 0.5], [0.2, 0.2, 0.2])
+    with pytest.raises(ValueError, match=r"expected 3 channels \(one per value of its mean "
+                                         r"and std\), got 1"):
+        Normalize([0.5], [0.2, 0.2, 0.2])(np.zeros((2, 1, 3, 3), np.float32))
 
 
 # ---------------------------------------------------------------- transforms: parameters

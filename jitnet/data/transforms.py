@@ -31,10 +31,13 @@ def _names(dtypes):
 
 
 def _check_batch(x, who, dtypes=None, hint=""):
-    """Raise ValueError unless ``x`` is a host ``(N, C, H, W)`` array of one of ``dtypes``."""
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
-        shape = getattr(x, "shape", None)
-        raise ValueError(f"{who} expected a host NCHW array (N, C, H, W), got shape {shape}")
+    """Raise unless ``x`` is a host ``(N, C, H, W)`` array of one of ``dtypes``: a
+    TypeError for what is no ``np.ndarray`` (a list, a device array), else a ValueError."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{who} expected a host NCHW array (N, C, H, W), an np.ndarray, got "
+                        f"{type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{who} expected a host NCHW array (N, C, H, W), got shape {x.shape}")
     if dtypes is not None and x.dtype not in dtypes:
         raise ValueError(
             f"{who} expected a {_names(dtypes)} batch, got dtype {x.dtype} (input shape "
@@ -103,13 +106,21 @@ class ToFloat:
     """uint8 images in [0, 255] to float32 in [0, 1]; float input passes unchanged.
 
     The DataLoader already does this before any transform; it is here for use
-    outside a loader.
+    outside a loader. As the DataLoader, it takes a host ``np.ndarray`` (TypeError
+    otherwise) of uint8 or floats: other integers raise ValueError rather than pass
+    unscaled (0..255 where uint8 gives 0..1).
     """
 
     def __call__(self, x):
-        x = np.asarray(x)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"ToFloat expected a host np.ndarray of uint8 or float images, "
+                            f"got {type(x).__name__}")
         if x.dtype == np.uint8:
             return x.astype(np.float32) * np.float32(1.0 / 255.0)
+        if x.dtype.kind != "f":
+            hint = " (for 0..255 images, pass x.astype(np.uint8))" if x.dtype.kind in "iu" else ""
+            raise ValueError(f"ToFloat expected uint8 or float images, got dtype {x.dtype}"
+                             f"{hint}")
         return x
 
     def __repr__(self):
@@ -203,9 +214,10 @@ class Normalize:
 
     Parameters
     ----------
-    mean, std : sequence of float, length C
+    mean, std : float or sequence of float, length C or 1
         Per-channel statistics (for images already scaled to [0, 1]); finite, and
-        ``std > 0``.
+        ``std > 0``. A single value is used for every channel, as torchvision
+        broadcasts one (``Normalize([0.5], [0.25])`` on RGB images).
 
     Calls take a float32 or float64 batch (as torchvision's Normalize, a float
     tensor: convert uint8 images with :class:`ToFloat` first) and return one of
@@ -215,10 +227,10 @@ class Normalize:
     def __init__(self, mean, std):
         mean, std = (self._channels(name, value) for name, value in (("mean", mean),
                                                                      ("std", std)))
-        if mean.shape != std.shape:
+        if len(mean) != len(std) and 1 not in (len(mean), len(std)):
             raise ValueError(
-                f"Normalize expected mean and std of one length, got {mean.shape} "
-                f"and {std.shape}"
+                f"Normalize expected mean and std of one length (or a single value for "
+                f"every channel), got {len(mean)} and {len(std)} values"
             )
         if not np.all(std > 0):  # also refuses NaN
             raise ValueError(f"Normalize expected positive std, got {std}")
@@ -278,13 +290,15 @@ class Normalize:
         """``(x - mean[c]) / std[c]`` for every channel ``c`` of ``x`` (N, C, H, W)."""
         # uint8 would cast mean and std to uint8 (0), ints truncate: both silently wrong
         _check_batch(x, "Normalize", _FLOAT_DTYPES, "; convert uint8 images with ToFloat()")
-        if x.shape[1] != len(self.mean):
+        channels = max(len(self.mean), len(self.std))
+        if channels != 1 and x.shape[1] != channels:
             raise ValueError(
-                f"Normalize expected {len(self.mean)} channels, got {x.shape[1]} "
-                f"(input shape {x.shape})"
+                f"Normalize expected {channels} channels (one per value of its mean and "
+                f"std), got {x.shape[1]} (input shape {x.shape})"
             )
-        mean = self.mean.astype(x.dtype)
-        invstd = (1.0 / self.std).astype(x.dtype)
+        # a single value stands for every channel; the kernel reads one per channel
+        mean = np.broadcast_to(self.mean, x.shape[1:2]).astype(x.dtype)
+        invstd = np.broadcast_to(1.0 / self.std, x.shape[1:2]).astype(x.dtype)
         return _normalize_kernel(np.ascontiguousarray(x), mean, invstd, np.empty_like(x))
 
     def __repr__(self):
