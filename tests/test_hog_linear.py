@@ -127,6 +127,39 @@ def test_not_fitted_and_wrong_inputs(data):
         HogLinearClassifier(loss="l2").fit(x, y)
 
 
+@pytest.mark.parametrize("bad, what", [(np.nan, "NaN"), (np.inf, "infinity"),
+                                       (-np.inf, "infinity")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_images_holding_nan_or_infinity_are_refused(data, bad, what, dtype):
+    # predict returned a label for an all-NaN image; scikit-learn says "Input X contains NaN"
+    (x, y), (x_val, y_val) = data
+    xf = (x / 255).astype(dtype)
+    broken = xf.copy()
+    broken[5, 1, 2, 3] = bad
+    message = (rf"Input X contains {what} \(HogLinearClassifier expected finite images, got "
+               rf"{what} in image 5\)")
+    model = HogLinearClassifier(**SMALL)
+    with pytest.raises(ValueError, match=message):
+        model.fit(broken, y)
+    assert not hasattr(model, "coef_")
+    bad_val = (x_val / 255).astype(dtype)
+    bad_val[-1, 0, 0, 0] = bad
+    with pytest.raises(ValueError, match=rf"Input X_val contains {what} .* in image 31\)"):
+        model.fit(xf, y, bad_val, y_val)
+    model.fit(xf, y)
+    coef = model.coef_.copy()
+    for method in (model.predict, model.decision_function, model.transform):
+        with pytest.raises(ValueError, match=message):
+            method(broken)
+    with pytest.raises(ValueError, match=message):
+        model.predict(broken.reshape(len(broken), -1))  # rows of values too
+    with pytest.raises(ValueError, match=message):
+        model.score(broken, y)
+    np.testing.assert_array_equal(model.coef_, coef)
+    # large finite values are fine, also where their float64 sum overflows
+    model.predict(np.full_like(xf, np.finfo(dtype).max))
+
+
 def test_init_only_stores_and_params_roundtrip():
     model = HogLinearClassifier(reg=0.5, epochs=3)
     assert model.get_params()["reg"] == 0.5

@@ -50,6 +50,28 @@ def _labels(y, n_samples, name):
     return y
 
 
+def _check_finite(X, name):
+    """Raise scikit-learn's ``ValueError: Input X contains NaN`` (or infinity) for float
+    images ``X`` (N, ...) holding one; HoG of a NaN image gave features and a label.
+
+    One float64 sum reads ``X`` once without a copy (float32 values cannot overflow it);
+    only a non-finite sum needs the elementwise tests, which find the first bad image
+    (or none, for float64 values so large that their sum overflows).
+    """
+    if X.dtype.kind != "f":
+        return
+    with np.errstate(over="ignore"):  # float64 images near their max: the tests decide
+        if np.isfinite(np.sum(X, dtype=np.float64)):
+            return
+    for test, what in ((np.isnan, "NaN"), (np.isinf, "infinity")):
+        bad = test(X).reshape(len(X), -1).any(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"Input {name} contains {what} (HogLinearClassifier expected finite "
+                f"images, got {what} in image {int(np.flatnonzero(bad)[0])})"
+            )
+
+
 class NotFittedError(ValueError, AttributeError):
     """The estimator is used before ``fit`` (as ``sklearn.exceptions.NotFittedError``)."""
 
@@ -215,8 +237,9 @@ class HogLinearClassifier:
             _check_color_options(self.color_bins, self.color_channels, "HogLinearClassifier",
                                  ("color_bins", "color_channels"))
 
-    def _images(self, X, shape=None, expected=None):
-        """``X`` as ``(N, C, H, W)`` images, checked.
+    def _images(self, X, shape=None, expected=None, name="X"):
+        """``X`` as ``(N, C, H, W)`` images, checked (float ones finite, as scikit-learn
+        checks its input; ``name`` is the argument's, for that message).
 
         Given the ``(C, H, W)`` ``shape`` they must have (``expected`` says why, for
         the messages), ``X`` may also be ``(N, C * H * W)`` rows; without one (the
@@ -249,6 +272,7 @@ class HogLinearClassifier:
                 f"features={self.features!r} needs RGB images (N, 3, H, W), got {X.shape[1]} "
                 f"channels (input shape {X.shape}); use features='hog' for grey images"
             )
+        _check_finite(X, name)
         return X
 
     def _fitted_images(self, X):
@@ -309,7 +333,8 @@ class HogLinearClassifier:
         if X_val is None:
             return X, y, None
         X_val = self._images(X_val, X.shape[1:],
-                             f"X_val must be images of the training shape {X.shape[1:]}")
+                             f"X_val must be images of the training shape {X.shape[1:]}",
+                             "X_val")
         return X, y, (X_val, _labels(y_val, len(X_val), "y_val"))
 
     def fit(self, X, y, X_val=None, y_val=None):
@@ -334,7 +359,8 @@ class HogLinearClassifier:
             For a parameter of the wrong kind (``epochs=2.0``, ``lr="0.1"``, ``loss=1``).
         ValueError
             For a parameter out of range (named as the constructor names it), images of the
-            wrong shape or too small for a HoG block, labels that are not 1-D or not
+            wrong shape or too small for a HoG block, float images holding NaN or
+            infinity ("Input X contains NaN", as scikit-learn), labels that are not 1-D or not
             one per image, fewer than 2 classes, or only one of ``X_val`` and ``y_val``.
             All is checked before any work, and a rejected (or interrupted) ``fit``
             leaves the estimator as it was: the fitted attributes are assigned at the end.
@@ -580,7 +606,11 @@ class HogLinearClassifier:
         return self._scores(self._standardised(X), self.coef_, self.intercept_)
 
     def predict(self, X):
-        """Predicted labels ``(N,)`` (values of ``classes_``) of images ``X`` (NCHW)."""
+        """Predicted labels ``(N,)`` (values of ``classes_``) of images ``X`` (NCHW).
+
+        Float images holding NaN or infinity raise ValueError ("Input X contains NaN"),
+        as a scikit-learn estimator's ``predict``.
+        """
         scores = self.decision_function(X)
         return self.classes_[scores.argmax(axis=1)]
 
