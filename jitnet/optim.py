@@ -563,6 +563,9 @@ class _Schedule:
         --epochs N``, whose ``CosineLR`` has ``t_max=N``) follows the schedule of an
         uninterrupted run of ``N`` epochs.
 
+        A state of only ``base_lr`` and ``last_epoch``, as checkpoints saved before
+        2026-12-07 18:00 UTC hold, loads as it did then.
+
         Raises
         ------
         TypeError, ValueError
@@ -572,10 +575,13 @@ class _Schedule:
         """
         owner = f"{type(self).__name__}.load_state_dict"
         names = self._hyperparameters
+        if isinstance(state, Mapping) and set(state) == {"base_lr", "last_epoch"}:
+            names = ()  # saved before the states held their hyperparameters: resumes as then
         _check_keys(owner, state, ("base_lr", "last_epoch", *names), type(self).__name__)
         base_lr = check_real(owner, "base_lr", state["base_lr"], *_AT_LEAST_0)
         last_epoch = check_int(owner, "last_epoch", state["last_epoch"], 0)
-        self._checked(owner, **{name: state[name] for name in names})
+        if names:
+            self._checked(owner, **{name: state[name] for name in names})
         self.optimizer.lr = self._lr_at(base_lr, last_epoch)  # first: the optimizer checks it
         self.base_lr, self.last_epoch = base_lr, last_epoch
 

@@ -498,3 +498,15 @@ def test_two_optimizers_over_the_same_parameters_keep_their_own_state(target):
     assert [p.state["step"] for p in params] == [1, 1]
     for p, m in zip(params, momentum):
         np.testing.assert_array_equal(jitnet.to_numpy(p.state["momentum_buffer"]), m)
+
+
+@pytest.mark.parametrize("make", [lambda o: optim.StepLR(o, step_size=2, gamma=0.5),
+                                  lambda o: optim.CosineLR(o, t_max=4)], ids=["step", "cosine"])
+def test_a_schedule_state_saved_before_it_held_hyperparameters_still_loads(make):
+    # checkpoints written before 2026-12-07 18:00 UTC hold only these two keys
+    reference = make(optim.SGD([Parameter(np.ones(2))], lr=1.0))
+    reference.step()
+    schedule = make(optim.SGD([Parameter(np.ones(2))], lr=1.0))
+    schedule.load_state_dict({"base_lr": 1.0, "last_epoch": 1})
+    assert schedule.state_dict() == reference.state_dict()
+    assert schedule.get_last_lr() == reference.get_last_lr()
