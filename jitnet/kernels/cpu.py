@@ -77,9 +77,10 @@ def asarray(a, dtype=None):
 
     An array of at least ``_ALIGN_MIN_BYTES`` comes back 64-byte aligned, copied
     if it was not (see :func:`_aligned_empty`): a parameter created by NumPy is
-    then aligned for every step that reads it. Smaller ones are not copied.
+    then aligned for every step that reads it. Smaller ones are not copied. A scalar
+    comes back 0-d, as ``np.asarray`` makes it (``np.ascontiguousarray`` makes it 1-d).
     """
-    a = np.ascontiguousarray(a, dtype=dtype)
+    a = np.asarray(a, dtype=dtype, order="C")
     if a.nbytes >= _ALIGN_MIN_BYTES and a.__array_interface__["data"][0] % _ALIGN:
         aligned = _aligned_empty(a.shape, a.dtype)
         aligned[...] = a

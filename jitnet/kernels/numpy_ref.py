@@ -36,9 +36,10 @@ def asarray(a, dtype=None):
     Returns
     -------
     np.ndarray
-        ``a`` itself when it is already contiguous with the wanted dtype, else a copy.
+        ``a`` itself when it is already contiguous with the wanted dtype, else a copy;
+        of ``a``'s shape, 0-d for a scalar (where ``np.ascontiguousarray`` gives 1-d).
     """
-    return np.ascontiguousarray(a, dtype=dtype)
+    return np.asarray(a, dtype=dtype, order="C")
 
 
 def to_numpy(a):

@@ -523,7 +523,7 @@ def as_input(x):
         return x
     if get_target() == "cuda":
         return backend().asarray(np.asarray(x))
-    return np.ascontiguousarray(x)
+    return np.asarray(x, order="C")  # (np.ascontiguousarray makes a 0-d array 1-d)
 
 
 def check_placement(owner, param):
