@@ -27,7 +27,7 @@ def _epoch(loader):
 
 def test_each_index_once_per_epoch_and_fresh_permutation(data):
     x, y = data
-    loader = DataLoader(x, y, batch_size=5, seed=0)
+    loader = DataLoader(x, y, batch_size=5, shuffle=True, seed=0)
     assert len(loader) == 5
     first = _epoch(loader)
     second = _epoch(loader)
@@ -47,6 +47,12 @@ def test_batches_float32_scaled_labels_int64(data):
         np.testing.assert_allclose(xb, x[yb].astype(np.float32) / 255, rtol=1e-6)
 
 
+def test_in_order_by_default_as_pytorch(data):
+    # an evaluation loader's batches line up with y_test (the default shuffled before)
+    x, y = data
+    np.testing.assert_array_equal(np.concatenate([b for _, b in DataLoader(x, y, 6)]), y)
+
+
 def test_drop_last_and_no_shuffle(data):
     x, y = data
     loader = DataLoader(x, y, batch_size=5, shuffle=False, drop_last=True)
@@ -60,11 +66,15 @@ def test_reproducible_with_seed_and_manual_seed(data):
     def order(loader):
         return np.concatenate([b for _, b in loader])
 
-    assert np.array_equal(order(DataLoader(x, y, 4, seed=5)), order(DataLoader(x, y, 4, seed=5)))
+    def shuffled(seed=None):
+        return DataLoader(x, y, 4, shuffle=True, seed=seed)
+
+    assert np.array_equal(order(shuffled(5)), order(shuffled(5)))
     jitnet.manual_seed(9)
-    a = order(DataLoader(x, y, 4))
+    a = order(shuffled())
     jitnet.manual_seed(9)
-    assert np.array_equal(a, order(DataLoader(x, y, 4)))
+    assert np.array_equal(a, order(shuffled()))
+    assert not np.array_equal(a, np.arange(len(y)))  # shuffled at all
 
 
 def test_bad_arguments(data):
@@ -126,7 +136,7 @@ def test_augmented_loader_keeps_shapes_labels_and_is_reproducible(data):
     def run(seed):
         t = Compose([RandomCrop((8, 6), padding=2, seed=seed), RandomHorizontalFlip(seed=seed),
                      Normalize.fit(x)])
-        return _epoch(DataLoader(x, y, batch_size=6, transform=t, seed=seed))
+        return _epoch(DataLoader(x, y, batch_size=6, shuffle=True, transform=t, seed=seed))
 
     a, b, c = run(3), run(3), run(4)
     for (xa, ya), (xb, yb) in zip(a, b):

@@ -251,7 +251,7 @@ def test_loader_takes_any_float_batch_of_the_same_length_from_a_transform(batch)
 @pytest.mark.parametrize("target", ["numpy", "cpu"])
 def test_loader_batches_unchanged_for_valid_input(batch, target):
     with jitnet.use_target(target):
-        loader = DataLoader(batch, np.arange(4), batch_size=3, seed=np.int64(5))
+        loader = DataLoader(batch, np.arange(4), batch_size=3, shuffle=True, seed=np.int64(5))
         (first, labels), _ = list(loader)
     order = np.random.default_rng(5).permutation(4)[:3]
     np.testing.assert_array_equal(jitnet.to_numpy(first), batch[order])

@@ -188,13 +188,14 @@ def test_resume_with_seeded_transforms_is_bitwise_equal(tmp_path):
     def loader():
         transform = T.Compose([T.RandomCrop(8, padding=2, seed=1),
                                T.RandomHorizontalFlip(seed=2), T.Normalize(*channel_stats(x))])
-        return jitnet.data.DataLoader(x, y, batch_size=16, transform=transform, seed=3)
+        return jitnet.data.DataLoader(x, y, batch_size=16, shuffle=True, transform=transform,
+                                      seed=3)
 
     with jitnet.use_target("numpy"):
         _check_resume_is_exact(x, y, 3, tmp_path, loader)
         # another set of seeded transforms does not fit the checkpoint
-        unseeded = jitnet.data.DataLoader(x, y, batch_size=16, transform=T.RandomCrop(8),
-                                          seed=3)
+        unseeded = jitnet.data.DataLoader(x, y, batch_size=16, shuffle=True,
+                                          transform=T.RandomCrop(8), seed=3)
         with pytest.raises(CheckpointError, match="does not fit this loader"):
             _run(x, y, 3, out_dir=tmp_path / "b", resume=True, loader=unseeded)
 

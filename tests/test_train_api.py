@@ -348,7 +348,8 @@ def _loader(x, y, seeded):
     transform = (T.Compose([T.RandomCrop(8, padding=2, seed=1), T.RandomHorizontalFlip(seed=2)])
                  if seeded else T.Compose([T.RandomCrop(8, padding=2),
                                            T.RandomHorizontalFlip()]))
-    return jitnet.data.DataLoader(x, y, batch_size=8, transform=transform, seed=3)
+    return jitnet.data.DataLoader(x, y, batch_size=8, shuffle=True, transform=transform,
+                                  seed=3)
 
 
 def _refused_resume(tmp_path, x, y, objects, first=None):

@@ -57,9 +57,10 @@ class DataLoader:
         ValueError rather than being truncated).
     batch_size : int
         Images per batch (a positive int, not a bool).
-    shuffle : bool
+    shuffle : bool, default False
         Visit the images in a fresh random permutation every epoch (each image
-        exactly once: no sampling with replacement); in order when False.
+        exactly once: no sampling with replacement); in order when False, as
+        PyTorch's default, so that an evaluation loader's batches line up with ``y``.
     drop_last : bool
         Leave out the last batch when it is smaller than ``batch_size``.
     transform : callable, optional
@@ -79,7 +80,7 @@ class DataLoader:
         On the host: layers and losses accept host labels.
     """
 
-    def __init__(self, x, y, batch_size, shuffle=True, drop_last=False, transform=None,
+    def __init__(self, x, y, batch_size, shuffle=False, drop_last=False, transform=None,
                  seed=None):
         x = np.asarray(x)
         y = np.asarray(y)
