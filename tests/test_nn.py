@@ -52,7 +52,7 @@ def compare_with_torch(ours, theirs, x, rng, dtype):
     assert scaled_error(y, ty.detach().numpy()) < tol
     assert scaled_error(dx, tx.grad.numpy()) < tol
     tparams = list(theirs.parameters())
-    assert len(tparams) == len(ours.parameters())
+    assert len(tparams) == len(list(ours.parameters()))
     for p, tp in zip(ours.parameters(), tparams):
         assert p.grad is not None and p.grad.dtype == np.dtype(dtype)
         assert scaled_error(p.grad, tp.grad.numpy()) < tol, p.name

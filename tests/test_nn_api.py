@@ -1,6 +1,8 @@
 """The PyTorch-style surface of jitnet.nn.Module: attribute assignment, parameters(),
 load_state_dict, custom modules, and 0-d arrays."""
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,49 @@ def target(request):
 
 def names(module):
     return [name for name, _ in module.named_parameters()]
+
+
+# -- parameters() ----------------------------------------------------------------------
+
+
+def test_parameters_yields_as_pytorch(target):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    assert inspect.isgenerator(model.parameters())
+    first = next(model.parameters())  # the device / dtype probe of PyTorch code
+    assert first is model[1].weight and first.dtype == np.float32
+    assert [p.name for p in model.parameters()] == ["weight", "bias"] * 2
+    assert next(nn.ReLU().parameters(), None) is None
+
+
+def test_backward_without_input_grad_skips_the_layers_before_the_first_parameters(target):
+    # with parameters() a generator, `if m.parameters()` held for every module
+    model = nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(4, 3))
+    model(np.ones((2, 2, 2), np.float32))
+
+    def refuse(dy):
+        raise AssertionError("backward ran through a layer before the first parameters")
+
+    model[0].backward = refuse
+    model[1].backward = refuse
+    assert model.backward(np.ones((2, 3), np.float32), input_grad=False) is None
+    assert model[2].weight.grad is not None
+
+
+def test_precompile_skips_the_input_gradient_of_the_first_layer_with_parameters(monkeypatch):
+    from jitnet.kernels import precompile
+
+    calls = []
+    conv_backward = nn.Conv2d.backward
+
+    def record(self, dy, input_grad=True):
+        if jitnet.get_target() == "cpu":
+            calls.append(input_grad)
+        return conv_backward(self, dy, input_grad)
+
+    monkeypatch.setattr(nn.Conv2d, "backward", record)
+    model = nn.Sequential(nn.ReLU(), nn.Conv2d(2, 3, 3), nn.ReLU())
+    precompile.compile_training_kernels(model, (2, 2, 5, 5), np.float32)
+    assert calls == [False]
 
 
 # -- 0-d arrays ------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def compile_training_kernels(model, shape, dtype):
         for i in reversed(range(len(order))):
             upstream[i] = dy
             dy = order[i].backward(dy)
-    first = next((i for i, m in enumerate(order) if m.parameters()), None)
+    first = next((i for i, m in enumerate(order) if next(m.parameters(), None) is not None), None)
     group_end = {conv: end for end, conv in _pooled_convs(order).items()}
     with targets.use_target("cpu"):
         i = 0

@@ -144,8 +144,10 @@ class Module:
             yield from child.named_parameters(prefix + name + ".")
 
     def parameters(self):
-        """All parameters, layer by layer, ``weight`` before ``bias`` (PyTorch's order)."""
-        return [p for _, p in self.named_parameters()]
+        """Yield all parameters, layer by layer, ``weight`` before ``bias`` (PyTorch's
+        order); ``list(model.parameters())`` for a list."""
+        for _, p in self.named_parameters():
+            yield p
 
     def zero_grad(self):
         """Forget every parameter's gradient (``grad = None``), as PyTorch's default."""
@@ -382,7 +384,7 @@ class Sequential(Module):
         modules = self._run_order()
         if input_grad:
             return _backward_through(modules, dy)
-        first = next((i for i, m in enumerate(modules) if m.parameters()), None)
+        first = next((i for i, m in enumerate(modules) if has_parameters(m)), None)
         if first is not None:
             end = {conv: end for end, conv in _pooled_convs(modules).items()}.get(first)
             if end is not None:  # the three (or two) in one call, as forward ran them
@@ -476,6 +478,11 @@ def _backward_through(modules, dy):
             dy = m.backward(dy)
             i -= 1
     return dy
+
+
+def has_parameters(module):
+    """Whether ``module`` (or a descendant) has at least one parameter."""
+    return next(module.parameters(), None) is not None
 
 
 @functools.lru_cache(maxsize=None)
