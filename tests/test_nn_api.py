@@ -2,6 +2,7 @@
 load_state_dict, custom modules, and 0-d arrays."""
 
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -20,6 +21,106 @@ def target(request):
 
 def names(module):
     return [name for name, _ in module.named_parameters()]
+
+
+# -- assigning attributes (PyTorch's Module.__setattr__ rules) ----------------------------
+
+
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        (np.ones((2, 2), np.float32), "numpy.ndarray"),
+        ([[1.0, 0.0], [0.0, 1.0]], "list"),
+        (nn.ReLU(), "jitnet.nn.layers.ReLU"),
+    ],
+)
+def test_a_parameter_takes_only_a_parameter_or_none(target, value, kind):
+    # a plain array used to unregister the weight: no longer trained, saved or moved
+    layer = nn.Linear(2, 2)
+    weight = layer.weight
+    message = (f"cannot assign '{kind}' as parameter 'weight' of Linear "
+               "(jitnet.nn.Parameter or None expected)")
+    with pytest.raises(TypeError, match=re.escape(message)):
+        layer.weight = value
+    assert layer.weight is weight and names(layer) == ["weight", "bias"]
+    assert set(layer.state_dict()) == {"weight", "bias"}
+    layer.weight.data = np.ones((2, 2), np.float32)  # the way to set the values
+    np.testing.assert_array_equal(jitnet.to_numpy(layer(np.ones((1, 2), np.float32))),
+                                  1 + 1 + jitnet.to_numpy(layer.bias.data)[None])
+
+
+def test_a_child_module_takes_only_a_module_or_none():
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    child = model[0]
+    with pytest.raises(TypeError, match=r"cannot assign 'numpy.ndarray' as child module '0' of "
+                                        r"Sequential \(jitnet.nn.Module or None expected\)"):
+        setattr(model, "0", np.ones(3))
+    assert model[0] is child and names(model) == ["0.weight", "0.bias"]
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+    net = Net()
+    with pytest.raises(TypeError, match=r"cannot assign 'int' as child module 'fc' of Net"):
+        net.fc = 3
+    net.fc = nn.Linear(2, 3)  # another module: fine
+    assert names(net) == ["fc.weight", "fc.bias"]
+    net.fc = None  # None unregisters it, as for a parameter
+    assert names(net) == [] and net.fc is None
+
+
+def test_a_buffer_takes_only_an_array(target):
+    bn = nn.BatchNorm2d(2)
+    kept = bn.running_mean
+    with pytest.raises(TypeError, match=r"cannot assign 'list' as buffer 'running_mean' of "
+                                        r"BatchNorm2d \(an array of the target expected\)"):
+        bn.running_mean = [0.0, 0.0]
+    assert bn.running_mean is kept
+    bn.running_var = jitnet.asarray(np.full(2, 4.0, np.float32))
+    np.testing.assert_array_equal(bn.state_dict()["running_var"], [4.0, 4.0])
+
+
+def test_a_module_that_skipped_super_init_says_so():
+    class NoSuper(nn.Module):
+        def __init__(self):
+            self.fc = nn.Linear(2, 2)
+
+    with pytest.raises(AttributeError, match=r"cannot assign module 'fc' before "
+                                             r"Module.__init__\(\) call: NoSuper.__init__ must "
+                                             r"call super\(\).__init__\(\) first"):
+        NoSuper()
+
+    class Plain(nn.Module):
+        def __init__(self):
+            self.scale = 2.0  # a plain attribute before Module.__init__ is fine (PyTorch too)
+
+        def forward(self, x):
+            return x
+
+    plain = Plain()
+    assert plain.scale == 2.0
+    with pytest.raises(AttributeError, match=r"'Plain' object has no attribute '_parameters': "
+                                             r"its __init__ did not call super\(\).__init__\(\)"):
+        list(plain.parameters())
+    with pytest.raises(AttributeError, match=r"^'Plain' object has no attribute 'other'$"):
+        _ = plain.other  # any other missing attribute: Python's usual message
+
+
+def test_a_custom_module_without_forward_or_backward_says_what_to_write(target):
+    class NoBackward(nn.Module):
+        def forward(self, x):
+            return x
+
+    model = nn.Sequential(NoBackward(), nn.Linear(2, 2))
+    model(np.ones((1, 2), np.float32))
+    message = (r"NoBackward.backward\(dy\) is not implemented: jitnet modules need an explicit "
+               r"backward pass, backward\(self, dy\) setting p.grad .* returning dx")
+    with pytest.raises(NotImplementedError, match=message):
+        model.backward(np.ones((1, 2), np.float32))
+    with pytest.raises(NotImplementedError, match=r"Module.forward\(x\) is not implemented"):
+        nn.Module()(np.ones(2))
 
 
 # -- parameters() ----------------------------------------------------------------------

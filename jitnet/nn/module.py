@@ -4,7 +4,9 @@ A :class:`Module` holds :class:`Parameter` objects and child modules, runs its
 forward pass on the kernels of the active target and keeps what its backward pass
 needs on ``self``. ``backward(dy)`` returns the gradient with respect to the input
 and *overwrites* ``param.grad`` of every parameter it owns (gradients are not
-accumulated across calls, so ``zero_grad`` is never needed between steps).
+accumulated across calls, so ``zero_grad`` is never needed between steps). It works
+from what the module's *last* forward kept, so it belongs right after the forward of
+the step: run a validation forward after it, not in between.
 ``Conv2d``, ``Linear`` and ``Sequential`` also take ``backward(dy, input_grad=False)``:
 parameter gradients only, as PyTorch computes for an input that does not require
 grad (:func:`backward_without_input_grad` calls any module that way when it can).
@@ -75,6 +77,29 @@ def _float_dtype(owner, dtype):
     return as_dtype
 
 
+#: What ``Module.__init__`` sets up: missing only when a subclass skipped it.
+_REGISTRIES = ("_parameters", "_modules", "_buffers", "training")
+
+
+def _typename(value):
+    """``numpy.ndarray``, ``list``: the type of ``value`` as PyTorch's messages name it."""
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _check_initialised(module, name, value):
+    """Raise AttributeError for a Parameter or Module assigned before ``Module.__init__``
+    ran (a subclass that forgot ``super().__init__()``); other attributes may be set."""
+    if isinstance(value, (Parameter, Module)):
+        what = "parameter" if isinstance(value, Parameter) else "module"
+        raise AttributeError(
+            f"cannot assign {what} {name!r} before Module.__init__() call: "
+            f"{type(module).__name__}.__init__ must call super().__init__() first"
+        )
+
+
 def _move(a, target, dtype):
     """``a`` (any target's array) as an array of ``target``, optionally cast."""
     if a is None:
@@ -102,21 +127,57 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
-        # A replaced parameter keeps its place in the order (dict assignment); replacing
-        # a registered parameter or child by something else unregisters it.
-        if isinstance(value, Parameter):
+        # As PyTorch's: a Parameter (a Module) is registered, in assignment order (one
+        # that replaces another keeps its place). Over a registered parameter (child)
+        # only another one or None may go, None unregistering it: anything else is a
+        # TypeError, as a plain array there would drop the weight from parameters(),
+        # state_dict() and the optimizer without a word. A buffer takes arrays only.
+        params = self.__dict__.get("_parameters")
+        if params is None:
+            _check_initialised(self, name, value)
+        elif isinstance(value, Parameter):
             self._modules.pop(name, None)
+            self._buffers.pop(name, None)
             value.name = name
-            self._parameters[name] = value
+            params[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as parameter {name!r} of "
+                    f"{type(self).__name__} (jitnet.nn.Parameter or None expected): set "
+                    f"{name}.data to change its values"
+                )
+            del params[name]
         elif isinstance(value, Module):
-            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
             self._modules[name] = value
-        else:
-            self._parameters.pop(name, None)
-            self._modules.pop(name, None)
-            if name in self._buffers:
-                self._buffers[name] = value
+        elif name in self._modules:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as child module {name!r} of "
+                    f"{type(self).__name__} (jitnet.nn.Module or None expected)"
+                )
+            del self._modules[name]
+        elif name in self._buffers:
+            if not (isinstance(value, np.ndarray) or is_device_array(value)):
+                raise TypeError(
+                    f"cannot assign '{_typename(value)}' as buffer {name!r} of "
+                    f"{type(self).__name__} (an array of the target expected)"
+                )
+            self._buffers[name] = value
         object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # reached only when the normal lookup failed
+        if name in _REGISTRIES:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}: its __init__ "
+                f"did not call super().__init__() (call it first, as for torch.nn.Module)",
+                name=name, obj=self,
+            )
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+        )
 
     def register_buffer(self, name, array):
         """Register a non-trained array saved in :meth:`state_dict` and moved by :meth:`to`."""
@@ -126,10 +187,26 @@ class Module:
     # -- forward / backward -------------------------------------------------------------
 
     def forward(self, x):
-        raise NotImplementedError
+        """The module's output for input ``x``; a subclass defines it."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.forward(x) is not implemented: a subclass of "
+            "jitnet.nn.Module defines forward(x), keeping on self what its backward needs"
+        )
 
     def backward(self, dy):
-        raise NotImplementedError
+        """The gradient of the input, ``dx``, for ``dy``, the gradient of the output.
+
+        A subclass defines it (jitnet has no autograd): it sets ``p.grad`` of its own
+        parameters and returns ``dx``, from what its *last* forward kept on ``self``
+        (as cs231n's layers do). So backward belongs right after the forward of the
+        step: a forward on another batch in between (a validation batch, say) makes
+        backward use that batch's activations. Run it after backward.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__}.backward(dy) is not implemented: jitnet modules need "
+            "an explicit backward pass, backward(self, dy) setting p.grad of the module's "
+            "parameters and returning dx, the gradient with respect to forward's input"
+        )
 
     def __call__(self, *args):
         return self.forward(*args)
@@ -375,6 +452,13 @@ class Sequential(Module):
 
     def backward(self, dy, input_grad=True):
         """Backward through the children in reverse; returns ``dx``.
+
+        Each child goes back from what its *last* forward kept (as cs231n's layers
+        do; there is no graph per call as in PyTorch): run backward right after the
+        forward whose loss ``dy`` is the gradient of. A forward on another batch in
+        between, e.g. scoring a validation batch, would silently mix that batch's
+        activations into the gradients (a batch of another size is caught); score it
+        after backward (or after the optimizer's step).
 
         With ``input_grad=False`` nothing is computed for the input (None is
         returned): children before the first one with parameters are skipped, and
