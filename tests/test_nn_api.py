@@ -166,6 +166,36 @@ def test_precompile_skips_the_input_gradient_of_the_first_layer_with_parameters(
     assert calls == [False]
 
 
+# -- load_state_dict -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state, got", [(None, "NoneType"), ([1, 2], "list"), ("abc", "str")])
+def test_load_state_dict_wants_a_mapping(state, got):
+    model = nn.Sequential(nn.Linear(2, 2))
+    before = model.state_dict()
+    with pytest.raises(TypeError, match=rf"^load_state_dict expected a mapping from "
+                                        rf"state_dict\(\), got {got}$"):
+        model.load_state_dict(state)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_load_state_dict_lists_keys_of_any_type():
+    model = nn.Sequential(nn.Linear(2, 2))
+    state = {**model.state_dict(), 1: np.zeros(1), "x": np.zeros(1)}
+    with pytest.raises(ValueError, match=re.escape("missing keys [], unexpected keys [1, 'x']")):
+        model.load_state_dict(state)
+
+
+def test_load_state_dict_names_pytorchs_batch_norm_counter():
+    model = nn.Sequential(nn.BatchNorm2d(2))
+    state = {**model.state_dict(), "0.num_batches_tracked": np.array(3)}
+    with pytest.raises(ValueError, match=r"unexpected keys \['0.num_batches_tracked'\] "
+                                         r"\(num_batches_tracked is PyTorch's BatchNorm step "
+                                         r"counter, which jitnet does not keep"):
+        model.load_state_dict(state)
+
+
 # -- 0-d arrays ------------------------------------------------------------------------
 
 

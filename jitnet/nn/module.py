@@ -14,6 +14,7 @@ grad (:func:`backward_without_input_grad` calls any module that way when it can)
 
 import functools
 import inspect
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -262,10 +263,17 @@ class Module:
 
         Raises
         ------
+        TypeError
+            When ``state`` is not a mapping.
         ValueError
             When a key is missing or unexpected, a shape differs or an array is not
             numeric.
         """
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"load_state_dict expected a mapping from state_dict(), got "
+                f"{type(state).__name__}"
+            )
         expected = {}
         for module_prefix, module in self._prefixed_modules():
             for name, p in module._parameters.items():
@@ -273,10 +281,14 @@ class Module:
             for name in module._buffers:
                 expected[module_prefix + name] = (module, name, None)
         missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
+        unexpected = sorted(set(state) - set(expected), key=str)  # any keys, ints too
         if missing or unexpected:
+            hint = ""
+            if any(str(key).endswith("num_batches_tracked") for key in unexpected):
+                hint = (" (num_batches_tracked is PyTorch's BatchNorm step counter, which "
+                        "jitnet does not keep: leave those keys out)")
             raise ValueError(
-                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}"
+                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}{hint}"
             )
         checked = []
         for key, (module, name, p) in expected.items():
