@@ -77,8 +77,10 @@ def test_backward_refuses_a_gradient_of_another_shape_or_dtype(target, name):
             layer.backward(np.ones(wrong, np.float32))
     with pytest.raises(ValueError, match=r"got shape .* and dtype float64"):
         layer.backward(good.astype(np.float64))
-    with pytest.raises(ValueError, match=r"expected dy to be an array of shape .*, got list"):
+    with pytest.raises(TypeError, match=r"expected dy to be an array of shape .*, got list"):
         layer.backward(good.tolist())
+    with pytest.raises(TypeError, match=r"expected dy to be an array of shape .*, got NoneType"):
+        layer.backward(None)
     for kept, now in zip(before, grads(layer)):  # a refused backward loses nothing
         np.testing.assert_array_equal(kept, now)
     layer.backward(good)  # and the layer still works
@@ -234,3 +236,190 @@ def test_a_layer_names_itself_and_the_dtype_it_cannot_hold(dtype, got):
     was its TypeError, 'data type not understood', before)."""
     with pytest.raises(ValueError, match=f"^Linear expected dtype float32 or float64, got {got}$"):
         nn.Linear(2, 3, dtype=dtype)
+
+
+# -- parameters set by hand: `layer.weight.data = ...` ------------------------------------
+
+
+def _set(attribute, value):
+    """A function setting ``layer.<attribute>`` (dotted) to ``value``."""
+    def set_it(layer):
+        *path, last = attribute.split(".")
+        owner = layer
+        for name in path:
+            owner = getattr(owner, name)
+        setattr(owner, last, value)
+    return set_it
+
+
+f32 = np.float32
+# (layer, what is set by hand, its input, error, message): the kernels took each size
+# from the layer's configuration, so on the cpu target these read past an array's end
+PARAMETER_CASES = {
+    "linear_weight_wide": (
+        lambda: nn.Linear(2, 2), _set("weight.data", np.ones((2, 50), f32)), (1, 2), ValueError,
+        "Linear expected weight of shape (2, 2) (out_features, in_features), got (2, 50)"),
+    "linear_bias_short": (
+        lambda: nn.Linear(2, 2), _set("bias.data", np.ones(1, f32)), (1, 2), ValueError,
+        "Linear expected bias of shape (2,) (out_features,), got (1,)"),
+    "linear_weight_list": (
+        lambda: nn.Linear(2, 2), _set("weight.data", [[1.0, 0.0], [0.0, 1.0]]), (1, 2),
+        TypeError,
+        "Linear expected weight to be an array of shape (2, 2) (out_features, in_features), "
+        "got list"),
+    "linear_weight_none": (
+        lambda: nn.Linear(2, 2), _set("weight", None), (1, 2), TypeError,
+        "Linear expected weight to be an array of shape (2, 2) (out_features, in_features), "
+        "got NoneType"),
+    "linear_weight_int": (
+        lambda: nn.Linear(2, 2), _set("weight.data", np.ones((2, 2), np.int64)), (1, 2),
+        ValueError, "Linear expected weight of dtype float32 or float64, got int64"),
+    "linear_mixed_dtypes": (
+        lambda: nn.Linear(2, 2), _set("weight.data", np.ones((2, 2))), (1, 2), ValueError,
+        "Linear expected bias of dtype float64 (the weight's), got float32"),
+    "conv_weight_channels": (
+        lambda: nn.Conv2d(2, 2, 3), _set("weight.data", np.ones((2, 4, 3, 3), f32)),
+        (1, 2, 3, 3), ValueError,
+        "Conv2d expected weight of shape (2, 2, 3, 3) (out_channels, in_channels/groups, k, "
+        "k), got (2, 4, 3, 3)"),
+    "conv_weight_kernel": (
+        lambda: nn.Conv2d(2, 2, 3), _set("weight.data", np.ones((2, 2, 5, 5), f32)),
+        (1, 2, 3, 3), ValueError, "Conv2d expected weight of shape (2, 2, 3, 3)"),
+    "conv_bias_long": (
+        lambda: nn.Conv2d(2, 2, 3), _set("bias.data", np.ones(3, f32)), (1, 2, 3, 3),
+        ValueError, "Conv2d expected bias of shape (2,) (out_channels,), got (3,)"),
+    "maxout_bias": (
+        lambda: nn.Maxout(2, 2), _set("bias.data", np.ones(3, f32)), (1, 2), ValueError,
+        "Maxout expected bias of shape (4,) (out_features * pieces,), got (3,)"),
+    "maxout_weight": (
+        lambda: nn.Maxout(2, 2, pieces=3), _set("weight.data", np.ones((4, 2), f32)), (1, 2),
+        ValueError,
+        "Maxout expected weight of shape (6, 2) (out_features * pieces, in_features), got (4, 2)"),
+    "batchnorm_running_mean": (
+        lambda: nn.BatchNorm2d(4).eval(), _set("running_mean", np.zeros(1, f32)), (1, 4, 1, 1),
+        ValueError, "BatchNorm2d expected running_mean of shape (4,) (num_features,), got (1,)"),
+    "batchnorm_running_var_dtype": (
+        lambda: nn.BatchNorm2d(4), _set("running_var", np.ones(4)), (2, 4, 2, 2),
+        ValueError, "BatchNorm2d expected running_var of dtype float32 (the weight's), got "
+                    "float64"),
+    "batchnorm_bias": (
+        lambda: nn.BatchNorm2d(4), _set("bias.data", np.zeros(5, f32)), (2, 4, 2, 2),
+        ValueError, "BatchNorm2d expected bias of shape (4,) (num_features,), got (5,)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARAMETER_CASES))
+def test_forward_checks_the_parameters_set_by_hand(target, case):
+    make, change, shape, error, message = PARAMETER_CASES[case]
+    layer = make()
+    change(layer)
+    x = np.ones(shape, np.float64 if case == "linear_mixed_dtypes" else np.float32)
+    with pytest.raises(error, match=re.escape(message)):
+        layer(x)
+
+
+def test_a_refused_parameter_leaves_the_running_statistics_as_they_were(target):
+    bn = nn.BatchNorm2d(3)
+    bn.weight.data = np.ones(2, np.float32)
+    with pytest.raises(ValueError, match=r"BatchNorm2d expected weight of shape \(3,\)"):
+        bn(x4() + 5)
+    np.testing.assert_array_equal(jitnet.to_numpy(bn.running_mean), np.zeros(3))
+    np.testing.assert_array_equal(jitnet.to_numpy(bn.running_var), np.ones(3))
+
+
+@pytest.mark.parametrize(
+    "layers, index, attribute, value, message",
+    [
+        # the fused calls (Sequential's) check too
+        (lambda: [nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.ReLU()], 0, "bias.data",
+         np.ones(2, np.float32), r"Conv2d expected bias of shape \(4,\)"),
+        (lambda: [nn.BatchNorm2d(3), nn.MaxPool2d(2), nn.ReLU()], 0, "running_var",
+         np.ones(2, np.float32), r"BatchNorm2d expected running_var of shape \(3,\)"),
+        (lambda: [nn.Flatten(), nn.Linear(108, 5), nn.ReLU(), nn.Linear(5, 2)], 1,
+         "weight.data", np.ones((5, 107), np.float32),
+         r"Linear expected weight of shape \(5, 108\)"),
+    ],
+    ids=["conv_pool_relu", "batchnorm_pool_relu", "linear_relu"],
+)
+def test_sequential_checks_the_parameters_of_its_fused_layers(target, layers, index, attribute,
+                                                             value, message):
+    model = nn.Sequential(*layers())
+    _set(attribute, value)(model[index])
+    with pytest.raises(ValueError, match=message):
+        model(x4())
+
+
+@pytest.mark.parametrize(
+    "layers, index",
+    [
+        (lambda: [nn.Conv2d(3, 4, 3, padding=1)], 0),
+        (lambda: [nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.ReLU()], 0),
+        (lambda: [nn.Flatten(), nn.Linear(108, 5)], 1),
+        (lambda: [nn.Flatten(), nn.Linear(108, 5), nn.ReLU(), nn.Linear(5, 2)], 3),
+        (lambda: [nn.Flatten(), nn.Maxout(108, 5)], 1),
+        (lambda: [nn.BatchNorm2d(3)], 0),
+    ],
+    ids=["conv", "conv_pool_relu", "linear", "relu_linear", "maxout", "batchnorm"],
+)
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_backward_checks_parameters_changed_since_forward(target, layers, index, input_grad):
+    """The backward kernels read the weight too: one of another shape set between forward
+    and backward was read past its end on the cpu target."""
+    model = nn.Sequential(*layers())
+    y = model(x4())
+    layer = model[index]
+    shape = tuple(layer.weight.shape)
+    layer.weight.data = np.ones(shape[:-1] + (shape[-1] + 1,), np.float32)
+    name = type(layer).__name__
+    with pytest.raises(ValueError, match=rf"{name} expected weight of shape \({shape[0]},"):
+        model.backward(np.ones(y.shape, np.float32), input_grad=input_grad)
+
+
+# -- inputs of the wrong kind ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_an_input_that_is_no_array_is_a_type_error_naming_its_type(target, name):
+    make, data = LAYERS[name]
+    layer = make()
+    for bad, kind in [(None, "NoneType"), ("abc", "str"), (data().tolist(), "list"),
+                      ({"x": 1}, "dict")]:
+        with pytest.raises(TypeError, match=rf"^{name} expected an input array .* of float32 "
+                                            rf"or float64, got {kind}$"):
+            layer(bad)
+    with pytest.raises(TypeError, match=rf"{name} expected a float32 or float64 input, got an "
+                                        rf"array of dtype object"):
+        layer(np.full(data().shape, None))
+    with pytest.raises(ValueError, match=rf"{name} expected a float32 or float64 input, got "
+                                         rf"int64$"):  # a numeric dtype: a ValueError, no hint
+        layer(data().astype(np.int64))
+
+
+@pytest.mark.parametrize(
+    "loss, bad, message",
+    [
+        (nn.SoftmaxCrossEntropyLoss, None, r"integer class labels of shape \(4,\), got NoneType"),
+        (nn.MulticlassHingeLoss, "abc", r"integer class labels of shape \(4,\), got str"),
+        (nn.SoftmaxCrossEntropyLoss, np.array([None] * 4),
+         r"integer class labels of shape \(4,\), got ndarray of dtype object"),
+        (nn.BCEWithLogitsLoss, None, r"a numeric target of shape \(4, 3\), got NoneType"),
+        (nn.MSELoss, {"a": 1}, r"a numeric target of shape \(4, 3\), got dict"),
+        (nn.L1Loss, "abc", r"a numeric target of shape \(4, 3\), got str"),
+    ],
+)
+def test_a_loss_names_the_type_of_labels_or_targets_that_hold_no_numbers(target, loss, bad,
+                                                                         message):
+    # None was "expected integer class labels, got dtype object", or for a regression
+    # loss "expected a target of shape (4, 3) (the input's), got ()"
+    with pytest.raises(TypeError, match=rf"^{loss.__name__} expected {message}$"):
+        loss()(x2(4, 3), bad)
+
+
+def test_a_loss_takes_labels_and_targets_as_lists_still(target):
+    scores = x2(4, 3)
+    assert nn.SoftmaxCrossEntropyLoss()(scores, [0, 1, 2, 0]) > 0
+    assert nn.MSELoss()(scores, scores.tolist()) == 0.0
+    for bad, kind in [(None, "NoneType"), (scores.tolist(), "list")]:
+        with pytest.raises(TypeError, match=rf"SoftmaxCrossEntropyLoss expected an input array "
+                                            rf"\(N, C\) of float32 or float64, got {kind}"):
+            nn.SoftmaxCrossEntropyLoss()(bad, [0, 1, 2, 0])

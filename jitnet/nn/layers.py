@@ -32,10 +32,26 @@ def _positive_int(owner, name, value, minimum=1):
     return check_int(owner, name, value, minimum)
 
 
-def _check_input(owner, x, ndim, layout, dtype=None):
-    """Raise ValueError unless ``x`` is a float array of ``ndim`` dims (and ``dtype``)."""
+def _input(owner, x, ndim, layout, dtype=None):
+    """``x`` as an array of the active target, after checking it is a float array of
+    ``ndim`` dims (any with None; ``layout`` names them) and ``dtype`` (when given).
+
+    Something that is no array at all (None, a str, a list: PyTorch's layers take no
+    list either) or an array of no numbers is a TypeError naming what came; a
+    numeric array of the wrong dtype or shape a ValueError.
+    """
+    if not (isinstance(x, (np.ndarray, np.generic)) or is_device_array(x)
+            or hasattr(x, "__array__")):
+        raise TypeError(
+            f"{owner} expected an input array {layout or '(any shape)'} of float32 or "
+            f"float64, got {type(x).__name__}"
+        )
+    x = as_input(x)
     x_dtype = np.dtype(x.dtype)
     if x_dtype not in _FLOATS:
+        if x_dtype.kind not in "biufc":
+            raise TypeError(f"{owner} expected a float32 or float64 input, got an array of "
+                            f"dtype {x_dtype}")
         raise ValueError(f"{owner} expected a float32 or float64 input, got {x_dtype}")
     if ndim is not None and len(x.shape) != ndim:
         raise ValueError(f"{owner} expected a {ndim}-D input {layout}, got shape {tuple(x.shape)}")
@@ -44,6 +60,40 @@ def _check_input(owner, x, ndim, layout, dtype=None):
             f"{owner} expected a {dtype} input (the dtype of its parameters), got {x_dtype}; "
             f"cast the input or call .to(dtype={x_dtype.name!r}) on the model"
         )
+    return x
+
+
+def _check_param(owner, name, param, shape, layout, dtype=None):
+    """The dtype of ``param`` (a Parameter, or a buffer's array), after checking that its
+    array lives on the active target and has ``shape`` (``layout`` names its axes) and
+    ``dtype`` (by default float32 or float64: give the weight's for the others).
+
+    The kernels take each parameter's size from the layer's configuration: on the cpu
+    target one of another shape (``layer.weight.data = ...``) was read past its end.
+    Attributes are compared only, nothing is read: this runs on every forward and
+    backward.
+    """
+    data = param.data if isinstance(param, Parameter) else param
+    if not (isinstance(data, np.ndarray) or is_device_array(data)):
+        raise TypeError(
+            f"{owner} expected {name} to be an array of shape {shape} {layout}, got "
+            f"{type(data).__name__}"
+        )
+    check_placement(owner, data)
+    if data.shape != shape:
+        raise ValueError(
+            f"{owner} expected {name} of shape {shape} {layout}, got {tuple(data.shape)}"
+        )
+    got = data.dtype
+    if dtype is None:
+        if got not in _FLOATS:
+            raise ValueError(f"{owner} expected {name} of dtype float32 or float64, got {got}")
+    elif got != dtype:
+        raise ValueError(
+            f"{owner} expected {name} of dtype {dtype} (the weight's), got {got}; "
+            f".to(dtype=...) casts every parameter of a model"
+        )
+    return got
 
 
 def _check_size(owner, what, expected, got, shape):
@@ -100,8 +150,8 @@ def _upstream(layer, dy, shape, dtype):
             f"{owner}.backward got dy on the cuda device but the active target is "
             f"{get_target()!r}: pass a host array, or jitnet.set_target('cuda')"
         )
-    if not (is_device_array(dy) or isinstance(dy, np.ndarray)):
-        raise ValueError(
+    if not (is_device_array(dy) or isinstance(dy, (np.ndarray, np.generic))):
+        raise TypeError(
             f"{owner}.backward expected dy to be an array of shape {tuple(shape)}, got "
             f"{type(dy).__name__}"
         )
@@ -225,6 +275,7 @@ class Conv2d(Module):
         in another order (see ``conv2d_maxpool2d_backward``).
         """
         x = _saved(self, "_saved_x")
+        self._check_params()
         dy, argmax, shape = pool._upstream(dy, relu)
         if shape != self._output_shape(x.shape):  # not this layer's output pooled
             dy = pool.backward(dy) if relu is None else pool._backward_relu(dy, relu)
@@ -241,9 +292,7 @@ class Conv2d(Module):
 
     def _checked(self, x):
         """``x`` as an input of the active target, after the checks of ``forward``."""
-        x = as_input(x)
-        _check_input("Conv2d", x, 4, "(N, C, H, W)", self.weight.dtype)
-        check_placement("Conv2d", self.weight)
+        x = _input("Conv2d", x, 4, "(N, C, H, W)", self._check_params())
         n, c, h, w = x.shape
         _check_size("Conv2d", "input channels", self.in_channels, c, tuple(x.shape))
         k, p = self.kernel_size, self.padding
@@ -254,6 +303,17 @@ class Conv2d(Module):
             )
         return x
 
+    def _check_params(self):
+        """The weight's dtype, after checking the parameters' arrays (see _check_param)."""
+        k = self.kernel_size
+        shape = (self.out_channels, self.in_channels // self.groups, k, k)
+        dtype = _check_param(
+            "Conv2d", "weight", self.weight, shape, "(out_channels, in_channels/groups, k, k)"
+        )
+        if self.bias is not None:
+            _check_param("Conv2d", "bias", self.bias, shape[:1], "(out_channels,)", dtype)
+        return dtype
+
     def _output_shape(self, in_shape):
         """``(N, out_channels, HO, WO)`` of an input of shape ``in_shape``."""
         n, _, h, w = in_shape
@@ -263,7 +323,7 @@ class Conv2d(Module):
     def backward(self, dy, input_grad=True):
         """``dx`` (None with ``input_grad=False``); sets ``weight.grad`` and ``bias.grad``."""
         x = _saved(self, "_saved_x")
-        dy = _upstream(self, dy, self._output_shape(x.shape), self.weight.dtype)
+        dy = _upstream(self, dy, self._output_shape(x.shape), self._check_params())
         dx, dweight, dbias = backend().conv2d_backward(
             dy, x, self.weight.data, self.stride, self.padding, self.groups, input_grad,
         )
@@ -308,8 +368,7 @@ class MaxPool2d(Module):
         )
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("MaxPool2d", x, 4, "(N, C, H, W)")
+        x = _input("MaxPool2d", x, 4, "(N, C, H, W)")
         self._check_shape(tuple(x.shape))
         y, argmax = backend().maxpool2d_forward(x, self.kernel_size, self.stride)
         self._keep(argmax, x.shape, None, y)
@@ -410,10 +469,16 @@ class Linear(Module):
         ran just before this layer (``Sequential`` calls it); bit for bit."""
         return self._backward(dy, True, relu)
 
+    def _check_params(self):
+        """The weight's dtype, after checking the parameters' arrays (see _check_param)."""
+        shape = (self.out_features, self.in_features)
+        dtype = _check_param("Linear", "weight", self.weight, shape, "(out_features, in_features)")
+        if self.bias is not None:
+            _check_param("Linear", "bias", self.bias, shape[:1], "(out_features,)", dtype)
+        return dtype
+
     def _forward(self, x, relu):
-        x = as_input(x)
-        _check_input("Linear", x, 2, "(N, in_features)", self.weight.dtype)
-        check_placement("Linear", self.weight)
+        x = _input("Linear", x, 2, "(N, in_features)", self._check_params())
         _check_size("Linear", "input features", self.in_features, x.shape[1], tuple(x.shape))
         self._saved_x = x
         bias = self.bias.data if self.bias is not None else None
@@ -425,7 +490,7 @@ class Linear(Module):
     def _backward(self, dy, input_grad, relu):
         x = _saved(self, "_saved_x")
         relu_y = None if relu is None else _saved_relu_output(relu, x.shape)
-        dy = _upstream(self, dy, (x.shape[0], self.out_features), self.weight.dtype)
+        dy = _upstream(self, dy, (x.shape[0], self.out_features), self._check_params())
         dx, dweight, dbias = backend().linear_backward(
             dy, x, self.weight.data, input_grad, relu_y=relu_y
         )
@@ -469,10 +534,17 @@ class Maxout(Module):
         self.weight = Parameter(kaiming_uniform((rows, self.in_features), self.in_features, dtype))
         self.bias = Parameter(kaiming_uniform((rows,), self.in_features, dtype))
 
+    def _check_params(self):
+        """The weight's dtype, after checking the parameters' arrays (see _check_param)."""
+        shape = (self.out_features * self.pieces, self.in_features)
+        dtype = _check_param(
+            "Maxout", "weight", self.weight, shape, "(out_features * pieces, in_features)"
+        )
+        _check_param("Maxout", "bias", self.bias, shape[:1], "(out_features * pieces,)", dtype)
+        return dtype
+
     def forward(self, x):
-        x = as_input(x)
-        _check_input("Maxout", x, 2, "(N, in_features)", self.weight.dtype)
-        check_placement("Maxout", self.weight)
+        x = _input("Maxout", x, 2, "(N, in_features)", self._check_params())
         _check_size("Maxout", "input features", self.in_features, x.shape[1], tuple(x.shape))
         y, argmax = backend().maxout_forward(x, self.weight.data, self.bias.data, self.pieces)
         self._saved_x = x
@@ -481,7 +553,7 @@ class Maxout(Module):
 
     def backward(self, dy):
         x, argmax = _saved(self, "_saved_x", "_saved_argmax")
-        dy = _upstream(self, dy, (x.shape[0], self.out_features), self.weight.dtype)
+        dy = _upstream(self, dy, (x.shape[0], self.out_features), self._check_params())
         dx, dweight, dbias = backend().maxout_backward(
             dy, x, self.weight.data, argmax, self.pieces
         )
@@ -500,8 +572,7 @@ class Flatten(Module):
     """``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``: keeps the batch axis."""
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("Flatten", x, None, "")
+        x = _input("Flatten", x, None, "")
         if len(x.shape) < 2:
             raise ValueError(
                 f"Flatten expected an input with a batch axis and at least one more, "
@@ -524,8 +595,7 @@ class ReLU(Module):
     """``max(x, 0)``, any shape."""
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("ReLU", x, None, "")
+        x = _input("ReLU", x, None, "")
         self._saved_y = backend().relu_forward(x)
         return self._saved_y
 
@@ -542,8 +612,7 @@ class LeakyReLU(Module):
         self.negative_slope = check_real("LeakyReLU", "negative_slope", negative_slope)
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("LeakyReLU", x, None, "")
+        x = _input("LeakyReLU", x, None, "")
         self._saved_x = x
         return backend().leaky_relu_forward(x, self.negative_slope)
 
@@ -560,8 +629,7 @@ class Sigmoid(Module):
     """Logistic sigmoid, any shape."""
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("Sigmoid", x, None, "")
+        x = _input("Sigmoid", x, None, "")
         self._saved_y = backend().sigmoid_forward(x)
         return self._saved_y
 
@@ -574,8 +642,7 @@ class Tanh(Module):
     """Hyperbolic tangent, any shape."""
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("Tanh", x, None, "")
+        x = _input("Tanh", x, None, "")
         self._saved_y = backend().tanh_forward(x)
         return self._saved_y
 
@@ -592,8 +659,7 @@ class ELU(Module):
         self.alpha = check_real("ELU", "alpha", alpha)
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("ELU", x, None, "")
+        x = _input("ELU", x, None, "")
         self._saved_x = x
         self._saved_y = backend().elu_forward(x, self.alpha)
         return self._saved_y
@@ -623,8 +689,7 @@ class Dropout(Module):
         self.p = check_real("Dropout", "p", p, "in [0, 1] (a probability)", lambda v: 0 <= v <= 1)
 
     def forward(self, x):
-        x = as_input(x)
-        _check_input("Dropout", x, None, "")
+        x = _input("Dropout", x, None, "")
         self._saved_shape, self._saved_dtype = tuple(x.shape), np.dtype(x.dtype)
         if not self.training or self.p == 0.0:
             self._saved_mask = None
@@ -712,9 +777,7 @@ class BatchNorm2d(Module):
 
     def _checked(self, x):
         """``x`` as an input of the active target, after the checks of ``forward``."""
-        x = as_input(x)
-        _check_input("BatchNorm2d", x, 4, "(N, C, H, W)", self.weight.dtype)
-        check_placement("BatchNorm2d", self.weight)
+        x = _input("BatchNorm2d", x, 4, "(N, C, H, W)", self._check_params())
         n, c, h, w = x.shape
         _check_size("BatchNorm2d", "channels", self.num_features, c, tuple(x.shape))
         if self.training and n * h * w < 2:
@@ -724,10 +787,20 @@ class BatchNorm2d(Module):
             )
         return x
 
+    def _check_params(self):
+        """The weight's dtype, after checking the parameters' and running statistics'
+        arrays (see _check_param)."""
+        shape = (self.num_features,)
+        dtype = _check_param("BatchNorm2d", "weight", self.weight, shape, "(num_features,)")
+        for name in ("bias", "running_mean", "running_var"):
+            _check_param("BatchNorm2d", name, getattr(self, name), shape, "(num_features,)",
+                         dtype)
+        return dtype
+
     def backward(self, dy):
         b = backend()
         x = _saved(self, "_saved_x", "_saved_mean", "_saved_invstd")[0]
-        dy = _upstream(self, dy, x.shape, self.weight.dtype)
+        dy = _upstream(self, dy, x.shape, self._check_params())
         if self._saved_training:
             dx, dweight, dbias = b.batchnorm2d_backward(
                 dy, self._saved_x, self.weight.data, self._saved_mean, self._saved_invstd

@@ -8,8 +8,8 @@ import numpy as np
 
 from .._checks import check_real
 from ..targets import backend, get_target, is_device_array, to_numpy
-from .layers import _check_input
-from .module import Module, as_input
+from .layers import _input
+from .module import Module
 
 
 def _check_not_empty(owner, scores):
@@ -21,6 +21,18 @@ def _check_not_empty(owner, scores):
         )
 
 
+def _host_numbers(owner, what, value):
+    """``value`` (not a device array) as a host array, or a TypeError naming its Python
+    type when it holds no numbers: None, a str, a dict, objects."""
+    host = np.asarray(value)
+    if host.dtype.kind not in "biufc":
+        kind = type(value).__name__
+        if isinstance(value, np.ndarray):
+            kind += f" of dtype {value.dtype}"
+        raise TypeError(f"{owner} expected {what}, got {kind}")
+    return host
+
+
 def _check_labels(owner, scores, labels, values=True):
     """Validate integer class labels against ``scores (N, C)``; labels as the target's int64.
 
@@ -29,11 +41,11 @@ def _check_labels(owner, scores, labels, values=True):
     and shape are checked here and their values by :func:`_check_label_values` once the
     loss came out NaN, which the cuda kernels make it for a label out of range.
     """
+    n, c = scores.shape
     if not is_device_array(labels):
-        labels = np.asarray(labels)
+        labels = _host_numbers(owner, f"integer class labels of shape ({n},)", labels)
     elif values:
         labels = to_numpy(labels)
-    n, c = scores.shape
     _check_not_empty(owner, scores)
     if np.dtype(labels.dtype).kind not in "iu":
         raise ValueError(f"{owner} expected integer class labels, got dtype {labels.dtype}")
@@ -74,7 +86,7 @@ def _check_target(owner, pred, target):
     if is_device_array(target):
         host = to_numpy(target)
     else:
-        host = np.asarray(target)
+        host = _host_numbers(owner, f"a numeric target of shape {tuple(pred.shape)}", target)
     if host.shape != tuple(pred.shape):
         raise ValueError(
             f"{owner} expected a target of shape {tuple(pred.shape)} (the input's), "
@@ -104,8 +116,7 @@ class SoftmaxCrossEntropyLoss(_Loss):
     """
 
     def forward(self, scores, labels):
-        scores = as_input(scores)
-        _check_input(type(self).__name__, scores, 2, "(N, C)")
+        scores = _input(type(self).__name__, scores, 2, "(N, C)")
         loss, self._saved_grad = _class_loss(type(self).__name__,
                                              backend().softmax_cross_entropy, scores, labels)
         return loss
@@ -123,8 +134,7 @@ class MulticlassHingeLoss(_Loss):
         self.margin = check_real("MulticlassHingeLoss", "margin", margin)
 
     def forward(self, scores, labels):
-        scores = as_input(scores)
-        _check_input(type(self).__name__, scores, 2, "(N, C)")
+        scores = _input(type(self).__name__, scores, 2, "(N, C)")
         loss, self._saved_grad = _class_loss(type(self).__name__, backend().multiclass_hinge,
                                              scores, labels, self.margin)
         return loss
@@ -141,8 +151,7 @@ class BCEWithLogitsLoss(_Loss):
     """
 
     def forward(self, scores, targets):
-        scores = as_input(scores)
-        _check_input(type(self).__name__, scores, None, "")
+        scores = _input(type(self).__name__, scores, None, "")
         targets = _check_target(type(self).__name__, scores, targets)
         loss, self._saved_grad = backend().bce_with_logits(scores, targets)
         return loss
@@ -152,8 +161,7 @@ class MSELoss(_Loss):
     """Mean over all elements of ``(pred - target)**2``, as ``torch.nn.MSELoss()``."""
 
     def forward(self, pred, target):
-        pred = as_input(pred)
-        _check_input(type(self).__name__, pred, None, "")
+        pred = _input(type(self).__name__, pred, None, "")
         target = _check_target(type(self).__name__, pred, target)
         loss, self._saved_grad = backend().mse(pred, target)
         return loss
@@ -163,8 +171,7 @@ class L1Loss(_Loss):
     """Mean over all elements of ``|pred - target|``, as ``torch.nn.L1Loss()``."""
 
     def forward(self, pred, target):
-        pred = as_input(pred)
-        _check_input(type(self).__name__, pred, None, "")
+        pred = _input(type(self).__name__, pred, None, "")
         target = _check_target(type(self).__name__, pred, target)
         loss, self._saved_grad = backend().l1(pred, target)
         return loss

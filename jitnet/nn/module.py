@@ -629,10 +629,11 @@ def as_input(x):
     return np.asarray(x, order="C")  # (np.ascontiguousarray makes a 0-d array 1-d)
 
 
-def check_placement(owner, param):
-    """Raise RuntimeError when ``param`` lives on the device but the target is not cuda,
-    or the other way round (instead of a typing error from deep inside a kernel)."""
-    on_device = is_device_array(param.data)
+def check_placement(owner, data):
+    """Raise RuntimeError when ``data`` (a parameter's or buffer's array) lives on the
+    device but the target is not cuda, or the other way round (instead of a typing error
+    from deep inside a kernel)."""
+    on_device = is_device_array(data)
     target = get_target()
     if on_device != (target == "cuda"):
         where = "the cuda device" if on_device else "the host"
