@@ -24,13 +24,21 @@ Example::
 import numpy as np
 
 from . import rng
+from ._checks import check_real
+from .nn.module import Module, like
 from .targets import backend, to_numpy
 
 
 def rel_error(a, b):
-    """Largest element-wise relative error ``|a - b| / max(1e-8, |a| + |b|)``."""
+    """Largest element-wise relative error ``|a - b| / max(1e-8, |a| + |b|)``.
+
+    ``a`` and ``b`` must have the same shape (a ValueError otherwise: broadcast, a
+    ``(3, 1)`` and a ``(1, 3)`` array of ones would agree); 0.0 when they are empty.
+    """
     a = np.asarray(to_numpy(a), dtype=np.float64)
     b = np.asarray(to_numpy(b), dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"rel_error expected arrays of one shape, got {a.shape} and {b.shape}")
     if a.size == 0:
         return 0.0
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
@@ -44,10 +52,11 @@ def numerical_gradient(f, x, h=1e-5, df=None):
     f : callable
         ``f(x)``. Without ``df`` it returns a scalar; with ``df`` it returns an array
         and the gradient is that of ``sum(f(x) * df)`` (the backward of ``df``).
-    x : np.ndarray, float64
-        Perturbed in place, one element at a time, and restored.
+    x : np.ndarray, float64, C-contiguous
+        Perturbed in place, one element at a time, and restored. With no element
+        the gradient is empty and ``f`` is not called.
     h : float, default 1e-5
-        Step.
+        Step, > 0.
     df : np.ndarray, optional
         Upstream gradient, shape of ``f(x)``.
 
@@ -56,21 +65,37 @@ def numerical_gradient(f, x, h=1e-5, df=None):
     np.ndarray, shape of ``x``, float64
         ``(F(x + h e_i) - F(x - h e_i)) / (2 h)`` for every element ``i``.
     """
-    if not isinstance(x, np.ndarray) or x.dtype != np.float64:
-        raise ValueError(
-            f"numerical_gradient expected a float64 np.ndarray, got "
-            f"{getattr(x, 'dtype', type(x).__name__)}"
-        )
+    if not callable(f):
+        raise TypeError(f"numerical_gradient expected f to be callable, got {type(f).__name__}")
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"numerical_gradient expected a float64 np.ndarray, got "
+                        f"{type(x).__name__}")
+    if x.dtype != np.float64:
+        raise ValueError(f"numerical_gradient expected a float64 np.ndarray, got {x.dtype}")
+    h = _step("numerical_gradient", h)
+    if df is not None:
+        df = np.asarray(to_numpy(df), dtype=np.float64)
 
     def scalar(value):
         if df is None:
             return float(value)
-        return float(np.sum(np.asarray(to_numpy(value), dtype=np.float64) * df))
+        value = np.asarray(to_numpy(value), dtype=np.float64)
+        if value.shape != df.shape:  # a product would broadcast them
+            raise ValueError(
+                f"numerical_gradient expected f(x) of the shape of df {df.shape}, got "
+                f"{value.shape}"
+            )
+        return float(np.sum(value * df))
 
     grad = np.zeros_like(x)
-    flat_x = x.reshape(-1)  # a view: x must be contiguous for perturbations to reach f
-    if not np.shares_memory(flat_x, x):
-        raise ValueError("numerical_gradient expected a contiguous array")
+    if x.size == 0:
+        return grad
+    if not x.flags.c_contiguous:  # perturbations must reach f through x's memory
+        raise ValueError(
+            f"numerical_gradient expected a C-contiguous array, got strides {x.strides} "
+            f"for shape {x.shape} (pass np.ascontiguousarray(x))"
+        )
+    flat_x = x.reshape(-1)  # a view
     flat_grad = grad.reshape(-1)
     for i in range(flat_x.size):
         old = flat_x[i]
@@ -83,12 +108,18 @@ def numerical_gradient(f, x, h=1e-5, df=None):
     return grad
 
 
+def _step(owner, h):
+    """``h`` as a float, after checking it is a finite number > 0."""
+    return check_real(owner, "h", h, "> 0", lambda v: v > 0)
+
+
 def check_module(module, x, h=1e-5, seed=0):
     """Compare a module's backward pass with numerical gradients.
 
     The scalar checked is ``sum(module(x) * dy)`` for a fixed random ``dy``. The
     global generator is rewound before every forward pass, so a Dropout layer draws
-    the same mask each time.
+    the same mask each time. The buffers (BatchNorm's running statistics, which every
+    training-mode forward updates) are put back as they were when it returns.
 
     Parameters
     ----------
@@ -106,14 +137,27 @@ def check_module(module, x, h=1e-5, seed=0):
         ``{"input": err, "<param name>": err, ...}``: the largest relative error of
         each analytic gradient (see :func:`rel_error`).
     """
+    if not isinstance(module, Module):
+        raise TypeError(f"check_module expected a jitnet.nn.Module, got {type(module).__name__}")
+    h = _step("check_module", h)
     for name, p in module.named_parameters():
         if p.dtype != np.float64:
             raise ValueError(
                 f"check_module expected float64 parameters, got {p.dtype} for {name}; "
                 f"call module.to(dtype='float64') first"
             )
-    b = backend()
     x = np.array(to_numpy(x), dtype=np.float64)
+    buffers = [(m, name, np.array(to_numpy(getattr(m, name))))
+               for m in module.modules() for name in m._buffers]
+    try:
+        return _check_module(module, x, h, seed)
+    finally:
+        for m, name, saved in buffers:
+            setattr(m, name, like(getattr(m, name), saved))
+
+
+def _check_module(module, x, h, seed):
+    b = backend()
     state = rng.get_state()
 
     def forward(x_host):
@@ -159,6 +203,9 @@ def check_loss(loss_fn, scores, target, h=1e-5):
     float
         The largest relative error of the analytic gradient.
     """
+    if not isinstance(loss_fn, Module):
+        raise TypeError(f"check_loss expected a jitnet.nn loss, got {type(loss_fn).__name__}")
+    h = _step("check_loss", h)
     b = backend()
     scores = np.array(to_numpy(scores), dtype=np.float64)
     loss_fn(b.asarray(scores), target)
