@@ -77,7 +77,7 @@ def test_training_step_matches_torch(target, rng, batchnorm):
 
     assert abs(loss - tloss.item()) <= 1e-4 * abs(tloss.item())
     tparams = list(reference.parameters())
-    assert len(tparams) == len(model.parameters())
+    assert len(tparams) == len(list(model.parameters()))
     for (name, p), tp in zip(model.named_parameters(), tparams):
         assert scaled_error(p.grad, tp.grad.numpy()) < 1e-4, name
     opt.step()

@@ -305,12 +305,12 @@ def asarray(a, dtype=None):
         if out.size:
             _cast_kernel[_grid_1d(out.size)](_flat(a), _flat(out))
         return out
-    return _to_device(np.ascontiguousarray(a, dtype=dtype))
+    return _to_device(np.asarray(a, dtype=dtype, order="C"))  # 0-d stays 0-d
 
 
 def _dev(a):
     """A read-only input as a device array (host arrays are copied over once)."""
-    return a if _is_device(a) else _to_device(np.ascontiguousarray(a))
+    return a if _is_device(a) else _to_device(np.asarray(a, order="C"))
 
 
 def _to_device(host):

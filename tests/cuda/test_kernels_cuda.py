@@ -49,6 +49,17 @@ def test_exports_contract_with_reference_signature(name):
     assert inspect.signature(getattr(cu, name)) == inspect.signature(getattr(ref, name))
 
 
+def test_a_0_d_array_stays_0_d():
+    # np.ascontiguousarray returns at least 1-d: a scalar came back with shape (1,)
+    for value in (np.float32(2), 2.0, np.array(2.0, np.float32)):
+        assert cu.asarray(value).shape == ()
+    with jitnet.use_target("cuda"):
+        relu = jitnet.nn.ReLU()
+        y = relu(np.float32(-0.5))
+        assert tuple(y.shape) == () and jitnet.to_numpy(y) == 0
+        assert tuple(relu.backward(np.float32(1.0)).shape) == ()
+
+
 def test_count_launches_counts_kernels_once_and_only_inside(rng):
     x = _dev(_normal(rng, (2, 3, 5, 7), np.float32))
     w = _dev(_normal(rng, (4, 3, 3, 3), np.float32))

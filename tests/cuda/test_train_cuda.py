@@ -104,7 +104,7 @@ def test_a_step_launches_the_same_kernels_and_updates_all_parameters_at_once():
             counts.append(launches)
     assert counts[0] == counts[1]
     # the 8 parameters (3 layers' weights and biases, BatchNorm's 2) in one launch
-    assert len(model.parameters()) == 8
+    assert len(list(model.parameters())) == 8
     assert counts[0]["_sgd_momentum_many_kernel"] == 1
     assert "_sgd_momentum_kernel" not in counts[0]
     # the loss and its mean in one launch; the pooling's gradient in one (no zero
