@@ -1,6 +1,7 @@
 """Tests of jitnet.train: the loop, history, checkpoints, exact resuming, the NaN guard."""
 
 import json
+import math
 import os
 import re
 import stat
@@ -104,6 +105,10 @@ def test_fit_history_and_checkpoint(target, tmp_path):
             assert np.isfinite(entry[key]), key
         assert 0 <= entry["train_accuracy"] <= 1 and 0 <= entry["test_accuracy"] <= 1
     assert metrics["test_accuracy"] == metrics["history"][-1]["test_accuracy"]
+    # each entry's lr is the rate the epoch trained with, before the schedule stepped:
+    # CosineLR(t_max=3) from 0.05, lr_e = 0.05 * (1 + cos(pi * e / 3)) / 2
+    assert [h["lr"] for h in metrics["history"]] == pytest.approx(
+        [0.05 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(2)], rel=1e-12)
     assert metrics["parameters"] == sum(p.data.size for p in model.parameters())
     json.dumps(metrics)  # JSON-able as written to metrics.json
     state = load_checkpoint(tmp_path / "checkpoint.npz")
@@ -130,6 +135,9 @@ def test_resume_is_bitwise_equal_to_uninterrupted(target, tmp_path):
                                       jitnet.to_numpy(pb.state["momentum_buffer"]))
     assert opt_a.lr == opt_b.lr
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    # the resumed epochs record their rates as the uninterrupted ones do
+    assert [h["lr"] for h in metrics["history"]] == pytest.approx(
+        [0.05 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)], rel=1e-12)
 
 
 def test_same_seed_same_threads_is_bitwise_reproducible():
@@ -200,6 +208,39 @@ def test_resume_with_seeded_transforms_is_bitwise_equal(tmp_path):
             _run(x, y, 3, out_dir=tmp_path / "b", resume=True, loader=unseeded)
 
 
+def test_resume_from_a_checkpoint_whose_loader_entry_is_a_bare_generator_state(tmp_path):
+    # checkpoints written before the seeded transforms' generators were saved hold the
+    # loader's bit-generator state itself as their "loader" entry; resuming one still
+    # restores the shuffling, so the next epoch draws the order of an uninterrupted run
+    x, y = _data()
+
+    def loader():
+        return jitnet.data.DataLoader(x, y, batch_size=16, shuffle=True, seed=3)
+
+    path = tmp_path / "b" / "checkpoint.npz"
+    with jitnet.use_target("numpy"):
+        straight, _, _ = _run(x, y, 3, out_dir=tmp_path / "a", loader=loader())
+        _run(x, y, 1, out_dir=tmp_path / "b", loader=loader())
+        with np.load(path) as npz:
+            fields = dict(json.loads(str(npz["loader"]))["__dict__"])
+        assert fields["transforms"] == {"__list__": [], "tuple": False}
+        _rewrite(path, loader=np.array(json.dumps(fields["generator"])))
+        legacy = load_checkpoint(path)["loader"]
+        assert legacy["bit_generator"] == "PCG64" and "transforms" not in legacy
+
+        probe = loader()  # epochs=1: restores the checkpoint and trains nothing
+        _run(x, y, 1, out_dir=tmp_path / "b", resume=True, loader=probe)
+        reference = loader()
+        list(reference)  # the first epoch, drawn by the 1-epoch run
+        np.testing.assert_array_equal(
+            np.concatenate([jitnet.to_numpy(xb) for xb, _ in probe]),
+            np.concatenate([jitnet.to_numpy(xb) for xb, _ in reference]))
+
+        resumed, _, _ = _run(x, y, 3, out_dir=tmp_path / "b", resume=True, loader=loader())
+    for key, value in straight.state_dict().items():
+        np.testing.assert_array_equal(value, resumed.state_dict()[key], err_msg=key)
+
+
 def test_resume_on_another_target_continues_and_warns(tmp_path):
     # as PyTorch loads a checkpoint onto another device; the targets round differently,
     # so the run cannot be bit for bit an uninterrupted one on either
@@ -234,6 +275,42 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
             _run(x, y, 3, out_dir=tmp_path, resume=True)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
     assert load_checkpoint(tmp_path / "checkpoint.npz")["epoch"] == 1
+
+
+class _RecordingLoss(nn.SoftmaxCrossEntropyLoss):
+    """Softmax cross-entropy that keeps each batch's ``(loss, batch size)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, scores, labels):
+        loss = super().forward(scores, labels)
+        self.calls.append((float(loss), len(labels)))
+        return loss
+
+
+def test_history_loss_is_the_epoch_mean_weighted_by_batch_size():
+    x, y = _data(n=40)  # batches of 16, 16 and 8
+    loss_fn = _RecordingLoss()
+    with jitnet.use_target("numpy"):
+        jitnet.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+        optimizer = optim.SGD(model.parameters(), lr=0.1)
+        scheduler = optim.StepLR(optimizer, step_size=1, gamma=0.5)
+        metrics = fit(model, loss_fn, optimizer, _Loader(x, y, 16, 0), x[:16], y[:16],
+                      epochs=2, scheduler=scheduler, quiet=True)
+    history = metrics["history"]
+    assert [n for _, n in loss_fn.calls] == [16, 16, 8] * 2
+    for epoch, entry in enumerate(history):
+        losses, sizes = np.array(loss_fn.calls[3 * epoch:3 * epoch + 3]).T
+        mean = float(np.sum(losses * sizes) / np.sum(sizes))
+        # the data tell the weighted mean from the plain mean and from the last batch
+        assert not np.isclose(mean, losses.mean()) and not np.isclose(mean, losses[-1])
+        assert entry["loss"] == pytest.approx(mean, rel=1e-12)
+        assert entry["images"] == 40
+    # StepLR(1, 0.5): each epoch's rate, before the schedule stepped
+    assert [h["lr"] for h in history] == pytest.approx([0.1, 0.05], rel=1e-12)
 
 
 def _fit_linear_sgd(x, y, lr, epochs, out_dir):
