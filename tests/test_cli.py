@@ -375,3 +375,101 @@ def test_ctrl_c_inside_a_kernel_exits_130_too(monkeypatch, capsys, raised):
         return
     assert main(["info"]) == 130
     assert capsys.readouterr().err.strip() == "jitnet: interrupted"
+
+
+def test_resume_with_hog_linear_is_a_one_line_error_before_any_work(
+        tmp_path, monkeypatch, capsys):
+    # --resume is ConvNet-only (its help says so): hog-linear must not quietly fit afresh
+    from jitnet import train
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("hog-linear started training despite --resume")
+
+    monkeypatch.setattr(train, "train_hog_linear", no_work)
+    out = tmp_path / "hog"
+    assert main(["train", "--model", "hog-linear", "--resume", "--out", str(out)] + TINY) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("jitnet: error: --resume is for --model convnet (hog-linear fits in one "
+                   "go)"), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["bench", "--target", "numpy", "--batch-size", "1", "--repeat", "1"],
+    ["train", "--model", "hog-linear"] + TINY,
+    ["train", "--model", "convnet"] + TINY,
+    ["compare"] + TINY,
+])
+def test_out_that_cannot_be_written_is_refused_before_any_work(
+        tmp_path, monkeypatch, capsys, command):
+    # the tests run as root, for whom os.access(..., W_OK) is always True whatever the
+    # mode bits: so the OS is made to say no for this test's folder
+    from jitnet import cli, report, train
+
+    real_access = os.access
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and str(path).startswith(str(tmp_path)):
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before --out was checked")
+
+    monkeypatch.setattr(cli.os, "access", access)
+    for module, name in ((report, "benchmark"), (train, "train_hog_linear"),
+                         (train, "train_convnet"), (train, "precompile_convnet")):
+        monkeypatch.setattr(module, name, no_work)
+    out = tmp_path / "o"
+    assert main(command + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"jitnet: error: --out expected a folder that can be written, got {out} "
+                   f"({tmp_path} is not writable)"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _write_cifar_folder(folder, n_train, n_test):
+    """A CIFAR-format folder of random images: data_batch_1 and test_batch; returns the
+    test labels."""
+    import pickle
+
+    r = np.random.default_rng(5)
+    folder.mkdir(parents=True)
+    labels = {}
+    for name, n in (("data_batch_1", n_train), ("test_batch", n_test)):
+        labels[name] = np.arange(n) % 10
+        data = r.integers(0, 256, (n, 3072)).astype(np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels[name].tolist()}, f, protocol=2)
+    return labels["test_batch"]
+
+
+def test_cifar10_n_train_and_n_test_keep_the_first_images_of_each_set(tmp_path, capsys):
+    y_test = _write_cifar_folder(tmp_path / "data" / "cifar-10-batches-py", 20, 20)
+    out = tmp_path / "run"
+    assert main(["train", "--model", "convnet", "--target", "numpy", "--data", "cifar10",
+                 "--data-dir", str(tmp_path / "data"), "--n-train", "12", "--n-test", "7",
+                 "--epochs", "1", "--batch-size", "4", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["n_train"] == 12 and metrics["config"]["n_test"] == 7
+    assert metrics["history"][0]["images"] == 12
+    # the confusion matrix counts the first 7 test images, by their true class
+    matrix = np.asarray(metrics["confusion_matrix"])
+    np.testing.assert_array_equal(matrix.sum(axis=1), np.bincount(y_test[:7], minlength=10))
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_zero_epochs_is_accepted_and_writes_the_untrained_run(tmp_path, capsys):
+    # --epochs takes a non-negative integer: 0 evaluates the initial ConvNet
+    out = tmp_path / "zero"
+    assert main(["train", "--model", "convnet", "--target", "numpy", "--epochs", "0",
+                 "--out", str(out)] + TINY) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "metrics.json"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    _check_metrics(metrics, "convnet", "numpy")
+    assert metrics["epochs"] == 0 and metrics["history"] == []
+    assert metrics["config"]["epochs"] == 0 and metrics["train_seconds"] == 0
+    assert np.sum(metrics["confusion_matrix"]) == 32  # TINY's --n-test
+    state = load_checkpoint(out / "checkpoint.npz")
+    assert state["epoch"] == 0 and state["history"] == []
+    assert "convnet: test accuracy" in capsys.readouterr().out
