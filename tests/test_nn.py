@@ -111,9 +111,12 @@ def test_linear(target, rng, dtype, bias):
         (nn.Tanh, torch.nn.Tanh),
         (lambda: nn.LeakyReLU(0.2), lambda: torch.nn.LeakyReLU(0.2)),
         (lambda: nn.ELU(0.5), lambda: torch.nn.ELU(0.5)),
+        (nn.LeakyReLU, torch.nn.LeakyReLU),  # the defaults: negative_slope=0.01, alpha=1.0
+        (nn.ELU, torch.nn.ELU),
         (nn.Flatten, torch.nn.Flatten),
     ],
-    ids=["relu", "sigmoid", "tanh", "leaky_relu", "elu", "flatten"],
+    ids=["relu", "sigmoid", "tanh", "leaky_relu", "elu", "leaky_relu_default", "elu_default",
+         "flatten"],
 )
 def test_parameterless_layers(target, rng, dtype, ours, theirs):
     compare_with_torch(ours(), theirs(), 2 * rng.standard_normal((2, 3, 4, 5)), rng, dtype)
@@ -135,6 +138,37 @@ def test_batchnorm2d_training_and_eval(target, rng, dtype):
     ours.eval()
     theirs.eval()
     compare_with_torch(ours, theirs, rng.standard_normal((2, 3, 5, 5)), rng, dtype)
+
+
+@pytest.mark.parametrize("forward_mode", ["train", "eval"])
+def test_batchnorm2d_backward_uses_the_mode_its_forward_ran_in(target, rng, forward_mode):
+    # model.eval() (or .train()) between a forward and its backward must not change the
+    # gradient: batch statistics went into the forward, or fixed running ones did
+    training = forward_mode == "train"
+    weight, bias = rng.uniform(0.5, 2.0, 3), rng.standard_normal(3)
+    mean, var = rng.standard_normal(3), rng.uniform(0.5, 2.0, 3)
+    ours = nn.BatchNorm2d(3, dtype="float64")
+    ours.weight.data, ours.bias.data = jitnet.asarray(weight), jitnet.asarray(bias)
+    ours.running_mean, ours.running_var = jitnet.asarray(mean), jitnet.asarray(var)
+    theirs = torch.nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        for t, value in ((theirs.weight, weight), (theirs.bias, bias),
+                         (theirs.running_mean, mean), (theirs.running_var, var)):
+            t.copy_(torch.tensor(value))
+    x = 3 * rng.standard_normal((4, 3, 5, 5)) + 1
+    dy = rng.standard_normal(x.shape)
+    ours.train(training)
+    theirs.train(training)
+    y = ours(x)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = theirs(tx)
+    ty.backward(torch.tensor(dy))
+    ours.train(not training)  # the switch between forward and backward
+    dx = ours.backward(jitnet.asarray(dy))
+    assert scaled_error(y, ty.detach().numpy()) < 1e-10
+    assert scaled_error(dx, tx.grad.numpy()) < 1e-10
+    assert scaled_error(ours.weight.grad, theirs.weight.grad.numpy()) < 1e-10
+    assert scaled_error(ours.bias.grad, theirs.bias.grad.numpy()) < 1e-10
 
 
 def test_batchnorm2d_rejects_single_value_per_channel_in_training(target):
@@ -176,6 +210,17 @@ def test_dropout_train_and_eval(target, rng):
     layer.eval()
     np.testing.assert_array_equal(jitnet.to_numpy(layer(x)), x)
     np.testing.assert_array_equal(jitnet.to_numpy(layer.backward(jitnet.asarray(dy))), dy)
+
+
+def test_dropout_default_drops_half_and_doubles_the_rest(target, rng):
+    # PyTorch's default p=0.5: each kept element is scaled by 1 / (1 - 0.5) = 2
+    layer = nn.Dropout()
+    assert layer.p == torch.nn.Dropout().p == 0.5
+    x = rng.uniform(1.0, 2.0, (8, 50)).astype(np.float32)
+    ratio = jitnet.to_numpy(layer(x)) / x
+    kept = ratio != 0
+    np.testing.assert_allclose(ratio[kept], 2.0, rtol=1e-6)
+    assert 0.4 < kept.mean() < 0.6  # 400 draws: the binomial's std is 0.025
 
 
 # -- losses --------------------------------------------------------------------------------
@@ -223,6 +268,12 @@ def test_loss_validation(target):
         ValueError, match=r"labels in \[0, 3\] for 4 classes, got values in \[0, 4\]"
     ):
         loss_fn(scores, np.array([0, 1, 4]))
+    for negative in (nn.SoftmaxCrossEntropyLoss(), nn.MulticlassHingeLoss()):
+        # -1 would index the last class (numpy) or read before the row (cpu)
+        with pytest.raises(
+            ValueError, match=r"labels in \[0, 3\] for 4 classes, got values in \[-1, 2\]"
+        ):
+            negative(scores, np.array([0, -1, 2]))
     with pytest.raises(
         ValueError, match=r"labels of shape \(3,\) for scores of shape \(3, 4\), got \(2,\)"
     ):
