@@ -3,6 +3,7 @@ of the wrong kind) or ValueError (a bad value) that names the parameter, what wa
 and what came, before anything is done."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -283,6 +284,16 @@ def test_cifar_labels_must_be_integers(tmp_path, labels, message):
     folder = write_batches(tmp_path / "cifar-10-batches-py", labels)
     with pytest.raises(DataError, match=message):
         load_cifar10(folder)
+
+
+@pytest.mark.parametrize("labels, got", [([0, 10, 3], "0..10"), ([-1, 2, 3], "-1..3"),
+                                         ([9, 255, 0], "0..255")])
+def test_cifar_labels_must_lie_in_0_to_9(tmp_path, labels, got):
+    # the DataError names the file; train_convnet's later check would not
+    write_batches(tmp_path / "cifar-10-batches-py", labels)
+    message = rf"data_batch_1: labels should lie in 0\.\.9, got {re.escape(got)}$"
+    with pytest.raises(DataError, match=message):
+        load_cifar10(tmp_path)
 
 
 def test_cifar_whole_float_labels_load_as_int64(tmp_path):
