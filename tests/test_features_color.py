@@ -50,6 +50,16 @@ def test_matches_matplotlib_and_numpy_histogram(images, target, bins, channels):
     np.testing.assert_allclose(nchw.reshape(6, len(channels), bins).sum(-1), 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint16])
+def test_integer_images_are_0_to_255_as_uint8(images, target, dtype):
+    # any integer dtype holds 0..255 values; the value channel shows the scale
+    with jitnet.use_target(target):
+        want = color_histogram(images, 10, channels="hsv")
+        got = color_histogram(images.astype(dtype), 10, channels="hsv")
+    np.testing.assert_array_equal(got, want)
+
+
 def test_default_is_hue_only_like_cs231n(images):
     got = color_histogram(images)
     assert got.shape == (6, 10)
