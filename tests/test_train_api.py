@@ -99,6 +99,26 @@ def test_predict_keeps_the_dtype_of_the_model(target):
         np.testing.assert_array_equal(pred, jitnet.to_numpy(model(scaled)).argmax(axis=1))
 
 
+@pytest.mark.parametrize("target", ["numpy", "cpu"])
+def test_predict_runs_the_model_in_eval_mode(target):
+    # a model left in training mode: Dropout would drop and BatchNorm would use (and
+    # update) batch statistics; predict scores as model.eval() does and leaves it there
+    x, _ = _data(16)
+    with jitnet.use_target(target):
+        jitnet.manual_seed(0)
+        model = _tiny_model()
+        model(x.astype(np.float32) / 255)  # running statistics away from their start
+        bn = model[1]
+        stats = [jitnet.to_numpy(bn.running_mean).copy(), jitnet.to_numpy(bn.running_var).copy()]
+        want = jitnet.to_numpy(model.eval()(x.astype(np.float32) * np.float32(1 / 255)))
+        model.train()
+        pred = predict(model, x, batch_size=5)
+        assert not model.training and not any(m.training for m in model.modules())
+        np.testing.assert_array_equal(pred, want.argmax(axis=1))
+        np.testing.assert_array_equal(jitnet.to_numpy(bn.running_mean), stats[0])
+        np.testing.assert_array_equal(jitnet.to_numpy(bn.running_var), stats[1])
+
+
 def test_predict_of_no_image_is_empty():
     pred = predict(_linear(), np.zeros((0, 3, 8, 8), np.uint8))
     assert pred.shape == (0,) and pred.dtype == np.int64
