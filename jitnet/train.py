@@ -955,7 +955,8 @@ def channel_stats(x):
     Returns
     -------
     (np.ndarray, np.ndarray)
-        ``(C,)`` float32 means and standard deviations.
+        ``(C,)`` float32 means and standard deviations (1 for a channel that holds
+        one value throughout, as ``Normalize.fit`` gives it).
 
     Raises
     ------
@@ -989,7 +990,11 @@ def channel_stats(x):
             square += (chunk * chunk).sum(axis=(0, 2, 3))
         mean /= count
         square /= count
-    std = np.sqrt(np.maximum(square - mean * mean, 1e-12))
+    var = square - mean * mean
+    # zero up to rounding (a channel of one value): std 1, as Normalize.fit and
+    # scikit-learn's StandardScaler give it, not a floor that blows rounding up
+    constant = var <= 10 * np.finfo(np.float64).eps * square
+    std = np.where(constant, 1.0, np.sqrt(np.maximum(var, 1e-12)))
     return mean.astype(np.float32), std.astype(np.float32)
 
 

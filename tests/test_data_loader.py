@@ -12,6 +12,7 @@ from jitnet.data.transforms import (
     RandomHorizontalFlip,
     ToFloat,
 )
+from jitnet.train import channel_stats
 
 
 @pytest.fixture
@@ -167,12 +168,24 @@ def test_normalize_fit_on_a_constant_channel_is_usable(rng, value):
                                    rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: the 1e-12 std floor turns the float32 "
-                   "rounding of ToFloat (1 ulp) into 1862 for 7 and 29802 for 100, not 0")
-@pytest.mark.parametrize("value", [7, 100])
+@pytest.mark.parametrize("value", [0, 7, 100, 255])
 def test_normalize_fit_maps_a_constant_channel_to_zero(value):
+    # the 1e-12 std floor there was turned the float32 rounding of ToFloat (1 ulp) into
+    # 1862 for 7 and 29802 for 100; such a channel now gets std 1, as in scikit-learn
     x8 = np.full((2, 1, 3, 3), value, np.uint8)
-    np.testing.assert_array_equal(Normalize.fit(x8)(ToFloat()(x8)), 0)
+    norm = Normalize.fit(x8)
+    assert norm.std[0] == 1.0
+    np.testing.assert_allclose(norm(ToFloat()(x8)), 0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_channel_stats_of_a_constant_channel_normalise_it_to_zero(dtype):
+    # a variance floor of 1e-12 (std 1e-6) turned ToFloat's 1-ulp rounding into 0.002
+    x8 = np.stack([np.full((2, 3, 3), v, np.uint8) for v in (0, 7, 100)], axis=1)
+    x = x8 if dtype == np.uint8 else ToFloat()(x8)
+    mean, std = channel_stats(x)
+    np.testing.assert_array_equal(std, 1.0)
+    np.testing.assert_allclose(Normalize(mean, std)(ToFloat()(x8)), 0, atol=1e-6)
 
 
 def test_augmented_loader_keeps_shapes_labels_and_is_reproducible(data):

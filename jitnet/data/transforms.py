@@ -267,6 +267,11 @@ class Normalize:
         x : np.ndarray, shape (N, C, H, W)
             uint8 images (scaled by 1/255 first, as the DataLoader does) or floats;
             at least one image of at least one pixel.
+
+        A channel that holds one value throughout gets std 1, as scikit-learn's
+        ``StandardScaler`` gives zero-variance features: its std is zero up to
+        rounding, and dividing by it would blow the rounding of ``ToFloat`` (one
+        float32 ulp) up to thousands.
         """
         _check_batch(x, "Normalize.fit", (np.dtype(np.uint8), np.dtype(np.float16),
                                           *_FLOAT_DTYPES))
@@ -282,7 +287,9 @@ class Normalize:
             plane = x[:, ch].astype(np.float64) * scale
             mean[ch] = plane.mean()
             std[ch] = plane.std()
-        return cls(mean, np.maximum(std, 1e-12))
+        # zero up to float64 rounding: a constant channel (7 / 255 gives 3.5e-18)
+        constant = std <= 10 * np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1.0)
+        return cls(mean, np.where(constant, 1.0, std))
 
     from_data = fit
 
