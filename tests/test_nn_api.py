@@ -230,3 +230,37 @@ def test_a_regression_loss_takes_0_d_values(target, loss, want):
     if want is not None:
         assert value == pytest.approx(want)
     assert tuple(fn.backward().shape) == ()
+
+
+# -- walking a model, as PyTorch's Module does ------------------------------------------
+
+
+def test_children_modules_and_buffers_walk_the_model_as_pytorch():
+    torch = pytest.importorskip("torch")
+    ours = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                 torch.nn.ReLU(),
+                                 torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
+    assert [n for n, _ in ours.named_children()] == [n for n, _ in theirs.named_children()]
+    assert [type(m).__name__ for m in ours.children()] == [
+        type(m).__name__ for m in theirs.children()]
+    assert [n for n, _ in ours.named_modules()] == [n for n, _ in theirs.named_modules()]
+    assert [type(m).__name__ for m in ours.modules()] == [
+        type(m).__name__ for m in theirs.modules()]
+    # PyTorch's BatchNorm also keeps num_batches_tracked, which jitnet does not
+    assert [n for n, _ in ours.named_buffers()] == [
+        n for n, _ in theirs.named_buffers() if not n.endswith("num_batches_tracked")]
+    assert [b.shape for b in ours.buffers()] == [(4,), (4,)]
+
+
+def test_sequential_slices_are_sequentials_and_indices_are_checked():
+    relu, fc = nn.ReLU(), nn.Linear(4, 2)
+    model = nn.Sequential(nn.Flatten(), relu, fc)
+    head = model[1:]
+    assert isinstance(head, nn.Sequential) and list(head) == [relu, fc]  # the same objects
+    assert model[-1] is fc and model[np.int64(1)] is relu
+    with pytest.raises(IndexError, match="Sequential index 3 out of range for 3 modules"):
+        model[3]
+    with pytest.raises(TypeError, match="Sequential indices must be ints or slices, got str"):
+        model["1"]

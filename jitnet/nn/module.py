@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import rng
-from .._checks import check_flag
+from .._checks import check_flag, is_int
 from ..kernels import precompile
 from ..targets import backend, get_target, is_device_array, to_numpy
 
@@ -233,16 +233,36 @@ class Module:
             p.grad = None
 
     def named_buffers(self, prefix=""):
+        """Yield ``(dotted_name, array)`` of the buffers (BatchNorm's running statistics)."""
         for name in self._buffers:
             yield prefix + name, getattr(self, name)
         for name, child in self._modules.items():
             yield from child.named_buffers(prefix + name + ".")
 
+    def buffers(self):
+        """Yield the buffers' arrays, in :meth:`named_buffers` order."""
+        for _, array in self.named_buffers():
+            yield array
+
+    def named_children(self):
+        """Yield ``(name, module)`` of the direct children, in registration order."""
+        yield from self._modules.items()
+
+    def children(self):
+        """Yield the direct children, in registration order."""
+        yield from self._modules.values()
+
+    def named_modules(self, prefix=""):
+        """Yield ``(dotted_name, module)`` of this module (name ``prefix``, ``""`` at the
+        top) and all its descendants, depth first, as PyTorch's."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
     def modules(self):
         """This module and all its descendants, depth first."""
-        yield self
-        for child in self._modules.values():
-            yield from child.modules()
+        for _, module in self.named_modules():
+            yield module
 
     def state_dict(self):
         """Parameters and buffers as host copies: ``{"0.weight": np.ndarray, ...}``."""
@@ -492,7 +512,16 @@ class Sequential(Module):
         return None
 
     def __getitem__(self, i):
-        return list(self._modules.values())[i]
+        """The child at ``i``; a slice is a ``Sequential`` of those children (the same
+        module objects, as PyTorch's)."""
+        children = list(self._modules.values())
+        if isinstance(i, slice):
+            return Sequential(*children[i])
+        if not is_int(i):
+            raise TypeError(f"Sequential indices must be ints or slices, got {type(i).__name__}")
+        if not -len(children) <= i < len(children):
+            raise IndexError(f"Sequential index {i} out of range for {len(children)} modules")
+        return children[int(i)]
 
     def __len__(self):
         return len(self._modules)
