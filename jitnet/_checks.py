@@ -64,3 +64,22 @@ def check_flag(owner, name, value):
         raise TypeError(f"{owner} expected {name} to be True or False, got "
                         f"{_got(value, False)}")
     return bool(value)
+
+
+def check_image_dtype(owner, dtype, name="x", subject=""):
+    """Raise ValueError unless ``dtype`` is uint8 (images in 0..255) or a float ([0, 1]).
+
+    Other integer images would be taken as [0, 1] floats, 255 times too bright, so
+    every entry point that scales images refuses them, with the cast that fixes it::
+
+        DataLoader expected uint8 or float images, got dtype int64 (for 0..255 images,
+        pass x.astype(np.uint8))
+
+    ``subject`` goes between "expected" and "uint8" (``"x to be "``); ``name`` is the
+    argument the hint casts.
+    """
+    dtype = np.dtype(dtype)
+    if dtype != np.uint8 and dtype.kind != "f":
+        hint = f" (for 0..255 images, pass {name}.astype(np.uint8))" if dtype.kind in "iu" else ""
+        raise ValueError(f"{owner} expected {subject}uint8 or float images, got dtype "
+                         f"{dtype}{hint}")

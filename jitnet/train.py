@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rng
-from ._checks import check_flag, check_int, check_real
+from ._checks import check_flag, check_image_dtype, check_int, check_real
 from .nn.module import Module, backward_without_input_grad
 from .targets import asarray, get_target, to_numpy
 
@@ -95,9 +95,7 @@ def _check_images(who, name, x, layout="(N, C, H, W)"):
                         f"got {_kind(x)}")
     if x.ndim != 4:
         raise ValueError(f"{who} expected {name} to be images {layout}, got shape {x.shape}")
-    if x.dtype != np.uint8 and x.dtype.kind != "f":
-        raise ValueError(f"{who} expected {name} to be uint8 or float images, got dtype "
-                         f"{x.dtype} (for 0..255 images, pass {name}.astype(np.uint8))")
+    check_image_dtype(who, x.dtype, name, f"{name} to be ")
 
 
 def _check_label_range(y, num_classes, expected):

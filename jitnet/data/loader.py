@@ -4,7 +4,7 @@ import numpy as np
 
 from .. import rng as _rng
 from .. import targets
-from .._checks import check_flag, check_int
+from .._checks import check_flag, check_image_dtype, check_int
 from .transforms import _check_seed
 
 _INT64 = np.iinfo(np.int64)
@@ -86,12 +86,7 @@ class DataLoader:
         y = np.asarray(y)
         if x.ndim != 4:
             raise ValueError(f"DataLoader expected images of shape (N, C, H, W), got {x.shape}")
-        if x.dtype != np.uint8 and x.dtype.kind != "f":
-            # other integers would pass unscaled (0..255 where uint8 gives 0..1)
-            raise ValueError(
-                f"DataLoader expected uint8 or float images, got dtype {x.dtype} "
-                f"(for 0..255 images, pass x.astype(np.uint8))"
-            )
+        check_image_dtype("DataLoader", x.dtype)
         if y.shape != (len(x),):
             raise ValueError(
                 f"DataLoader expected labels of shape ({len(x)},) to match the images, "

@@ -13,7 +13,7 @@ from numba import njit, prange
 
 from .. import config
 from .. import rng as _rng
-from .._checks import check_int, check_real, is_real
+from .._checks import check_image_dtype, check_int, check_real, is_real
 
 __all__ = ["Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "ToFloat"]
 
@@ -115,12 +115,9 @@ class ToFloat:
         if not isinstance(x, np.ndarray):
             raise TypeError(f"ToFloat expected a host np.ndarray of uint8 or float images, "
                             f"got {type(x).__name__}")
+        check_image_dtype("ToFloat", x.dtype)
         if x.dtype == np.uint8:
             return x.astype(np.float32) * np.float32(1.0 / 255.0)
-        if x.dtype.kind != "f":
-            hint = " (for 0..255 images, pass x.astype(np.uint8))" if x.dtype.kind in "iu" else ""
-            raise ValueError(f"ToFloat expected uint8 or float images, got dtype {x.dtype}"
-                             f"{hint}")
         return x
 
     def __repr__(self):
