@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from test_train import _NoEpoch  # the loader that fails a test when an epoch starts
 
 import jitnet
 from jitnet import nn, optim, rng
@@ -225,16 +226,6 @@ def test_load_checkpoint_refuses_a_negative_epoch(tmp_path):
 
 
 # ---------------------------------------------------------------- fit's objects
-
-
-class _NoEpoch:
-    """A loader that fails the test when an epoch starts."""
-
-    def __len__(self):
-        return 1
-
-    def __iter__(self):
-        raise AssertionError("an epoch started before the arguments were checked")
 
 
 class _StepOnly:
