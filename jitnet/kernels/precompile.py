@@ -220,7 +220,12 @@ def compile_training_kernels(model, shape, dtype):
 
     from .. import targets
     from ..nn.layers import Conv2d, MaxPool2d, ReLU
-    from ..nn.module import _backward_pooled, _pooled_convs, backward_without_input_grad
+    from ..nn.module import (
+        _backward_pooled,
+        _pooled_convs,
+        backward_without_input_grad,
+        has_parameters,
+    )
     from . import cpu
 
     p = np.zeros(16, dtype=dtype)
@@ -237,7 +242,7 @@ def compile_training_kernels(model, shape, dtype):
         for i in reversed(range(len(order))):
             upstream[i] = dy
             dy = order[i].backward(dy)
-    first = next((i for i, m in enumerate(order) if next(m.parameters(), None) is not None), None)
+    first = next((i for i, m in enumerate(order) if has_parameters(m)), None)
     group_end = {conv: end for end, conv in _pooled_convs(order).items()}
     with targets.use_target("cpu"):
         i = 0
