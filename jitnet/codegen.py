@@ -5,7 +5,7 @@ Numba builds one LLVM target machine per process, at the first ``@njit``
 decoration, from the host CPU's name and features. For Intel CPUs with AVX-512
 (Skylake-X and later) LLVM's tuning adds ``prefer-256-bit``: the vectorisers then
 emit 8-lane ymm code, and the 16-lane register tiles of the convolution and
-matrix kernels (see ``jitnet/kernels/cpu.py``) run at half width. Appending
+matrix kernels (see ``jitnet/kernels/cpu/_tiles.py``) run at half width. Appending
 ``-prefer-256-bit`` to the host's features lifts that preference (measured on a
 2-core Xeon: conv2 forward 4.8 -> 3.3 ms, fc1 backward 6.9 -> 2.1 ms); AMD Zen 4 has
 no such preference and is unaffected.
@@ -43,9 +43,12 @@ kernels do not call themselves, so two processes cannot wait for each other.
 """
 
 import contextlib
+import functools
+import hashlib
 import os
 import threading
 import time
+from pathlib import Path
 
 import numba
 from numba.core.caching import FunctionCache
@@ -95,7 +98,7 @@ def vector_lanes():
     """float32 lanes of the vectors Numba will compile jitnet's kernels with: 16 where
     it emits 512-bit vectors, else 8; :data:`jitnet.config.VECTOR_LANES` when set.
 
-    The kernels' register tiles are written for this width (``jitnet/kernels/cpu.py``):
+    The kernels' register tiles are written for this width (``jitnet/kernels/cpu/_tiles.py``):
     a tile of 16-lane rows on a CPU with 256-bit vectors holds twice as many
     registers as it has (16 on AVX2), and the spills cost 2-5x (measured on a 2-core
     Zen 3: conv2's forward 13.4 ms at 16 lanes). 512-bit vectors need AVX-512 and no
@@ -211,18 +214,40 @@ class Dispatcher(CPUDispatcher):
                 numba.config.OPT = saved
 
 
-class _KernelCache(FunctionCache):
-    """Numba's on-disk cache of a function, with :func:`vector_lanes` in each entry's key.
+@functools.lru_cache(maxsize=None)
+def folder_digest(folder):
+    """SHA-256 of the names and contents of the ``.py`` files in ``folder``."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
-    The kernels' tile shapes are module constants chosen from that width, which Numba
-    freezes into the compiled code but leaves out of its key (the function's bytecode,
-    signature and CPU). The width follows the CPU features, which the key has, except
-    where ``JITNET_VECTOR_LANES`` chooses it: without this, a process choosing 16
-    loaded kernels compiled for 8, and their tiles overran the wrappers' buffers.
+
+class _KernelCache(FunctionCache):
+    """Numba's on-disk cache of a function, with :func:`vector_lanes` and the sources
+    of the function's folder in each entry's key.
+
+    Numba keys an entry by the function's own bytecode, its signature and the CPU, and
+    drops a file's entries when that file changes. Two things the compiled code
+    depends on are left out:
+
+    - The kernels' tile shapes are module constants chosen from the vector width,
+      which Numba freezes into the compiled code. The width follows the CPU features,
+      which the key has, except where ``JITNET_VECTOR_LANES`` chooses it: without
+      this, a process choosing 16 loaded kernels compiled for 8, and their tiles
+      overran the wrappers' buffers.
+    - A kernel compiles the kernels it calls into its own code, and the cpu kernels
+      (``jitnet/kernels/cpu/``) call each other across files. Numba does not notice a
+      change in another file (its documented limitation), so a kernel whose callee
+      changed would load its old code. :func:`folder_digest` of the kernel's folder
+      in the key makes every kernel of a package compile again when any of its files
+      changes.
     """
 
     def _index_key(self, sig, codegen):
-        return super()._index_key(sig, codegen) + (("vector lanes", vector_lanes()),)
+        folder = os.path.dirname(os.path.abspath(self._py_func.__code__.co_filename))
+        return super()._index_key(sig, codegen) + (
+            ("vector lanes", vector_lanes()), ("folder sources", folder_digest(folder)))
 
 
 def njit(*args, **options):

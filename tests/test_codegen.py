@@ -229,3 +229,67 @@ def test_a_lock_held_too_long_is_given_up(tmp_path, monkeypatch):
     assert tries == [(0.3, False)]  # it tried for the timeout, did not get the lock,
     assert sum(module.triple.stats.cache_misses.values()) == 1  # and compiled it itself
     assert codegen._held == set()
+
+
+CALLER = """
+from jitnet.codegen import njit
+from callee import offset
+
+@njit(cache=True)
+def shifted(x):
+    return x + offset(x)
+"""
+
+CALLEE = """
+from jitnet.codegen import njit
+
+@njit
+def offset(x):
+    return {}
+"""
+
+SHIFTED = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import caller
+print(caller.shifted(1), sum(caller.shifted.stats.cache_hits.values()))
+"""
+
+
+def test_a_kernel_compiles_again_when_a_kernel_it_calls_changes_in_another_file(tmp_path):
+    # Numba keys its cache by the kernel's own file and bytecode, and a kernel holds
+    # the code of those it calls: without the folder's sources in the key, the
+    # caller would load its old code after the callee's file changed.
+    (tmp_path / "caller.py").write_text(CALLER)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", SHIFTED, str(tmp_path)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()
+
+    (tmp_path / "callee.py").write_text(CALLEE.format(10))
+    assert run() == ["11", "0"]  # compiled
+    assert run() == ["11", "1"]  # loaded from the cache
+    (tmp_path / "callee.py").write_text(CALLEE.format(20))
+    assert run() == ["21", "0"]  # compiled again, though caller.py did not change
+    assert run() == ["21", "1"]
+
+
+def test_folder_digest_follows_the_names_and_contents_of_the_python_files(tmp_path):
+    from jitnet import codegen
+
+    def digest():
+        codegen.folder_digest.cache_clear()
+        return codegen.folder_digest(str(tmp_path))
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    first = digest()
+    (tmp_path / "notes.txt").write_text("not a source")
+    assert digest() == first
+    (tmp_path / "a.py").write_text("x = 2\n")
+    second = digest()
+    assert second != first
+    (tmp_path / "a.py").rename(tmp_path / "b.py")
+    assert digest() not in (first, second)
