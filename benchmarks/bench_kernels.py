@@ -77,6 +77,9 @@ def _cases(batch, rng, cpu=cpu, torch=None):
     revision's); ``torch`` the PyTorch module, or None for no PyTorch calls."""
     f32 = np.float32
     rows = []
+    # the convolution's private gradient kernels: in jitnet/kernels/cpu/conv.py, or
+    # in cpu.py itself for a revision from before the cpu target was a package
+    conv_kernels = getattr(cpu, "conv", cpu)
 
     def normal(*shape):
         # 64-byte aligned, as the arrays of a training step are (cpu.asarray); every
@@ -101,10 +104,10 @@ def _cases(batch, rng, cpu=cpu, torch=None):
         rows.append((f"{tag} fwd", flops, lambda: cpu.conv2d_forward(x, w, b, 1, 1, 1),
                      lambda: numpy_ref.conv2d_forward(x, w, b, 1, 1, 1), t.get("fwd")))
         rows.append((f"{tag} bwd-input", flops,
-                     lambda: cpu._conv_input_grad(dy, w, x.shape, 1, 1, 1), None,
+                     lambda: conv_kernels._conv_input_grad(dy, w, x.shape, 1, 1, 1), None,
                      t.get("bwd-input")))
         rows.append((f"{tag} bwd-weight", flops,
-                     lambda: cpu._conv_weight_grad(dy, x, w.shape, 1, 1, 1), None,
+                     lambda: conv_kernels._conv_weight_grad(dy, x, w.shape, 1, 1, 1), None,
                      t.get("bwd-weight")))
         # PyTorch's three gradients in the one call its autograd makes
         tb_all = None if torch is None else _checked_torch_conv2d_backward(torch, tdy, tx, tw)
@@ -124,7 +127,7 @@ def _cases(batch, rng, cpu=cpu, torch=None):
             # no GFLOP/s: the sparse input gradient skips the zeros' multiply-adds (the
             # weight gradient is the dense kernel's, as in the bwd-weight row)
             rows.append((f"{tag} bwd-input, pooled dy", 0,
-                         lambda: cpu._conv_input_grad(dyp, w, x.shape, 1, 1, 1), None,
+                         lambda: conv_kernels._conv_input_grad(dyp, w, x.shape, 1, 1, 1), None,
                          tp.get("bwd-input")))
             rows.append((f"{tag} bwd (all), pooled dy", 0,
                          lambda: cpu.conv2d_backward(dyp, x, w, 1, 1, 1),

@@ -24,7 +24,7 @@ def test_the_working_tree_is_copied_under_its_own_name(ab, tmp_path):
     assert name == "jitnet_ab_worktree"
     package = parent / name
     assert (package / "__init__.py").read_bytes() == (ROOT / "jitnet" / "__init__.py").read_bytes()
-    assert (package / "kernels" / "cpu.py").is_file()
+    assert (package / "kernels" / "cpu" / "conv.py").is_file()
     assert not list(package.rglob("__pycache__"))
 
 
@@ -36,9 +36,9 @@ def test_a_commit_is_exported_once_into_the_cache(ab, tmp_path, monkeypatch):
                             capture_output=True, text=True, check=True).stdout.strip()
     parent, name = ab.export("HEAD", tmp_path)
     assert name == f"jitnet_ab_{commit}" and parent == tmp_path / "cache" / commit
-    committed = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:jitnet/kernels/cpu.py"],
+    committed = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:jitnet/kernels/cpu/conv.py"],
                                capture_output=True, check=True).stdout
-    assert (parent / name / "kernels" / "cpu.py").read_bytes() == committed
+    assert (parent / name / "kernels" / "cpu" / "conv.py").read_bytes() == committed
     marker = parent / name / "kept.txt"
     marker.write_text("a second export reuses the first")
     assert ab.export("HEAD", tmp_path) == (parent, name) and marker.is_file()

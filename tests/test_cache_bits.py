@@ -7,7 +7,7 @@ seed would train apart depending on the state of the cache. They did: Numba runs
 ``prange`` body as compiled on its own, but caches the copy it optimised again inside
 its caller, and where fast-math lets LLVM reorder a sum the two copies can sum in
 different orders (the batch-norm statistics and gradients in float64, and earlier the
-3x3 weight gradient's bias sums; see ``_JIT_ORDERED`` in ``jitnet/kernels/cpu.py``).
+3x3 weight gradient's bias sums; see ``_JIT_ORDERED`` in ``jitnet/kernels/cpu/_common.py``).
 
 ``cache_bits_battery.py`` runs every cpu kernel (the kernel contract in float32 and
 float64, the features, short training runs); here it runs twice on one empty cache:
@@ -58,4 +58,4 @@ def test_the_battery_compiles_every_kernel_then_loads_every_kernel(runs):
     assert first["compiled"] == every and first["loaded"] == []
     # (kernels only called by others come inside their callers' cached code)
     assert second["compiled"] == [] and set(second["loaded"]) <= set(every)
-    assert "jitnet.kernels.cpu._batchnorm2d_stats" in second["loaded"]
+    assert "jitnet.kernels.cpu.batchnorm._batchnorm2d_stats" in second["loaded"]

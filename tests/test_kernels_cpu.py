@@ -9,6 +9,7 @@ import inspect
 import numba
 import numpy as np
 import pytest
+from cpu_patch import patch_cpu_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,7 +86,7 @@ CONV_CASES = [
     (2, 3, 32, 32, 8, 3, 1, 1, 1),  # the reference net's first layer, narrower
     (3, 2, 32, 17, 5, 3, 1, 1, 1),  # row weight kernel: blocks of 2 images, the last of 1
     (2, 8, 16, 16, 16, 3, 1, 1, 1),  # the second layer, narrower
-    # Stride 1 on both layouts (cpu._rows_pay, cpu._conv_weight_grad): narrow planes
+    # Stride 1 on both layouts (cpu.conv_rows._rows_pay, cpu.conv._conv_weight_grad): narrow planes
     # take the channel tiles for forward, input and weight gradient.
     (2, 32, 5, 6, 32, 3, 1, 1, 1),
     (1, 4, 5, 33, 7, 3, 1, 2, 1),  # row vectors, 3 column blocks, the last padded
@@ -104,11 +105,11 @@ def test_conv2d_fixed_cases(rng, dtype, case):
 
 def test_prefetch_for_write_is_a_hint():
     # The first layer's forward asks for its next outputs' cache lines with it
-    # (cpu._conv2d_rows): LLVM's prefetch, which changes no value and faults nowhere.
+    # (cpu.conv_rows._conv2d_rows): LLVM's prefetch, which changes no value and faults nowhere.
     @numba.njit
     def prefetch_all(a, step):
         for i in range(0, a.size + 64, step):  # past the end too
-            cpu._prefetch_for_write(a, np.uint64(i))
+            cpu.conv_rows._prefetch_for_write(a, np.uint64(i))
         return a.sum()
 
     for dtype in DTYPES:
@@ -163,7 +164,7 @@ def test_channel_tile_weight_gradient_sums_the_bias(rng, monkeypatch, case, inpu
     def no_pass(dy, dbias):
         raise AssertionError("the bias gradient took a pass of its own")
 
-    monkeypatch.setattr(cpu, "_conv_bias_grad", no_pass)
+    patch_cpu_kernel(monkeypatch, "_conv_bias_grad", no_pass)
     _, dweight, dbias = cpu.conv2d_backward(dy, x, weight, s, p, groups, input_grad=input_grad)
     _, want_w, want_b = ref.conv2d_backward(dy.astype(np.float64), x.astype(np.float64),
                                             weight.astype(np.float64), s, p, groups)
@@ -266,15 +267,14 @@ def _pooled_dy(rng, dtype, n, f, ho, wo, keep=0.75):
 
 
 def _spy(monkeypatch, name, calls=None):
-    """Count the calls of ``cpu.<name>`` from here on (in ``calls``, when given)."""
+    """Count the calls of the cpu kernel ``name`` from here on (in ``calls``, when given)."""
     calls = [] if calls is None else calls
-    kernel = getattr(cpu, name)
 
     def counted(*args):
         calls.append(name)
         return kernel(*args)
 
-    monkeypatch.setattr(cpu, name, counted)
+    kernel = patch_cpu_kernel(monkeypatch, name, counted)
     return calls
 
 
@@ -324,7 +324,7 @@ def test_sparse_input_gradient_keeps_nan_and_inf(rng, monkeypatch, where, bad):
     dy = _pooled_dy(rng, np.float64, 2, 16, 6, 6)
     {"weight": weight, "x": x, "dy": dy}[where][1, 3, 2, 1] = bad
     got = cpu.conv2d_backward(dy, x, weight, 1, 1, 1)
-    monkeypatch.setattr(cpu, "_sparse_dy", lambda dy: False)
+    patch_cpu_kernel(monkeypatch, "_sparse_dy", lambda dy: False)
     dense = cpu.conv2d_backward(dy, x, weight, 1, 1, 1)
     assert not all(np.isfinite(g).all() for g in got)
     for g, e in zip(got, dense):
@@ -342,7 +342,7 @@ def test_sparse_input_gradient_does_not_depend_on_its_chunks(rng):
     for n_chunks in (1, 3, 7):
         dx = np.empty((7, 32, 8, 8), np.float32)
         none = np.empty((0, 0, 0), np.float32)
-        cpu._conv2d_input_sparse(dy, wpk, dx, 1, n_chunks,
+        cpu.conv_pooled._conv2d_input_sparse(dy, wpk, dx, 1, n_chunks,
                                  np.empty((n_chunks, 40, 64), np.float32), none, none,
                                  np.empty((0, 0, 0), np.int32))
         results.append(dx)
@@ -366,7 +366,7 @@ def test_padded_channel_last_copy(rng, dilate):
                 if 0 <= hh < hp and 0 <= ww < wp:
                     want[:, :, hh, ww] = x[:, :, i, j].reshape(n, groups, cg)
         xh = np.full((n, groups, hp, wp * cg), np.nan, np.float32)
-        cpu._to_padded_nhwc(x, xh, top, left, dilate, dilate)
+        cpu.conv_tiles._to_padded_nhwc(x, xh, top, left, dilate, dilate)
         np.testing.assert_array_equal(xh, want.reshape(xh.shape))
 
 
@@ -483,12 +483,12 @@ def test_weight_gradient_from_the_pooling_windows(rng, monkeypatch, dtype, case,
     dense_dy = _spy(monkeypatch, "_route_to_argmax")
     got = cpu.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, p, 1, 2, 2, input_grad,
                                         y if relu else None)
-    narrow = k * c <= cpu._POOLED_LANES
+    narrow = k * c <= cpu.conv_pooled._POOLED_LANES
     assert calls == [_WINDOW_KERNELS[0 if narrow else 1]], "the weight gradient took the calls"
     # where the sparse kernel applies (whole channel blocks and tap tiles) the input
     # gradient takes the windows too, no dense dy; the same bits as from the calls'
     # dense dy either way
-    sparse = c % cpu._FB == 0 and (k * k) % cpu._SPARSE_TAPS == 0
+    sparse = c % cpu._tiles._FB == 0 and (k * k) % cpu.conv_pooled._SPARSE_TAPS == 0
     assert bool(dense_dy) == (input_grad and not sparse)
     want = ref.conv2d_maxpool2d_backward(g, x, weight, argmax, 1, p, 1, 2, 2, input_grad,
                                          y if relu else None)
@@ -697,7 +697,7 @@ def test_maxpool2x2_backward_gathers_what_the_scatter_adds(rng, dtype, shape, re
     def no_scatter(*args):
         raise AssertionError("the scatter ran")
 
-    monkeypatch.setattr(cpu, "_maxpool2d_backward", no_scatter)
+    patch_cpu_kernel(monkeypatch, "_maxpool2d_backward", no_scatter)
     for stride in (2, None, (2, 2)):
         if relu:
             got = cpu.maxpool2d_relu_backward(dy, r, argmax, x.shape, 2, stride)
@@ -718,7 +718,7 @@ def test_maxpool2x2_backward_scatters_short_rows(rng, monkeypatch):
     def no_gather(*args):
         raise AssertionError("the gather ran")
 
-    monkeypatch.setattr(cpu, "_maxpool2x2_backward", no_gather)
+    patch_cpu_kernel(monkeypatch, "_maxpool2x2_backward", no_gather)
     got = cpu.maxpool2d_backward(dy, argmax, x.shape, 2, 2)
     assert_close(got, ref.maxpool2d_backward(dy, argmax, x.shape), np.float32)
 
@@ -742,7 +742,7 @@ def test_pad_planes(rng, copies, top, left, dst_hw):
     # src's all ones (its bias slot's plane).
     src = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
     dst = np.full((copies, 2, 4) + dst_hw, 7.0, dtype=np.float32)
-    cpu._pad_planes(src, dst, top, left)
+    cpu.conv_rows._pad_planes(src, dst, top, left)
     want = np.zeros((2, 3) + dst_hw, dtype=np.float32)
     for i in range(dst_hw[0]):
         for j in range(dst_hw[1]):
@@ -783,25 +783,25 @@ def test_matmul_packed_or_not_gives_the_same_bits(rng, dtype, shape):
     i, k, j = shape
     a = rng.standard_normal((i, k)).astype(dtype)
     b = rng.standard_normal((k, j)).astype(dtype)
-    c = cpu._matmul(a, b, dtype)
+    c = cpu.linear._matmul(a, b, dtype)
     assert_close(c, a.astype(np.float64) @ b, dtype)
-    np.testing.assert_array_equal(cpu._matmul(a, b.T.copy(), dtype, b_transposed=True), c)
+    np.testing.assert_array_equal(cpu.linear._matmul(a, b.T.copy(), dtype, b_transposed=True), c)
     if k == 0:
         return  # (_gemm itself needs a reduction)
     # Both of _gemm's layouts of b, where b's own is one (whole column blocks).
-    cols, rows = cpu._GEMM_COLS, cpu._PIX  # the tile: 32 x 8 or 16 x 4 (vector width)
+    cols, rows = cpu.linear._GEMM_COLS, cpu._tiles._PIX  # the tile: 32 x 8 or 16 x 4 (vector width)
     jb = -(-j // cols) * cols
     bb = np.zeros((k, jb), dtype=dtype)
     bb[:, :j] = b
     packed = np.empty((jb // cols, k, cols), dtype=dtype)
-    cpu._pack_columns(bb, False, packed)
+    cpu.linear._pack_columns(bb, False, packed)
     np.testing.assert_array_equal(packed, bb.reshape(k, -1, cols).transpose(1, 0, 2))
     n_tiles = -(-i // rows) * (jb // cols)
     part = np.empty((n_tiles, rows, cols), dtype=dtype)
     for column_major in (False, True):
         for bf, k_step, cb_step in ((bb, jb, cols), (packed, cols, cols * k)):
             out = np.full((i, j), np.nan, dtype=dtype)
-            cpu._gemm(a, bf.reshape(-1), k_step, cb_step, out, column_major, 3, part)
+            cpu.linear._gemm(a, bf.reshape(-1), k_step, cb_step, out, column_major, 3, part)
             np.testing.assert_array_equal(out, c)
 
 
@@ -810,11 +810,11 @@ def test_matmul_packed_or_not_gives_the_same_bits(rng, dtype, shape):
 def test_pack_columns_of_a_transposed_operand(rng, dtype, j):
     # linear_forward's x (batch j): every column copied and the padding zeroed, whichever
     # thread owns which columns (iterations own whole cache lines of the packed block)
-    k, cols = 37, cpu._GEMM_COLS
+    k, cols = 37, cpu.linear._GEMM_COLS
     b = rng.standard_normal((j, k)).astype(dtype)
     n_cb = -(-j // cols)
     packed = np.full((n_cb, k, cols), np.nan, dtype=dtype)
-    cpu._pack_columns(b, True, packed)
+    cpu.linear._pack_columns(b, True, packed)
     want = np.zeros((k, n_cb * cols), dtype=dtype)
     want[:, :j] = b.T
     np.testing.assert_array_equal(packed, want.reshape(k, n_cb, cols).transpose(1, 0, 2))
@@ -908,7 +908,7 @@ def test_relu_propagates_nan():
 
 def test_elementwise_kernels_run_serially_on_small_arrays_only(monkeypatch):
     ran = []
-    kernel = cpu._relu_forward
+    kernel = cpu.activations._relu_forward
     # two compilations of one function, kept apart in Numba's on-disk cache by name
     assert kernel.serial.py_func.__qualname__ == "_relu_forward_serial"
     assert kernel.parallel.targetoptions["parallel"]
@@ -918,7 +918,7 @@ def test_elementwise_kernels_run_serially_on_small_arrays_only(monkeypatch):
         monkeypatch.setattr(kernel, name,
                             lambda *args, name=name, compiled=compiled: ran.append(name)
                             or compiled(*args))
-    small = cpu._PARALLEL_MIN_ELEMENTS - 1
+    small = cpu.activations._PARALLEL_MIN_ELEMENTS - 1
     for n in (small, small + 1):
         np.testing.assert_array_equal(cpu.relu_forward(np.arange(n, dtype=np.float32) - 9),
                                       np.maximum(np.arange(n, dtype=np.float32) - 9, 0))
@@ -996,7 +996,7 @@ def test_batchnorm2d_statistics_of_a_large_mean_do_not_cancel(rng, dtype):
     x[:, 1] = 7  # a constant channel: variance 0, not a negative rounding error
     mean64 = np.empty(3)
     var64 = np.empty(3)
-    cpu._batchnorm2d_stats(x, mean64, var64)
+    cpu.batchnorm._batchnorm2d_stats(x, mean64, var64)
     want = x.astype(np.float64)
     np.testing.assert_allclose(mean64, want.mean(axis=(0, 2, 3)), rtol=1e-14)
     np.testing.assert_allclose(var64, want.var(axis=(0, 2, 3)), rtol=1e-9, atol=1e-18)
@@ -1093,7 +1093,7 @@ from jitnet.kernels import cpu, numpy_ref as ref
 
 rng = np.random.default_rng(0)
 f32 = np.float32
-errors = {"lanes": cpu._LANES}
+errors = {"lanes": cpu._tiles._LANES}
 
 
 def err(name, got, want):
@@ -1110,7 +1110,7 @@ def conv(name, n, c, h, w, f, k, s, p, pooled=False):
     dy = rng.standard_normal(y.shape).astype(f32)
     if pooled:  # one nonzero in each 2x2 window, as a max pooling routes it
         dy = ref.maxpool2d_backward(*ref.maxpool2d_forward(dy, 2, 2), dy.shape, 2, 2)
-        errors[name + " dense (1) or sparse (0)"] = 0.0 if cpu._sparse_dy(dy) else 1.0
+        errors[name + " dense (1) or sparse (0)"] = 0.0 if cpu.conv_pooled._sparse_dy(dy) else 1.0
     got = cpu.conv2d_backward(dy, x, weight, s, p, 1)
     for part, g, e in zip(("dx", "dweight", "dbias"), got,
                           ref.conv2d_backward(dy, x, weight, s, p, 1)):
@@ -1139,7 +1139,7 @@ for c in (3, 32):  # the weight gradient from the windows: rows of a vector, cha
         err(f"conv + pool + relu backward, {c} channels, {part}", b, e)
 a = rng.standard_normal((30, 300)).astype(f32)
 b = rng.standard_normal((300, 45)).astype(f32)
-err("matmul", cpu._matmul(a, b, f32), a.astype(np.float64) @ b)
+err("matmul", cpu.linear._matmul(a, b, f32), a.astype(np.float64) @ b)
 print(json.dumps(errors))
 """
 
@@ -1154,7 +1154,7 @@ def test_kernels_at_the_other_vector_width(tmp_path):
     import subprocess
     import sys
 
-    native = cpu._LANES
+    native = cpu._tiles._LANES
     other = 8 if native == 16 else 16
     for lanes in (native, other):
         env = dict(os.environ, JITNET_VECTOR_LANES=str(lanes),

@@ -121,15 +121,15 @@ def test_training_steps_reuse_memory_and_match_without_pool(monkeypatch):
             model.backward(loss_fn.backward())
             opt.step()
             losses.append(float(loss))
-            pooled_bytes.append(cpu._POOL.nbytes)
+            pooled_bytes.append(cpu.arrays._POOL.nbytes)
         # from the second step on, every large array is one a previous step released
         assert pooled_bytes[1] == pooled_bytes[2] == pooled_bytes[3]
         return losses, [p.data.copy() for p in model.parameters()]
 
     with jitnet.use_target("cpu"):
-        cpu._POOL.clear()
+        cpu.arrays._POOL.clear()
         pooled, pooled_weights = run()
-        assert cpu._POOL.nbytes > 0
+        assert cpu.arrays._POOL.nbytes > 0
         monkeypatch.setattr(config, "ARRAY_POOL_MAX_BYTES", 0)
         plain, plain_weights = run()
     assert pooled == plain
@@ -156,13 +156,13 @@ def test_cpu_kernels_ignore_what_reused_memory_held(monkeypatch):
         g1 = cpu.conv2d_backward(d1, x1, w1, 1, 1, 1, input_grad=False)
         return [np.array(a) for a in (y1, a1, y2, *g2, d1, *g1[1:])]
 
-    cpu._POOL.clear()
+    cpu.arrays._POOL.clear()
     first = run()
     gc.collect()
-    for arrays in cpu._POOL._arrays.values():
+    for arrays in cpu.arrays._POOL._arrays.values():
         for a in arrays:
             a.view(np.uint8).fill(0xFF)  # NaN as float, -1 as int
     again = run()
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
-    cpu._POOL.clear()
+    cpu.arrays._POOL.clear()

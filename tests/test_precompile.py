@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from cpu_patch import patch_cpu_kernel
 
 import jitnet
 from jitnet import config, nn
@@ -118,8 +119,8 @@ def test_the_step_helper_compiles_what_the_training_runs(monkeypatch):
                  "linear_forward", "linear_backward", "sgd_update", "sgd_update_many"):
         if hasattr(cpu, name):
             kernel = getattr(cpu, name)
-            monkeypatch.setattr(cpu, name, lambda *a, name=name, kernel=kernel, **kw:
-                                calls.append(name) or kernel(*a, **kw))
+            patch_cpu_kernel(monkeypatch, name, lambda *a, name=name, kernel=kernel, **kw:
+                             calls.append(name) or kernel(*a, **kw))
     model = models.convnet(batchnorm=True)
     normalize = data.transforms.Normalize([0.5] * 3, [0.25] * 3)
     loader = data.DataLoader(np.zeros((4, 3, 32, 32), np.uint8), np.zeros(4, np.int64), 4,
@@ -160,9 +161,11 @@ def test_training_kernels_cached_reads_numbas_index(monkeypatch):
     linear = nn.Sequential(nn.Linear(3, 2))
     assert precompile._training_kernels_cached(linear)
     # a model with convolutions also needs a convolution's weight gradient cached
-    for name in ("_conv2d_weight_rows", "_conv2d_weight_rows3x3", "_conv2d_weight_channel_tiles",
-                 "_conv2d_weight_tiles", "_conv2d_weight_pooled", "_conv2d_weight_pooled_taps"):
-        monkeypatch.setattr(getattr(cpu, name)._cache._cache_file, "_index_path", "/nonexistent")
+    for kernel in (cpu.conv_rows._conv2d_weight_rows, cpu.conv_rows._conv2d_weight_rows3x3,
+                   cpu.conv_tiles._conv2d_weight_channel_tiles, cpu.conv_tiles._conv2d_weight_tiles,
+                   cpu.conv_pooled._conv2d_weight_pooled,
+                   cpu.conv_pooled._conv2d_weight_pooled_taps):
+        monkeypatch.setattr(kernel._cache._cache_file, "_index_path", "/nonexistent")
     assert not precompile._training_kernels_cached(_small_net())
     assert precompile._training_kernels_cached(linear)
 
@@ -174,8 +177,8 @@ def test_compile_training_kernels_walks_every_layer_backward(monkeypatch):
                  "dropout_backward", "linear_backward", "sigmoid_backward", "sgd_update",
                  "adam_update"):
         kernel = getattr(cpu, name)
-        monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel, **kw:
-                            calls.append((name, args)) or kernel(*args, **kw))
+        patch_cpu_kernel(monkeypatch, name, lambda *args, name=name, kernel=kernel, **kw:
+                         calls.append((name, args)) or kernel(*args, **kw))
     model = _small_net()
     before = [p.data.copy() for p in model.parameters()]
     precompile.compile_training_kernels(model, (2, 3, 8, 8), "float32")
@@ -208,12 +211,14 @@ def test_the_helper_compiles_the_gradient_kernels_the_step_takes(monkeypatch, ba
     # dense one (its input gradient then runs on a forward kernel).
     from jitnet import models
 
-    calls = []
+    calls, kernels = [], {}
     for name in ("_conv2d_input_sparse", "_conv2d_weight_channel_tiles", "_conv2d_weight_rows3x3",
                  "_conv2d_weight_pooled", "_conv2d_weight_pooled_taps"):
-        kernel = getattr(cpu, name)
-        monkeypatch.setattr(cpu, name, lambda *args, name=name, kernel=kernel:
-                            calls.append(name) or kernel(*args))
+        def counted(*args, name=name):
+            calls.append(name)
+            return kernels[name](*args)
+
+        kernels[name] = patch_cpu_kernel(monkeypatch, name, counted)
     precompile.compile_training_kernels(models.convnet(batchnorm=batchnorm), (2, 3, 32, 32),
                                         "float32")
     if batchnorm:

@@ -152,11 +152,12 @@ def _training_kernels_cached(model):
     from ..nn.layers import Conv2d
     from . import cpu
 
-    groups = [(cpu._sgd_update, cpu._adam_update)]
+    groups = [(cpu.optim._sgd_update, cpu.optim._adam_update)]
     if any(type(m) is Conv2d for m in model.modules()):
-        groups.append((cpu._conv2d_weight_rows, cpu._conv2d_weight_rows3x3,
-                       cpu._conv2d_weight_channel_tiles, cpu._conv2d_weight_tiles,
-                       cpu._conv2d_weight_pooled, cpu._conv2d_weight_pooled_taps))
+        rows, tiles, pooled = cpu.conv_rows, cpu.conv_tiles, cpu.conv_pooled
+        groups.append((rows._conv2d_weight_rows, rows._conv2d_weight_rows3x3,
+                       tiles._conv2d_weight_channel_tiles, tiles._conv2d_weight_tiles,
+                       pooled._conv2d_weight_pooled, pooled._conv2d_weight_pooled_taps))
     try:
         return all(any(os.path.exists(kernel._cache._cache_file._index_path) for kernel in group)
                    for group in groups)
@@ -210,7 +211,7 @@ def compile_training_kernels(model, shape, dtype):
     Each layer gets the upstream gradient a step would give it, worked out on the
     numpy target (nothing to compile) from random inputs: a convolution's input
     gradient takes a kernel of its own when its upstream gradient is a max
-    pooling's, mostly zeros (:func:`jitnet.kernels.cpu._conv2d_input_sparse`). So a
+    pooling's, mostly zeros (:func:`jitnet.kernels.cpu.conv_pooled._conv2d_input_sparse`). So a
     convolution after the first layer with parameters computes its input gradient
     here; a dense one, like a matrix product's, runs on a forward kernel, which the
     training process compiles for its forward pass anyway. A convolution with the

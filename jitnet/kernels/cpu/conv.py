@@ -1,0 +1,282 @@
+"""Convolution on the cpu target: the contract's four functions, and which kernel
+each call takes.
+
+Two register-blocked micro-kernel layouts, each chosen where it fills more vector
+lanes (measured tables in the wrappers' docstrings; the tiles in :mod:`._tiles`):
+
+- Row vectors (stride 1, :mod:`.conv_rows`): vectors run along an output row, on
+  zero-padded NCHW planes, so nothing is transposed. Forward and input gradient
+  tile 8 output channels x 2 rows x 16 columns (``_conv2d_rows``); the weight
+  gradient tiles 4 output channels x 5 (c, kh, kw) triples and sums the lanes at
+  the end (``_conv2d_weight_rows``); a 3x3 kernel's, 2 output channels x one input
+  channel's 9 taps, two rows at a time (``_conv2d_weight_rows3x3``).
+- Channel vectors (:mod:`.conv_tiles`): images are channel-last and zero-padded,
+  ``xh[n, g, h, w * Cg + c]`` (group-major, NHWC within a group), so that one
+  kernel row of one output pixel, ``(kw, c)``, is a contiguous span of ``KW * Cg``
+  numbers whatever the stride. Weights are packed as ``wpk[g, fb, kh, kw * Cg + c,
+  j]`` with ``j`` a block of ``_FB`` output channels (zero-padded). The tile is 8
+  output pixels x 32 output channels (``_conv2d_tiles``, ``_conv2d_weight_tiles``):
+  strided convolutions, narrow planes, and weight gradients with much reduction
+  per pixel.
+
+Behind a 2x2 max pooling, the gradients come from the pooling's windows instead
+(:mod:`.conv_pooled`): the input gradient skips the zeros of ``dy``, the weight
+gradient sums a quarter of the dense kernel's multiply-adds.
+
+The input gradient is a forward convolution of the padded ``dy`` with the flipped
+kernel, so it takes the forward's kernels.
+"""
+
+import sys
+
+import numpy as np
+
+from .. import conv_pool_backward_calls
+from ._common import _square
+from ._tiles import _FB, _PIX, _blocks, _chunks, _conv_out_size
+from .activations import relu_forward
+from .arrays import _empty, _zeros
+from .conv_pooled import (
+    _conv_weight_grad_pooled,
+    _pooled_weight_grad_pays,
+    _sparse_dy,
+    _sparse_input_grad,
+    _sparse_input_grad_pays,
+)
+from .conv_rows import _conv_bias_grad, _conv_rows, _conv_weight_grad_rows, _rows_pay
+from .conv_tiles import (
+    _conv2d_weight_channel_tiles,
+    _conv2d_weight_tiles,
+    _conv_channel_last,
+    _conv_forward_core,
+    _to_channel_blocks,
+)
+from .maxpool import _route_to_argmax, maxpool2d_forward
+
+
+def conv2d_forward(x, weight, bias, stride, padding, groups):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C, H, W), float32 or float64
+    weight : ndarray, (F, C // groups, KH, KW), x's dtype
+    bias : ndarray, (F,), or None
+    stride, padding : int (or a pair of equal ints)
+    groups : int, divides C and F
+
+    Returns
+    -------
+    y : ndarray, (N, F, HO, WO), x's dtype,
+        ``HO = (H + 2 * padding - KH) // stride + 1`` (likewise WO).
+
+    Notes
+    -----
+    ``y[n, f, i, j] = bias[f] + sum_{c, a, b} weight[f, c, a, b] *
+    xpad[n, g * C/G + c, i * stride + a, j * stride + b]`` computed directly
+    (no im2col buffer): for stride 1 on wide enough rows by :func:`_conv2d_rows`
+    on zero-padded planes, otherwise by :func:`_conv2d_tiles` on a channel-last
+    padded copy (see :func:`_rows_pay`).
+    """
+    x, weight, b, s, p, groups, out_shape = _conv_arguments(x, weight, bias, stride, padding,
+                                                           groups)
+    if s == 1 and _rows_pay(out_shape[1] // groups, out_shape[3]):
+        return _conv_rows(x, weight, b, out_shape, p, p, groups)
+    h, w = x.shape[2], x.shape[3]
+    xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
+    y = _empty(out_shape, dtype=x.dtype)
+    _conv_forward_core(xh, weight, b, y, s, groups)
+    return y
+
+
+def _conv_arguments(x, weight, bias, stride, padding, groups):
+    """The forward's arguments as its kernels take them, and its output shape.
+
+    Returns ``(x, weight, bias, stride, padding, groups, (N, F, HO, WO))``: C-contiguous
+    arrays of x's dtype (a zero bias for None), and plain ints.
+    """
+    s = _square("stride", stride)
+    p = _square("padding", padding)
+    x = np.ascontiguousarray(x)
+    dtype = x.dtype
+    n, _, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    out_shape = (n, f, _conv_out_size(h, kh, s, p), _conv_out_size(w, kw, s, p))
+    b = _zeros(f, dtype=dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    weight = np.ascontiguousarray(weight, dtype=dtype)
+    return x, weight, b, s, p, int(groups), out_shape
+
+
+def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size, pool_stride,
+                             relu=False):
+    """:func:`conv2d_forward` then :func:`maxpool2d_forward` (then, with ``relu``,
+    :func:`relu_forward` of the pooling), equal bit for bit.
+
+    Returns ``(y, argmax)`` of the pooling. A stride-1 convolution on the row kernel
+    with 2x2 pooling (stride 2) pools in the kernel's epilogue (:func:`_conv2d_rows`
+    with ``pooled``): the convolution's output, the largest array of a first layer,
+    is neither written nor read back. At batch 64, two threads: conv1
+    and its pooling 1.12 -> 0.87 ms, conv2 and its pooling 2.66-2.85 -> 2.40-2.54 ms.
+    The ReLU rides in the same epilogue. Any other case runs the kernels in turn.
+    """
+    x, weight, b, s, p, groups, out_shape = _conv_arguments(x, weight, bias, stride, padding,
+                                                           groups)
+    pool_2x2 = int(pool_size) == int(pool_stride) == 2
+    if s == 1 and pool_2x2 and _rows_pay(out_shape[1] // groups, out_shape[3]):
+        return _conv_rows(x, weight, b, out_shape, p, p, groups, pool=True, relu=relu)
+    y, argmax = maxpool2d_forward(conv2d_forward(x, weight, b, s, p, groups), pool_size,
+                                  pool_stride)
+    return (relu_forward(y) if relu else y), argmax
+
+
+def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, pool_size,
+                              pool_stride, input_grad=True, relu_y=None):
+    """Gradients of :func:`conv2d_maxpool2d_forward`: :func:`maxpool2d_backward` (with
+    ``relu_y``, :func:`maxpool2d_relu_backward`) then :func:`conv2d_backward`.
+
+    Where the pooling is 2x2 (stride 2) and the convolution a stride-1 one of one
+    group on a finite input with few channels (``KW * C <= 16``: a first layer) or
+    channels in whole blocks of ``_FB``, the weight and bias gradients are summed
+    from the pooling's windows (:func:`_conv2d_weight_pooled`,
+    :func:`_conv2d_weight_pooled_taps`), and the convolution's dense ``dy`` is not
+    written unless ``dx`` needs it. Those two gradients then differ from the calls'
+    in the last bits. Where the sparse input gradient applies (channels in whole
+    blocks, taps in whole tiles, a finite weight), ``dx`` comes from the windows too
+    (:func:`_conv2d_input_sparse` scatters them), bit for bit the calls' ``dx``, and
+    no dense ``dy`` is written at all. The reference net at batch 64 (2-core Zen 5),
+    the pooling's backward and the weight gradient: first layer 0.69 -> 0.53 ms with
+    caches warm, 0.89 -> 0.57 with them flushed; second layer 1.47 -> 0.79; the
+    second layer's input gradient from the windows: the step 0.969.
+    """
+    s = _square("stride", stride)
+    p = _square("padding", padding)
+    groups = int(groups)
+    x = np.ascontiguousarray(x)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    weight = np.ascontiguousarray(weight, dtype=x.dtype)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
+    if relu_y is not None:
+        relu_y = np.ascontiguousarray(relu_y, dtype=x.dtype)
+    n, c, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    conv_shape = (n, f, _conv_out_size(h, kh, s, p), _conv_out_size(w, kw, s, p))
+    if not _pooled_weight_grad_pays(x, weight, s, groups, pool_size, pool_stride):
+        return conv_pool_backward_calls(sys.modules[__package__], dy, x, weight, argmax, s, p,
+                                        groups, pool_size, pool_stride, input_grad, relu_y)
+    dx = None
+    if input_grad and _sparse_input_grad_pays(weight, s, groups, c):
+        # each window's gradient straight to its pixel, no dense dy
+        dx = _sparse_input_grad(None, weight, x.shape, p, (dy, relu_y, argmax))
+    elif input_grad:
+        dconv = _route_to_argmax(dy, argmax, conv_shape, relu_y, pool_size, pool_stride)
+        dx = _conv_input_grad(dconv, weight, x.shape, s, p, groups)
+    dweight, dbias = _conv_weight_grad_pooled(dy, relu_y, argmax, x, weight.shape, p,
+                                              conv_shape)
+    return dx, dweight, dbias
+
+
+def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
+    """Gradients of :func:`conv2d_forward`.
+
+    Parameters
+    ----------
+    dy : ndarray, (N, F, HO, WO)
+        Upstream gradient.
+    x : ndarray, (N, C, H, W)
+        The forward input.
+    weight : ndarray, (F, C // groups, KH, KW)
+    stride, padding : int (or a pair of equal ints)
+    groups : int
+    input_grad : bool, default True
+        False skips ``dx`` (returned as None): a network's input needs no gradient.
+
+    Returns
+    -------
+    dx : ndarray, (N, C, H, W), or None
+    dweight : ndarray, (F, C // groups, KH, KW)
+    dbias : ndarray, (F,)
+
+    Notes
+    -----
+    ``dx`` is a forward convolution of ``dy`` dilated by the stride (zeros
+    between rows and columns) and padded by ``K - 1 - padding``, with the
+    kernel turned by 180 degrees and its in/out channels swapped within each
+    group; it runs on the forward micro-kernel. ``dweight`` has its own
+    micro-kernel (:func:`_conv2d_weight_tiles`).
+    """
+    s = _square("stride", stride)
+    p = _square("padding", padding)
+    groups = int(groups)
+    x = np.ascontiguousarray(x)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    weight = np.ascontiguousarray(weight, dtype=x.dtype)
+    dx = _conv_input_grad(dy, weight, x.shape, s, p, groups) if input_grad else None
+    dbias = _empty(dy.shape[1], dtype=x.dtype)
+    dweight = _conv_weight_grad(dy, x, weight.shape, s, p, groups, dbias)
+    return dx, dweight, dbias
+
+
+def _conv_input_grad(dy, weight, x_shape, s, p, groups):
+    """``dx`` (N, C, H, W): the dilated, padded ``dy`` correlated with the turned kernel,
+    or, for a ``dy`` that is mostly zeros, the sum over its nonzeros
+    (:func:`_conv2d_input_sparse`)."""
+    dtype = dy.dtype
+    n, c, h, w = x_shape
+    f, cg, kh, kw = weight.shape
+    if _sparse_input_grad_pays(weight, s, groups, c) and _sparse_dy(dy):
+        return _sparse_input_grad(dy, weight, x_shape, p)
+    fg = f // groups
+    # In/out channels swapped within each group: wt[g*Cg + c, fg] = weight[g*Fg + fg, c].
+    wt = np.ascontiguousarray(
+        weight.reshape(groups, fg, cg, kh, kw).transpose(0, 2, 1, 3, 4).reshape(c, fg, kh, kw)
+    )
+    bias = _zeros(c, dtype=dtype)
+    if s == 1 and _rows_pay(cg, w):
+        return _conv_rows(dy, wt, bias, x_shape, kh - 1 - p, kw - 1 - p, groups, flip=True)
+    dyd = _conv_channel_last(dy, groups, kh - 1 - p, kw - 1 - p, h + kh - 1, w + kw - 1, s, s)
+    dx = _empty((n, c, h, w), dtype=dtype)
+    _conv_forward_core(dyd, wt, bias, dx, 1, groups, flip=True)
+    return dx
+
+
+def _conv_weight_grad(dy, x, weight_shape, s, p, groups, dbias=None):
+    """``dweight`` (F, C/G, KH, KW) on the kernel that suits the shape.
+
+    ``dbias`` (F,), when given, is filled with the bias gradient too: the row kernel
+    folds it into its weight-gradient tiles where it can, the input-channel tiles
+    sum ``dy``'s planes as they go, and only the channel-block tiles leave it to a
+    pass of its own (:func:`_conv_bias_grad`).
+
+    The row kernel wins where each output sees little reduction per pixel (a first
+    layer, 1x1, depthwise: no copy, no wasted lanes), the tiles where it sees much
+    (measured at batch 64, 2 threads: Cg * K * K = 27: 1.1 vs 3.3 ms; depthwise
+    32 channels: 1.9 vs 41 ms; 144 on 16x16: 2.2 vs 1.5 ms; 288: 8.4 vs 3.9 ms).
+    With whole blocks of 32 input channels the tiles take their vectors from ``x``
+    and leave ``dy`` in place (the reference net's second layer: 3.0 vs 4.0 ms).
+    """
+    f, cg, kh, kw = weight_shape
+    if s == 1 and (cg * kh * kw <= 72 or f // groups < 16):
+        return _conv_weight_grad_rows(dy, x, weight_shape, p, groups, dbias)
+    n, _, h, w = x.shape
+    ho, wo = dy.shape[2], dy.shape[3]
+    xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
+    dweight = _empty(weight_shape, dtype=x.dtype)
+    if cg % _FB == 0:
+        n_ft = groups * -(-(f // groups) // _PIX)
+        n_tiles = n_ft * kh * kw * (cg // _FB)
+        n_chunks = _chunks(n_tiles)
+        part = _zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
+        bias_part = _zeros((n_ft if dbias is not None else 0, _PIX), dtype=x.dtype)
+        _conv2d_weight_channel_tiles(dy, xh, dweight, s, n_chunks, part,
+                                     np.empty(0, dtype=x.dtype) if dbias is None else dbias,
+                                     bias_part)
+        return dweight
+    if dbias is not None:
+        _conv_bias_grad(dy, dbias)
+    dyh = _zeros((n, groups, _blocks(f // groups), ho, wo, _FB), dtype=x.dtype)
+    _to_channel_blocks(dy, dyh)
+    n_tiles = groups * _blocks(f // groups) * -(-(cg * kh * kw) // _PIX)
+    n_chunks = _chunks(n_tiles)
+    part = _zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
+    _conv2d_weight_tiles(dyh, xh, dweight, s, n_chunks, part)
+    return dweight
