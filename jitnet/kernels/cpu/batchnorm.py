@@ -131,8 +131,8 @@ def _batchnorm2d_affine(x, weight, bias, running_mean, running_var, momentum, ep
 
 @njit(**_JIT)
 def _batchnorm2d_pool2x2(x, scale, shift, y, argmax, relu):
-    """:func:`_batchnorm2d_apply` then :func:`_maxpool2x2_forward` (then, with ``relu``,
-    :func:`_relu_forward`), the normalised value of each input computed as the window
+    """:func:`_batchnorm2d_apply` then :func:`.maxpool._maxpool2x2_forward` (then, with ``relu``,
+    :func:`.activations._relu_forward`), the normalised value of each input computed as the window
     reads it: the same expressions, so the same bits, and the normalised images
     (the size of ``x``) are never stored."""
     n_img, n_ch, ho_n, wo_n = y.shape

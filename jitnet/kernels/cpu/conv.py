@@ -74,8 +74,8 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     -----
     ``y[n, f, i, j] = bias[f] + sum_{c, a, b} weight[f, c, a, b] *
     xpad[n, g * C/G + c, i * stride + a, j * stride + b]`` computed directly
-    (no im2col buffer): for stride 1 on wide enough rows by :func:`_conv2d_rows`
-    on zero-padded planes, otherwise by :func:`_conv2d_tiles` on a channel-last
+    (no im2col buffer): for stride 1 on wide enough rows by :func:`.conv_rows._conv2d_rows`
+    on zero-padded planes, otherwise by :func:`.conv_tiles._conv2d_tiles` on a channel-last
     padded copy (see :func:`_rows_pay`).
     """
     x, weight, b, s, p, groups, out_shape = _conv_arguments(x, weight, bias, stride, padding,
@@ -113,7 +113,7 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
     :func:`relu_forward` of the pooling), equal bit for bit.
 
     Returns ``(y, argmax)`` of the pooling. A stride-1 convolution on the row kernel
-    with 2x2 pooling (stride 2) pools in the kernel's epilogue (:func:`_conv2d_rows`
+    with 2x2 pooling (stride 2) pools in the kernel's epilogue (:func:`.conv_rows._conv2d_rows`
     with ``pooled``): the convolution's output, the largest array of a first layer,
     is neither written nor read back. At batch 64, two threads: conv1
     and its pooling 1.12 -> 0.87 ms, conv2 and its pooling 2.66-2.85 -> 2.40-2.54 ms.
@@ -131,18 +131,18 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
 
 def conv2d_maxpool2d_backward(dy, x, weight, argmax, stride, padding, groups, pool_size,
                               pool_stride, input_grad=True, relu_y=None):
-    """Gradients of :func:`conv2d_maxpool2d_forward`: :func:`maxpool2d_backward` (with
-    ``relu_y``, :func:`maxpool2d_relu_backward`) then :func:`conv2d_backward`.
+    """Gradients of :func:`conv2d_maxpool2d_forward`: :func:`.maxpool.maxpool2d_backward` (with
+    ``relu_y``, :func:`.maxpool.maxpool2d_relu_backward`) then :func:`conv2d_backward`.
 
     Where the pooling is 2x2 (stride 2) and the convolution a stride-1 one of one
     group on a finite input with few channels (``KW * C <= 16``: a first layer) or
     channels in whole blocks of ``_FB``, the weight and bias gradients are summed
-    from the pooling's windows (:func:`_conv2d_weight_pooled`,
-    :func:`_conv2d_weight_pooled_taps`), and the convolution's dense ``dy`` is not
+    from the pooling's windows (:func:`.conv_pooled._conv2d_weight_pooled`,
+    :func:`.conv_pooled._conv2d_weight_pooled_taps`), and the convolution's dense ``dy`` is not
     written unless ``dx`` needs it. Those two gradients then differ from the calls'
     in the last bits. Where the sparse input gradient applies (channels in whole
     blocks, taps in whole tiles, a finite weight), ``dx`` comes from the windows too
-    (:func:`_conv2d_input_sparse` scatters them), bit for bit the calls' ``dx``, and
+    (:func:`.conv_pooled._conv2d_input_sparse` scatters them), bit for bit the calls' ``dx``, and
     no dense ``dy`` is written at all. The reference net at batch 64 (2-core Zen 5),
     the pooling's backward and the weight gradient: first layer 0.69 -> 0.53 ms with
     caches warm, 0.89 -> 0.57 with them flushed; second layer 1.47 -> 0.79; the
@@ -202,7 +202,7 @@ def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
     between rows and columns) and padded by ``K - 1 - padding``, with the
     kernel turned by 180 degrees and its in/out channels swapped within each
     group; it runs on the forward micro-kernel. ``dweight`` has its own
-    micro-kernel (:func:`_conv2d_weight_tiles`).
+    micro-kernel (:func:`.conv_tiles._conv2d_weight_tiles`).
     """
     s = _square("stride", stride)
     p = _square("padding", padding)
@@ -219,7 +219,7 @@ def conv2d_backward(dy, x, weight, stride, padding, groups, input_grad=True):
 def _conv_input_grad(dy, weight, x_shape, s, p, groups):
     """``dx`` (N, C, H, W): the dilated, padded ``dy`` correlated with the turned kernel,
     or, for a ``dy`` that is mostly zeros, the sum over its nonzeros
-    (:func:`_conv2d_input_sparse`)."""
+    (:func:`.conv_pooled._conv2d_input_sparse`)."""
     dtype = dy.dtype
     n, c, h, w = x_shape
     f, cg, kh, kw = weight.shape

@@ -53,7 +53,7 @@ _SPARSE_MAX_DENSITY = 0.25
 def _taps_fma(acc, j, d, wf, col, o0, o1, o2, o3, o4, o5, o6, o7, o8):
     """``acc[t, j] += d * wf[col + o_t + j]`` and the same at ``_LANES + j`` for the
     tile's taps ``t``: lanes ``j`` of their two vectors of channels (the statements
-    written out: see the convolution notes above)."""
+    written out: see :mod:`._tiles`)."""
     u = np.uint64(j)
     v = np.uint64(_LANES + j)
     acc[0, j] += d * wf[col + o0 + u]
@@ -252,7 +252,7 @@ def _conv2d_input_sparse(dy, wpk, dx, pad, n_chunks, dyc, g, relu_y, argmax):
 #   tiles, the training step 0.910 (``ab.py``).
 #
 # Both sum in another order than the dense kernels: the last bits differ (the calls
-# of :func:`conv2d_maxpool2d_backward` that take them are bitwise reproducible,
+# of :func:`.conv.conv2d_maxpool2d_backward` that take them are bitwise reproducible,
 # whatever the thread count).
 # --------------------------------------------------------------------------
 

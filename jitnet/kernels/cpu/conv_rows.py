@@ -642,7 +642,7 @@ def _pool_tile(acc, bias_win, pflat, aflat, best_v, best_at, n, f0, n_ch, h0, wo
     output plane to ``aflat``. ``bias_win[f * _LANES // 2 + i]`` is the bias of
     channel ``f``, once for each of a tile's windows ``i``, zero past the last
     channel. With ``relu`` a maximum that is not positive (nor NaN) is stored as 0,
-    as :func:`relu_forward` would make it; the argmax is unchanged.
+    as :func:`.activations.relu_forward` would make it; the argmax is unchanged.
 
     A function of its own, not inlined: inlined into the kernel, this code kept the
     kernel's accumulators out of registers in the tap loop (2.3-4x slower). The

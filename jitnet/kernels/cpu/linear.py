@@ -172,7 +172,7 @@ def _gemm_store(acc, cflat, i_n, j_n, i0, j0):
     stores became scatter instructions). It takes ``c`` flat, not reshaping it
     itself: a reshape is a call into Numba's runtime and two reference counts, and
     per tile that was a quarter of conv1's pooled forward in
-    :func:`_pool_tile` (see there)."""
+    :func:`.conv_rows._pool_tile` (see there)."""
     n_cols = np.uint64(min(_GEMM_COLS, j_n - j0))
     for p in range(min(_PIX, i_n - i0)):
         row = np.uint64((i0 + p) * j_n + j0)
@@ -229,7 +229,7 @@ def linear_forward(x, weight, bias, relu=False):
     weight : ndarray, (M, D)
     bias : ndarray, (M,), or None
     relu : bool, default False
-        Return :func:`relu_forward` of ``y`` instead, bit for bit (by that kernel, in
+        Return :func:`.activations.relu_forward` of ``y`` instead, bit for bit (by that kernel, in
         place: on the cpu a ReLU over one layer's outputs costs microseconds).
 
     Returns

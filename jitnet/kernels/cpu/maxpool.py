@@ -223,7 +223,7 @@ def maxpool2d_backward(dy, argmax, x_shape, kernel_size=None, stride=None):
 
 
 def maxpool2d_relu_backward(dy, y, argmax, x_shape, kernel_size=None, stride=None):
-    """:func:`relu_backward` (``y`` the ReLU's output) then :func:`maxpool2d_backward`,
+    """:func:`.activations.relu_backward` (``y`` the ReLU's output) then :func:`maxpool2d_backward`,
     bit for bit, in one pass: the masked gradient is routed as it is read."""
     return _route_to_argmax(dy, argmax, x_shape, y, kernel_size, stride)
 
