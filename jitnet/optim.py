@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._checks import check_flag, check_int, check_real
-from .nn.module import Module, Parameter, like
+from .nn.module import Module, Parameter, like, zero_grads
 from .targets import backend, is_device_array, to_numpy
 
 #: What an optimizer takes as ``params``, for the messages that reject something else.
@@ -220,10 +220,29 @@ class Optimizer:
         """The hyperparameters as the optimizer keeps them, after the constructor's checks."""
         return {"lr": check_real(owner, "lr", lr, *_AT_LEAST_0)}
 
-    def zero_grad(self):
-        """Forget every gradient (``grad = None``); parameters without one are skipped."""
-        for p in self.params:
-            p.grad = None
+    def zero_grad(self, set_to_none=True):
+        """Reset the gradient of every parameter, as PyTorch's ``Optimizer.zero_grad``.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            Forget each gradient (``grad = None``). With False, each gradient array
+            is filled with zeros in place, where it lives (host or device); a
+            parameter without a gradient keeps ``grad = None``, and one whose
+            gradient stays zero is still updated by :meth:`step` (weight decay,
+            momentum), as in PyTorch.
+
+        Raises
+        ------
+        TypeError
+            When ``set_to_none`` is not a bool, or (set_to_none=False) a gradient is
+            neither an array nor None.
+        ValueError
+            When (set_to_none=False) a gradient is a read-only array. Every gradient
+            is checked before any is filled.
+        """
+        named = ((_describe(i, p), p) for i, p in enumerate(self.params))
+        zero_grads(f"{type(self).__name__}.zero_grad", named, set_to_none)
 
     def step(self):
         raise NotImplementedError

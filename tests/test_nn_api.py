@@ -9,6 +9,7 @@ import pytest
 
 import jitnet
 from jitnet import nn
+from jitnet.nn.module import IncompatibleKeys
 from jitnet.targets import backend
 
 import ready_targets
@@ -194,6 +195,199 @@ def test_load_state_dict_names_pytorchs_batch_norm_counter():
                                          r"\(num_batches_tracked is PyTorch's BatchNorm step "
                                          r"counter, which jitnet does not keep"):
         model.load_state_dict(state)
+
+
+def nested_model():
+    """Parameters and buffers at two depths, for the key lists of load_state_dict."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+
+
+def partial_state(model):
+    """``model``'s state plus one, two keys gone and four it lacks, at both depths."""
+    state = {key: value + 1 for key, value in model.state_dict().items()}
+    del state["1.running_var"], state["3.1.bias"]
+    return {**state, "9.weight": np.zeros(2), "3.1.extra": np.zeros(1),
+            "1.extra": np.zeros(1), "scale": np.zeros(1)}
+
+
+def test_load_state_dict_strict_false_loads_the_keys_it_has_and_lists_the_others(target):
+    model = nested_model()
+    before = model.state_dict()
+    state = partial_state(model)
+    result = model.load_state_dict(state, strict=False)
+    assert isinstance(result, IncompatibleKeys) and isinstance(result, tuple)
+    # PyTorch's orders: state_dict()'s, and the state's module by module, the top first
+    assert result == (["1.running_var", "3.1.bias"],
+                      ["9.weight", "scale", "1.extra", "3.1.extra"])
+    assert result.missing_keys == ["1.running_var", "3.1.bias"]
+    assert result.unexpected_keys == ["9.weight", "scale", "1.extra", "3.1.extra"]
+    after = model.state_dict()
+    for key, value in after.items():
+        np.testing.assert_array_equal(value, state.get(key, before[key]))
+        assert value.dtype == before[key].dtype
+    assert model.load_state_dict(after, strict=False) == ([], [])
+
+
+@pytest.mark.parametrize("gone, extra", [("3.1.weight", None), (None, "1.num_batches_tracked")])
+def test_load_state_dict_strict_false_with_keys_only_missing_or_only_unexpected(gone, extra):
+    model = nested_model()
+    state = {key: value + 1 for key, value in model.state_dict().items() if key != gone}
+    if extra is not None:
+        state[extra] = np.array(3)
+    result = model.load_state_dict(state, strict=False)
+    assert result == ([gone] if gone else [], [extra] if extra else [])
+    for key, value in model.state_dict().items():
+        if key != gone:
+            np.testing.assert_array_equal(value, state[key])
+
+
+def test_load_state_dict_lists_keys_as_pytorch():
+    torch = pytest.importorskip("torch")
+    ours = nested_model()
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                                 torch.nn.ReLU(),
+                                 torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)))
+    # a PyTorch state dict loads as it is: its num_batches_tracked is the one key left out
+    torch_state = {key: value.numpy() for key, value in theirs.state_dict().items()}
+    assert ours.load_state_dict(torch_state, strict=False) == ([], ["1.num_batches_tracked"])
+    state = partial_state(ours)
+    result = ours.load_state_dict(state, strict=False)
+    their_result = theirs.load_state_dict({k: torch.tensor(v) for k, v in state.items()},
+                                          strict=False)
+    assert result.missing_keys == [key for key in their_result.missing_keys
+                                   if not key.endswith("num_batches_tracked")]
+    assert result.unexpected_keys == their_result.unexpected_keys
+    their_state = theirs.state_dict()
+    for key, value in ours.state_dict().items():  # the same values loaded, and kept
+        np.testing.assert_array_equal(value, their_state[key].numpy())
+    result = ours.load_state_dict(ours.state_dict())
+    their_result = theirs.load_state_dict(theirs.state_dict())
+    assert result == tuple(their_result) == ([], [])
+    assert repr(result) == str(result) == repr(their_result) == "<All keys matched successfully>"
+    result = ours.load_state_dict({"0.weight": state["0.weight"]}, strict=False)
+    their_result = theirs.load_state_dict({"0.weight": torch.tensor(state["0.weight"])},
+                                          strict=False)
+    missing = [key for key in their_result.missing_keys if "num_batches" not in key]
+    assert result == (missing, their_result.unexpected_keys) and len(missing) == 7
+    assert repr(result) == f"IncompatibleKeys(missing_keys={missing!r}, unexpected_keys=[])"
+
+
+def test_load_state_dict_returns_no_incompatible_keys_when_strict(target):
+    model = nested_model()
+    state = {key: value + 1 for key, value in model.state_dict().items()}
+    result = model.load_state_dict(state, strict=True)
+    assert isinstance(result, IncompatibleKeys)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert repr(result) == "<All keys matched successfully>"
+    assert model.load_state_dict(model.state_dict()) == ([], [])  # strict by default
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, state[key])
+
+
+@pytest.mark.parametrize("strict", [True, np.True_])
+def test_load_state_dict_strict_still_refuses_other_keys_and_changes_nothing(strict):
+    model = nested_model()
+    before = model.state_dict()
+    state = partial_state(model)
+    message = (r"^load_state_dict: missing keys \['1.running_var', '3.1.bias'\], unexpected "
+               r"keys \['1.extra', '3.1.extra', '9.weight', 'scale'\]$")
+    with pytest.raises(ValueError, match=message):
+        model.load_state_dict(state, strict=strict)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((2, 5), np.float32), r"3.1.weight expected shape \(2, 4\), got \(2, 5\)"),
+        (np.array([["a"] * 4] * 2), r"3.1.weight expected a numeric array, got dtype <U1"),
+    ],
+)
+def test_load_state_dict_strict_false_still_checks_arrays_before_copying_any(bad, message):
+    # PyTorch raises too (after copying the arrays before it; jitnet copies none)
+    model = nested_model()
+    before = model.state_dict()
+    state = partial_state(model)
+    state["3.1.weight"] = bad  # the last array: all the others would be copied already
+    with pytest.raises(ValueError, match=message):
+        model.load_state_dict(state, strict=False)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+@pytest.mark.parametrize("strict, got", [("yes", "'yes' (str)"), (1, "1 (int)"),
+                                         (None, "None (NoneType)")])
+def test_load_state_dict_strict_must_be_a_bool(strict, got):
+    model = nested_model()
+    before = model.state_dict()
+    with pytest.raises(TypeError, match=re.escape(
+            f"Sequential.load_state_dict expected strict to be True or False, got {got}")):
+        model.load_state_dict(partial_state(model), strict=strict)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+# -- zero_grad -------------------------------------------------------------------------
+
+
+def test_zero_grad_set_to_none_false_fills_gradients_with_zeros_in_place(target):
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2, bias=False))
+    model(np.ones((2, 3), np.float32))
+    model.backward(jitnet.asarray(np.ones((2, 2), np.float32)))
+    model[0].bias.grad = None  # no gradient: stays None, as in PyTorch
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert any(np.any(jitnet.to_numpy(g) != 0) for g in grads.values() if g is not None)
+    model.zero_grad(set_to_none=False)
+    for name, p in model.named_parameters():
+        if grads[name] is None:
+            assert p.grad is None
+            continue
+        assert p.grad is grads[name]  # the same array, filled
+        assert p.grad.dtype == np.float32 and p.grad.shape == p.shape
+        np.testing.assert_array_equal(jitnet.to_numpy(p.grad), np.zeros(p.shape))
+    model.zero_grad(set_to_none=np.True_)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_zero_grad_set_to_none_false_as_pytorch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    ours.weight.grad = np.ones((2, 3), np.float32)
+    theirs.weight.grad = torch.ones(2, 3)
+    grad, their_grad = ours.weight.grad, theirs.weight.grad
+    ours.zero_grad(set_to_none=False)
+    theirs.zero_grad(set_to_none=False)
+    assert ours.weight.grad is grad and theirs.weight.grad is their_grad
+    np.testing.assert_array_equal(grad, their_grad.numpy())
+    assert ours.bias.grad is None and theirs.bias.grad is None
+
+
+@pytest.mark.parametrize("set_to_none, got", [("yes", "'yes' (str)"), (0, "0 (int)"),
+                                              (None, "None (NoneType)")])
+def test_zero_grad_set_to_none_must_be_a_bool(set_to_none, got):
+    model = nn.Sequential(nn.Linear(3, 2))
+    grad = model[0].weight.grad = np.ones((2, 3), np.float32)
+    with pytest.raises(TypeError, match=re.escape(
+            f"Sequential.zero_grad expected set_to_none to be True or False, got {got}")):
+        model.zero_grad(set_to_none=set_to_none)
+    assert model[0].weight.grad is grad and np.all(grad == 1)
+
+
+def test_zero_grad_set_to_none_false_checks_every_gradient_before_filling_any():
+    model = nn.Sequential(nn.Linear(3, 2))
+    grad = model[0].weight.grad = np.ones((2, 3), np.float32)
+    model[0].bias.grad = [1.0, 1.0]
+    with pytest.raises(TypeError, match=re.escape(
+            "Sequential.zero_grad: parameter '0.bias' expected .grad to be an array or None, "
+            "got list")):
+        model.zero_grad(set_to_none=False)
+    model[0].bias.grad = np.broadcast_to(np.float32(1), (2,))  # read-only
+    with pytest.raises(ValueError, match=re.escape(
+            "Sequential.zero_grad: parameter '0.bias' has a read-only .grad")):
+        model.zero_grad(set_to_none=False)
+    assert np.all(grad == 1)
 
 
 # -- 0-d arrays ------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """Optimizers and schedules against torch.optim, on every ready target."""
 
+import os
+import re
+
 import numpy as np
 import pytest
 
 import jitnet
-from jitnet import optim
+from jitnet import nn, optim
 from jitnet.nn import Parameter
 
 import ready_targets
@@ -17,6 +20,13 @@ SHAPES = [(3, 4), (5,)]
 @pytest.fixture(params=jitnet.available_targets())
 def target(request):
     """Each available target whose kernel module imports and exports the whole contract."""
+    yield from ready_targets.enter(request.param, seed=None)
+
+
+@pytest.fixture(params=[t for t in jitnet.available_targets()
+                        if t != "cuda" or os.environ.get("NUMBA_ENABLE_CUDASIM") != "1"])
+def model_target(request):
+    """The ``target``s but the simulated GPU, far too slow for a model's training steps."""
     yield from ready_targets.enter(request.param, seed=None)
 
 
@@ -129,6 +139,88 @@ def test_zero_grad_and_parameters_without_grad(rng):
     assert "momentum_buffer" not in q.state
     opt.zero_grad()
     assert p.grad is None
+
+
+def test_zero_grad_set_to_none_false_fills_gradients_with_zeros_in_place(target, rng):
+    p, q, r = (Parameter(jitnet.asarray(rng.standard_normal(s))) for s in [(3, 4), (5,), ()])
+    p.grad = jitnet.asarray(rng.standard_normal((3, 4)))
+    r.grad = jitnet.asarray(np.float64(2.0))  # a 0-d gradient
+    grad, r_grad = p.grad, r.grad
+    tp, tq = (torch.ones(s, requires_grad=True) for s in [(3, 4), (5,)])
+    tp.grad = torch.ones(3, 4)
+    their_grad = tp.grad
+    opt = optim.SGD([p, q, r], lr=0.1, momentum=0.9)
+    topt = torch.optim.SGD([tp, tq], lr=0.1, momentum=0.9)
+    opt.zero_grad(set_to_none=False)
+    topt.zero_grad(set_to_none=False)
+    assert p.grad is grad and r.grad is r_grad  # the same arrays, where they live
+    assert tp.grad is their_grad
+    np.testing.assert_array_equal(jitnet.to_numpy(grad), their_grad.numpy())
+    np.testing.assert_array_equal(jitnet.to_numpy(r_grad), 0.0)
+    assert q.grad is None and tq.grad is None  # no gradient stays none, as in PyTorch
+    opt.zero_grad(set_to_none=True)
+    topt.zero_grad(set_to_none=True)
+    assert p.grad is None and r.grad is None and tp.grad is None
+
+
+@pytest.mark.parametrize("set_to_none, got", [("no", "'no' (str)"), (0, "0 (int)"),
+                                              (None, "None (NoneType)")])
+def test_zero_grad_set_to_none_must_be_a_bool(set_to_none, got):
+    p = Parameter(np.ones(3))
+    grad = p.grad = np.ones(3)
+    opt = optim.Adam([p])
+    with pytest.raises(TypeError, match=re.escape(
+            f"Adam.zero_grad expected set_to_none to be True or False, got {got}")):
+        opt.zero_grad(set_to_none)
+    assert p.grad is grad and np.all(grad == 1)
+
+
+def test_zero_grad_set_to_none_false_checks_every_gradient_before_filling_any():
+    p, q = Parameter(np.ones(3)), Parameter(np.ones(2))
+    grad = p.grad = np.ones(3)
+    q.grad = (1.0, 1.0)
+    opt = optim.SGD([p, q], lr=0.1)
+    with pytest.raises(TypeError, match=re.escape(
+            "SGD.zero_grad: parameter 1 expected .grad to be an array or None, got tuple")):
+        opt.zero_grad(set_to_none=False)
+    assert np.all(grad == 1)
+
+
+@pytest.mark.parametrize("zeroes", ["optimizer", "module"])
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_zero_grad_set_to_none_false_trains_bit_for_bit_as_set_to_none(model_target, rng, name,
+                                                                         zeroes):
+    # backward overwrites grad (it never adds to it), so a zeroed gradient changes nothing
+    x = rng.standard_normal((4, 2, 6, 6)).astype(np.float32)
+    labels = rng.integers(0, 3, 4)
+
+    def train(set_to_none):
+        jitnet.manual_seed(7)
+        model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
+        if name == "sgd":
+            opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+        else:
+            opt = optim.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
+        loss_fn = nn.SoftmaxCrossEntropyLoss()
+        grads = []
+        for _ in range(3):
+            (opt if zeroes == "optimizer" else model).zero_grad(set_to_none=set_to_none)
+            grads += [None if p.grad is None else np.any(jitnet.to_numpy(p.grad))
+                      for p in model.parameters()]
+            loss_fn(model(x), labels)
+            model.backward(loss_fn.backward())
+            opt.step()
+        return model, grads
+
+    zeroed, zeroed_grads = train(set_to_none=False)
+    dropped, dropped_grads = train(set_to_none=True)
+    n = len(list(zeroed.parameters()))
+    assert zeroed_grads[:n] == [None] * n and dropped_grads == [None] * 3 * n
+    assert zeroed_grads[n:] == [False] * 2 * n  # zero arrays, until backward replaced them
+    assert zeroed.state_dict().keys() == dropped.state_dict().keys()
+    for key, value in zeroed.state_dict().items():
+        np.testing.assert_array_equal(value, dropped.state_dict()[key], err_msg=key)
 
 
 def test_optimizer_validation():

@@ -15,6 +15,7 @@ grad (:func:`backward_without_input_grad` calls any module that way when it can)
 import functools
 import inspect
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -109,6 +110,74 @@ def _move(a, target, dtype):
     if dtype is not None and host.dtype.kind == "f":
         host = host.astype(dtype)
     return backend(target).asarray(host)
+
+
+def zero_grads(owner, named_params, set_to_none):
+    """What ``zero_grad(set_to_none)`` does, for a module's or an optimizer's parameters.
+
+    Parameters
+    ----------
+    owner : str
+        Who asks (``"SGD.zero_grad"``), for the messages.
+    named_params : iterable of (str, Parameter)
+        Each parameter with what the messages call it (``"parameter '0.weight'"``).
+    set_to_none : bool
+        Set each ``grad`` to None; else fill each gradient array with zeros in place
+        (``grad`` stays the same object; None stays None), as PyTorch does.
+    """
+    set_to_none = check_flag(owner, "set_to_none", set_to_none)
+    named_params = list(named_params)
+    if set_to_none:
+        for _, p in named_params:
+            p.grad = None
+        return
+    for name, p in named_params:  # all checked first: a refused one leaves every grad
+        grad = p.grad
+        if isinstance(grad, np.ndarray) and not grad.flags.writeable:
+            raise ValueError(f"{owner}: {name} has a read-only .grad, which "
+                             "set_to_none=False would fill with zeros in place")
+        if not (grad is None or isinstance(grad, np.ndarray) or is_device_array(grad)):
+            raise TypeError(f"{owner}: {name} expected .grad to be an array or None, got "
+                            f"{type(grad).__name__}")
+    for _, p in named_params:
+        if p.grad is not None:
+            _fill_with_zeros(p.grad)
+
+
+def _fill_with_zeros(a):
+    """Set every element of ``a`` (a host or a device array) to 0, in place."""
+    if not is_device_array(a):
+        a.fill(0)
+    elif a.is_c_contiguous():  # on the device: the target's zeros, copied device to device
+        a.copy_to_device(backend("cuda").zeros(a.shape, a.dtype))
+    else:
+        a[:] = 0  # a strided view: numba-cuda's assignment kernel
+
+
+class IncompatibleKeys(NamedTuple):
+    """What :meth:`Module.load_state_dict` returns, as PyTorch's ``_IncompatibleKeys``.
+
+    Attributes
+    ----------
+    missing_keys : list
+        The module's keys that the state lacks.
+    unexpected_keys : list
+        The state's keys that the module lacks.
+
+    Both are empty when every key matched, which reads ``<All keys matched
+    successfully>``.
+    """
+
+    missing_keys: list
+    unexpected_keys: list
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return (f"IncompatibleKeys(missing_keys={self.missing_keys!r}, "
+                f"unexpected_keys={self.unexpected_keys!r})")
+
+    __str__ = __repr__
 
 
 class Module:
@@ -227,10 +296,28 @@ class Module:
         for _, p in self.named_parameters():
             yield p
 
-    def zero_grad(self):
-        """Forget every parameter's gradient (``grad = None``), as PyTorch's default."""
-        for p in self.parameters():
-            p.grad = None
+    def zero_grad(self, set_to_none=True):
+        """Reset every parameter's gradient, as PyTorch's ``Module.zero_grad``.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            Forget each gradient (``grad = None``). With False, each gradient array
+            is filled with zeros in place, where it lives (host or device); a
+            parameter without a gradient keeps ``grad = None``. Training gives the
+            same bits either way: ``backward`` overwrites ``grad``.
+
+        Raises
+        ------
+        TypeError
+            When ``set_to_none`` is not a bool, or (set_to_none=False) a gradient is
+            neither an array nor None.
+        ValueError
+            When (set_to_none=False) a gradient is a read-only array. Every gradient
+            is checked before any is filled.
+        """
+        named = ((f"parameter {name!r}", p) for name, p in self.named_parameters())
+        zero_grads(f"{type(self).__name__}.zero_grad", named, set_to_none)
 
     def named_buffers(self, prefix=""):
         """Yield ``(dotted_name, array)`` of the buffers (BatchNorm's running statistics)."""
@@ -274,21 +361,42 @@ class Module:
                 state[module_prefix + name] = np.array(to_numpy(getattr(module, name)))
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state, strict=True):
         """Copy arrays from ``state`` (as made by :meth:`state_dict`) into this module.
 
         Arrays go where each parameter lives now, in its current dtype. Every array
         is checked before any is copied: a rejected ``state`` leaves the module as
         it was.
 
+        Parameters
+        ----------
+        state : Mapping
+            ``{"0.weight": array, ...}``, the keys of :meth:`state_dict`.
+        strict : bool, default True
+            Whether the keys of ``state`` must be exactly those of
+            :meth:`state_dict`. With False, the arrays under the keys they share are
+            copied and the other keys are ignored (a ``num_batches_tracked`` of a
+            PyTorch BatchNorm, say); the return value lists them.
+
+        Returns
+        -------
+        IncompatibleKeys
+            ``(missing_keys, unexpected_keys)``, two lists as PyTorch's: this
+            module's keys that ``state`` lacks, in :meth:`state_dict` order, and the
+            keys of ``state`` this module lacks, in ``state``'s order module by
+            module (those at the top level first). Both empty when every key
+            matched, as they are whenever ``strict`` is True.
+
         Raises
         ------
         TypeError
-            When ``state`` is not a mapping.
+            When ``state`` is not a mapping or ``strict`` is not a bool.
         ValueError
-            When a key is missing or unexpected, a shape differs or an array is not
+            When ``strict`` is True and a key is missing or unexpected, and (whatever
+            ``strict`` is) when an array of a shared key has another shape or is not
             numeric.
         """
+        strict = check_flag(f"{type(self).__name__}.load_state_dict", "strict", strict)
         if not isinstance(state, Mapping):
             raise TypeError(
                 f"load_state_dict expected a mapping from state_dict(), got "
@@ -300,18 +408,21 @@ class Module:
                 expected[module_prefix + name] = (module, name, p)
             for name in module._buffers:
                 expected[module_prefix + name] = (module, name, None)
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected), key=str)  # any keys, ints too
-        if missing or unexpected:
+        missing = [key for key in expected if key not in state]
+        unexpected = self._in_pytorchs_order([key for key in state if key not in expected])
+        if strict and (missing or unexpected):
             hint = ""
             if any(str(key).endswith("num_batches_tracked") for key in unexpected):
                 hint = (" (num_batches_tracked is PyTorch's BatchNorm step counter, which "
                         "jitnet does not keep: leave those keys out)")
             raise ValueError(
-                f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}{hint}"
+                f"load_state_dict: missing keys {sorted(missing)}, unexpected keys "
+                f"{sorted(unexpected, key=str)}{hint}"  # any keys, ints too
             )
         checked = []
         for key, (module, name, p) in expected.items():
+            if key not in state:
+                continue
             current = p.data if p is not None else getattr(module, name)
             value = np.asarray(state[key])
             if value.shape != tuple(current.shape):
@@ -330,6 +441,20 @@ class Module:
                 p.data = array
             else:
                 setattr(module, name, array)
+        return IncompatibleKeys(missing, unexpected)
+
+    def _in_pytorchs_order(self, keys):
+        """``keys`` (of a state this module lacks) grouped as PyTorch's load_state_dict
+        lists them: by the module whose child names they run through, modules in
+        :meth:`named_modules` order, keys of one module in their given order."""
+        rank = {prefix: i for i, (prefix, _) in enumerate(self._prefixed_modules())}
+
+        def owner(key):  # the longest module prefix of key; the top module for any other
+            if not isinstance(key, str):
+                return 0
+            return max((i for prefix, i in rank.items() if key.startswith(prefix)), default=0)
+
+        return sorted(keys, key=owner)  # a stable sort
 
     def _prefixed_modules(self, prefix=""):
         yield prefix, self
