@@ -1,15 +1,22 @@
 """Optimizers (SGD, Adam) and learning-rate schedules (StepLR, CosineLR).
 
-Updates run as kernels of the active target (``sgd_update_many``, ``adam_update_many``),
-in place on ``param.data``. Per-parameter buffers live in ``param.state``, so
-``model.to(target)`` moves them with the parameters. The semantics are PyTorch's
-``torch.optim.SGD`` / ``torch.optim.Adam`` with one parameter group.
+Updates run as kernels of the active target (``sgd_update_many``, ``adam_update_many``,
+once per parameter group), in place on ``param.data``. Per-parameter buffers live in
+``param.state``, so ``model.to(target)`` moves them with the parameters. The semantics
+are PyTorch's ``torch.optim.SGD`` / ``torch.optim.Adam``, parameter groups included::
+
+    opt = optim.SGD([{"params": model[0].parameters(), "lr": 0.1},
+                     {"params": model[-1].parameters(), "weight_decay": 0.0}],
+                    lr=0.01, momentum=0.9, weight_decay=5e-4)
+    for group in opt.param_groups:       # a hand-written schedule, as in PyTorch
+        group["lr"] *= 0.5
 
 Every public call validates all of its input before it changes anything: a rejected
 ``step()`` or ``load_state_dict()`` leaves parameters, buffers and hyperparameters as
 they were (the kernels trust their inputs, and a fused update cannot be undone). A
-hyperparameter set as an attribute (``opt.lr = 0.01``, as the schedules do) is checked
-on assignment, as the constructor checks it.
+hyperparameter written into a parameter group (``group["lr"] = 0.01``) or set as an
+attribute (``opt.lr = 0.01``, every group) is checked on assignment, as the
+constructor checks it.
 """
 
 import math
@@ -24,28 +31,51 @@ from .targets import backend, is_device_array, to_numpy
 #: What an optimizer takes as ``params``, for the messages that reject something else.
 _PARAMS_EXPECTED = "an iterable of Parameters (e.g. model.parameters())"
 
+#: PyTorch's words for a parameter in two groups, kept so that its users recognise it.
+_IN_TWO_GROUPS = "some parameters appear in more than one parameter group"
+
 
 #: ``check_real``'s condition for the hyperparameters that may be 0 but not below.
 _AT_LEAST_0 = (">= 0", lambda v: v >= 0)
 
 
 def _hyperparameter(name):
-    """The attribute ``name`` of an optimizer, whose assignment runs the constructor's checks.
+    """The attribute ``name`` of an optimizer: the value its parameter groups share.
 
-    ``opt.lr = 0.01`` is how schedules and users change a rate, so it is checked as
-    ``SGD(..., lr=0.01)`` would be (with the other hyperparameters as they are: a
-    cross-check such as nesterov's ``momentum > 0`` holds too). A rejected value is a
-    TypeError or ValueError naming ``name`` and leaves every hyperparameter as it was;
-    ``step()`` then only reads values that passed.
+    Reading it with groups whose values differ is a ValueError that points to
+    ``param_groups`` (PyTorch has no ``opt.lr``; answering with one group's value
+    would let ``opt.lr *= 0.5`` flatten the groups to one rate without a word).
+    Assigning it sets every group, checked as ``SGD(..., lr=0.01)`` would be (with
+    each group's other hyperparameters as they are: a cross-check such as nesterov's
+    ``momentum > 0`` holds too). A rejected value is a TypeError or ValueError naming
+    ``name`` and leaves every group as it was.
     """
 
     def get(self):
-        return self._values[name]
+        groups = self.param_groups
+        value = groups[0][name]
+        if any(group[name] != value for group in groups[1:]):
+            values = ", ".join(repr(group[name]) for group in groups)
+            raise ValueError(
+                f"{type(self).__name__}.{name} is ambiguous: its {len(groups)} parameter "
+                f"groups have {name} {values}; read opt.param_groups[i][{name!r}]")
+        return value
 
     def set(self, value):
-        self._values = self._checked(type(self).__name__, **{**self._values, name: value})
+        self._assign(name, [value] * len(self.param_groups))
 
-    return property(get, set, doc=f"``{name}``; checked on assignment, as by the constructor.")
+    return property(get, set, doc=f"``{name}`` of every parameter group; setting it checks "
+                                  "it as the constructor does.")
+
+
+def _is_off(value, off):
+    """Whether ``value`` equals ``off`` (a feature of ``torch.optim`` left off: 0, False)."""
+    if isinstance(value, str):
+        return False
+    try:
+        return bool(value == off)
+    except (TypeError, ValueError):  # an array has no single truth value
+        return False
 
 
 def _check_keys(owner, state, expected, source):
@@ -68,31 +98,38 @@ def _check_keys(owner, state, expected, source):
         )
 
 
-def _check_params(owner, params):
+def _check_params(owner, params, in_group=False):
     """The list of ``params``, or a TypeError / ValueError saying what was wrong.
 
     Rejects a Module or a single Parameter (not an iterable of them), items that are
     not Parameters, an empty list and a parameter listed twice (which would take
     two updates per step; ``torch.optim`` warns that this will become an error).
+    ``in_group``: the ``"params"`` of a parameter group, which may be a single
+    Parameter or empty, as in PyTorch.
     """
+    subject = "'params' to be " if in_group else ""
+    if in_group and isinstance(params, Parameter):
+        return [params]
     if isinstance(params, (Module, Parameter)):
         hint = "pass model.parameters()" if isinstance(params, Module) else "wrap it in a list"
         raise TypeError(
-            f"{owner} expected {_PARAMS_EXPECTED}, got a {type(params).__name__}; {hint}"
+            f"{owner} expected {subject}{_PARAMS_EXPECTED}, got a {type(params).__name__}; "
+            f"{hint}"
         )
     try:
         params = list(params)
     except TypeError:
         raise TypeError(
-            f"{owner} expected {_PARAMS_EXPECTED}, got {type(params).__name__}"
+            f"{owner} expected {subject}{_PARAMS_EXPECTED}, got {type(params).__name__}"
         ) from None
-    if not params:
+    if not params and not in_group:
         raise ValueError(f"{owner} got an empty parameter list")
     first_index = {}
     for i, p in enumerate(params):
         if not isinstance(p, Parameter):
             raise TypeError(
-                f"{owner} expected {_PARAMS_EXPECTED}, got {type(p).__name__} at index {i}"
+                f"{owner} expected {subject}{_PARAMS_EXPECTED}, got {type(p).__name__} at "
+                f"index {i}"
             )
         if id(p) in first_index:
             raise ValueError(
@@ -101,6 +138,26 @@ def _check_params(owner, params):
             )
         first_index[id(p)] = i
     return params
+
+
+def _split_groups(owner, params):
+    """``params`` as a list of parameter groups, as ``torch.optim`` reads it: an iterable
+    of Parameters is one group; an iterable of dicts is a group each (checked later)."""
+    if isinstance(params, (Module, Parameter)):
+        _check_params(owner, params)  # raises, with the hint for each
+    try:
+        items = list(params)
+    except TypeError:
+        raise TypeError(f"{owner} expected {_PARAMS_EXPECTED} or of parameter groups (dicts "
+                        f"with the key 'params'), got {type(params).__name__}") from None
+    if not (items and isinstance(items[0], Mapping)):
+        return [{"params": _check_params(owner, items)}]
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise TypeError(f"{owner} expected every item of params to be a parameter group "
+                            f"(a dict with the key 'params'), as the first is, got "
+                            f"{type(item).__name__} at index {i}")
+    return items
 
 
 def _describe(index, p):
@@ -177,32 +234,125 @@ def _check_update(owner, index, p, buffers):
             )
 
 
+class _ParamGroup(dict):
+    """One of ``opt.param_groups``: ``{"params": [...], "lr": ..., <hyperparameters>}``.
+
+    A dict, as in PyTorch, whose writes are checked as the constructor checks a group:
+    ``group["lr"] = -1`` (or ``update``, ``setdefault``, ``|=``) raises a TypeError or
+    ValueError naming the group and the key (``SGD.param_groups[1] expected lr to be a
+    finite number >= 0, got -1``) and leaves the group as it was; a value that passes
+    is kept as the constructor keeps it (a float; ``betas`` a tuple). ``"params"`` and
+    the hyperparameters cannot be deleted. Other keys (a name, notes of a hand-written
+    schedule) are the caller's and are not checked.
+
+    Checked on assignment rather than at ``step()``: the error comes from the line
+    that made the mistake, as ``opt.lr = -1`` always has, and a group never holds a
+    value that ``state_dict()``, the attributes (``opt.lr``) or a schedule would read
+    unchecked. The price is an order for the one cross-check (nesterov needs
+    momentum > 0: turn nesterov off first, or change both in one ``update``). What a
+    dict cannot see, a ``"params"`` list changed in place, ``step()`` checks.
+    """
+
+    __slots__ = ("_kind", "_index")
+
+    def __init__(self, kind, index, items):
+        """A group of optimizer class ``kind`` at ``index``, of ``items`` already checked."""
+        super().__init__(items)
+        self._kind, self._index = kind, index
+
+    def __reduce__(self):
+        # copy and pickle rebuild a dict subclass item by item, through __setitem__,
+        # before its slots are set: rebuild it whole
+        return (type(self), (self._kind, self._index, dict(self)))
+
+    def _checked(self, changes, owner=None):
+        """``changes`` as this group would keep them, or the error that refuses them."""
+        owner = owner or f"{self._kind.__name__}.param_groups[{self._index}]"
+        return self._kind._checked_group(owner, self, changes)
+
+    def _check_removable(self, key):
+        if key == "params" or key in self._kind._names():
+            raise ValueError(f"{self._kind.__name__}.param_groups[{self._index}] cannot do "
+                             f"without {key!r} (step() reads it); assign a new value instead")
+
+    def __setitem__(self, key, value):
+        dict.update(self, self._checked({key: value}))
+
+    def update(self, other=(), /, **kwargs):
+        dict.update(self, self._checked(dict(other, **kwargs)))
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def __delitem__(self, key):
+        self._check_removable(key)
+        dict.__delitem__(self, key)
+
+    def pop(self, key, *default):
+        if key in self:
+            self._check_removable(key)
+        return dict.pop(self, key, *default)
+
+    def popitem(self):
+        if self:
+            self._check_removable(next(reversed(self)))
+        return dict.popitem(self)
+
+    def clear(self):
+        self._check_removable("params")
+
+
 class Optimizer:
-    """Base: holds the parameter list and the learning rate ``lr`` schedules change.
+    """Base: holds the parameter groups, and the learning rate ``lr`` schedules change.
 
     Parameters
     ----------
-    params : iterable of Parameter
-        Each parameter once (``model.parameters()``).
+    params : iterable of Parameter, or iterable of dict
+        Each parameter once (``model.parameters()``), or parameter groups as in
+        PyTorch: dicts with the key ``"params"`` (an iterable of Parameters, or one)
+        and any hyperparameters that differ from the constructor's.
     lr : float
         ``>= 0``.
     **hyperparameters
-        The subclass's others. All are checked by its ``_checked`` and set as
-        attributes.
+        The subclass's others. All are checked by its ``_checked``.
+
+    Attributes
+    ----------
+    param_groups : list of dict
+        ``{"params": [Parameter, ...], "lr": ..., <hyperparameters>}`` per group, as
+        PyTorch's; a write to a group is checked (see :class:`_ParamGroup`).
+    defaults : dict
+        The constructor's hyperparameters: what a group that does not name one takes.
+    params : list of Parameter
+        Every group's parameters, in order (read only): the order of ``state_dict()``.
+    lr, <hyperparameters>
+        The value every group has; see :func:`_hyperparameter`.
 
     Notes
     -----
-    A subclass names its hyperparameters besides ``lr`` in ``_hyperparameters`` (the
-    keys of :meth:`state_dict`), each an attribute made by :func:`_hyperparameter`,
-    the arrays it keeps in ``param.state`` in ``_buffers`` and its counters there in
-    ``_counters``. The values live in ``_values``, replaced as a whole by every
-    assignment (so a rejected one changes nothing).
+    A subclass names its hyperparameters besides ``lr`` in ``_hyperparameters``, each
+    an attribute made by :func:`_hyperparameter`, the arrays it keeps in
+    ``param.state`` in ``_buffers``, its counters there in ``_counters``, and the
+    hyperparameters of its ``torch.optim`` twin it lacks in ``_unsupported`` (with
+    the value that turns each off, which a group may name).
     """
 
     lr = _hyperparameter("lr")
     _hyperparameters = ()
     _buffers = ()
     _counters = ()
+    _unsupported = {}
+
+    @classmethod
+    def _names(cls):
+        """The hyperparameters every group holds (and ``state_dict()`` saves)."""
+        return ("lr", *cls._hyperparameters)
 
     @property
     def _own_keys(self):
@@ -212,13 +362,91 @@ class Optimizer:
 
     def __init__(self, params, lr, **hyperparameters):
         owner = type(self).__name__
-        self.params = _check_params(owner, params)
-        self._values = self._checked(owner, lr=lr, **hyperparameters)
+        groups = _split_groups(owner, params)
+        self.defaults = self._checked(owner, lr=lr, **hyperparameters)
+        self.param_groups = []
+        for group in groups:
+            self._add_group(f"{owner}.param_groups[{len(self.param_groups)}]", group)
+        if not any(group["params"] for group in self.param_groups):
+            raise ValueError(f"{owner} got an empty parameter list")
+
+    @property
+    def params(self):
+        """Every parameter group's parameters, in order (a new list)."""
+        return [p for group in self.param_groups for p in group["params"]]
 
     @staticmethod
     def _checked(owner, lr):
         """The hyperparameters as the optimizer keeps them, after the constructor's checks."""
         return {"lr": check_real(owner, "lr", lr, *_AT_LEAST_0)}
+
+    @classmethod
+    def _checked_group(cls, owner, current, changes):
+        """``changes`` to a parameter group that holds ``current``, as the group keeps
+        them, or the TypeError / ValueError (from ``owner``) that refuses them.
+
+        The hyperparameters go through the constructor's ``_checked`` together, so
+        that a cross-check sees the group as it will be.
+        """
+        checked = dict(changes)
+        if "params" in changes:
+            checked["params"] = _check_params(owner, changes["params"], in_group=True)
+        for key, off in cls._unsupported.items():
+            if key in changes and not _is_off(changes[key], off):
+                raise ValueError(f"{owner} got {key}={changes[key]!r}, which jitnet's "
+                                 f"{cls.__name__} does not implement (only {key}={off!r}, "
+                                 "PyTorch's default)")
+        names = cls._names()
+        if any(name in changes for name in names):
+            group = {**current, **changes}
+            checked.update(cls._checked(owner, **{name: group[name] for name in names}))
+        return checked
+
+    def add_param_group(self, param_group):
+        """Add a parameter group, as PyTorch's ``Optimizer.add_param_group``.
+
+        Parameters
+        ----------
+        param_group : dict
+            ``{"params": iterable of Parameter (or one), <hyperparameters>}``; a
+            hyperparameter it does not name takes the constructor's (``defaults``).
+
+        Raises
+        ------
+        TypeError, ValueError
+            For a bad hyperparameter or parameter list, and (ValueError) for a
+            parameter that is in a group already; nothing is added then.
+        """
+        self._add_group(f"{type(self).__name__}.add_param_group", param_group)
+
+    def _add_group(self, owner, group):
+        """Check ``group`` (against the groups there are, too) and append it."""
+        if not isinstance(group, Mapping):
+            raise TypeError(f"{owner} expected a parameter group (a dict with the key "
+                            f"'params'), got {type(group).__name__}")
+        if "params" not in group:
+            raise ValueError(f"{owner} expected a parameter group with the key 'params', got "
+                             f"the keys {sorted(str(key) for key in group)}")
+        items = self._checked_group(owner, {}, {"params": None, **self.defaults, **group})
+        known = {id(p): i for i, other in enumerate(self.param_groups) for p in other["params"]}
+        for j, p in enumerate(items["params"]):
+            if id(p) in known:
+                raise ValueError(f"{owner} got {_describe(j, p)}, which param_groups"
+                                 f"[{known[id(p)]}] holds already: {_IN_TWO_GROUPS}")
+        self.param_groups.append(_ParamGroup(type(self), len(self.param_groups), items))
+
+    def _assign(self, name, values):
+        """Set hyperparameter ``name`` of each group to its item of ``values``, all or none
+        (the attributes' setters and the schedules)."""
+        groups = self.param_groups
+        if len(values) != len(groups):
+            raise ValueError(f"{type(self).__name__} got {len(values)} values of {name} for "
+                             f"{len(groups)} parameter groups")
+        # one group answers as the optimizer (``SGD expected lr ...``), as it always has
+        owner = type(self).__name__ if len(groups) == 1 else None
+        checked = [group._checked({name: value}, owner) for group, value in zip(groups, values)]
+        for group, items in zip(groups, checked):
+            dict.update(group, items)
 
     def zero_grad(self, set_to_none=True):
         """Reset the gradient of every parameter, as PyTorch's ``Optimizer.zero_grad``.
@@ -248,15 +476,32 @@ class Optimizer:
         raise NotImplementedError
 
     def _to_update(self):
-        """The parameters that have a gradient, once every one of them has passed
-        :func:`_check_update` (so that a bad gradient leaves all parameters as they are)."""
+        """``[(group, its parameters that have a gradient)]``, once every parameter of
+        every group has passed :func:`_check_update` (so that a bad gradient leaves all
+        parameters as they are)."""
         owner = f"{type(self).__name__}.step"
-        params = []
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                _check_update(owner, i, p, self._buffers)
-                params.append(p)
-        return params
+        todo, seen, index = [], set(), 0
+        for g, group in enumerate(self.param_groups):
+            if not isinstance(group, _ParamGroup):  # a dict appended to the list by hand
+                raise TypeError(f"{owner} expected param_groups[{g}] to be a group the "
+                                f"optimizer made (add one with add_param_group), got "
+                                f"{type(group).__name__}")
+            params = []
+            # a "params" list changed in place is the one write a group cannot check
+            for p in group["params"]:
+                if not isinstance(p, Parameter):
+                    raise TypeError(f"{owner} expected param_groups[{g}]['params'] to hold "
+                                    f"Parameters, got {type(p).__name__}")
+                if id(p) in seen:
+                    raise ValueError(f"{owner}: {_describe(index, p)} is listed twice (in "
+                                     f"param_groups[{g}]); {_IN_TWO_GROUPS} or twice in one")
+                seen.add(id(p))
+                if p.grad is not None:
+                    _check_update(owner, index, p, self._buffers)
+                    params.append(p)
+                index += 1
+            todo.append((group, params))
+        return todo
 
     def state_dict(self):
         """Hyperparameters and per-parameter state as host arrays / ints (for checkpoints).
@@ -264,9 +509,14 @@ class Optimizer:
         Returns
         -------
         dict
-            ``{"lr": float, <hyperparameters>, "state": [dict per parameter, in order]}``
-            with every array an ``np.ndarray``; a parameter's dict holds this optimizer's
-            keys of ``param.state`` (none before its first update).
+            With one parameter group, ``{"lr": float, "state": [dict per parameter, in
+            order], <hyperparameters>}``, as before parameter groups existed (so older
+            checkpoints and newer ones of one group are alike). With several,
+            ``{"state": [...], "param_groups": [{"params": [indices into state], "lr":
+            ..., <hyperparameters>}, ...]}``, as PyTorch's ``param_groups``. Every
+            array is an ``np.ndarray``; a parameter's dict holds this optimizer's keys
+            of ``param.state`` (none before its first update). Keys of a group other
+            than its hyperparameters are not saved.
         """
         own = self._own_keys
         state = []
@@ -280,10 +530,18 @@ class Optimizer:
                 else:
                     entry[key] = value
             state.append(entry)
-        out = {"lr": self.lr, "state": state}
-        for name in self._hyperparameters:
-            out[name] = getattr(self, name)
-        return out
+        names = self._names()
+        if len(self.param_groups) == 1:
+            group = self.param_groups[0]
+            return {"lr": group["lr"], "state": state,
+                    **{name: group[name] for name in names[1:]}}
+        groups, start = [], 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            groups.append({"params": list(range(start, start + n)),
+                           **{name: group[name] for name in names}})
+            start += n
+        return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state):
         """Restore what :meth:`state_dict` returned; arrays go where each parameter lives.
@@ -292,38 +550,88 @@ class Optimizer:
         ----------
         state : dict
             ``state_dict()`` of an optimizer of this class over parameters of the same
-            shapes: every hyperparameter (checked as by the constructor) and, per
-            parameter, no state or all of it, arrays of the parameter's shape (cast to
-            its dtype). It replaces this optimizer's keys of each ``param.state``.
+            shapes, in groups of the same sizes: every hyperparameter (checked as by
+            the constructor) and, per parameter, no state or all of it, arrays of the
+            parameter's shape (cast to its dtype). It replaces this optimizer's keys of
+            each ``param.state`` and the hyperparameters of each group (its other keys
+            stay). A state without ``"param_groups"`` (saved with one group, or before
+            groups existed) loads into an optimizer of one group.
 
         Raises
         ------
         TypeError, ValueError
-            Naming the key or parameter at fault. Everything is checked before
-            anything is set, so a rejected state changes nothing.
+            Naming the key, group or parameter at fault; a ValueError for a state of
+            other groups. Everything is checked before anything is set, so a rejected
+            state changes nothing.
         """
         owner = f"{type(self).__name__}.load_state_dict"
+        params = self.params
         entries = state.get("state") if isinstance(state, Mapping) else None
         # a state of another model is the likeliest mistake: say so before the keys
-        if isinstance(entries, (list, tuple)) and len(entries) != len(self.params):
+        if isinstance(entries, (list, tuple)) and len(entries) != len(params):
             raise ValueError(
-                f"{owner} expected state for {len(self.params)} parameters, got {len(entries)}"
+                f"{owner} expected state for {len(params)} parameters, got {len(entries)}"
             )
-        names = ("lr", *self._hyperparameters)
-        _check_keys(owner, state, (*names, "state"), type(self).__name__)
+        if isinstance(state, Mapping) and "param_groups" in state:
+            _check_keys(owner, state, ("state", "param_groups"), type(self).__name__)
+            groups = self._loaded_groups(owner, state["param_groups"])
+        else:
+            names = self._names()
+            _check_keys(owner, state, (*names, "state"), type(self).__name__)
+            if len(self.param_groups) != 1:
+                raise ValueError(
+                    f"{owner} expected the state of an optimizer of {self._group_sizes()}, "
+                    f"got one of one parameter group (the state of another optimizer?)")
+            groups = [self._checked(owner, **{name: state[name] for name in names})]
         if not isinstance(entries, (list, tuple)):
             raise TypeError(f"{owner} expected 'state' to be a list of dicts, one per "
                             f"parameter, got {type(entries).__name__}")
-        hyperparameters = self._checked(owner, **{name: state[name] for name in names})
         param_states = [self._loaded(owner, i, p, entry)
-                        for i, (p, entry) in enumerate(zip(self.params, entries))]
-        # all at once, not attribute by attribute: each assignment checks the others
-        # as they are (nesterov=True with the old momentum=0 would be refused)
-        self._values = hyperparameters
+                        for i, (p, entry) in enumerate(zip(params, entries))]
+        # all at once, not key by key: each assignment checks the others as they are
+        # (nesterov=True with the old momentum=0 would be refused)
+        for group, values in zip(self.param_groups, groups):
+            dict.update(group, values)
         own = self._own_keys
-        for p, param_state in zip(self.params, param_states):
+        for p, param_state in zip(params, param_states):
             p.state = {key: value for key, value in p.state.items() if key not in own}
             p.state.update(param_state)
+
+    def _group_sizes(self):
+        """``2 parameter groups (of 3 and 2 parameters)``, for messages."""
+        sizes = [len(group["params"]) for group in self.param_groups]
+        return (f"{len(sizes)} parameter groups (of "
+                f"{', '.join(map(str, sizes[:-1]))} and {sizes[-1]} parameters)"
+                if len(sizes) > 1 else "one parameter group")
+
+    def _loaded_groups(self, owner, saved):
+        """The hyperparameters of each group from ``saved`` (a state's
+        ``"param_groups"``), checked, after checking it groups the parameters as this
+        optimizer does."""
+        if not isinstance(saved, (list, tuple)):
+            raise TypeError(f"{owner} expected 'param_groups' to be a list of dicts, one per "
+                            f"parameter group, got {type(saved).__name__}")
+        if len(saved) != len(self.param_groups):
+            raise ValueError(f"{owner} expected the state of an optimizer of "
+                             f"{self._group_sizes()}, got one of {len(saved)} parameter groups")
+        names = self._names()
+        groups, start = [], 0
+        for i, (group, mine) in enumerate(zip(saved, self.param_groups)):
+            where = f"{owner}: param_groups[{i}]"
+            if not isinstance(group, Mapping):
+                raise TypeError(f"{where} expected a dict, got {type(group).__name__}")
+            keys = ("params", *names)
+            if set(group) != set(keys):
+                raise ValueError(f"{where} expected the keys {list(keys)}, got "
+                                 f"{sorted(str(key) for key in group)} (the state of another "
+                                 "optimizer?)")
+            expected = list(range(start, start + len(mine["params"])))
+            start = expected[-1] + 1 if expected else start
+            if not isinstance(group["params"], (list, tuple)) or list(group["params"]) != expected:
+                raise ValueError(f"{where} expected 'params' to be the parameters {expected} "
+                                 f"(this optimizer's grouping), got {group['params']!r}")
+            groups.append(self._checked(where, **{name: group[name] for name in names}))
+        return groups
 
     def _loaded(self, owner, index, p, entry):
         """Parameter ``p``'s state from ``entry`` (new arrays where ``p`` lives), checked."""
@@ -363,8 +671,9 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter
-        Each parameter once (``model.parameters()``).
+    params : iterable of Parameter, or iterable of dict
+        Each parameter once (``model.parameters()``), or parameter groups (see
+        :class:`Optimizer`).
     lr : float
         ``>= 0``.
     momentum : float, default 0
@@ -378,7 +687,8 @@ class SGD(Optimizer):
     -----
     ``g = grad + wd * w``; ``v = momentum * v + g``; ``w -= lr * (g + momentum * v)``
     (Nesterov) or ``w -= lr * v``; without momentum ``w -= lr * g``. As
-    ``torch.optim.SGD`` with ``dampening=0``.
+    ``torch.optim.SGD`` with ``dampening=0`` (a group may say so; another value is
+    refused).
     """
 
     momentum = _hyperparameter("momentum")
@@ -386,6 +696,7 @@ class SGD(Optimizer):
     weight_decay = _hyperparameter("weight_decay")
     _hyperparameters = ("momentum", "nesterov", "weight_decay")
     _buffers = ("momentum_buffer",)
+    _unsupported = {"dampening": 0, "maximize": False}
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov,
@@ -405,7 +716,8 @@ class SGD(Optimizer):
 
     def step(self):
         """Update every parameter that has a gradient, in place (one call of the target's
-        ``sgd_update_many``: the cuda target fuses the updates into few launches).
+        ``sgd_update_many`` per parameter group, with the group's hyperparameters: the
+        cuda target fuses the updates into few launches).
 
         Raises
         ------
@@ -414,23 +726,26 @@ class SGD(Optimizer):
             parameter cannot be updated in place), naming the parameter; no parameter
             is updated then.
         """
-        params = self._to_update()
         b = backend()
-        velocities = [None] * len(params)
-        new = []  # a first step's zero buffers, kept once the kernels have run
-        if self.momentum != 0:
-            for i, p in enumerate(params):
-                velocity = p.state.get("momentum_buffer")
-                if velocity is None:
-                    velocity = b.zeros(p.shape, p.dtype)
-                    new.append((p, velocity))
-                velocities[i] = velocity
-        b.sgd_update_many(
-            [p.data for p in params], [p.grad for p in params], velocities, self.lr,
-            self.momentum, self.nesterov, self.weight_decay,
-        )
-        for p, velocity in new:
-            p.state["momentum_buffer"] = velocity
+        for group, params in self._to_update():
+            if not params:
+                continue
+            momentum = group["momentum"]
+            velocities = [None] * len(params)
+            new = []  # a first step's zero buffers, kept once the kernels have run
+            if momentum != 0:
+                for i, p in enumerate(params):
+                    velocity = p.state.get("momentum_buffer")
+                    if velocity is None:
+                        velocity = b.zeros(p.shape, p.dtype)
+                        new.append((p, velocity))
+                    velocities[i] = velocity
+            b.sgd_update_many(
+                [p.data for p in params], [p.grad for p in params], velocities, group["lr"],
+                momentum, group["nesterov"], group["weight_decay"],
+            )
+            for p, velocity in new:
+                p.state["momentum_buffer"] = velocity
 
 
 class Adam(Optimizer):
@@ -438,8 +753,9 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter
-        Each parameter once (``model.parameters()``).
+    params : iterable of Parameter, or iterable of dict
+        Each parameter once (``model.parameters()``), or parameter groups (see
+        :class:`Optimizer`).
     lr : float, default 1e-3
         ``>= 0``.
     betas : (float, float), default (0.9, 0.999)
@@ -453,6 +769,8 @@ class Adam(Optimizer):
     -----
     Per parameter, ``state["step"]`` counts its updates (from 1) for the bias
     corrections; ``state["exp_avg"]`` and ``state["exp_avg_sq"]`` are the moments.
+    PyTorch's ``amsgrad``, ``maximize`` and ``decoupled_weight_decay`` are not
+    implemented (a group may name them False).
     """
 
     betas = _hyperparameter("betas")
@@ -461,6 +779,7 @@ class Adam(Optimizer):
     _hyperparameters = ("betas", "eps", "weight_decay")
     _buffers = ("exp_avg", "exp_avg_sq")
     _counters = ("step",)
+    _unsupported = {"amsgrad": False, "maximize": False, "decoupled_weight_decay": False}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
@@ -485,52 +804,59 @@ class Adam(Optimizer):
 
     def step(self):
         """Update every parameter that has a gradient, in place (one call of the target's
-        ``adam_update_many``: the cuda target fuses the updates into few launches).
+        ``adam_update_many`` per parameter group, with the group's hyperparameters: the
+        cuda target fuses the updates into few launches).
 
         Raises
         ------
         TypeError, ValueError
             As :meth:`SGD.step`; no parameter and no state is changed then.
         """
-        params = self._to_update()
         b = backend()
-        beta1, beta2 = self.betas
-        # the new counters and a first step's zero buffers go into param.state only
-        # once the kernels have run: a step that raises leaves no state behind (a
-        # counter one ahead would skew the bias corrections for the rest of the run)
-        steps, exp_avgs, exp_avg_sqs = [], [], []
-        for p in params:
-            if "exp_avg" in p.state:
-                steps.append(p.state["step"] + 1)
-                exp_avgs.append(p.state["exp_avg"])
-                exp_avg_sqs.append(p.state["exp_avg_sq"])
-            else:
-                steps.append(1)
-                exp_avgs.append(b.zeros(p.shape, p.dtype))
-                exp_avg_sqs.append(b.zeros(p.shape, p.dtype))
-        b.adam_update_many(
-            [p.data for p in params], [p.grad for p in params], exp_avgs, exp_avg_sqs,
-            self.lr, beta1, beta2, self.eps, self.weight_decay, steps,
-        )
-        for p, step, exp_avg, exp_avg_sq in zip(params, steps, exp_avgs, exp_avg_sqs):
-            p.state["step"], p.state["exp_avg"], p.state["exp_avg_sq"] = (
-                step, exp_avg, exp_avg_sq)
+        for group, params in self._to_update():
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            # the new counters and a first step's zero buffers go into param.state only
+            # once the kernels have run: a step that raises leaves no state behind (a
+            # counter one ahead would skew the bias corrections for the rest of the run)
+            steps, exp_avgs, exp_avg_sqs = [], [], []
+            for p in params:
+                if "exp_avg" in p.state:
+                    steps.append(p.state["step"] + 1)
+                    exp_avgs.append(p.state["exp_avg"])
+                    exp_avg_sqs.append(p.state["exp_avg_sq"])
+                else:
+                    steps.append(1)
+                    exp_avgs.append(b.zeros(p.shape, p.dtype))
+                    exp_avg_sqs.append(b.zeros(p.shape, p.dtype))
+            b.adam_update_many(
+                [p.data for p in params], [p.grad for p in params], exp_avgs, exp_avg_sqs,
+                group["lr"], beta1, beta2, group["eps"], group["weight_decay"], steps,
+            )
+            for p, step, exp_avg, exp_avg_sq in zip(params, steps, exp_avgs, exp_avg_sqs):
+                p.state["step"], p.state["exp_avg"], p.state["exp_avg_sq"] = (
+                    step, exp_avg, exp_avg_sq)
 
 
 class _Schedule:
-    """Base: ``step()`` once per epoch sets ``optimizer.lr``; ``get_last_lr()`` reads it.
+    """Base: ``step()`` once per epoch sets each parameter group's ``lr``;
+    ``get_last_lr()`` reads them.
 
-    Each step sets the rate from its closed form in the epoch and the rate the
-    optimizer had when the schedule was made (``base_lr``), so schedules do not chain
-    as PyTorch's do: a rate set by hand between steps, or a second schedule on the same
-    optimizer, is overwritten at the next step, not scaled. To change the rate for the
-    rest of a run, set ``base_lr`` (PyTorch: ``base_lrs``).
+    Each step sets each group's rate from its closed form in the epoch and the rate
+    the group had when the schedule was made (``base_lrs``, one per group, as
+    PyTorch's ``initial_lr``), so schedules do not chain as PyTorch's do: a rate set
+    by hand between steps, or a second schedule on the same optimizer, is overwritten
+    at the next step, not scaled. To change the rates for the rest of a run, set
+    ``base_lrs`` (or ``base_lr``, every group's). Make the schedule after the last
+    ``add_param_group``: a schedule refuses to step an optimizer whose number of
+    groups changed.
 
     Notes
     -----
     A subclass names its own hyperparameters in ``_hyperparameters`` (keys of
-    :meth:`state_dict`, beside ``base_lr`` and ``last_epoch``) and checks them in its
-    ``_checked``, as the optimizers do.
+    :meth:`state_dict`, beside ``base_lr`` or ``base_lrs`` and ``last_epoch``) and
+    checks them in its ``_checked``, as the optimizers do.
     """
 
     _hyperparameters = ()
@@ -540,8 +866,21 @@ class _Schedule:
             raise TypeError(f"{type(self).__name__} expected a jitnet.optim optimizer "
                             f"(SGD, Adam), got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.base_lr = optimizer.lr
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.last_epoch = 0
+
+    @property
+    def base_lr(self):
+        """The rate every group starts from; a ValueError if they differ (read
+        ``base_lrs``). Setting it sets every group's."""
+        if any(lr != self.base_lrs[0] for lr in self.base_lrs[1:]):
+            raise ValueError(f"{type(self).__name__}.base_lr is ambiguous: the parameter "
+                             f"groups start from {self.base_lrs}; read base_lrs")
+        return self.base_lrs[0]
+
+    @base_lr.setter
+    def base_lr(self, value):
+        self.base_lrs = [value] * len(self.optimizer.param_groups)
 
     @staticmethod
     def _checked(owner, **hyperparameters):
@@ -551,36 +890,50 @@ class _Schedule:
     def _lr_at(self, base_lr, epoch):
         raise NotImplementedError
 
+    def _set_lrs(self, owner, base_lrs, epoch):
+        """Set each group's rate at ``epoch`` from ``base_lrs`` (the optimizer checks every
+        rate before it sets any)."""
+        n = len(self.optimizer.param_groups)
+        if len(base_lrs) != n:
+            raise ValueError(f"{owner} has base rates for {len(base_lrs)} parameter groups, "
+                             f"the optimizer has {n}; make the schedule after the last "
+                             "add_param_group")
+        self.optimizer._assign("lr", [self._lr_at(lr, epoch) for lr in base_lrs])
+
     def step(self):
-        """Advance one epoch and set the optimizer's learning rate."""
-        lr = self._lr_at(self.base_lr, self.last_epoch + 1)
-        self.optimizer.lr = lr  # first: the optimizer checks the rate (base_lr may be bad)
+        """Advance one epoch and set the learning rate of every parameter group."""
+        # first: the optimizer checks the rates (a base rate may be bad)
+        self._set_lrs(type(self).__name__, self.base_lrs, self.last_epoch + 1)
         self.last_epoch += 1
 
     def get_last_lr(self):
-        """``[lr]``: the learning rate now in use (a list, as PyTorch's)."""
-        return [self.optimizer.lr]
+        """``[lr of each parameter group]``: the rates now in use (as PyTorch's)."""
+        return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self):
-        """``{"base_lr", "last_epoch", <hyperparameters>}`` (for checkpoints).
+        """``{"base_lr", "last_epoch", <hyperparameters>}`` (for checkpoints); with several
+        parameter groups ``"base_lrs"`` (a list, one per group) for ``"base_lr"``.
 
         The hyperparameters (StepLR's ``step_size`` and ``gamma``, CosineLR's ``t_max``
         and ``eta_min``, as PyTorch's schedules save theirs) make the keys of one
         schedule's state differ from another's, so that neither loads the other's.
         """
-        state = {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+        if len(self.base_lrs) == 1:
+            state = {"base_lr": self.base_lrs[0], "last_epoch": self.last_epoch}
+        else:
+            state = {"base_lrs": list(self.base_lrs), "last_epoch": self.last_epoch}
         for name in self._hyperparameters:
             state[name] = getattr(self, name)
         return state
 
     def load_state_dict(self, state):
-        """Restore the progress :meth:`state_dict` saved (and the optimizer's rate with it).
+        """Restore the progress :meth:`state_dict` saved (and the optimizer's rates with it).
 
-        ``base_lr`` and ``last_epoch`` are loaded. The hyperparameters are checked as
-        the constructor checks them but not loaded: the schedule keeps those it was made
-        with, so that a run resumed with more epochs (``jitnet train --resume
-        --epochs N``, whose ``CosineLR`` has ``t_max=N``) follows the schedule of an
-        uninterrupted run of ``N`` epochs.
+        ``base_lr`` (or ``base_lrs``) and ``last_epoch`` are loaded. The hyperparameters
+        are checked as the constructor checks them but not loaded: the schedule keeps
+        those it was made with, so that a run resumed with more epochs (``jitnet train
+        --resume --epochs N``, whose ``CosineLR`` has ``t_max=N``) follows the schedule
+        of an uninterrupted run of ``N`` epochs.
 
         A state of only ``base_lr`` and ``last_epoch``, as checkpoints saved before
         2026-12-07 18:00 UTC hold, loads as it did then.
@@ -588,21 +941,34 @@ class _Schedule:
         Raises
         ------
         TypeError, ValueError
-            For missing or unexpected keys (the state of another schedule), ``base_lr <
-            0``, ``last_epoch`` not an int ``>= 0`` or a bad hyperparameter; nothing is
-            changed then.
+            For missing or unexpected keys (the state of another schedule), a base rate
+            ``< 0``, base rates for another number of parameter groups, ``last_epoch``
+            not an int ``>= 0`` or a bad hyperparameter; nothing is changed then.
         """
         owner = f"{type(self).__name__}.load_state_dict"
         names = self._hyperparameters
-        if isinstance(state, Mapping) and set(state) == {"base_lr", "last_epoch"}:
+        rates = "base_lrs" if isinstance(state, Mapping) and "base_lrs" in state else "base_lr"
+        if isinstance(state, Mapping) and set(state) == {rates, "last_epoch"}:
             names = ()  # saved before the states held their hyperparameters: resumes as then
-        _check_keys(owner, state, ("base_lr", "last_epoch", *names), type(self).__name__)
-        base_lr = check_real(owner, "base_lr", state["base_lr"], *_AT_LEAST_0)
+        _check_keys(owner, state, (rates, "last_epoch", *names), type(self).__name__)
+        if rates == "base_lr":
+            base_lrs = [check_real(owner, "base_lr", state["base_lr"], *_AT_LEAST_0)]
+        else:
+            saved = state["base_lrs"]
+            if not isinstance(saved, (list, tuple)):
+                raise TypeError(f"{owner} expected base_lrs to be a list of floats, one per "
+                                f"parameter group, got {type(saved).__name__}")
+            base_lrs = [check_real(owner, f"base_lrs[{i}]", lr, *_AT_LEAST_0)
+                        for i, lr in enumerate(saved)]
+        n = len(self.optimizer.param_groups)
+        if len(base_lrs) != n:
+            raise ValueError(f"{owner} expected the state of a schedule of {n} parameter "
+                             f"group{'s' if n != 1 else ''}, got one of {len(base_lrs)}")
         last_epoch = check_int(owner, "last_epoch", state["last_epoch"], 0)
         if names:
             self._checked(owner, **{name: state[name] for name in names})
-        self.optimizer.lr = self._lr_at(base_lr, last_epoch)  # first: the optimizer checks it
-        self.base_lr, self.last_epoch = base_lr, last_epoch
+        self._set_lrs(owner, base_lrs, last_epoch)  # first: the optimizer checks the rates
+        self.base_lrs, self.last_epoch = base_lrs, last_epoch
 
 
 class StepLR(_Schedule):

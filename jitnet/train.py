@@ -632,7 +632,8 @@ def fit(model, loss_fn, optimizer, train_loader, x_test, y_test, *, epochs, sche
         epoch), ``train_seconds`` (summed over epochs, including resumed ones),
         ``images_per_second``, ``parameters``, ``epochs``, ``config``,
         ``history`` (one dict per epoch: ``epoch``, ``loss``, ``train_accuracy``,
-        ``test_accuracy``, ``seconds``, ``images_per_second``, ``lr``).
+        ``test_accuracy``, ``seconds``, ``images_per_second``, ``lr``: the rate the
+        epoch trained with, of the first parameter group).
 
     Raises
     ------
@@ -840,13 +841,23 @@ def _check_finite_parameters(model, epoch, lr, path):
                 f"(learning rate {lr}); lower the learning rate{kept}")
 
 
+def _learning_rate(optimizer):
+    """The rate an epoch records: the first parameter group's (``param_groups[0]["lr"]``,
+    as PyTorch users read it; jitnet's ``optimizer.lr`` refuses to pick one of groups
+    whose rates differ), else ``optimizer.lr``, else None (an optimizer without one)."""
+    groups = getattr(optimizer, "param_groups", None)
+    if isinstance(groups, (list, tuple)) and groups and isinstance(groups[0], Mapping):
+        return groups[0].get("lr")
+    return getattr(optimizer, "lr", None)
+
+
 def _train_epoch(model, loss_fn, optimizer, loader, epoch, epochs, bar_off, path, progress):
     """One pass over ``loader``; returns the history entry (without test accuracy)."""
     from tqdm.auto import tqdm
 
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    lr = getattr(optimizer, "lr", None)
+    lr = _learning_rate(optimizer)
     start = time.perf_counter()
     with tqdm(total=_len(loader), desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
               disable=bar_off, leave=False, file=progress) as bar:

@@ -282,3 +282,213 @@ def test_schedule_state_dict():
     schedule.step()
     schedule2.step()
     assert opt.lr == opt2.lr
+
+
+# -- parameter groups ----------------------------------------------------------------------
+
+
+def make_group_params(rng, shapes=((3, 4), (5,), (2, 3), (4,))):
+    """Parameters in float64 for two groups (the first two, the last two), and torch's twins."""
+    values = [rng.standard_normal(s) for s in shapes]
+    ours = [Parameter(jitnet.asarray(v.copy())) for v in values]
+    theirs = [torch.tensor(v, requires_grad=True) for v in values]
+    return ours, theirs
+
+
+def grouped(params, options):
+    """``[{"params": params[:2], **options[0]}, {"params": params[2:], **options[1]}]``."""
+    return [{"params": params[:2], **options[0]}, {"params": params[2:], **options[1]}]
+
+
+SGD_GROUPS = [
+    (dict(lr=0.02), [dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+                     dict(momentum=0.5)]),
+    (dict(lr=0.05, momentum=0.9, weight_decay=1e-3), [dict(weight_decay=0.0),
+                                                       dict(lr=0.2, nesterov=True)]),
+    (dict(lr=0.1), [dict(), dict(lr=0.3, weight_decay=0.1)]),
+]
+
+
+@pytest.mark.parametrize("defaults, options", SGD_GROUPS, ids=["nesterov", "no_decay", "plain"])
+def test_sgd_param_groups_match_torch(target, rng, defaults, options):
+    ours, theirs = make_group_params(rng)
+    opt = optim.SGD(grouped(ours, options), **defaults)
+    topt = torch.optim.SGD(grouped(theirs, options), **defaults)
+    run_steps(ours, theirs, opt, topt, rng, 3, np.float64)
+    assert_params_close(ours, theirs, np.float64)
+    # the idiom of hand-written schedules takes effect at the next step, per group
+    for i, (group, their_group) in enumerate(zip(opt.param_groups, topt.param_groups)):
+        group["lr"] = their_group["lr"] = 0.5 / (i + 2)
+    opt.param_groups[1]["momentum"] = topt.param_groups[1]["momentum"] = 0.8
+    run_steps(ours, theirs, opt, topt, rng, 3, np.float64)
+    assert_params_close(ours, theirs, np.float64)
+
+
+ADAM_GROUPS = [
+    (dict(), [dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6), dict(weight_decay=0.05)]),
+    (dict(lr=0.02, weight_decay=0.01), [dict(eps=1e-4, weight_decay=0.0),
+                                        dict(lr=0.005, betas=(0.5, 0.9))]),
+]
+
+
+@pytest.mark.parametrize("defaults, options", ADAM_GROUPS, ids=["betas_eps", "no_decay"])
+def test_adam_param_groups_match_torch(target, rng, defaults, options):
+    ours, theirs = make_group_params(rng)
+    opt = optim.Adam(grouped(ours, options), **defaults)
+    topt = torch.optim.Adam(grouped(theirs, options), **defaults)
+    run_steps(ours, theirs, opt, topt, rng, 3, np.float64)
+    for group, their_group in zip(opt.param_groups, topt.param_groups):
+        group["lr"] = their_group["lr"] = their_group["lr"] * 3
+    opt.param_groups[0]["betas"] = topt.param_groups[0]["betas"] = (0.7, 0.95)
+    run_steps(ours, theirs, opt, topt, rng, 3, np.float64)
+    assert_params_close(ours, theirs, np.float64)
+    assert all(p.state["step"] == 6 for p in ours)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_param_groups_defaults_and_add_param_group_as_torch(target, rng, name):
+    ours, theirs = make_group_params(rng)
+    if name == "sgd":
+        make = dict(lr=0.05, momentum=0.9, weight_decay=0.01)
+        opt, topt = optim.SGD(ours[:2], **make), torch.optim.SGD(theirs[:2], **make)
+        added = dict(lr=0.2, nesterov=True)
+    else:
+        make = dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+        opt, topt = optim.Adam(ours[:2], **make), torch.optim.Adam(theirs[:2], **make)
+        added = dict(betas=(0.5, 0.9), weight_decay=0.1)
+    # the hyperparameters both have, with the values torch keeps (floats, betas a tuple)
+    assert opt.defaults == {key: topt.defaults[key] for key in opt.defaults}
+    run_steps(ours[:2], theirs[:2], opt, topt, rng, 2, np.float64)
+    opt.add_param_group({"params": ours[2:], **added})
+    topt.add_param_group({"params": theirs[2:], **added})
+    assert [group["params"] for group in opt.param_groups] == [ours[:2], ours[2:]]
+    for group, their_group in zip(opt.param_groups, topt.param_groups):
+        assert {key: group[key] for key in opt.defaults} == {
+            key: their_group[key] for key in opt.defaults}
+    run_steps(ours, theirs, opt, topt, rng, 3, np.float64)
+    assert_params_close(ours, theirs, np.float64)
+    assert opt.params == ours
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_one_group_is_bit_for_bit_the_plain_optimizer_and_groups_run_their_own_kernel(
+        target, rng, name):
+    # a list of Parameters, one group of them and two groups of equal settings take the
+    # same steps; groups of other settings each take the kernel's step with their own
+    values = [rng.standard_normal(s).astype(np.float32) for s in SHAPES + [(2, 3)]]
+    grads = [[rng.standard_normal(v.shape).astype(np.float32) for v in values]
+             for _ in range(3)]
+    if name == "sgd":
+        make, options = optim.SGD, [dict(lr=0.1, momentum=0.9, nesterov=True,
+                                         weight_decay=0.01), dict(lr=0.05, momentum=0.5)]
+    else:
+        make, options = optim.Adam, [dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.01),
+                                     dict(lr=0.02, eps=1e-4)]
+
+    def train(split, group_options):
+        params = [Parameter(jitnet.asarray(v.copy())) for v in values]
+        if split is None:
+            opt = make(params, **group_options[0])
+        else:
+            opt = make([{"params": params[:split], **group_options[0]},
+                        {"params": params[split:], **group_options[1]}], lr=0.5)
+        for step in grads:
+            for p, g in zip(params, step):
+                p.grad = jitnet.asarray(g)
+            opt.step()
+        return [jitnet.to_numpy(p.data) for p in params]
+
+    plain = train(None, options)
+    for split in (3, 1):
+        for a, b in zip(plain, train(split, [options[0], options[0]])):
+            np.testing.assert_array_equal(a, b)
+    # two groups, each against its own optimizer over its own parameters
+    together = train(1, options)
+    first = train(None, options)[:1]
+    second = [Parameter(jitnet.asarray(v.copy())) for v in values[1:]]
+    opt = make(second, **options[1])
+    for step in grads:
+        for p, g in zip(second, step[1:]):
+            p.grad = jitnet.asarray(g)
+        opt.step()
+    for a, b in zip(together, first + [jitnet.to_numpy(p.data) for p in second]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_state_dict_with_param_groups_resumes_exactly(target, rng, name):
+    def make(params):
+        groups = [{"params": params[:1], "lr": 0.2}, {"params": params[1:], "weight_decay": 0.1}]
+        if name == "sgd":
+            return optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True)
+        return optim.Adam(groups, lr=0.01, betas=(0.8, 0.99))
+
+    values = [rng.standard_normal(s) for s in SHAPES]
+    grads = [[rng.standard_normal(s) for s in SHAPES] for _ in range(4)]
+
+    def step(opt, params, i):
+        for p, g in zip(params, grads[i]):
+            p.grad = jitnet.asarray(g)
+        opt.step()
+
+    straight = [Parameter(jitnet.asarray(v.copy())) for v in values]
+    opt = make(straight)
+    for i in range(4):
+        step(opt, straight, i)
+        if i == 1:
+            opt.param_groups[1]["lr"] = 0.03  # a changed rate is part of the state
+    first = [Parameter(jitnet.asarray(v.copy())) for v in values]
+    opt = make(first)
+    for i in range(2):
+        step(opt, first, i)
+    opt.param_groups[1]["lr"] = 0.03
+    saved = opt.state_dict()
+    assert sorted(saved) == ["param_groups", "state"]
+    assert [g["params"] for g in saved["param_groups"]] == [[0], [1]]
+    assert [g["lr"] for g in saved["param_groups"]] == [0.2, 0.03]
+    resumed = [Parameter(jitnet.asarray(jitnet.to_numpy(p.data).copy())) for p in first]
+    opt2 = make(resumed)
+    opt2.param_groups[1]["name"] = "decayed"  # a key of the caller's: kept, not saved
+    opt2.load_state_dict(saved)
+    assert [g["lr"] for g in opt2.param_groups] == [0.2, 0.03]
+    assert opt2.param_groups[1]["name"] == "decayed"
+    for i in range(2, 4):
+        step(opt2, resumed, i)
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(jitnet.to_numpy(a.data), jitnet.to_numpy(b.data))
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (lambda o: optim.StepLR(o, step_size=3, gamma=0.5),
+         lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5)),
+        (lambda o: optim.CosineLR(o, t_max=5, eta_min=0.01),
+         lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=5, eta_min=0.01)),
+    ],
+    ids=["step", "cosine"],
+)
+def test_schedules_with_param_groups_match_torch(ours, theirs):
+    # each group from its own initial rate, as torch keeps initial_lr per group
+    a, b, c = (Parameter(np.ones(2)) for _ in range(3))
+    opt = optim.SGD([{"params": [a, b], "lr": 0.5}, {"params": [c]}], lr=0.2, momentum=0.9)
+    ta, tb, tc = (torch.ones(2, requires_grad=True) for _ in range(3))
+    topt = torch.optim.SGD([{"params": [ta, tb], "lr": 0.5}, {"params": [tc]}], lr=0.2,
+                           momentum=0.9)
+    schedule, tschedule = ours(opt), theirs(topt)
+    assert schedule.base_lrs == tschedule.base_lrs == [0.5, 0.2]
+    assert schedule.get_last_lr() == tschedule.get_last_lr()
+    for _ in range(12):
+        topt.step()
+        schedule.step()
+        tschedule.step()
+        assert schedule.get_last_lr() == pytest.approx(tschedule.get_last_lr(), rel=1e-9,
+                                                       abs=1e-12)
+        assert [g["lr"] for g in opt.param_groups] == schedule.get_last_lr()
+    # a state of a two-group schedule resumes a two-group schedule
+    resumed = ours(optim.SGD([{"params": [a], "lr": 0.5}, {"params": [b]}], lr=0.2))
+    resumed.load_state_dict(schedule.state_dict())
+    assert resumed.get_last_lr() == schedule.get_last_lr()
+    schedule.step()
+    resumed.step()
+    assert resumed.get_last_lr() == schedule.get_last_lr()

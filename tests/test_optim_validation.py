@@ -1,6 +1,8 @@
 """Bad input to jitnet.optim: a clear error that names what was expected and what came,
 raised before anything changes (all or nothing), on the numpy and cpu targets."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -510,3 +512,336 @@ def test_a_schedule_state_saved_before_it_held_hyperparameters_still_loads(make)
     schedule.load_state_dict({"base_lr": 1.0, "last_epoch": 1})
     assert schedule.state_dict() == reference.state_dict()
     assert schedule.get_last_lr() == reference.get_last_lr()
+
+
+# -- parameter groups: a write into a group is checked as the constructor checks it --------
+
+
+def make_grouped(name, params):
+    """Two groups (``params[:1]``, ``params[1:]``) whose hyperparameters differ."""
+    if name == "sgd":
+        return optim.SGD([{"params": params[:1]},
+                          {"params": params[1:], "lr": 0.05, "momentum": 0.5}],
+                         lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    return optim.Adam([{"params": params[:1], "betas": (0.5, 0.9)},
+                       {"params": params[1:], "lr": 0.02}],
+                      lr=0.01, betas=(0.8, 0.99), weight_decay=0.01)
+
+
+BAD_GROUP_WRITES = [
+    ("sgd", "lr", -1.0, ValueError,
+     r"SGD\.param_groups\[1\] expected lr to be a finite number >= 0, got -1\.0$"),
+    ("sgd", "lr", "0.1", TypeError,
+     r"SGD\.param_groups\[1\] expected lr to be a finite number >= 0, got '0\.1' \(str\)$"),
+    ("sgd", "lr", float("nan"), ValueError,
+     r"SGD\.param_groups\[1\] expected lr to be a finite number >= 0, got nan$"),
+    ("sgd", "momentum", 0.0, ValueError,
+     r"SGD\.param_groups\[1\] with nesterov=True needs momentum > 0"),
+    ("sgd", "nesterov", "no", TypeError,
+     r"SGD\.param_groups\[1\] expected nesterov to be True or False, got 'no'"),
+    ("sgd", "weight_decay", None, TypeError, r"SGD\.param_groups\[1\] expected weight_decay"),
+    ("sgd", "dampening", 0.1, ValueError,
+     r"SGD\.param_groups\[1\] got dampening=0\.1, which jitnet's SGD does not implement"),
+    ("sgd", "params", 3, TypeError,
+     r"SGD\.param_groups\[1\] expected 'params' to be an iterable of Parameters"),
+    ("adam", "lr", -1.0, ValueError,
+     r"Adam\.param_groups\[1\] expected lr to be a finite number >= 0, got -1\.0$"),
+    ("adam", "lr", "0.01", TypeError, r"Adam\.param_groups\[1\] expected lr .*\(str\)$"),
+    ("adam", "eps", float("nan"), ValueError,
+     r"Adam\.param_groups\[1\] expected eps to be a finite number >= 0, got nan"),
+    ("adam", "betas", (1.0, 0.9), ValueError,
+     r"Adam\.param_groups\[1\] expected betas\[0\] to be a finite number in \[0, 1\)"),
+    ("adam", "amsgrad", True, ValueError,
+     r"Adam\.param_groups\[1\] got amsgrad=True, which jitnet's Adam does not implement"),
+]
+
+
+@pytest.mark.parametrize("name, key, value, error, match", BAD_GROUP_WRITES,
+                         ids=[f"{n}-{k}-{v!r}" for n, k, v, _, _ in BAD_GROUP_WRITES])
+def test_bad_value_written_into_a_group_is_refused_and_changes_nothing(
+        target, name, key, value, error, match):
+    params = make_params()
+    opt = make_grouped(name, params)
+    opt.step()
+    before = snapshot(opt)
+    groups = [dict(group) for group in opt.param_groups]
+    with pytest.raises(error, match=match):
+        opt.param_groups[1][key] = value
+    with pytest.raises(error, match=match):
+        other = "lr" if key == "weight_decay" else "weight_decay"
+        opt.param_groups[1].update({other: 0.5, key: value})  # all or nothing
+    with pytest.raises(error, match=match):
+        opt.param_groups[1] |= {key: value}
+    assert [dict(group) for group in opt.param_groups] == groups
+    assert_unchanged(opt, before)
+    # the next step is the one an optimizer that never saw the writes takes
+    twin_params = make_params()
+    twin = make_grouped(name, twin_params)
+    twin.step()
+    opt.step()
+    twin.step()
+    for p, q in zip(params, twin_params):
+        np.testing.assert_array_equal(jitnet.to_numpy(p.data), jitnet.to_numpy(q.data))
+
+
+def test_good_group_writes_are_kept_as_the_constructor_keeps_them(target):
+    opt = make_grouped("sgd", make_params())
+    group = opt.param_groups[1]
+    group["lr"], group["weight_decay"] = np.float32(0.5), 0
+    assert (group["lr"], group["weight_decay"]) == (0.5, 0.0)
+    assert type(group["lr"]) is float and type(group["weight_decay"]) is float
+    # the cross-check sees both keys of one update, or an order that keeps it
+    group.update(momentum=0, nesterov=False)
+    assert (group["momentum"], group["nesterov"]) == (0.0, False)
+    group["dampening"] = 0  # PyTorch's default: accepted, and not used
+    assert group.setdefault("name", "head") == "head" and group.pop("name") == "head"
+    for key in ("lr", "params", "nesterov"):
+        with pytest.raises(ValueError, match=rf"SGD\.param_groups\[1\] cannot do without "
+                                             rf"'{key}'"):
+            del group[key]
+    with pytest.raises(ValueError, match="cannot do without 'params'"):
+        group.clear()
+    assert group["lr"] == 0.5 and len(group["params"]) == 1
+    adam = make_grouped("adam", make_params())
+    adam.param_groups[0]["betas"] = np.array([0.25, 0.5])
+    assert adam.param_groups[0]["betas"] == (0.25, 0.5)
+
+
+def test_group_writes_stay_checked_in_a_copy():
+    import copy
+    import pickle
+
+    opt = make_grouped("adam", make_params())
+    for twin in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert [dict(g, params=None) for g in twin.param_groups] == [
+            dict(g, params=None) for g in opt.param_groups]
+        with pytest.raises(ValueError, match=r"Adam\.param_groups\[1\] expected lr"):
+            twin.param_groups[1]["lr"] = -1.0
+        twin.param_groups[1]["lr"] = 0.5
+    assert opt.param_groups[1]["lr"] == 0.02
+
+
+def test_attributes_of_an_optimizer_with_groups(target):
+    params = make_params()
+    opt = make_grouped("sgd", params)
+    with pytest.raises(ValueError, match=r"SGD\.lr is ambiguous: its 2 parameter groups have lr "
+                                         r"0\.1, 0\.05; read opt\.param_groups\[i\]\['lr'\]"):
+        opt.lr
+    assert opt.weight_decay == 0.01 and opt.nesterov is True  # values the groups share
+    opt.lr = 0.3  # every group
+    assert [g["lr"] for g in opt.param_groups] == [0.3, 0.3] and opt.lr == 0.3
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"SGD\.param_groups\[0\] expected momentum to be a "
+                                         "finite number >= 0, got -1"):
+        opt.momentum = -1
+    assert [dict(g) for g in opt.param_groups] == before
+    assert opt.params == params and opt.defaults == {
+        "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}
+
+
+def test_a_parameter_in_two_groups_is_refused():
+    params = make_params()
+    with pytest.raises(ValueError, match=r"SGD\.param_groups\[1\] got parameter 0 \('p0'\), "
+                                         r"which param_groups\[0\] holds already: some "
+                                         "parameters appear in more than one parameter group"):
+        optim.SGD([{"params": params}, {"params": [params[0]]}], lr=0.1)
+    opt = make_grouped("sgd", params)
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"SGD\.add_param_group got parameter 1 \('p1'\), which "
+                                         r"param_groups\[1\] holds already: some parameters "
+                                         "appear in more than one parameter group"):
+        opt.add_param_group({"params": [Parameter(np.ones(2)), params[1]], "lr": 0.5})
+    with pytest.raises(ValueError, match=r"SGD\.add_param_group expected lr to be a finite "
+                                         "number >= 0, got -0.5"):
+        opt.add_param_group({"params": [Parameter(np.ones(2))], "lr": -0.5})
+    with pytest.raises(ValueError, match=r"SGD\.add_param_group expected a parameter group "
+                                         r"with the key 'params', got the keys \['lr'\]"):
+        opt.add_param_group({"lr": 0.5})
+    with pytest.raises(TypeError, match=r"SGD\.add_param_group expected a parameter group"):
+        opt.add_param_group([Parameter(np.ones(2))])
+    assert [dict(g) for g in opt.param_groups] == before
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        (lambda p: [{"params": p}, p[0]], TypeError,
+         "SGD expected every item of params to be a parameter group .*, got Parameter at "
+         "index 1"),
+        (lambda p: [{"params": []}], ValueError, "SGD got an empty parameter list"),
+        (lambda p: [{"params": p, "lr": "0.1"}], TypeError,
+         r"SGD\.param_groups\[0\] expected lr to be a finite number >= 0, got '0\.1' \(str\)"),
+        (lambda p: [{"params": p[:1]}, {"params": p[1:], "momentum": 0}], ValueError,
+         r"SGD\.param_groups\[1\] with nesterov=True needs momentum > 0"),
+        (lambda p: [{"params": p, "dampening": 0.5}], ValueError,
+         "SGD does not implement"),
+    ],
+    ids=["mixed", "empty", "lr_str", "nesterov", "dampening"],
+)
+def test_bad_groups_are_refused_by_the_constructor(params, error, match):
+    with pytest.raises(error, match=match):
+        optim.SGD(params(make_params()), lr=0.1, momentum=0.9, nesterov=True)
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("how", ["append", "assign"])
+def test_step_refuses_a_params_list_changed_into_a_duplicate(target, name, how):
+    # the one write a group cannot check as it happens: a list changed in place
+    params = make_params()
+    opt = make_grouped(name, params)
+    opt.step()
+    before = snapshot(opt)
+    if how == "append":
+        opt.param_groups[1]["params"].append(params[0])
+    else:
+        opt.param_groups[1]["params"] = [params[1], params[0]]
+    with pytest.raises(ValueError, match=r"step: parameter 2 \('p0'\) is listed twice \(in "
+                                         r"param_groups\[1\]\); some parameters appear in "
+                                         "more than one parameter group"):
+        opt.step()
+    opt.param_groups[1]["params"] = params[1:]
+    assert_unchanged(opt, before)
+    opt.param_groups.append({"params": [Parameter(np.ones(2))]})  # no hyperparameters
+    with pytest.raises(TypeError, match=r"step expected param_groups\[2\] to be a group the "
+                                        r"optimizer made \(add one with add_param_group\), got "
+                                        "dict"):
+        opt.step()
+    opt.param_groups.pop()
+    assert_unchanged(opt, before)
+
+
+# -- parameter groups in states -----------------------------------------------------------
+
+#: States as the optimizers wrote them before parameter groups (and still do for one group).
+OLD_STATES = {
+    "sgd": {"lr": 0.05, "state": [{"momentum_buffer": np.full((3, 4), 0.5, np.float32)}, {}],
+            "momentum": 0.8, "nesterov": True, "weight_decay": 0.02},
+    "adam": {"lr": 0.002, "state": [{"step": 3, "exp_avg": np.full((3, 4), 0.5, np.float32),
+                                     "exp_avg_sq": np.full((3, 4), 0.25, np.float32)}, {}],
+             "betas": (0.7, 0.9), "eps": 1e-6, "weight_decay": 0.02},
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_a_state_saved_before_groups_loads_into_one_group(target, name):
+    params = make_params()
+    make = optim.SGD if name == "sgd" else optim.Adam
+    opt = make([{"params": params, "lr": 0.5}], lr=0.1)
+    old = OLD_STATES[name]
+    opt.load_state_dict(old)
+    hyperparameters = {key: value for key, value in old.items() if key != "state"}
+    assert dict(opt.param_groups[0], params=None) == {"params": None, **hyperparameters}
+    saved = opt.state_dict()  # one group: the layout it always had, key for key
+    assert list(saved) == list(old)
+    assert {key: value for key, value in saved.items() if key != "state"} == hyperparameters
+    for key, value in old["state"][0].items():
+        np.testing.assert_array_equal(saved["state"][0][key], value)
+        np.testing.assert_array_equal(jitnet.to_numpy(params[0].state[key]), value)
+    assert saved["state"][1] == {}
+
+
+def grouping_state(name, how):
+    """A state that does not fit :func:`make_grouped` over :func:`make_params`."""
+    params = make_params()
+    if how == "one_group":
+        return MAKERS[name](params).state_dict()
+    if how == "other_split":
+        make = optim.SGD if name == "sgd" else optim.Adam
+        return make([{"params": []}, {"params": params}], lr=0.1).state_dict()
+    state = make_grouped(name, params).state_dict()
+    if how == "three_groups":
+        state["param_groups"].append(dict(state["param_groups"][1], params=[]))
+    elif how == "bad_lr":
+        state["param_groups"][1]["lr"] = -1.0
+    elif how == "other_optimizer":
+        state = make_grouped("adam" if name == "sgd" else "sgd", params).state_dict()
+    elif how == "no_params":
+        del state["param_groups"][0]["params"]
+    elif how == "with_lr":
+        state["lr"] = 0.1
+    return state
+
+
+GROUPING_DAMAGE = {
+    "one_group": r"expected the state of an optimizer of 2 parameter groups \(of 1 and 1 "
+                 r"parameters\), got one of one parameter group",
+    "other_split": r"param_groups\[0\] expected 'params' to be the parameters \[0\] \(this "
+                   r"optimizer's grouping\), got \[\]",
+    "three_groups": "expected the state of an optimizer of 2 parameter groups .*, got one of 3",
+    "bad_lr": r"load_state_dict: param_groups\[1\] expected lr to be a finite number >= 0, "
+              "got -1.0",
+    "other_optimizer": r"param_groups\[0\] expected the keys \['params', 'lr', .*\(the state "
+                       "of another optimizer",
+    "no_params": r"param_groups\[0\] expected the keys \['params'",
+    "with_lr": r"unexpected \['lr'\]",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("how", sorted(GROUPING_DAMAGE))
+def test_a_state_of_other_groups_is_refused_and_changes_nothing(target, name, how):
+    opt = make_grouped(name, make_params())
+    opt.step()
+    before = snapshot(opt)
+    groups = [dict(group) for group in opt.param_groups]
+    with pytest.raises(ValueError, match=GROUPING_DAMAGE[how]):
+        opt.load_state_dict(grouping_state(name, how))
+    assert [dict(group) for group in opt.param_groups] == groups
+    assert_unchanged(opt, before)
+
+
+def test_a_state_of_groups_does_not_load_into_one_group():
+    opt = make_sgd(make_params())
+    with pytest.raises(ValueError, match="expected the state of an optimizer of one parameter "
+                                         "group, got one of 2 parameter groups"):
+        opt.load_state_dict(make_grouped("sgd", make_params()).state_dict())
+    assert opt.lr == 0.1
+
+
+def test_schedules_of_groups_refuse_states_and_optimizers_of_other_groups():
+    def grouped_opt():
+        return optim.SGD([{"params": [Parameter(np.ones(2))], "lr": 1.0},
+                          {"params": [Parameter(np.ones(2))]}], lr=0.5)
+
+    opt = grouped_opt()
+    schedule = optim.StepLR(opt, step_size=1, gamma=0.5)
+    with pytest.raises(ValueError, match=r"StepLR\.base_lr is ambiguous: the parameter groups "
+                                         r"start from \[1\.0, 0\.5\]; read base_lrs"):
+        schedule.base_lr
+    schedule.step()
+    before = (schedule.state_dict(), [g["lr"] for g in opt.param_groups])
+    assert before == ({"base_lrs": [1.0, 0.5], "last_epoch": 1, "step_size": 1, "gamma": 0.5},
+                      [0.5, 0.25])
+    for state, error, match in [
+        ({"base_lr": 1.0, "last_epoch": 1}, ValueError,
+         "StepLR.load_state_dict expected the state of a schedule of 2 parameter groups, got "
+         "one of 1"),
+        ({**before[0], "base_lrs": [1.0]}, ValueError, "of 2 parameter groups, got one of 1"),
+        ({**before[0], "base_lrs": [1.0, -0.5]}, ValueError,
+         r"expected base_lrs\[1\] to be a finite number >= 0, got -0\.5"),
+        ({**before[0], "base_lrs": 1.0}, TypeError, "expected base_lrs to be a list"),
+        ({**before[0], "base_lrs": [1.0, 1e308], "last_epoch": 0, "gamma": 10.0}, None, None),
+    ]:
+        if error is None:  # every rate is checked before any is set
+            big = optim.StepLR(opt, step_size=1, gamma=10.0)
+            big.load_state_dict({**state, "last_epoch": 0})
+            with pytest.raises(ValueError, match=r"SGD\.param_groups\[1\] expected lr to be a "
+                                                 "finite number >= 0, got inf"):
+                big.step()
+            assert [g["lr"] for g in opt.param_groups] == [1.0, 1e308]
+            continue
+        with pytest.raises(error, match=match):
+            schedule.load_state_dict(state)
+        assert (schedule.state_dict(), [g["lr"] for g in opt.param_groups]) == before
+    # a group added after the schedule was made: refused, not left out of the schedule
+    opt = grouped_opt()
+    schedule = optim.CosineLR(opt, t_max=4)
+    opt.add_param_group({"params": [Parameter(np.ones(2))]})
+    with pytest.raises(ValueError, match="CosineLR has base rates for 2 parameter groups, the "
+                                         "optimizer has 3; make the schedule after the last "
+                                         "add_param_group"):
+        schedule.step()
+    assert schedule.last_epoch == 0 and [g["lr"] for g in opt.param_groups] == [1.0, 0.5, 0.5]
+    schedule.base_lr = 0.8  # every group's
+    schedule.step()
+    assert schedule.get_last_lr() == [pytest.approx(0.8 * (1 + math.cos(math.pi / 4)) / 2)] * 3

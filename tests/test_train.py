@@ -669,3 +669,43 @@ def test_train_convnet_takes_labels_as_lists():
     with jitnet.use_target("numpy"):
         result = train_convnet(x, list(y), x, list(y), epochs=0, quiet=True)
     assert result.metrics["epochs"] == 0 and 0 <= result.metrics["test_accuracy"] <= 1
+
+
+def _run_groups(x, y, epochs, out_dir=None, resume=False):
+    """:func:`_run` with two parameter groups of their own rates under one cosine schedule."""
+    jitnet.manual_seed(0)
+    model = _tiny_model().to()
+    optimizer = optim.SGD([{"params": model[0].parameters(), "lr": 0.05},
+                           {"params": model[1:].parameters(), "lr": 0.01, "weight_decay": 0.0}],
+                          lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    scheduler = optim.CosineLR(optimizer, 3)
+    metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _Loader(x, y, 16, 0),
+                  x[:16], y[:16], epochs=epochs, scheduler=scheduler, out_dir=out_dir,
+                  resume=resume, quiet=True, model_name="tiny")
+    return model, optimizer, metrics
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_fit_with_param_groups_records_the_first_groups_rate_and_resumes_exactly(target,
+                                                                                 tmp_path):
+    def cosine(base, e):
+        return base * (1 + math.cos(math.pi * e / 3)) / 2
+
+    x, y = _data()
+    with jitnet.use_target(target):
+        straight, opt_a, metrics_a = _run_groups(x, y, 3)
+        _run_groups(x, y, 1, out_dir=tmp_path)
+        state = load_checkpoint(tmp_path / "checkpoint.npz")
+        resumed, opt_b, metrics_b = _run_groups(x, y, 3, out_dir=tmp_path, resume=True)
+    # each group is scheduled from its own rate; the history holds the first group's
+    assert state["scheduler"]["base_lrs"] == [0.05, 0.01]
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx(
+        [cosine(0.05, 1), cosine(0.01, 1)], rel=1e-12)
+    for metrics in (metrics_a, metrics_b):
+        assert [h["lr"] for h in metrics["history"]] == pytest.approx(
+            [cosine(0.05, e) for e in range(3)], rel=1e-12)
+    a, b = straight.state_dict(), resumed.state_dict()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert [dict(g, params=None) for g in opt_a.param_groups] == [
+        dict(g, params=None) for g in opt_b.param_groups]
