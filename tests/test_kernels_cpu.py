@@ -9,12 +9,13 @@ import inspect
 import numba
 import numpy as np
 import pytest
-from cpu_patch import patch_cpu_kernel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jitnet.kernels import CONTRACT, cpu
 from jitnet.kernels import numpy_ref as ref
+
+from cpu_patch import patch_cpu_kernel
 
 DTYPES = (np.float32, np.float64)
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}

@@ -9,11 +9,12 @@ import textwrap
 
 import numpy as np
 import pytest
-from cpu_patch import patch_cpu_kernel
 
 import jitnet
 from jitnet import config, nn
 from jitnet.kernels import cpu, precompile
+
+from cpu_patch import patch_cpu_kernel
 
 
 def _small_net():

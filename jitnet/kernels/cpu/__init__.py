@@ -21,6 +21,7 @@ output element or row and sums in a fixed order, so results are bitwise
 reproducible whatever the thread count.
 """
 
+from .. import CONTRACT
 from .activations import (
     elu_backward,
     elu_forward,
@@ -47,45 +48,5 @@ from .losses import bce_with_logits, l1, mse, multiclass_hinge, softmax_cross_en
 from .maxpool import maxpool2d_backward, maxpool2d_forward, maxpool2d_relu_backward
 from .optim import adam_update, adam_update_many, sgd_update, sgd_update_many
 
-#: The kernel contract (:data:`jitnet.kernels.CONTRACT`), in its order.
-__all__ = [
-    "asarray",
-    "to_numpy",
-    "empty",
-    "zeros",
-    "conv2d_forward",
-    "conv2d_backward",
-    "maxpool2d_forward",
-    "maxpool2d_backward",
-    "conv2d_maxpool2d_forward",
-    "maxpool2d_relu_backward",
-    "conv2d_maxpool2d_backward",
-    "linear_forward",
-    "linear_backward",
-    "maxout_forward",
-    "maxout_backward",
-    "relu_forward",
-    "relu_backward",
-    "leaky_relu_forward",
-    "leaky_relu_backward",
-    "sigmoid_forward",
-    "sigmoid_backward",
-    "tanh_forward",
-    "tanh_backward",
-    "elu_forward",
-    "elu_backward",
-    "dropout_forward",
-    "dropout_backward",
-    "batchnorm2d_forward",
-    "batchnorm2d_maxpool2d_forward",
-    "batchnorm2d_backward",
-    "softmax_cross_entropy",
-    "multiclass_hinge",
-    "bce_with_logits",
-    "mse",
-    "l1",
-    "sgd_update",
-    "sgd_update_many",
-    "adam_update",
-    "adam_update_many",
-]
+#: The kernel contract, in its order.
+__all__ = list(CONTRACT)
