@@ -336,10 +336,14 @@ def empty(shape, dtype):
 
 def zeros(shape, dtype):
     """A device array of zeros of ``shape`` and ``dtype`` (filled by a kernel)."""
-    return _filled_with_zeros(cuda.device_array(shape, dtype=np.dtype(dtype)))
+    return fill_zeros(cuda.device_array(shape, dtype=np.dtype(dtype)))
 
 
-def _filled_with_zeros(out):
+def fill_zeros(out):
+    """Fill the C-contiguous device array ``out`` with zeros in place (one launch); ``out``.
+
+    Not part of the kernel contract: :func:`zeros` and the pool's arrays use it, and
+    ``zero_grad(set_to_none=False)`` for gradients already on the device."""
     if out.size:
         _fill_kernel[_grid_1d(out.size)](_flat(out), out.dtype.type(0))
     return out
@@ -392,7 +396,7 @@ def _empty(shape, dtype):
 
 def _zeros(shape, dtype):
     """:func:`_empty` filled with zeros by a kernel."""
-    return _filled_with_zeros(_empty(shape, dtype))
+    return fill_zeros(_empty(shape, dtype))
 
 
 def _zero_bias(bias, length, dtype):

@@ -112,34 +112,35 @@ def _move(a, target, dtype):
     return backend(target).asarray(host)
 
 
-def zero_grads(owner, named_params, set_to_none):
+def zero_grads(owner, params, set_to_none, describe):
     """What ``zero_grad(set_to_none)`` does, for a module's or an optimizer's parameters.
 
     Parameters
     ----------
     owner : str
         Who asks (``"SGD.zero_grad"``), for the messages.
-    named_params : iterable of (str, Parameter)
-        Each parameter with what the messages call it (``"parameter '0.weight'"``).
+    params : list of Parameter
     set_to_none : bool
         Set each ``grad`` to None; else fill each gradient array with zeros in place
         (``grad`` stays the same object; None stays None), as PyTorch does.
+    describe : callable
+        ``describe(i)``: what a message calls ``params[i]`` (``"parameter '0.weight'"``);
+        called only for a message, so that a training step formats no names.
     """
     set_to_none = check_flag(owner, "set_to_none", set_to_none)
-    named_params = list(named_params)
     if set_to_none:
-        for _, p in named_params:
+        for p in params:
             p.grad = None
         return
-    for name, p in named_params:  # all checked first: a refused one leaves every grad
+    for i, p in enumerate(params):  # all checked first: a refused one leaves every grad
         grad = p.grad
         if isinstance(grad, np.ndarray) and not grad.flags.writeable:
-            raise ValueError(f"{owner}: {name} has a read-only .grad, which "
+            raise ValueError(f"{owner}: {describe(i)} has a read-only .grad, which "
                              "set_to_none=False would fill with zeros in place")
         if not (grad is None or isinstance(grad, np.ndarray) or is_device_array(grad)):
-            raise TypeError(f"{owner}: {name} expected .grad to be an array or None, got "
-                            f"{type(grad).__name__}")
-    for _, p in named_params:
+            raise TypeError(f"{owner}: {describe(i)} expected .grad to be an array or None, "
+                            f"got {type(grad).__name__}")
+    for p in params:
         if p.grad is not None:
             _fill_with_zeros(p.grad)
 
@@ -148,8 +149,8 @@ def _fill_with_zeros(a):
     """Set every element of ``a`` (a host or a device array) to 0, in place."""
     if not is_device_array(a):
         a.fill(0)
-    elif a.is_c_contiguous():  # on the device: the target's zeros, copied device to device
-        a.copy_to_device(backend("cuda").zeros(a.shape, a.dtype))
+    elif a.is_c_contiguous():  # on the device: the cuda target's fill kernel
+        backend("cuda").fill_zeros(a)
     else:
         a[:] = 0  # a strided view: numba-cuda's assignment kernel
 
@@ -316,8 +317,9 @@ class Module:
             When (set_to_none=False) a gradient is a read-only array. Every gradient
             is checked before any is filled.
         """
-        named = ((f"parameter {name!r}", p) for name, p in self.named_parameters())
-        zero_grads(f"{type(self).__name__}.zero_grad", named, set_to_none)
+        named = list(self.named_parameters())
+        zero_grads(f"{type(self).__name__}.zero_grad", [p for _, p in named], set_to_none,
+                   lambda i: f"parameter {named[i][0]!r}")
 
     def named_buffers(self, prefix=""):
         """Yield ``(dotted_name, array)`` of the buffers (BatchNorm's running statistics)."""

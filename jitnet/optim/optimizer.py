@@ -443,15 +443,13 @@ class Optimizer:
 
         Raises
         ------
-        TypeError
-            When ``set_to_none`` is not a bool, or (set_to_none=False) a gradient is
-            neither an array nor None.
-        ValueError
-            When (set_to_none=False) a gradient is a read-only array. Every gradient
-            is checked before any is filled.
+        TypeError, ValueError
+            As :meth:`jitnet.nn.Module.zero_grad`; every gradient is checked before
+            any is filled.
         """
-        named = ((_describe(i, p), p) for i, p in enumerate(self.params))
-        zero_grads(f"{type(self).__name__}.zero_grad", named, set_to_none)
+        params = self.params
+        zero_grads(f"{type(self).__name__}.zero_grad", params, set_to_none,
+                   lambda i: _describe(i, params[i]))
 
     def step(self):
         raise NotImplementedError
