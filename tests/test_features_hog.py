@@ -10,7 +10,7 @@ import pytest
 skfeature = pytest.importorskip("skimage.feature")
 
 import jitnet  # noqa: E402
-from jitnet.features import hog, hog_image, n_hog_features  # noqa: E402
+from jitnet.features import hog, hog_cpu, hog_image, n_hog_features  # noqa: E402
 
 # the module, not the function that jitnet.features re-exports under the same name
 hog_module = importlib.import_module("jitnet.features.hog")
@@ -109,7 +109,7 @@ def test_near_edge_directions_are_flagged():
     for degrees, near in [(20.0 + 1e-12, True), (20.0 - 1e-12, True), (30.0, False),
                           (179.9999999999999, True), (100.5, False)]:
         g_row, g_col = math.sin(math.radians(degrees)), math.cos(math.radians(degrees))
-        b, flagged = hog_module._bin_by_direction(g_row, g_col, 1.0, cos, sin)
+        b, flagged = hog_cpu._bin_by_direction(g_row, g_col, 1.0, cos, sin)
         assert flagged == near, degrees
         if not near:
             assert b == int(degrees // 20)
@@ -179,7 +179,7 @@ def test_uint8_equals_float64_input(rng):
 
 
 def test_uint8_tables_are_numpys_bins_and_magnitudes():
-    bins, magnitudes = hog_module._uint8_tables(9)
+    bins, magnitudes = hog_cpu._uint8_tables(9)
     g_row, g_col = np.meshgrid(np.arange(-255, 256.0), np.arange(-255, 256.0), indexing="ij")
     index = ((g_row + 255) * 511 + g_col + 255).astype(np.int64)
     angle = np.rad2deg(np.arctan2(g_row, g_col)) % 180
