@@ -293,3 +293,39 @@ def test_folder_digest_follows_the_names_and_contents_of_the_python_files(tmp_pa
     assert second != first
     (tmp_path / "a.py").rename(tmp_path / "b.py")
     assert digest() not in (first, second)
+
+
+def test_the_cuda_kernels_cache_is_keyed_by_the_sources_of_their_folder():
+    # The cuda target's kernels call device functions of other files of their package
+    # too (jitnet.kernels.cuda.device.jit). The simulator caches nothing, so this
+    # checks the key numba-cuda's cache gives a compiled kernel, which needs no GPU.
+    pytest.importorskip("numba.cuda")
+    import importlib
+    import pkgutil
+
+    import numba
+
+    if numba.config.ENABLE_CUDASIM:
+        pytest.skip("the simulator caches nothing")
+    from jitnet import codegen
+    from jitnet.kernels import cuda
+
+    class Codegen:  # what the cache asks of numba-cuda's code generator
+        def magic_tuple(self):
+            return ("nvptx64-nvidia-cuda", "sm_90", "")
+
+    folder = os.path.dirname(cuda.__file__)
+    cached = []
+    for info in pkgutil.iter_modules(cuda.__path__):
+        module = importlib.import_module(f"{cuda.__name__}.{info.name}")
+        for name, kernel in vars(module).items():
+            cache = getattr(kernel, "_cache", None)
+            if type(cache).__name__ in ("NullCache", "NoneType") or (
+                    kernel.py_func.__module__ != module.__name__):  # imported from another
+                continue
+            assert type(cache).__name__ == "FolderKeyedCache", f"{info.name}.{name}"
+            plain = super(type(cache), cache)._index_key((), Codegen())
+            assert cache._index_key((), Codegen()) == plain + (
+                ("folder sources", codegen.folder_digest(folder)),)
+            cached.append(name)
+    assert len(cached) == 38  # every kernel and device function with cache=True

@@ -176,7 +176,7 @@ def main(argv=None):
         FakeDeviceArray
     )
     cuda.to_device = _fake
-    k._pool_usable = lambda: False  # no context to ask; the pool is only Python
+    k.arrays._pool_usable = lambda: False  # no context to ask; the pool is only Python
     cuda_dispatcher.CUDADispatcher.__getitem__ = _compile_instead_of_launch(cc)
     # Device functions compile for "the current device": make that the target.
     cuda_dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)

@@ -655,7 +655,7 @@ def test_available_here_and_device_info():
 
 
 def test_reason_when_the_driver_is_missing(monkeypatch):
-    monkeypatch.setattr(cu, "SIMULATOR", False)
+    monkeypatch.setattr(cu.device, "SIMULATOR", False)
     monkeypatch.setattr(cu.cuda, "cuda_error", lambda: "\nCUDA driver library cannot be found.\n")
     reason = cu.unavailable_reason()
     assert "CUDA driver library cannot be found" in reason
@@ -668,14 +668,14 @@ def test_reason_when_querying_cuda_fails_never_raises(monkeypatch):
     def broken():
         raise OSError("libcuda.so: cannot open shared object file")
 
-    monkeypatch.setattr(cu, "SIMULATOR", False)
+    monkeypatch.setattr(cu.device, "SIMULATOR", False)
     monkeypatch.setattr(cu.cuda, "cuda_error", broken)
     reason = cu.unavailable_reason()
     assert "libcuda.so" in reason and "NUMBA_ENABLE_CUDASIM=1" in reason
 
 
 def test_reason_when_no_gpu(monkeypatch):
-    monkeypatch.setattr(cu, "SIMULATOR", False)
+    monkeypatch.setattr(cu.device, "SIMULATOR", False)
     monkeypatch.setattr(cu.cuda, "cuda_error", lambda: None)
     monkeypatch.setattr(cu.cuda, "gpus", [])
     assert "no GPU" in cu.unavailable_reason()

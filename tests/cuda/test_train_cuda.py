@@ -194,12 +194,12 @@ def test_training_steps_reuse_device_memory_and_train_the_same(monkeypatch):
     images = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     labels = np.array([0, 2])
     fresh = []
-    allocate = cu._POOL._allocate
-    monkeypatch.setattr(cu._POOL, "_allocate",
+    allocate = cu.arrays._POOL._allocate
+    monkeypatch.setattr(cu.arrays._POOL, "_allocate",
                         lambda shape, dtype: fresh.append(shape) or allocate(shape, dtype))
 
     def run():
-        cu._POOL.clear()
+        cu.arrays._POOL.clear()
         with jitnet.use_target("cuda"):
             jitnet.manual_seed(0)
             model = _tiny_convnet()
@@ -240,7 +240,8 @@ def test_device_memory_that_a_view_still_uses_is_not_handed_out_again():
     taken = [cu.relu_forward(x) for _ in range(3)]
     assert address not in {_address(t) for t in taken}
     for t in taken:  # writing what was handed out leaves the views' memory alone
-        cu._fill_kernel[cu._grid_1d(t.size)](cu._flat(t), np.float32(-1))
+        cu.arrays._fill_kernel[cu._launch._grid_1d(t.size)](cu.arrays._flat(t),
+                                                             np.float32(-1))
     np.testing.assert_array_equal(jitnet.to_numpy(flat).reshape(2, 3, 4), want)
     np.testing.assert_array_equal(jitnet.to_numpy(part), want[1:])
     del flat, part, taken
