@@ -1,7 +1,7 @@
 """Targets: where arrays live and kernels run.
 
 ``"numpy"`` is the vectorised reference, ``"cpu"`` the parallel Numba kernels
-(the default) and ``"cuda"`` the numba.cuda kernels. Each target is one module
+(the default) and ``"cuda"`` the numba.cuda kernels. Each target is one package
 under :mod:`jitnet.kernels` exporting the same functions (the kernel contract,
 :data:`jitnet.kernels.CONTRACT`); :func:`backend` hands back the active one.
 """

@@ -1,4 +1,4 @@
-"""The kernel contract: one module per target, each exporting these functions.
+"""The kernel contract: one package per target, each exporting these functions.
 
 ``numpy_ref`` (vectorised NumPy, the reference and test oracle), ``cpu``
 (``@njit(parallel=True)``) and ``cuda`` (``@cuda.jit``, imported lazily) export
