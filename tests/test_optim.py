@@ -74,6 +74,17 @@ def test_sgd_matches_torch(target, rng, dtype, config):
     assert_params_close(ours, theirs, dtype)
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_default_lr_matches_torch(target, rng, momentum):
+    # torch.optim.SGD(params) takes lr=1e-3; jitnet's SGD(params) the same
+    ours, theirs = make_params(rng, np.float64)
+    opt, topt = optim.SGD(ours, momentum=momentum), torch.optim.SGD(theirs, momentum=momentum)
+    assert opt.defaults["lr"] == topt.defaults["lr"] == 1e-3
+    assert opt.param_groups[0]["lr"] == topt.param_groups[0]["lr"]
+    run_steps(ours, theirs, opt, topt, rng, 4, np.float64)
+    assert_params_close(ours, theirs, np.float64)
+
+
 ADAM_CONFIGS = [
     dict(),
     dict(lr=0.01, weight_decay=0.05),
@@ -463,3 +474,57 @@ def test_schedules_with_param_groups_match_torch(ours, theirs):
     schedule.step()
     resumed.step()
     assert resumed.get_last_lr() == schedule.get_last_lr()
+
+
+# -- named parameters (torch 2: model.named_parameters()) ---------------------------------
+
+
+def make_named_models(rng):
+    """A jitnet model and torch's twin of the same float64 weights, with the same names."""
+    ours = nn.Sequential(nn.Linear(4, 3, dtype=np.float64), nn.ReLU(),
+                         nn.Linear(3, 2, dtype=np.float64))
+    theirs = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(),
+                                 torch.nn.Linear(3, 2)).double()
+    with torch.no_grad():
+        for (name, p), (their_name, tp) in zip(ours.named_parameters(),
+                                               theirs.named_parameters(), strict=True):
+            assert name == their_name
+            p.data = jitnet.asarray(rng.standard_normal(p.shape))
+            tp.copy_(torch.tensor(jitnet.to_numpy(p.data)))
+    return ours, theirs
+
+
+NAMED_SETUPS = {
+    # the whole model, groups with their own rates, and a group added later
+    "model": (lambda m: m.named_parameters(), None),
+    "groups": (lambda m: [{"params": m[0].named_parameters(), "lr": 0.01},
+                          {"params": m[2].named_parameters(), "weight_decay": 0.1}], None),
+    "added": (lambda m: m[0].named_parameters(),
+              lambda m: {"params": m[2].named_parameters(), "lr": 0.3}),
+}
+
+
+@pytest.mark.parametrize("setup", sorted(NAMED_SETUPS))
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_named_parameters_train_as_torch(target, rng, name, setup):
+    model, their_model = make_named_models(rng)
+    params, added = NAMED_SETUPS[setup]
+    if name == "sgd":
+        make, config = optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True)
+        their_make = torch.optim.SGD
+    else:
+        make, config, their_make = optim.Adam, dict(lr=0.02), torch.optim.Adam
+    opt, topt = make(params(model), **config), their_make(params(their_model), **config)
+    if added is not None:
+        opt.add_param_group(added(model))
+        topt.add_param_group(added(their_model))
+    assert len(opt.param_groups) == len(topt.param_groups) > 0
+    for group, their_group in zip(opt.param_groups, topt.param_groups):
+        assert group["param_names"] == their_group["param_names"]
+        assert len(group["params"]) == len(their_group["params"])
+        assert {key: group[key] for key in opt.defaults} == {
+            key: their_group[key] for key in opt.defaults}
+    ours, theirs = list(model.parameters()), list(their_model.parameters())
+    assert opt.params == ours
+    run_steps(ours, theirs, opt, topt, rng, 3, np.float64)
+    assert_params_close(ours, theirs, np.float64)

@@ -845,3 +845,219 @@ def test_schedules_of_groups_refuse_states_and_optimizers_of_other_groups():
     schedule.base_lr = 0.8  # every group's
     schedule.step()
     assert schedule.get_last_lr() == [pytest.approx(0.8 * (1 + math.cos(math.pi / 4)) / 2)] * 3
+
+
+# -- named parameters ----------------------------------------------------------------------
+
+
+def named(params, prefix="fc."):
+    """``params`` as ``model.named_parameters()`` yields them: ``(name, Parameter)`` pairs."""
+    return [(f"{prefix}{p.name}", p) for p in params]
+
+
+#: Who refuses a list of parameters, and a group's.
+OWNERS = {"list": r"SGD expected ", "group": r"SGD\.param_groups\[0\] expected 'params' to be "}
+
+#: ``(name, Parameter)`` pairs that are not, each at index 1 after a good one.
+BAD_PAIRS = {
+    "name_int": (lambda p: (1, p), r"\(name, Parameter\) pairs, got \(int, Parameter\) at index "
+                                   "1$"),
+    "array": (lambda p: ("fc.bias", np.ones(5)), r"\(name, Parameter\) pairs, got \(str, "
+                                                 r"ndarray\) at index 1$"),
+    "triple": (lambda p: ("fc.bias", p, 0.1), r"\(name, Parameter\) pairs, got a tuple of 3 "
+                                              "items at index 1$"),
+    "swapped": (lambda p: (p, "fc.bias"), r"\(name, Parameter\) pairs, got \(Parameter, str\) "
+                                          "at index 1$"),
+    "not_a_pair": (lambda p: "fc.bias", r"\(name, Parameter\) pairs \(e\.g\. "
+                                        r"model\.named_parameters\(\)\), got str at index 1$"),
+}
+
+
+@pytest.mark.parametrize("where", ["list", "group"])
+@pytest.mark.parametrize("bad", sorted(BAD_PAIRS))
+def test_named_parameters_must_be_str_parameter_pairs(where, bad):
+    params = make_params()
+    items = [("fc.weight", params[0]), BAD_PAIRS[bad][0](params[1])]
+    owner = OWNERS[where]
+    with pytest.raises(TypeError, match=owner + BAD_PAIRS[bad][1]):
+        optim.SGD(items if where == "list" else [{"params": items}], lr=0.1)
+    with pytest.raises(TypeError, match=r"SGD expected an iterable of Parameters \(e\.g\. "
+                                        r"model\.parameters\(\)\) or of \(name, Parameter\) pairs "
+                                        r"\(model\.named_parameters\(\)\), got int at index 0"):
+        optim.SGD([1, params[0]], lr=0.1)
+    with pytest.raises(ValueError, match=r"SGD got parameter 1 \('fc\.w'\) twice, at index 0 "
+                                         r"and 1; list each parameter once"):
+        optim.SGD([("fc.weight", params[0]), ("fc.w", params[0])], lr=0.1)
+
+
+@pytest.mark.parametrize("where", ["list", "group"])
+def test_named_and_unnamed_parameters_do_not_mix_in_a_group(where):
+    # torch.optim: "all optimizer params should be with/without names"
+    params = make_params()
+    owner = OWNERS[where]
+    rule = ("; the parameters of an optimizer are all with names or all without, as in "
+            "torch.optim$")
+    for items, match in [
+            ([("fc.weight", params[0]), params[1]],
+             r"all \(name, Parameter\) pairs, as at index 0, got a Parameter without a name at "
+             r"index 1"),
+            ([params[0], ("fc.bias", params[1])],
+             r"all Parameters without names, as at index 0, got a \(name, Parameter\) pair at "
+             r"index 1")]:
+        with pytest.raises(ValueError, match=owner + match + rule):
+            optim.SGD(items if where == "list" else [{"params": items}], lr=0.1)
+
+
+WITH, WITHOUT = r"with names \(\(name, Parameter\) pairs\)", r"without names \(Parameters\)"
+
+
+@pytest.mark.parametrize("groups, match", [
+    (lambda p: [{"params": named(p[:1])}, {"params": p[1:]}], f"expected a parameter group "
+     f"{WITH}, as param_groups\\[0\\] is, got one {WITHOUT}"),
+    (lambda p: [{"params": p[:1]}, {"params": named(p[1:]), "lr": 0.5}], f"expected a parameter "
+     f"group {WITHOUT}, as param_groups\\[0\\] is, got one {WITH}"),
+    # an empty group has no names, as in torch.optim, unless it says so
+    (lambda p: [{"params": named(p)}, {"params": []}], f"expected a parameter group {WITH}, as "
+     r"param_groups\[0\] is, got one without names \(an empty one has none, as in torch\.optim; "
+     r"add 'param_names': \[\]\)"),
+], ids=["named_then_unnamed", "unnamed_then_named", "named_then_empty"])
+def test_named_and_unnamed_groups_do_not_mix(groups, match):
+    with pytest.raises(ValueError, match=r"SGD\.param_groups\[1\] " + match + "; the parameters "
+                                         "of an optimizer are all with names or all without"):
+        optim.SGD(groups(make_params()), lr=0.1)
+
+
+@pytest.mark.parametrize("named_first", [True, False], ids=["named", "unnamed"])
+def test_add_param_group_of_the_other_kind_is_refused_and_changes_nothing(target, named_first):
+    params, extra = make_params(), Parameter(jitnet.asarray(np.ones(3, np.float32)), name="w")
+    opt = make_sgd(named(params) if named_first else params)
+    opt.step()
+    before, groups = snapshot(opt), [dict(g) for g in opt.param_groups]
+    kinds = [WITHOUT, WITH] if named_first else [WITH, WITHOUT]
+    group = {"params": [extra] if named_first else named([extra]), "lr": 0.5}
+    with pytest.raises(ValueError, match=rf"SGD\.add_param_group expected a parameter group "
+                                         rf"{kinds[1]}, as param_groups\[0\] is, got one "
+                                         rf"{kinds[0]}; the parameters of an optimizer are all"):
+        opt.add_param_group(group)
+    with pytest.raises(TypeError, match=r"SGD\.add_param_group expected 'params' to be \(name, "
+                                        r"Parameter\) pairs, got \(str, int\) at index 1"):
+        opt.add_param_group({"params": [("a", extra), ("b", 3)]})
+    assert [dict(g) for g in opt.param_groups] == groups and "momentum_buffer" not in extra.state
+    assert_unchanged(opt, before)
+    # the same kind is added, its names beside its parameters
+    opt.add_param_group({"params": named([extra], "head.") if named_first else [extra]})
+    assert opt.params == [*params, extra]
+    if named_first:
+        assert [g["param_names"] for g in opt.param_groups] == [
+            ["fc.p0", "fc.p1"], ["head.w"]]
+    else:
+        assert all("param_names" not in g for g in opt.param_groups)
+
+
+@pytest.mark.parametrize("write, error, match", [
+    (lambda g, p: g.__setitem__("params", p), ValueError,
+     r"expected 'params' to be \(name, Parameter\) pairs \(e\.g\. model\.named_parameters\(\)\), "
+     r"or 'param_names' beside them, as the group has names, got Parameters without names"),
+    (lambda g, p: g.__setitem__("param_names", ["a"]), ValueError,
+     r"expected 'param_names' to be a list of 2 str \(one per parameter\), got a list of 1$"),
+    (lambda g, p: g.__setitem__("param_names", ["a", 2]), TypeError,
+     r"expected 'param_names' to be a list of 2 str \(one per parameter\), got int at index 1$"),
+    (lambda g, p: g.__setitem__("param_names", "ab"), TypeError,
+     r"expected 'param_names' to be a list of 2 str \(one per parameter\), got str$"),
+    (lambda g, p: g.update(params=named(p), param_names=["a", "b"]), ValueError,
+     r"expected the names of its parameters once, got \(name, Parameter\) pairs in 'params' and "
+     r"'param_names' too"),
+    (lambda g, p: g.update(params=named(p), lr=-1.0), ValueError,
+     r"expected lr to be a finite number >= 0, got -1\.0$"),
+    (lambda g, p: g.__delitem__("param_names"), ValueError,
+     r"cannot do without 'param_names' \(a group made with names keeps them"),
+    (lambda g, p: g.pop("param_names"), ValueError, r"cannot do without 'param_names'"),
+], ids=["params_without_names", "short_names", "int_name", "str_names", "names_twice",
+        "bad_lr", "del", "pop"])
+def test_bad_write_into_a_group_with_names_is_refused_and_changes_nothing(write, error, match):
+    params = make_params()
+    opt = make_sgd(named(params))
+    group = opt.param_groups[0]
+    before = dict(group)
+    with pytest.raises(error, match=r"^SGD\.param_groups\[0\] " + match):
+        write(group, params[::-1])
+    assert dict(group) == before and group["param_names"] == ["fc.p0", "fc.p1"]
+
+
+def test_a_group_without_names_takes_none():
+    params = make_params()
+    opt = make_sgd(params)
+    group = opt.param_groups[0]
+    before = dict(group)
+    for write, got in [(lambda: group.__setitem__("params", named(params)),
+                        r"\(name, Parameter\) pairs"),
+                       (lambda: group.__setitem__("param_names", ["a", "b"]), "'param_names'"),
+                       (lambda: group.update(params=params, param_names=["a", "b"]),
+                        "'param_names'")]:
+        with pytest.raises(ValueError, match=r"^SGD\.param_groups\[0\] expected Parameters "
+                                             rf"without names, as the group has none, got {got}; "
+                                             "the parameters of an optimizer are all with"):
+            write()
+        assert dict(group) == before
+    with pytest.raises(KeyError):  # not there, as in a dict
+        del group["param_names"]
+
+
+def test_good_writes_into_a_group_with_names():
+    params = make_params()
+    opt = make_sgd(named(params))
+    group = opt.param_groups[0]
+    group["params"] = named(params[::-1], "head.")  # new parameters bring their names
+    assert group["params"] == params[::-1] and group["param_names"] == ["head.p1", "head.p0"]
+    group.update(params=params, param_names=("a", "b"))  # or come with them
+    assert group["params"] == params and group["param_names"] == ["a", "b"]
+    group["param_names"] = iter(["x", "y"])
+    assert group["param_names"] == ["x", "y"] and list(group)[:2] == ["params", "param_names"]
+    group["params"] = []  # an empty group of an optimizer with names
+    assert group["param_names"] == []
+    # a group of names given as an optimizer holds them (another's group, copied)
+    twin = make_sgd([{"params": params, "param_names": ["u", "v"]}])
+    assert twin.param_groups[0]["param_names"] == ["u", "v"]
+    twin.add_param_group({"params": [], "param_names": []})
+    with pytest.raises(ValueError, match=r"SGD\.param_groups\[0\] expected 'param_names' to be a "
+                                         r"list of 2 str \(one per parameter\), got a list of 3"):
+        make_sgd([{"params": params, "param_names": ["u", "v", "w"]}])
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["one_group", "two_groups"])
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_a_state_saves_and_loads_alike_with_names_and_without(target, name, grouped):
+    # names are not saved (as no key of a group but its hyperparameters is): a state of an
+    # optimizer with names is the state of one without, and loads into either
+    def make(with_names):
+        params = make_params()
+        items = named(params) if with_names else params
+        if grouped:
+            items = [{"params": items[:1], "lr": 0.2}, {"params": items[1:]}]
+        opt = MAKERS[name](items)
+        opt.step()
+        return opt
+
+    plain, with_names = make(False), make(True)
+    saved, saved_named = plain.state_dict(), with_names.state_dict()
+    assert saved_named.keys() == saved.keys()
+    assert {k: v for k, v in saved_named.items() if k != "state"} == {
+        k: v for k, v in saved.items() if k != "state"}
+    for ours, theirs in zip(saved_named["state"], saved["state"], strict=True):
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            np.testing.assert_array_equal(ours[key], theirs[key])
+    names = [g["param_names"] for g in with_names.param_groups]
+    for source, opt in [(saved_named, make(False)), (saved, make(True))]:
+        expected = snapshot(plain if source is saved else with_names)
+        opt.load_state_dict(source)
+        if "param_names" in opt.param_groups[0]:
+            assert [g["param_names"] for g in opt.param_groups] == names  # its own, kept
+        else:
+            assert all("param_names" not in g for g in opt.param_groups)
+        assert_unchanged(opt, (snapshot(opt)[0], *expected[1:]))
+    if not grouped:  # a checkpoint of before groups loads into an optimizer with names
+        opt = MAKERS[name](named(make_params()))
+        opt.load_state_dict(OLD_STATES[name])
+        assert opt.state_dict().keys() == OLD_STATES[name].keys()
+        assert opt.param_groups[0]["param_names"] == ["fc.p0", "fc.p1"]

@@ -12,9 +12,9 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter, or iterable of dict
-        Each parameter once (``model.parameters()``), or parameter groups (see
-        :class:`Optimizer`).
+    params : iterable of Parameter, of (name, Parameter) pairs, or of dict
+        Each parameter once (``model.parameters()``, or ``model.named_parameters()``),
+        or parameter groups (see :class:`Optimizer`).
     lr : float, default 1e-3
         ``>= 0``.
     betas : (float, float), default (0.9, 0.999)

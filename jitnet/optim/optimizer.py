@@ -12,6 +12,13 @@ from ..targets import is_device_array, to_numpy
 #: What an optimizer takes as ``params``, for the messages that reject something else.
 _PARAMS_EXPECTED = "an iterable of Parameters (e.g. model.parameters())"
 
+#: An item of ``model.named_parameters()``, which an optimizer takes too (PyTorch 2).
+_NAMED = "(name, Parameter) pair"
+
+#: torch.optim's rule for names, in the messages that enforce it.
+_ALL_OR_NONE = ("the parameters of an optimizer are all with names or all without, as in "
+                "torch.optim")
+
 #: PyTorch's words for a parameter in two groups, kept so that its users recognise it.
 _IN_TWO_GROUPS = "some parameters appear in more than one parameter group"
 
@@ -80,17 +87,20 @@ def _check_keys(owner, state, expected, source):
 
 
 def _check_params(owner, params, in_group=False):
-    """The list of ``params``, or a TypeError / ValueError saying what was wrong.
+    """``(parameters, names)`` of ``params``, or a TypeError / ValueError saying what
+    was wrong; ``names`` is None unless ``params`` holds ``(name, Parameter)`` pairs.
 
     Rejects a Module or a single Parameter (not an iterable of them), items that are
-    not Parameters, an empty list and a parameter listed twice (which would take
-    two updates per step; ``torch.optim`` warns that this will become an error).
-    ``in_group``: the ``"params"`` of a parameter group, which may be a single
-    Parameter or empty, as in PyTorch.
+    neither Parameters nor ``(str, Parameter)`` pairs, pairs mixed with Parameters
+    (all with names or all without, as ``torch.optim``; a ValueError), an empty
+    list and a parameter listed twice (which would take two updates per step;
+    ``torch.optim`` warns that this will become an error). ``in_group``: the
+    ``"params"`` of a parameter group, which may be a single Parameter or empty, as
+    in PyTorch (an empty one has no names, as in PyTorch).
     """
     subject = "'params' to be " if in_group else ""
     if in_group and isinstance(params, Parameter):
-        return [params]
+        return [params], None
     if isinstance(params, (Module, Parameter)):
         hint = "pass model.parameters()" if isinstance(params, Module) else "wrap it in a list"
         raise TypeError(
@@ -105,20 +115,70 @@ def _check_params(owner, params, in_group=False):
         ) from None
     if not params and not in_group:
         raise ValueError(f"{owner} got an empty parameter list")
-    first_index = {}
-    for i, p in enumerate(params):
-        if not isinstance(p, Parameter):
+    # all with names or all without, as the first (torch.optim's rule)
+    named = bool(params) and isinstance(params[0], tuple)
+    parameters, names, first_index = [], [] if named else None, {}
+    for i, item in enumerate(params):
+        if isinstance(item, tuple):
+            p = _check_pair(owner, subject, i, item)
+            if not named:
+                raise ValueError(
+                    f"{owner} expected {subject}all Parameters without names, as at index 0, "
+                    f"got a {_NAMED} at index {i}; {_ALL_OR_NONE}"
+                )
+            names.append(item[0])
+        elif named:
+            if isinstance(item, Parameter):
+                raise ValueError(
+                    f"{owner} expected {subject}all {_NAMED}s, as at index 0, got a Parameter "
+                    f"without a name at index {i}; {_ALL_OR_NONE}"
+                )
+            raise TypeError(f"{owner} expected {subject}{_NAMED}s (e.g. "
+                            f"model.named_parameters()), got {type(item).__name__} at index {i}")
+        elif isinstance(item, Parameter):
+            p = item
+        else:
+            either = f" or of {_NAMED}s (model.named_parameters())" if i == 0 else ""
             raise TypeError(
-                f"{owner} expected {subject}{_PARAMS_EXPECTED}, got {type(p).__name__} at "
-                f"index {i}"
+                f"{owner} expected {subject}{_PARAMS_EXPECTED}{either}, got "
+                f"{type(item).__name__} at index {i}"
             )
         if id(p) in first_index:
             raise ValueError(
-                f"{owner} got {_describe(i, p)} twice, at index {first_index[id(p)]} and "
-                f"{i}; list each parameter once"
+                f"{owner} got {_describe(i, p, names and names[i])} twice, at index "
+                f"{first_index[id(p)]} and {i}; list each parameter once"
             )
         first_index[id(p)] = i
-    return params
+        parameters.append(p)
+    return parameters, names
+
+
+def _check_pair(owner, subject, index, item):
+    """The Parameter of ``item`` (``params[index]``), a ``(str, Parameter)`` pair, or the
+    TypeError that says how it is not one."""
+    if len(item) != 2:
+        raise TypeError(f"{owner} expected {subject}{_NAMED}s, got a tuple of {len(item)} "
+                        f"items at index {index}")
+    name, p = item
+    if not (isinstance(name, str) and isinstance(p, Parameter)):
+        raise TypeError(f"{owner} expected {subject}{_NAMED}s, got ({type(name).__name__}, "
+                        f"{type(p).__name__}) at index {index}")
+    return p
+
+
+def _check_names(owner, names, count):
+    """``names`` (a group's ``"param_names"``) as a list of ``count`` str, or the
+    TypeError / ValueError that refuses it."""
+    expected = f"expected 'param_names' to be a list of {count} str (one per parameter)"
+    if isinstance(names, (str, bytes, Mapping)) or not hasattr(names, "__iter__"):
+        raise TypeError(f"{owner} {expected}, got {type(names).__name__}")
+    names = list(names)
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(f"{owner} {expected}, got {type(name).__name__} at index {i}")
+    if len(names) != count:
+        raise ValueError(f"{owner} {expected}, got a list of {len(names)}")
+    return names
 
 
 def _split_groups(owner, params):
@@ -132,7 +192,8 @@ def _split_groups(owner, params):
         raise TypeError(f"{owner} expected {_PARAMS_EXPECTED} or of parameter groups (dicts "
                         f"with the key 'params'), got {type(params).__name__}") from None
     if not (items and isinstance(items[0], Mapping)):
-        return [{"params": _check_params(owner, items)}]
+        _check_params(owner, items)  # the messages of a list, not of a group's "params"
+        return [{"params": items}]
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
             raise TypeError(f"{owner} expected every item of params to be a parameter group "
@@ -141,9 +202,11 @@ def _split_groups(owner, params):
     return items
 
 
-def _describe(index, p):
-    """``parameter 1 ('bias')``: how messages name a parameter of an optimizer."""
-    return f"parameter {index}" + (f" ({p.name!r})" if p.name else "")
+def _describe(index, p, name=None):
+    """``parameter 1 ('bias')``: how messages name a parameter of an optimizer (by
+    ``name``, the one it was given with, or else its own)."""
+    name = name or p.name
+    return f"parameter {index}" + (f" ({name!r})" if name else "")
 
 
 def _check_update(owner, index, p, buffers):
@@ -215,6 +278,54 @@ def _check_update(owner, index, p, buffers):
             )
 
 
+def _checked_params(owner, current, changes):
+    """``{"params": [...]}``, with ``"param_names"`` for a group with names, of a
+    parameter group that holds ``current`` (``{}`` for a group being made) after
+    ``changes``, or the TypeError / ValueError (from ``owner``) that refuses them.
+
+    The names come from ``(name, Parameter)`` pairs in ``"params"`` or from a list
+    ``"param_names"`` beside Parameters (as a group of another optimizer holds them),
+    not both. A group made with names keeps them (new ``"params"`` come with theirs) and
+    one made without takes none: its optimizer's groups are all with names or all
+    without (checked by ``Optimizer._add_group`` as the groups are made).
+    """
+    if "params" in changes:
+        params, names = _check_params(owner, changes["params"], in_group=True)
+    else:
+        params, names = current["params"], None
+    if "param_names" in changes:
+        if names is not None:
+            raise ValueError(f"{owner} expected the names of its parameters once, got "
+                             f"{_NAMED}s in 'params' and 'param_names' too; give one")
+        names = _check_names(owner, changes["param_names"], len(params))
+    if "params" in current:  # a write into a group of an optimizer
+        if "param_names" in current and names is None:
+            if params:
+                raise ValueError(
+                    f"{owner} expected 'params' to be {_NAMED}s (e.g. "
+                    f"model.named_parameters()), or 'param_names' beside them, as the group "
+                    f"has names, got Parameters without names; {_ALL_OR_NONE}")
+            names = []
+        elif "param_names" not in current and names is not None:
+            got = f"{_NAMED}s" if "param_names" not in changes else "'param_names'"
+            raise ValueError(
+                f"{owner} expected Parameters without names, as the group has none, got "
+                f"{got}; {_ALL_OR_NONE}")
+    return {"params": params} if names is None else {"params": params, "param_names": names}
+
+
+def _with_params(checked, changes):
+    """``changes`` with ``"params"`` and ``"param_names"`` of ``checked`` (where
+    ``"params"`` stands, or first)."""
+    items = dict(checked) if "params" not in changes else {}
+    for key, value in changes.items():
+        if key == "params":
+            items.update(checked)
+        elif key != "param_names":
+            items[key] = value
+    return items
+
+
 class _ParamGroup(dict):
     """One of ``opt.param_groups``: ``{"params": [...], "lr": ..., <hyperparameters>}``.
 
@@ -222,9 +333,13 @@ class _ParamGroup(dict):
     ``group["lr"] = -1`` (or ``update``, ``setdefault``, ``|=``) raises a TypeError or
     ValueError naming the group and the key (``SGD.param_groups[1] expected lr to be a
     finite number >= 0, got -1``) and leaves the group as it was; a value that passes
-    is kept as the constructor keeps it (a float; ``betas`` a tuple). ``"params"`` and
-    the hyperparameters cannot be deleted. Other keys (a name, notes of a hand-written
-    schedule) are the caller's and are not checked.
+    is kept as the constructor keeps it (a float; ``betas`` a tuple). ``"params"``
+    (``"param_names"`` too, in a group made with names) and the hyperparameters
+    cannot be deleted. A group made with names keeps them: new ``"params"`` come as
+    ``(name, Parameter)`` pairs or with ``"param_names"`` in the same ``update``, and
+    new ``"param_names"`` are one str per parameter; a group made without takes none.
+    Other keys (a name, notes of a hand-written schedule) are the caller's and are
+    not checked.
 
     Checked on assignment rather than at ``step()``: the error comes from the line
     that made the mistake, as ``opt.lr = -1`` always has, and a group never holds a
@@ -252,9 +367,13 @@ class _ParamGroup(dict):
         return self._kind._checked_group(owner, self, changes)
 
     def _check_removable(self, key):
-        if key == "params" or key in self._kind._names():
-            raise ValueError(f"{self._kind.__name__}.param_groups[{self._index}] cannot do "
-                             f"without {key!r} (step() reads it); assign a new value instead")
+        why = "step() reads it"
+        if key == "param_names" and key in self:
+            why = "a group made with names keeps them, as its optimizer's other groups do"
+        elif not (key == "params" or key in self._kind._names()):
+            return
+        raise ValueError(f"{self._kind.__name__}.param_groups[{self._index}] cannot do "
+                         f"without {key!r} ({why}); assign a new value instead")
 
     def __setitem__(self, key, value):
         dict.update(self, self._checked({key: value}))
@@ -294,10 +413,14 @@ class Optimizer:
 
     Parameters
     ----------
-    params : iterable of Parameter, or iterable of dict
-        Each parameter once (``model.parameters()``), or parameter groups as in
-        PyTorch: dicts with the key ``"params"`` (an iterable of Parameters, or one)
-        and any hyperparameters that differ from the constructor's.
+    params : iterable of Parameter, of (name, Parameter) pairs, or of dict
+        Each parameter once (``model.parameters()``), or with its name
+        (``model.named_parameters()``, as PyTorch 2), or parameter groups as in
+        PyTorch: dicts with the key ``"params"`` (an iterable of Parameters or of
+        pairs, or one Parameter) and any hyperparameters that differ from the
+        constructor's. As in PyTorch, the parameters of a group are all with names
+        or all without, and so are the groups (an empty group has none); a
+        ValueError says which is which otherwise.
     lr : float
         ``>= 0``.
     **hyperparameters
@@ -307,7 +430,9 @@ class Optimizer:
     ----------
     param_groups : list of dict
         ``{"params": [Parameter, ...], "lr": ..., <hyperparameters>}`` per group, as
-        PyTorch's; a write to a group is checked (see :class:`_ParamGroup`).
+        PyTorch's, with ``"param_names": [str, ...]`` after ``"params"`` where the
+        parameters came with names; a write to a group is checked (see
+        :class:`_ParamGroup`).
     defaults : dict
         The constructor's hyperparameters: what a group that does not name one takes.
     params : list of Parameter
@@ -370,8 +495,8 @@ class Optimizer:
         that a cross-check sees the group as it will be.
         """
         checked = dict(changes)
-        if "params" in changes:
-            checked["params"] = _check_params(owner, changes["params"], in_group=True)
+        if "params" in changes or "param_names" in changes:
+            checked = _with_params(_checked_params(owner, current, changes), changes)
         for key, off in cls._unsupported.items():
             if key in changes and not _is_off(changes[key], off):
                 raise ValueError(f"{owner} got {key}={changes[key]!r}, which jitnet's "
@@ -389,14 +514,17 @@ class Optimizer:
         Parameters
         ----------
         param_group : dict
-            ``{"params": iterable of Parameter (or one), <hyperparameters>}``; a
-            hyperparameter it does not name takes the constructor's (``defaults``).
+            ``{"params": iterable of Parameter (or one) or of (name, Parameter)
+            pairs, <hyperparameters>}``; a hyperparameter it does not name takes the
+            constructor's (``defaults``). With names if the groups there are have
+            them, else without (as PyTorch).
 
         Raises
         ------
         TypeError, ValueError
             For a bad hyperparameter or parameter list, and (ValueError) for a
-            parameter that is in a group already; nothing is added then.
+            parameter that is in a group already or a group with names among groups
+            without (or the reverse); nothing is added then.
         """
         self._add_group(f"{type(self).__name__}.add_param_group", param_group)
 
@@ -409,6 +537,15 @@ class Optimizer:
             raise ValueError(f"{owner} expected a parameter group with the key 'params', got "
                              f"the keys {sorted(str(key) for key in group)}")
         items = self._checked_group(owner, {}, {"params": None, **self.defaults, **group})
+        if self.param_groups and (
+                ("param_names" in items) != ("param_names" in self.param_groups[0])):
+            kinds = ["without names (Parameters)", f"with names ({_NAMED}s)"]
+            named = "param_names" in items
+            got = kinds[named] if named or items["params"] else (
+                "without names (an empty one has none, as in torch.optim; add "
+                "'param_names': [])")
+            raise ValueError(f"{owner} expected a parameter group {kinds[not named]}, as "
+                             f"param_groups[0] is, got one {got}; {_ALL_OR_NONE}")
         known = {id(p): i for i, other in enumerate(self.param_groups) for p in other["params"]}
         for j, p in enumerate(items["params"]):
             if id(p) in known:
@@ -495,7 +632,10 @@ class Optimizer:
             ..., <hyperparameters>}, ...]}``, as PyTorch's ``param_groups``. Every
             array is an ``np.ndarray``; a parameter's dict holds this optimizer's keys
             of ``param.state`` (none before its first update). Keys of a group other
-            than its hyperparameters are not saved.
+            than its hyperparameters are not saved, ``"param_names"`` neither: names
+            belong to the parameters an optimizer was made with, as the parameters
+            do, so a state saves and loads alike with names or without (and
+            :meth:`load_state_dict` leaves each group's names as they are).
         """
         own = self._own_keys
         state = []

@@ -10,11 +10,11 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : iterable of Parameter, or iterable of dict
-        Each parameter once (``model.parameters()``), or parameter groups (see
-        :class:`Optimizer`).
-    lr : float
-        ``>= 0``.
+    params : iterable of Parameter, of (name, Parameter) pairs, or of dict
+        Each parameter once (``model.parameters()``, or ``model.named_parameters()``),
+        or parameter groups (see :class:`Optimizer`).
+    lr : float, default 1e-3
+        ``>= 0``; the default is torch.optim.SGD's.
     momentum : float, default 0
         ``>= 0``.
     nesterov : bool, default False
@@ -37,7 +37,7 @@ class SGD(Optimizer):
     _buffers = ("momentum_buffer",)
     _unsupported = {"dampening": 0, "maximize": False}
 
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr=1e-3, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay)
 
