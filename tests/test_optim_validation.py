@@ -146,6 +146,21 @@ def test_params_must_be_an_iterable_of_parameters():
         optim.Adam([model])
 
 
+@pytest.mark.parametrize("ordered", [set, frozenset])
+def test_a_set_of_parameters_is_rejected(ordered):
+    # the state follows the parameters' order, which a set changes between runs (torch.optim
+    # refuses a set in a group, and lets one through as the whole params)
+    w, b = nn.Linear(3, 2).parameters()
+    match = (rf"SGD expected an ordered collection of Parameters \(a list, or "
+             rf"model.parameters\(\)\), got a {ordered.__name__}, whose order changes")
+    with pytest.raises(TypeError, match=match):
+        optim.SGD(ordered([w, b]), lr=0.1)
+    opt = optim.SGD([w], lr=0.1)
+    with pytest.raises(TypeError, match=r"add_param_group expected 'params' to be an ordered"):
+        opt.add_param_group({"params": ordered([b])})
+    assert len(opt.param_groups) == 1
+
+
 def test_duplicate_parameter_is_rejected():
     # torch.optim warns ("will cause an error") and then updates the parameter twice
     w, b = nn.Linear(3, 2).parameters()

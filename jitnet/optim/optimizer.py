@@ -90,7 +90,8 @@ def _check_params(owner, params, in_group=False):
     """``(parameters, names)`` of ``params``, or a TypeError / ValueError saying what
     was wrong; ``names`` is None unless ``params`` holds ``(name, Parameter)`` pairs.
 
-    Rejects a Module or a single Parameter (not an iterable of them), items that are
+    Rejects a Module or a single Parameter (not an iterable of them), a set (whose
+    order, which the optimizer's state follows, changes between runs), items that are
     neither Parameters nor ``(str, Parameter)`` pairs, pairs mixed with Parameters
     (all with names or all without, as ``torch.optim``; a ValueError), an empty
     list and a parameter listed twice (which would take two updates per step;
@@ -106,6 +107,14 @@ def _check_params(owner, params, in_group=False):
         raise TypeError(
             f"{owner} expected {subject}{_PARAMS_EXPECTED}, got a {type(params).__name__}; "
             f"{hint}"
+        )
+    if isinstance(params, (set, frozenset)):
+        # torch.optim refuses a set in a group, for this reason, and lets one through
+        # as the whole params (list() of it): the same hazard, so refused here too
+        raise TypeError(
+            f"{owner} expected {subject}an ordered collection of Parameters (a list, or "
+            f"model.parameters()), got a {type(params).__name__}, whose order changes "
+            f"between runs, and the optimizer's state follows the order; use a list"
         )
     try:
         params = list(params)
@@ -184,7 +193,7 @@ def _check_names(owner, names, count):
 def _split_groups(owner, params):
     """``params`` as a list of parameter groups, as ``torch.optim`` reads it: an iterable
     of Parameters is one group; an iterable of dicts is a group each (checked later)."""
-    if isinstance(params, (Module, Parameter)):
+    if isinstance(params, (Module, Parameter, set, frozenset)):
         _check_params(owner, params)  # raises, with the hint for each
     try:
         items = list(params)
