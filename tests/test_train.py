@@ -435,6 +435,17 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+def test_write_json_takes_numpy_values_and_paths_and_refuses_the_rest(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_json(path, {"loss": np.float32(0.5), "epoch": np.int64(3),
+                      "curve": np.arange(3), "out": tmp_path})
+    assert json.loads(path.read_text()) == {"loss": 0.5, "epoch": 3, "curve": [0, 1, 2],
+                                            "out": str(tmp_path)}
+    with pytest.raises(TypeError, match="set is not JSON serialisable"):
+        write_json(path, {"labels": {1, 2}})
+    assert json.loads(path.read_text())["epoch"] == 3  # the old file stays
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
 def test_atomic_write_gives_the_mode_of_the_umask(tmp_path, umask):
     # mkstemp's 0600 made report.json unreadable beside its 0644 pictures
