@@ -2,11 +2,13 @@
 
 The other modules of this package take ``cuda`` (the kernel language:
 ``cuda.grid``, ``cuda.shared.array``, ...), :func:`jit` and :data:`libdevice` from
-here, so moving to another package that provides the same kernel language (such as
-``numba-cuda-mlir``, which has no simulator) changes this file. It also holds what
-asks numba-cuda's runtime rather than the GPU's kernels: whether a GPU (or the
-simulator) is usable and which, waiting for the device, counting launches, and
-whether numba-cuda's own allocator is in use.
+here, so moving to another package that provides the same kernel language changes
+this file: numba-cuda's successor, ``numba-cuda-mlir`` (which has no simulator),
+asks its users to import ``cuda`` from ``numba_cuda_mlir`` instead. The rest of this
+module asks numba-cuda's runtime, through internals a move would check too: whether
+a GPU (or the simulator) is usable and which, waiting for the device, counting
+launches (its launch entry point), the disk cache's key, and whether numba-cuda's
+own allocator is in use.
 """
 
 import collections
