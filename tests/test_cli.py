@@ -3,21 +3,25 @@
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import types
+import urllib.error
 
 import numpy as np
 import pytest
 
 import jitnet
 from jitnet.cli import main
-from jitnet.train import load_checkpoint
+from jitnet.train import TrainingDiverged, load_checkpoint
 
 #: Tiny synthetic runs: a few seconds each on 2 cores.
 TINY = ["--data", "synthetic", "--n-train", "64", "--n-test", "32", "--batch-size", "32",
         "--quiet"]
+LOUD = TINY[:-1]  # the same, with progress output
 
 METRIC_KEYS = {"model", "target", "test_accuracy", "train_seconds", "history",
                "images_per_second", "parameters", "config", "confusion_matrix"}
@@ -473,3 +477,126 @@ def test_zero_epochs_is_accepted_and_writes_the_untrained_run(tmp_path, capsys):
     state = load_checkpoint(out / "checkpoint.npz")
     assert state["epoch"] == 0 and state["history"] == []
     assert "convnet: test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("raised, status, line", [
+    (TrainingDiverged("training diverged in epoch 2"), 3, "jitnet: training diverged in epoch 2"),
+    (MemoryError("Unable to allocate 8.00 GiB"), 2,
+     "jitnet: error: out of memory: Unable to allocate 8.00 GiB; use fewer images (--n-train, "
+     "--n-test) or a smaller --batch-size"),
+    (ValueError("a bad value"), 2, "jitnet: error: a bad value"),
+], ids=["diverged", "memory", "bad_input"])
+def test_jitnet_debug_shows_the_traceback_instead_of_the_line(monkeypatch, capsys, raised,
+                                                              status, line):
+    from jitnet import cli
+
+    def info(args):
+        raise raised
+
+    monkeypatch.setattr(cli, "cmd_info", info)
+    monkeypatch.delenv("JITNET_DEBUG", raising=False)
+    assert main(["info"]) == status
+    assert capsys.readouterr().err.strip() == line
+    monkeypatch.setenv("JITNET_DEBUG", "1")
+    with pytest.raises(type(raised)) as caught:
+        main(["info"])
+    assert caught.value is raised and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["file_not_in_message", "file_in_message"])
+def test_an_os_error_names_its_file_once(monkeypatch, capsys, named):
+    from jitnet import cli
+
+    def info(args):
+        if named:  # OSError's message names the file already
+            raise FileNotFoundError(2, "No such file or directory", "/data/x")
+        # an OSError whose message leaves out its filename (here the URL)
+        raise urllib.error.HTTPError("http://host/x.tar.gz", 404, "Not Found", {}, None)
+
+    monkeypatch.setattr(cli, "cmd_info", info)
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "jitnet: error: [Errno 2] No such file or directory: '/data/x'" if named
+        else "jitnet: error: HTTP Error 404: Not Found: http://host/x.tar.gz")
+
+
+def test_train_without_quiet_says_what_it_trains_and_where(tmp_path, capsys):
+    out = tmp_path / "loud"
+    assert main(["train", "--target", "numpy", "--epochs", "0", "--out", str(out)] + LOUD) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"training convnet on synthetic (64 train / 32 test images) on the numpy target; "
+        f"writing to {out}")
+
+
+def test_compare_without_quiet_says_what_it_compares(tmp_path, monkeypatch, capsys):
+    from jitnet import train
+
+    def stop(*args, **kwargs):
+        raise ValueError("stopped before any training")
+
+    monkeypatch.setattr(train, "precompile_convnet", stop)
+    assert main(["compare", "--target", "numpy", "--out", str(tmp_path / "cmp")] + LOUD) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "comparing hog-linear and convnet on synthetic (64 train / 32 test images) on the "
+        "numpy target", "jitnet: error: stopped before any training"]
+
+
+@pytest.mark.parametrize("data, names", [
+    ("cifar10", ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"]),
+    ("synthetic", list(jitnet.data.CLASS_NAMES)),
+])
+def test_the_report_names_the_classes_of_its_data_set(data, names):
+    from jitnet import cli
+
+    assert cli._class_names(argparse.Namespace(data=data)) == names
+
+
+def _info(capsys):
+    """``jitnet info``'s lines as a dict: name -> value."""
+    assert main(["info"]) == 0
+    return dict(re.match(r"(.*?) {2,}(.*)$", line).groups()
+                for line in capsys.readouterr().out.splitlines())
+
+
+def test_info_names_numbas_level_when_jitnet_sets_none(monkeypatch, capsys):
+    import numba
+
+    from jitnet import codegen
+
+    monkeypatch.setattr(codegen, "opt_level", lambda: None)  # NUMBA_OPT set, say
+    assert _info(capsys)["cpu kernels"] == (
+        f"LLVM -O{int(numba.config.OPT)} (Numba's level, NUMBA_OPT)")
+
+
+def test_info_says_why_there_is_no_threading_layer(monkeypatch, capsys):
+    import numba
+
+    def no_layer():
+        raise ValueError("No threading layer could be loaded.")
+
+    monkeypatch.setattr(numba, "threading_layer", no_layer)
+    assert _info(capsys)["threading layer"] == "unavailable (No threading layer could be loaded.)"
+
+
+def _no_device_info():
+    raise RuntimeError("driver gone")
+
+
+@pytest.mark.parametrize("device_info, lines", [
+    (lambda: {"name": "Fake GPU", "memory": "80 GiB"},
+     {"gpu name": "Fake GPU", "gpu memory": "80 GiB"}),
+    (lambda: "Fake GPU (sm_90)", {"gpu": "Fake GPU (sm_90)"}),
+    (_no_device_info, {"cuda": "available, but device_info failed: driver gone"}),
+], ids=["dict", "text", "fails"])
+def test_info_describes_the_gpu_of_a_usable_cuda_target(monkeypatch, capsys, device_info, lines):
+    # the cuda backend is faked: only what info prints of it is tested here
+    from jitnet import targets
+
+    real = targets.backend
+    cuda = types.SimpleNamespace(device_info=device_info)
+    monkeypatch.setattr(targets, "backend", lambda name=None: cuda if name == "cuda"
+                        else real(name))
+    info = _info(capsys)
+    assert {key: info[key] for key in lines} == lines
+    assert ("cuda" in info) == ("cuda" in lines)  # informational: info still exits 0

@@ -1,5 +1,6 @@
 """jitnet.data.cifar: the safe CIFAR-10 loader and the checked download."""
 
+import codecs
 import hashlib
 import http.server
 import io
@@ -7,6 +8,7 @@ import os
 import pickle
 import tarfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from jitnet.data import (
 )
 
 FOLDER = "cifar-10-batches-py"
+ARCHIVE = "cifar-10-python.tar.gz"
 
 
 def _batch_dict(rng, n, label="batch"):
@@ -101,6 +104,13 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
+class _Utf8:
+    """Pickles as ``_codecs.encode("x", "utf-8")``: an allowed global, a refused encoding."""
+
+    def __reduce__(self):
+        return (codecs.encode, ("x", "utf-8"))
+
+
 def test_malicious_pickle_runs_nothing(tmp_path, rng):
     folder, _ = _make_folder(tmp_path, rng)
     marker = tmp_path / "pwned"
@@ -117,6 +127,13 @@ def test_malicious_pickle_runs_nothing(tmp_path, rng):
         ("mismatch", "data_batch_1: 7 images but 6 labels"),
         ("rowsize", "data_batch_1: rows of 'data' should hold 3072 values, got 100"),
         ("nolabels", "data_batch_1 has no 'labels'"),
+        ("folder", r"cannot read CIFAR-10 file .*data_batch_1: \[Errno \d+\] "),
+        ("list", r"data_batch_1 should hold a dict, got list$"),
+        ("float", r"data_batch_1: 'data' should be a 2-D uint8 array, got float64 array of "
+                  r"shape \(7, 3072\)$"),
+        ("rows", r"data_batch_1: 'data' should be a 2-D uint8 array, got list$"),
+        ("utf8", r"data_batch_1 is not a valid CIFAR-10 pickle: _codecs.encode with 'utf-8' is "
+                 r"not allowed$"),
     ],
 )
 def test_damaged_batch_names_file(tmp_path, rng, damage, message):
@@ -129,6 +146,17 @@ def test_damaged_batch_names_file(tmp_path, rng, damage, message):
         _write(path, {**d, b"labels": d[b"labels"][:6]})
     elif damage == "rowsize":
         _write(path, {**d, b"data": np.zeros((7, 100), np.uint8)})
+    elif damage == "folder":
+        path.unlink()
+        path.mkdir()
+    elif damage == "list":
+        _write(path, [d[b"data"], d[b"labels"]])
+    elif damage == "float":
+        _write(path, {**d, b"data": d[b"data"].astype(np.float64)})
+    elif damage == "rows":
+        _write(path, {**d, b"data": d[b"data"].tolist()})
+    elif damage == "utf8":
+        _write(path, {**d, b"batch_label": _Utf8()})
     else:
         _write(path, {b"data": d[b"data"]})
     with pytest.raises(DataError, match=message):
@@ -150,6 +178,31 @@ def test_missing_pieces(tmp_path, rng):
     with pytest.raises(DataError, match="no data_batch"):
         load_cifar10(folder)
     assert issubclass(DataError, ValueError)
+
+
+def test_class_names_from_batches_meta_or_the_official_ones(tmp_path, rng):
+    folder, _ = _make_folder(tmp_path, rng)
+    _write(folder / "batches.meta", {b"label_names": [b"cat", "dog"]})
+    assert cifar10_classes(folder) == ("cat", "dog")
+    (folder / "batches.meta").unlink()
+    assert cifar10_classes(folder) == CIFAR10_CLASSES
+
+
+@pytest.mark.parametrize("meta", [{b"num_vis": 3072}, {b"label_names": []},
+                                  {b"label_names": b"cat"}], ids=["none", "empty", "bytes"])
+def test_batches_meta_without_a_list_of_label_names_is_refused(tmp_path, rng, meta):
+    folder, _ = _make_folder(tmp_path, rng)
+    _write(folder / "batches.meta", meta)
+    with pytest.raises(DataError, match=r"batches\.meta has no list of 'label_names'$"):
+        cifar10_classes(folder)
+
+
+def test_default_root_outside_a_source_tree_is_data_in_the_working_folder(tmp_path, monkeypatch):
+    from jitnet.data import cifar
+
+    installed = tmp_path / "site-packages" / "jitnet" / "data" / "cifar.py"
+    monkeypatch.setattr(cifar, "__file__", str(installed))
+    assert cifar.default_root() == Path("data")
 
 
 # --- download against a server on 127.0.0.1 -------------------------------------------------
@@ -184,6 +237,15 @@ class _Server:
                 body = server.payload
                 header = self.headers.get("Range")
                 server.ranges.append(header)
+                if server.mode.startswith("status "):  # "status 404": that HTTP error
+                    self.send_error(int(server.mode.split()[1]))
+                    return
+                if server.mode == "cut":  # a chunked body whose connection breaks off
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"10\r\n" + body[:16] + b"\r\n")
+                    return
                 start = 0
                 if header and server.mode != "ignore-range":
                     start = int(header.split("=")[1].split("-")[0])
@@ -264,3 +326,91 @@ def test_unsafe_archive_member(tmp_path, server):
     with pytest.raises(DataError, match="outside"):
         download_cifar10(root, url=server.url, md5=None)
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_download_of_a_complete_part_the_server_answers_416_for(tmp_path, server, archive):
+    (tmp_path / f"{ARCHIVE}.part").write_bytes(archive[0])
+    server.mode = "status 416"  # Range Not Satisfiable: nothing left to send
+    assert download_cifar10(tmp_path, url=server.url, md5=archive[1]) == tmp_path / FOLDER
+    assert server.ranges == [f"bytes={len(archive[0])}-"]
+    assert load_cifar10(tmp_path)[0].shape == (5, 3, 32, 32)
+    assert sorted(os.listdir(tmp_path)) == [FOLDER]
+
+
+def test_download_http_error(tmp_path, server):
+    server.mode = "status 404"
+    with pytest.raises(DataError, match=rf"^downloading {server.url} failed: HTTP 404 Not Found$"):
+        download_cifar10(tmp_path, url=server.url, md5=None)
+    assert os.listdir(tmp_path) == []
+
+
+def test_download_from_nowhere(tmp_path):
+    url = (tmp_path / "missing.tar.gz").as_uri()
+    root = tmp_path / "root"
+    with pytest.raises(DataError, match=rf"^downloading {url} failed: <urlopen error "):
+        download_cifar10(root, url=url, md5=None)
+    assert os.listdir(root) == []
+
+
+def test_download_that_breaks_off_keeps_the_part(tmp_path, server):
+    server.mode = "cut"
+    part = tmp_path / f"{ARCHIVE}.part"
+    with pytest.raises(DataError, match=rf"^download of {server.url} broke off after 0 bytes "
+                                        rf"\(.+\); run again to resume from {part}$"):
+        download_cifar10(tmp_path, url=server.url, md5=None)
+    assert os.listdir(tmp_path) == [part.name]
+
+
+# --- an archive already in root: checked and extracted, nothing fetched ----------------------
+
+UNUSED_URL = "file:///nothing-is-fetched.tar.gz"
+
+
+def test_an_archive_with_a_wrong_checksum_is_removed(tmp_path, archive):
+    (tmp_path / ARCHIVE).write_bytes(archive[0])
+    with pytest.raises(DataError, match=rf"{ARCHIVE} has a wrong checksum \(expected 0{{32}}\); "
+                                        r"it was removed$"):
+        download_cifar10(tmp_path, url=UNUSED_URL, md5="0" * 32)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_damaged_folder_is_replaced_from_the_archive(tmp_path, archive):
+    (tmp_path / FOLDER).mkdir()
+    (tmp_path / FOLDER / "test_batch").write_bytes(b"damaged")
+    (tmp_path / ARCHIVE).write_bytes(archive[0])
+    assert download_cifar10(tmp_path, url=UNUSED_URL, md5=archive[1]) == tmp_path / FOLDER
+    assert load_cifar10(tmp_path)[0].shape == (5, 3, 32, 32)
+    assert sorted(os.listdir(tmp_path)) == [FOLDER]
+
+
+def _write_archive(path, content):
+    """A .tar.gz at ``path`` that download_cifar10 must refuse, by ``content``."""
+    if content == "garbage":
+        path.write_bytes(b"not a tar archive")
+        return
+    with tarfile.open(path, "w:gz") as tar:
+        if content == "link":
+            info = tarfile.TarInfo(f"{FOLDER}/test_batch")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+            return
+        folder = FOLDER if content == "damaged" else "other-folder"
+        for name in ("data_batch_1", "test_batch"):
+            info = tarfile.TarInfo(f"{folder}/{name}")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"junk"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("garbage", rf"^cannot extract .*{ARCHIVE}: "),
+    ("link", rf"^archive member '{FOLDER}/test_batch' is a link or device; refused$"),
+    ("other", rf"^.*{ARCHIVE} holds no {FOLDER}/ folder$"),
+    # the batch's path was one in the staging folder, which is gone by then
+    ("damaged", rf"^.*/{ARCHIVE} holds a damaged {FOLDER}/ \({FOLDER}/data_batch_1 is not a "
+                r"valid CIFAR-10 pickle: .*\)$"),
+])
+def test_a_bad_archive_is_refused_and_extracts_nothing(tmp_path, content, message):
+    _write_archive(tmp_path / ARCHIVE, content)
+    with pytest.raises(DataError, match=message):
+        download_cifar10(tmp_path, url=UNUSED_URL, md5=None)
+    assert os.listdir(tmp_path) == [ARCHIVE]  # no staging folder left, nothing extracted

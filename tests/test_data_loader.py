@@ -204,6 +204,14 @@ def test_augmented_loader_keeps_shapes_labels_and_is_reproducible(data):
     assert not all(np.array_equal(u[0], v[0]) for u, v in zip(a, c))
 
 
+def test_transforms_repr_shows_their_settings():
+    t = Compose([ToFloat(), RandomCrop((8, 6), padding=2, seed=3), RandomHorizontalFlip(p=0.25),
+                 Normalize([0.5], [0.25, 0.5, 1.0])])
+    assert repr(t) == ("Compose([ToFloat(), RandomCrop(size=(8, 6), padding=2, seed=3), "
+                       "RandomHorizontalFlip(p=0.25, seed=None), "
+                       "Normalize(mean=[0.5], std=[0.25, 0.5, 1.0])])")
+
+
 def test_labels_travel_with_their_images(data):
     x, y = data
     t = Compose([RandomCrop((8, 6), padding=0), RandomHorizontalFlip(p=1.0)])

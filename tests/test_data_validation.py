@@ -89,6 +89,17 @@ def test_transforms_name_the_shape_of_an_array_that_is_no_batch(batch):
         RandomCrop(4)(batch[0])
 
 
+@pytest.mark.parametrize("size, padding, padded", [(7, 0, (6, 5)), ((6, 8), 1, (8, 7))])
+def test_random_crop_larger_than_the_padded_images_is_refused(batch, size, padding, padded):
+    crop = RandomCrop(size, padding=padding, seed=0)
+    state = crop._own.bit_generator.state
+    with pytest.raises(ValueError, match=rf"^RandomCrop of size \({crop.size[0]}, "
+                                         rf"{crop.size[1]}\) does not fit images of padded "
+                                         rf"size \({padded[0]}, {padded[1]}\)$"):
+        crop(batch)
+    assert crop._own.bit_generator.state == state  # refused before any draw
+
+
 @pytest.mark.parametrize("mean, std", [([0.5], [0.25]), (0.5, 0.25), ([0.5], [0.2, 0.25, 0.5]),
                                        ([0.1, 0.5, 0.9], 0.25)],
                          ids=["lists", "floats", "one_mean", "one_std"])

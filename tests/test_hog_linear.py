@@ -125,6 +125,36 @@ def test_not_fitted_and_wrong_inputs(data):
         HogLinearClassifier(**SMALL).fit(x[:, :1], y)
     with pytest.raises(ValueError, match="unknown loss"):
         HogLinearClassifier(loss="l2").fit(x, y)
+    with pytest.raises(ValueError, match=r"^HogLinearClassifier expected at least one image, "
+                                         r"got input of shape \(0, 3, 16, 16\)$"):
+        HogLinearClassifier(**SMALL).fit(x[:0], y[:0])
+
+
+@pytest.mark.parametrize("labels, message", [
+    (lambda y: np.array([1 if v == "vertical" else "a" for v in y], dtype=object),
+     r"^HogLinearClassifier expected sortable labels, got '<' not supported between instances "
+     r"of '\w+' and '\w+'$"),
+    (lambda y: np.full_like(y, "vertical"),
+     r"^HogLinearClassifier needs at least 2 classes, got \['vertical'\]$"),
+], ids=["str_and_int", "one_class"])
+def test_labels_that_make_no_classes_are_refused_and_change_nothing(data, labels, message):
+    (x, y), (x_test, _) = data
+    model = HogLinearClassifier(**SMALL).fit(x, y)
+    coef, predictions = model.coef_.copy(), model.predict(x_test)
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, labels(y))
+    np.testing.assert_array_equal(model.coef_, coef)  # still the model fitted before
+    np.testing.assert_array_equal(model.predict(x_test), predictions)
+
+
+def test_transform_before_fit_gives_the_raw_features_of_checked_parameters(data):
+    (x, y), _ = data
+    raw = HogLinearClassifier(**SMALL).transform(x)
+    np.testing.assert_array_equal(raw, HogLinearClassifier(**SMALL).fit(x, y).transform(x))
+    model = HogLinearClassifier(features="edges")
+    with pytest.raises(ValueError, match=r"^unknown features 'edges': expected one of "):
+        model.transform(x)
+    assert not hasattr(model, "image_shape_")
 
 
 @pytest.mark.parametrize("bad, what", [(np.nan, "NaN"), (np.inf, "infinity"),
@@ -215,9 +245,26 @@ def test_load_state_dict_checks_keys_and_shapes(data):
         fresh.load_state_dict({**state, "block_norm": np.array(1)})
     with pytest.raises(ValueError, match="load_state_dict: orientations must be a positive"):
         fresh.load_state_dict({**state, "orientations": np.array("9")})
+    with pytest.raises(ValueError, match=r"load_state_dict expected orientations to be a 0-d "
+                                         r"str or int array \(or a pair of ints\), got dtype "
+                                         r"float64 shape \(\)$"):
+        fresh.load_state_dict({**state, "orientations": np.array(9.0)})
+    with pytest.raises(ValueError, match=r"load_state_dict expected image_shape_ to be 3 "
+                                         r"positive ints \(C, H, W\), got array\(\[ ?3, 16\]\)$"):
+        fresh.load_state_dict({**state, "image_shape_": np.array([3, 16])})
     with pytest.raises(TypeError, match="expected a mapping"):
         fresh.load_state_dict([1, 2])
     with pytest.raises(NotFittedError):  # each refusal left it as it was: unfitted
         fresh.predict(x_test)
     with pytest.raises(NotFittedError):
         HogLinearClassifier().state_dict()
+
+
+def test_state_dict_refuses_labels_only_a_pickle_could_store(data):
+    (x, y), _ = data
+    model = HogLinearClassifier(**SMALL).fit(x, y.astype(object))
+    assert model.classes_.dtype == object
+    with pytest.raises(ValueError, match=r"^HogLinearClassifier\.state_dict cannot store "
+                                         r"classes_ of dtype object without a pickle; fit on "
+                                         r"numeric or string labels$"):
+        model.state_dict()

@@ -124,6 +124,24 @@ def test_a_custom_module_without_forward_or_backward_says_what_to_write(target):
         nn.Module()(np.ones(2))
 
 
+# -- repr: the settings, as PyTorch's extra_repr shows them ------------------------------
+
+
+@pytest.mark.parametrize("module, text", [
+    (lambda: nn.Conv2d(4, 8, 3), "Conv2d(4, 8, kernel_size=3)"),
+    (lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2, bias=False),
+     "Conv2d(4, 8, kernel_size=3, stride=2, padding=1, groups=2, bias=False)"),
+    (lambda: nn.Maxout(6, 3, pieces=2), "Maxout(in_features=6, out_features=3, pieces=2)"),
+    (lambda: nn.LeakyReLU(0.2), "LeakyReLU(negative_slope=0.2)"),
+    (lambda: nn.ELU(), "ELU(alpha=1.0)"),
+    (lambda: nn.Dropout(0.25), "Dropout(p=0.25)"),
+    (lambda: nn.MulticlassHingeLoss(margin=2), "MulticlassHingeLoss(margin=2.0)"),
+    (lambda: nn.Linear(2, 3).weight, "Parameter(name='weight', shape=(3, 2), dtype=float32)"),
+], ids=["conv", "conv_all", "maxout", "leaky_relu", "elu", "dropout", "hinge", "parameter"])
+def test_repr_shows_the_settings(module, text):
+    assert repr(module()) == text
+
+
 # -- parameters() ----------------------------------------------------------------------
 
 

@@ -165,6 +165,16 @@ def test_a_loss_of_no_scores_is_refused(target, loss, scores, labels):
         (TypeError, lambda: nn.MulticlassHingeLoss(margin=[1.0]), r"margin .* got \[1.0\]"),
         (TypeError, lambda: nn.Conv2d(3, 4, 2.5), r"kernel_size to be an int >= 1, got 2.5"),
         (ValueError, lambda: nn.Conv2d(3, 4, 0), r"kernel_size to be an int >= 1, got 0"),
+        (ValueError, lambda: nn.Conv2d(3, 4, (3, 5)),
+         r"Conv2d supports square kernel_size only, got \(3, 5\)"),
+        (ValueError, lambda: nn.MaxPool2d(2, stride=[1, 2]),
+         r"MaxPool2d supports square stride only, got \[1, 2\]"),
+        # a pair where PyTorch takes none: Linear((4, 4), 2) was Linear(4, 2), and
+        # Linear((4, 5), 2) said "supports square in_features only"
+        (TypeError, lambda: nn.Linear((4, 4), 2),
+         r"^Linear expected in_features to be an int >= 1, got \(4, 4\) \(tuple\)$"),
+        (TypeError, lambda: nn.Conv2d(4, 4, 3, groups=(2, 2)),
+         r"^Conv2d expected groups to be an int >= 1, got \(2, 2\) \(tuple\)$"),
         (TypeError, lambda: nn.Sequential("x"), r"Sequential expected Module arguments, got str"),
         (TypeError, lambda: nn.Sequential(nn.ReLU(), nn.ReLU), r"Module arguments, got type"),
         # only a bool is a flag: bool("no") is True, bias=0 dropped the bias silently
@@ -191,6 +201,12 @@ def test_flags_take_python_and_numpy_bools():
     assert not any(m.training for m in model.train(np.False_).modules())
     assert all(type(m.training) is bool for m in model.modules())
     assert all(m.training for m in model.train().modules())
+
+
+def test_kernel_size_stride_and_padding_take_a_square_pair():
+    conv = nn.Conv2d(3, 4, (3, 3), stride=[2, 2], padding=(1, 1))
+    assert (conv.kernel_size, conv.stride, conv.padding) == (3, 2, 1)
+    assert (nn.MaxPool2d((2, 2)).kernel_size, nn.MaxPool2d(3, stride=(1, 1)).stride) == (2, 1)
 
 
 def test_numbers_they_can_use_are_kept_as_floats():
@@ -413,6 +429,14 @@ def test_a_loss_names_the_type_of_labels_or_targets_that_hold_no_numbers(target,
     # loss "expected a target of shape (4, 3) (the input's), got ()"
     with pytest.raises(TypeError, match=rf"^{loss.__name__} expected {message}$"):
         loss()(x2(4, 3), bad)
+
+
+@pytest.mark.parametrize("loss", [nn.MSELoss, nn.L1Loss, nn.BCEWithLogitsLoss])
+def test_a_loss_refuses_a_complex_target(target, loss):
+    # complex numbers are numbers: "expected a numeric target" did not say what was wrong
+    with pytest.raises(ValueError, match=rf"^{loss.__name__} expected a real target \(bool, "
+                                         r"int or float\), got dtype complex128$"):
+        loss()(x2(4, 3), np.ones((4, 3), complex))
 
 
 def test_a_loss_takes_labels_and_targets_as_lists_still(target):

@@ -104,6 +104,23 @@ def test_parameter_that_cannot_be_updated_in_place_is_rejected(target, name, how
     assert_unchanged(opt, before)
 
 
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("data, error, match", [
+    (lambda p: jitnet.to_numpy(p.data).tolist(), TypeError,
+     r"^\w+\.step: parameter 1 \('p1'\) expected \.data to be an array, got list$"),
+    (lambda p: np.arange(5, dtype=np.int64), TypeError,
+     r"^\w+\.step: parameter 1 \('p1'\) expected floating-point \.data, got dtype int64$"),
+], ids=["list", "int64"])
+def test_parameter_data_that_is_no_float_array_is_rejected(target, name, data, error, match):
+    params = make_params()
+    opt = MAKERS[name](params)
+    params[1].data = data(params[1])
+    before = snapshot(opt)
+    with pytest.raises(error, match=match):
+        opt.step()
+    assert_unchanged(opt, before)
+
+
 def test_stale_buffer_after_data_replaced_is_rejected(target):
     params = make_params()
     opt = make_sgd(params)
@@ -197,6 +214,19 @@ def test_duplicate_parameter_is_rejected():
 def test_hyperparameter_messages_name_the_argument(make, error, match):
     with pytest.raises(error, match=match):
         make([Parameter(np.ones(2))])
+
+
+def test_the_base_optimizer_checks_lr_and_says_it_updates_nothing():
+    with pytest.raises(ValueError, match="^Optimizer expected lr to be a finite number >= 0, "
+                                         "got -1$"):
+        optim.Optimizer([Parameter(np.ones(2))], lr=-1)
+    opt = optim.Optimizer([Parameter(np.ones(2))], lr=0.5)
+    assert opt.lr == 0.5 and opt.defaults == {"lr": 0.5}
+    # a bare NotImplementedError before
+    with pytest.raises(NotImplementedError, match=r"^Optimizer\.step: the base Optimizer "
+                                                  r"holds parameter groups and updates "
+                                                  r"nothing; use a subclass \(SGD, Adam\)$"):
+        opt.step()
 
 
 def test_numpy_numbers_are_accepted():
@@ -329,6 +359,8 @@ def damaged(name, how):
         state = trained("adam" if name == "sgd" else "sgd").state_dict()
     elif how == "entries":
         state["state"] = {"0": {}}
+    elif how == "entry":
+        state["state"][-1] = 3
     return state
 
 
@@ -345,6 +377,8 @@ DAMAGE = {
     "other_optimizer": (ValueError, "the state of another optimizer"),
     "entries": (TypeError, "expected 'state' to be a list of dicts, one per parameter, "
                            "got dict"),
+    "entry": (TypeError, r"load_state_dict: state of parameter 1 \('p1'\) expected a dict, "
+                         "got int$"),
 }
 
 
@@ -610,6 +644,15 @@ def test_good_group_writes_are_kept_as_the_constructor_keeps_them(target):
     assert (group["momentum"], group["nesterov"]) == (0.0, False)
     group["dampening"] = 0  # PyTorch's default: accepted, and not used
     assert group.setdefault("name", "head") == "head" and group.pop("name") == "head"
+    opt.param_groups[1] |= {"weight_decay": 0.25}  # the group itself, updated
+    assert opt.param_groups[1] is group and group["weight_decay"] == 0.25
+    group["name"] = "head"
+    assert group.popitem() == ("name", "head")
+    assert group.popitem() == ("dampening", 0)  # not a hyperparameter: the group can lose it
+    with pytest.raises(ValueError, match=r"SGD\.param_groups\[1\] cannot do without "
+                                         r"'weight_decay'"):
+        group.popitem()
+    assert group["weight_decay"] == 0.25
     for key in ("lr", "params", "nesterov"):
         with pytest.raises(ValueError, match=rf"SGD\.param_groups\[1\] cannot do without "
                                              rf"'{key}'"):
@@ -654,6 +697,14 @@ def test_attributes_of_an_optimizer_with_groups(target):
         "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}
 
 
+def test_a_group_takes_a_single_parameter_as_in_pytorch():
+    params = make_params()
+    opt = optim.SGD([{"params": params[0]}], lr=0.1)
+    opt.add_param_group({"params": params[1], "lr": 0.5})
+    assert [group["params"] for group in opt.param_groups] == [[params[0]], [params[1]]]
+    assert opt.params == params
+
+
 def test_a_parameter_in_two_groups_is_refused():
     params = make_params()
     with pytest.raises(ValueError, match=r"SGD\.param_groups\[1\] got parameter 0 \('p0'\), "
@@ -690,8 +741,12 @@ def test_a_parameter_in_two_groups_is_refused():
          r"SGD\.param_groups\[1\] with nesterov=True needs momentum > 0"),
         (lambda p: [{"params": p, "dampening": 0.5}], ValueError,
          "SGD does not implement"),
+        # not NumPy's "truth value of an array ... is ambiguous"
+        (lambda p: [{"params": p, "dampening": np.zeros(2)}], ValueError,
+         r"SGD\.param_groups\[0\] got dampening=array\(\[0\., 0\.\]\), which jitnet's SGD "
+         r"does not implement \(only dampening=0, PyTorch's default\)"),
     ],
-    ids=["mixed", "empty", "lr_str", "nesterov", "dampening"],
+    ids=["mixed", "empty", "lr_str", "nesterov", "dampening", "dampening_array"],
 )
 def test_bad_groups_are_refused_by_the_constructor(params, error, match):
     with pytest.raises(error, match=match):
@@ -722,6 +777,19 @@ def test_step_refuses_a_params_list_changed_into_a_duplicate(target, name, how):
                                         "dict"):
         opt.step()
     opt.param_groups.pop()
+    assert_unchanged(opt, before)
+
+
+def test_step_refuses_a_params_list_changed_to_hold_what_is_no_parameter(target):
+    params = make_params()
+    opt = make_grouped("sgd", params)
+    opt.step()
+    before = snapshot(opt)
+    opt.param_groups[1]["params"].append(np.ones(2, np.float32))
+    with pytest.raises(TypeError, match=r"^SGD\.step expected param_groups\[1\]\['params'\] "
+                                        "to hold Parameters, got ndarray$"):
+        opt.step()
+    opt.param_groups[1]["params"].pop()
     assert_unchanged(opt, before)
 
 
@@ -805,6 +873,27 @@ def test_a_state_of_other_groups_is_refused_and_changes_nothing(target, name, ho
     assert_unchanged(opt, before)
 
 
+@pytest.mark.parametrize("name", sorted(MAKERS))
+@pytest.mark.parametrize("how, match", [
+    ("groups_a_dict", r"load_state_dict expected 'param_groups' to be a list of dicts, one per "
+                      "parameter group, got dict$"),
+    ("group_a_list", r"load_state_dict: param_groups\[1\] expected a dict, got list$"),
+])
+def test_a_state_whose_groups_are_no_list_of_dicts_is_refused_and_changes_nothing(
+        target, name, how, match):
+    opt = make_grouped(name, make_params())
+    opt.step()
+    before = snapshot(opt)
+    state = make_grouped(name, make_params()).state_dict()
+    if how == "groups_a_dict":
+        state["param_groups"] = dict(enumerate(state["param_groups"]))
+    else:
+        state["param_groups"][1] = list(state["param_groups"][1].items())
+    with pytest.raises(TypeError, match=match):
+        opt.load_state_dict(state)
+    assert_unchanged(opt, before)
+
+
 def test_a_state_of_groups_does_not_load_into_one_group():
     opt = make_sgd(make_params())
     with pytest.raises(ValueError, match="expected the state of an optimizer of one parameter "
@@ -858,6 +947,7 @@ def test_schedules_of_groups_refuse_states_and_optimizers_of_other_groups():
         schedule.step()
     assert schedule.last_epoch == 0 and [g["lr"] for g in opt.param_groups] == [1.0, 0.5, 0.5]
     schedule.base_lr = 0.8  # every group's
+    assert schedule.base_lr == 0.8 and schedule.base_lrs == [0.8] * 3
     schedule.step()
     assert schedule.get_last_lr() == [pytest.approx(0.8 * (1 + math.cos(math.pi / 4)) / 2)] * 3
 

@@ -44,6 +44,11 @@ def test_comparison_table_plain_and_markdown():
     assert all(line.startswith("|") for line in md.splitlines())
     missing = dict(metrics["convnet"], parameters=None)
     assert "-" in report.comparison_table({"convnet": missing})
+    # a value its format does not take is shown as it is, not a ValueError
+    odd = dict(metrics["convnet"], test_accuracy="n/a", parameters="unknown")
+    rows = report.comparison_table({"convnet": odd}).splitlines()
+    assert rows[2].split() == ["test", "accuracy", "n/a"]
+    assert rows[5].split() == ["parameters", "unknown"]
 
 
 def test_write_report_files(tmp_path):
@@ -73,12 +78,22 @@ def test_a_failing_picture_does_not_lose_the_report(tmp_path, monkeypatch):
     assert "not drawn (RuntimeError: no fonts)" in (tmp_path / "report.md").read_text()
 
 
-def test_first_conv_weight_and_filters(tmp_path):
+def test_first_conv_weight_and_filters(tmp_path, monkeypatch):
     model = _results()["convnet"].model
     weight = report.first_conv_weight(model)
     assert weight.shape == (6, 3, 3, 3)
     report.plot_filters(weight, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
+    # filters of one input channel (a grey first layer) are drawn in grey, one tile each
+    from matplotlib.axes import Axes
+
+    drawn, imshow = [], Axes.imshow
+    monkeypatch.setattr(Axes, "imshow", lambda ax, tile, **kw: drawn.append(
+        (tile.shape, kw.get("cmap"))) or imshow(ax, tile, **kw))
+    grey = np.random.default_rng(3).standard_normal((4, 1, 5, 5))
+    report.plot_filters(grey, tmp_path / "grey.png")
+    assert (tmp_path / "grey.png").read_bytes()[:4] == b"\x89PNG"
+    assert drawn == [((5, 5), "gray")] * 4
     with pytest.raises(ValueError, match="no convolution"):
         report.first_conv_weight(nn.Sequential(nn.Linear(2, 2)))
 

@@ -72,6 +72,27 @@ def test_cuda_unavailable_says_why():
     assert jitnet.get_target() == previous  # a failed switch changes nothing
 
 
+def test_cuda_without_numba_cuda_says_how_to_install_it(monkeypatch):
+    from jitnet import targets
+
+    real = importlib.import_module
+
+    def import_module(name, package=None):  # as on a machine without numba-cuda
+        if name == ".kernels.cuda":
+            raise ImportError("No module named 'numba.cuda'")
+        return real(name, package)
+
+    monkeypatch.setattr(targets.importlib, "import_module", import_module)
+    assert jitnet.available_targets() == ["numpy", "cpu"]
+    previous = jitnet.get_target()
+    with pytest.raises(jitnet.TargetUnavailableError, match=(
+            r"^the cuda target is unavailable: numba-cuda is not installed \(No module named "
+            r"'numba\.cuda'\); install it with `pip install 'jitnet\[cuda\]'` \(or set "
+            r"NUMBA_ENABLE_CUDASIM=1 for the simulator\)$")):
+        jitnet.set_target("cuda")
+    assert jitnet.get_target() == previous
+
+
 def test_to_numpy_and_asarray():
     with jitnet.use_target("numpy"):
         a = jitnet.asarray(np.arange(6.0).reshape(2, 3).T)

@@ -1,11 +1,13 @@
 """Tests of jitnet.train: the loop, history, checkpoints, exact resuming, the NaN guard."""
 
+import io
 import json
 import math
 import os
 import re
 import stat
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -378,8 +380,45 @@ def _rewrite(path, **changes):
     np.savez(path, **arrays)
 
 
+def _rewrite_member(path, member, change):
+    """Rewrite the zip member ``member`` of the .npz at ``path`` as ``change(its bytes)``."""
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    members[member] = change(members[member])
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+
+
+def _flip_a_stored_byte(path, member):
+    """Change the last byte of ``member`` in the .npz at ``path``, but not its CRC."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    local = info.header_offset  # the local header: 30 bytes, the name, the extra field
+    start = local + 30 + int.from_bytes(raw[local + 26:local + 28], "little") + int.from_bytes(
+        raw[local + 28:local + 30], "little")
+    raw[start + info.compress_size - 1] ^= 1
+    path.write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("name, write, why", [
     ("text", lambda p: p.write_text("garbage\n"), r"not an \.npz archive"),
+    # a zip whose first bytes are damaged: np.load read it as a pickle, and the
+    # message said "it holds pickled objects"
+    ("damaged start", lambda p: p.write_bytes(b"XX" + p.read_bytes()[2:]),
+     r"\(not an \.npz archive\)"),
+    ("truncated entry", lambda p: _rewrite_member(p, "epoch.npy", lambda b: b[:-2]),
+     r"\(ValueError: EOF: reading array data, expected \d+ bytes got \d+\)"),
+    ("bad CRC", lambda p: _flip_a_stored_byte(p, "epoch.npy"),
+     r"\(BadZipFile: Bad CRC-32 for file 'epoch.npy'\)"),
+    ("history no JSON", lambda p: _rewrite(p, history=np.array("[1, 2")),
+     r"\(its 'history' entry is no JSON: .+\)"),
+    ("config a list", lambda p: _rewrite(p, meta=np.array('{"config": [1]}')),
+     r"\(its meta's 'config' is no dict\)"),
+    ("optimizer array gone", lambda p: _rewrite(p, optimizer=np.array(
+        '{"__array__": "optimizer/99"}')),
+     r"\(its 'optimizer' entry does not unpack: KeyError: 'optimizer/99'\)"),
     ("object array", lambda p: _rewrite(p, epoch=np.array([{"a": 1}], dtype=object)),
      "it holds pickled objects, which jitnet never loads"),
     ("meta a list", lambda p: _rewrite(p, meta=np.array("[1, 2]")),
@@ -403,6 +442,31 @@ def test_what_is_no_jitnet_checkpoint_is_said_so(tmp_path, name, write, why):
                               "not a jitnet checkpoint (")
     assert re.search(why, message), message
     assert "allow_pickle" not in message and "pickle.load" not in message
+
+
+def test_a_checkpoint_that_cannot_be_opened_says_why(tmp_path, monkeypatch):
+    from jitnet.train import checkpoint
+
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, nn.Sequential(nn.Linear(2, 2)), epoch=1)
+
+    def denied(*args, **kwargs):  # root reads any file: the OS is made to say no
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(checkpoint, "open", denied, raising=False)
+    with pytest.raises(CheckpointError, match=rf"^cannot read checkpoint {re.escape(str(path))}: "
+                                              r"\[Errno 13\] Permission denied: "):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_of_another_format_is_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    save_checkpoint(path, nn.Sequential(nn.Linear(2, 2)), epoch=1)
+    _rewrite(path, format=np.array('"jitnet-checkpoint-2"'))
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))} is a "
+                                              r"'jitnet-checkpoint-2' file, expected "
+                                              r"'jitnet-checkpoint-1'$"):
+        load_checkpoint(path)
 
 
 def test_checkpoint_round_trip_of_nested_state(tmp_path):
@@ -558,6 +622,8 @@ def _bad_fit_arguments():
          "fit expected an out_dir holding checkpoint.npz with resume=True"),
         ("model_name 3", {"model_name": 3}, TypeError, "fit expected model_name to be a str"),
         ("config list", {"config": [1]}, TypeError, "fit expected config to be a dict"),
+        ("out_dir 3", {"out_dir": 3}, TypeError, r"fit expected out_dir to be a folder path "
+                                                 r"\(str or os.PathLike\) or None, got 3 \(int\)"),
     ]
 
 
@@ -626,6 +692,11 @@ def _bad_runs():
         ("epochs 'a'", (x, y, x, y), {"epochs": "a"}, "epochs to be an int >= 0, got 'a'"),
         ("batch_size 0", (x, y, x, y), {"batch_size": 0}, "batch_size to be an int >= 1, got 0"),
         ("lr inf", (x, y, x, y), {"lr": float("inf")}, "lr to be a finite number > 0, got inf"),
+        ("unknown option", (x, y, x, y), {"momentun": 0.9},
+         r"^unknown ConvNet options \['momentun'\]; expected some of \['augment', 'batch_size', "
+         r"'batchnorm', 'lr', 'momentum', 'nesterov', 'schedule', 'weight_decay'\]$"),
+        ("unknown schedule", (x, y, x, y), {"schedule": "linear"},
+         r"^unknown schedule 'linear': expected 'cosine', 'step' or 'none'$"),
     ]
 
 
@@ -640,12 +711,46 @@ def test_train_convnet_checks_its_data_and_settings_before_any_work(
     assert not any(tmp_path.iterdir())  # no checkpoint of a run that cannot be right
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"schedule": "linear"}, r"^unknown schedule 'linear'"),
+    ({"momentum": -1}, r"^SGD expected momentum to be a finite number >= 0, got -1$"),
+], ids=["schedule", "momentum"])
+def test_a_setting_refused_by_the_convnets_parts_leaves_jitnets_generator(options, message):
+    # they were refused once train_convnet had reseeded jitnet's generator
+    x, y = _images()
+    jitnet.manual_seed(123)
+    state = jitnet.rng.get_state()
+    with pytest.raises(ValueError, match=message):
+        train_convnet(x, y, x, y, epochs=1, quiet=True, **options)
+    assert jitnet.rng.get_state() == state
+
+
+@pytest.mark.parametrize("schedule, rates", [("step", [0.01, 0.001]), ("constant", [0.01] * 2)])
+def test_train_convnet_schedules(schedule, rates):
+    x, y = _images()
+    with jitnet.use_target("numpy"):
+        result = train_convnet(x, y, x, y, epochs=2, batch_size=4, quiet=True,
+                               schedule=schedule)
+    assert [h["lr"] for h in result.metrics["history"]] == pytest.approx(rates, rel=1e-12)
+
+
 def test_train_hog_linear_checks_its_data_first():
     x, y = _images()
     with pytest.raises(ValueError, match="y_test must hold one label per image"):
         train_hog_linear(x, y, x, y[:3], quiet=True)
     with pytest.raises(ValueError, match="train_hog_linear expected epochs to be an int >= 1"):
         train_hog_linear(x, y, x, y, epochs=0, quiet=True)
+    with pytest.raises(ValueError, match="^train_hog_linear expected lr to be a finite number "
+                                         "> 0, got 0$"):
+        train_hog_linear(x, y, x, y, lr=0, quiet=True)
+
+
+def test_train_hog_linear_takes_lr_and_says_its_accuracy_unless_quiet(capsys):
+    x, y = _images(8)
+    result = train_hog_linear(x, y, x, y, epochs=1, lr=0.05, quiet=False)
+    assert result.metrics["config"]["lr"] == 0.05
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert re.fullmatch(r"hog-linear: test accuracy \d+\.\d% in \d+\.\d s", last), last
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
@@ -720,3 +825,164 @@ def test_fit_with_param_groups_records_the_first_groups_rate_and_resumes_exactly
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert [dict(g, params=None) for g in opt_a.param_groups] == [
         dict(g, params=None) for g in opt_b.param_groups]
+
+
+def test_resume_of_another_models_checkpoint_is_refused_and_changes_nothing(tmp_path):
+    x, y = _data(n=16, size=8)
+    path = tmp_path / "checkpoint.npz"
+    with jitnet.use_target("numpy"):
+        _run(x, y, 1, out_dir=tmp_path)  # model_name="tiny"
+        written = path.read_bytes()
+        model, optimizer, scheduler, loader = _setup(x, y, seed=1)
+        before = model.state_dict()
+        with pytest.raises(CheckpointError, match=rf"^checkpoint {re.escape(str(path))} is of "
+                                                  r"model 'tiny', not 'other'$"):
+            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x, y, epochs=2,
+                scheduler=scheduler, out_dir=tmp_path, resume=True, quiet=True,
+                model_name="other")
+    assert path.read_bytes() == written
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+class _Lines:
+    """A progress stream with write() and flush() only (no isatty())."""
+
+    def __init__(self):
+        self.parts = []
+
+    def write(self, text):
+        self.parts.append(text)
+
+    def flush(self):
+        pass
+
+    def getvalue(self):
+        return "".join(self.parts)
+
+
+def _epoch_line(epoch, epochs):
+    return (rf"epoch {epoch}/{epochs}  loss \d+\.\d{{4}}  train \d+\.\d%  test \d+\.\d%  "
+            r"\d+\.\d s  \d+ img/s")
+
+
+@pytest.mark.parametrize("stream", [io.StringIO, _Lines], ids=["StringIO", "no_isatty"])
+def test_fit_writes_a_line_per_epoch_and_one_on_resuming_to_progress(tmp_path, stream):
+    x, y = _data(n=16, size=8)
+    lines = []
+    with jitnet.use_target("numpy"):
+        for epochs, resume in ((1, False), (2, True)):
+            model, optimizer, scheduler, loader = _setup(x, y)
+            progress = stream()  # no terminal: lines, no progress bar
+            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x, y, epochs=epochs,
+                scheduler=scheduler, out_dir=tmp_path, resume=resume, quiet=False,
+                progress=progress)
+            lines.append(progress.getvalue().splitlines())
+    assert len(lines[0]) == 1 and re.fullmatch(_epoch_line(1, 1), lines[0][0]), lines
+    assert lines[1][0] == f"resuming {tmp_path / 'checkpoint.npz'} after epoch 1"
+    assert len(lines[1]) == 2 and re.fullmatch(_epoch_line(2, 2), lines[1][1]), lines
+
+
+def test_keyboard_interrupt_without_out_dir_names_the_epoch():
+    x, y = _data()
+
+    class Interrupting(_Loader):
+        def __iter__(self):
+            raise KeyboardInterrupt
+            yield
+
+    with jitnet.use_target("numpy"):
+        model, optimizer, scheduler, _ = _setup(x, y)
+        with pytest.raises(TrainingInterrupted, match=r"^interrupted in epoch 1$"):
+            fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, Interrupting(x, y, 16, 0),
+                x, y, epochs=2, scheduler=scheduler, quiet=True)
+
+
+class _Unsized:
+    """An iterable of batches without len() (a generator-like loader)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def test_fit_takes_a_loader_without_len():
+    x, y = _data()
+    with jitnet.use_target("numpy"):
+        model, optimizer, scheduler, loader = _setup(x, y)
+        metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, _Unsized(loader), x, y,
+                      epochs=1, scheduler=scheduler, quiet=True)
+    assert metrics["history"][0]["images"] == len(x)
+
+
+class _OwnStateLoader:
+    """A loader that saves its state itself (state_dict / load_state_dict), with its
+    generator under a name the checkpoint does not look for."""
+
+    def __init__(self, x, y, seed):
+        self.x, self.y, self.shuffler = x, y, np.random.default_rng(seed)
+
+    def __len__(self):
+        return -(-len(self.x) // 16)
+
+    def __iter__(self):
+        order = self.shuffler.permutation(len(self.x))
+        for start in range(0, len(order), 16):
+            index = order[start:start + 16]
+            yield _scale(self.x[index]), self.y[index]
+
+    def state_dict(self):
+        return {"shuffler": self.shuffler.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self.shuffler.bit_generator.state = state["shuffler"]
+
+
+class _Halving:
+    """A schedule with step() only: the checkpoint saves its numbers."""
+
+    def __init__(self, optimizer):
+        self.optimizer, self.epochs_done = optimizer, 0
+
+    def step(self):
+        self.epochs_done += 1
+        self.optimizer.lr = 0.05 * 0.5 ** self.epochs_done
+
+
+def test_resume_with_a_loader_and_a_schedule_of_their_own_is_exact(tmp_path):
+    x, y = _data()
+
+    def run(epochs, out_dir, resume=False):
+        jitnet.manual_seed(0)
+        model = _tiny_model().to()
+        optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer,
+                      _OwnStateLoader(x, y, seed=3), x[:16], y[:16], epochs=epochs,
+                      scheduler=_Halving(optimizer), out_dir=out_dir, resume=resume, quiet=True)
+        return model, metrics
+
+    with jitnet.use_target("numpy"):
+        straight, _ = run(3, tmp_path / "a")
+        run(1, tmp_path / "b")
+        state = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+        resumed, metrics = run(3, tmp_path / "b", resume=True)
+    assert state["scheduler"] == {"epochs_done": 1} and set(state["loader"]) == {"shuffler"}
+    assert [h["lr"] for h in metrics["history"]] == [0.05, 0.025, 0.0125]
+    for key, value in straight.state_dict().items():
+        np.testing.assert_array_equal(value, resumed.state_dict()[key], err_msg=key)
+
+
+def test_resume_from_a_checkpoint_without_loader_state_leaves_the_loader_as_it_is(tmp_path):
+    x, y = _data(n=16, size=8)
+    with jitnet.use_target("numpy"):
+        saved, optimizer, _, _ = _setup(x, y)
+        save_checkpoint(tmp_path / "checkpoint.npz", saved, optimizer, epoch=1)  # no loader
+        model, optimizer, scheduler, loader = _setup(x, y, seed=1)
+        untouched = loader.generator.bit_generator.state
+        fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x, y, epochs=1,
+            scheduler=scheduler, out_dir=tmp_path, resume=True, quiet=True)
+    assert loader.generator.bit_generator.state == untouched
+    for key, value in saved.state_dict().items():
+        np.testing.assert_array_equal(value, model.state_dict()[key], err_msg=key)

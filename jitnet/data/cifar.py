@@ -404,8 +404,11 @@ def download_cifar10(root=None, url=CIFAR10_URL, md5=CIFAR10_MD5, timeout=60):
         extracted = staging / FOLDER
         if not extracted.is_dir():
             raise DataError(f"{archive_path} holds no {FOLDER}/ folder")
-        if not _is_loadable(extracted):
-            load_cifar10(extracted)  # raises the DataError that says why
+        try:
+            load_cifar10(extracted)
+        except DataError as exc:  # name the archive, not the staging folder removed below
+            why = str(exc).replace(f"{staging}{os.sep}", "")
+            raise DataError(f"{archive_path} holds a damaged {FOLDER}/ ({why})") from exc
         if final.exists():
             shutil.rmtree(final)  # a damaged earlier copy (a loadable one returned above)
         os.replace(extracted, final)

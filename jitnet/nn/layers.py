@@ -23,9 +23,14 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # -- validation helpers ------------------------------------------------------------------
 
 
+#: The arguments PyTorch also takes as a pair ``(h, w)``; jitnet takes a square one.
+_PAIRS = ("kernel_size", "stride", "padding")
+
+
 def _positive_int(owner, name, value, minimum=1):
-    """:func:`~jitnet._checks.check_int`, also taking a square pair ``(k, k)``."""
-    if isinstance(value, (tuple, list)):
+    """:func:`~jitnet._checks.check_int`, also taking a square pair ``(k, k)`` for the
+    arguments in :data:`_PAIRS` (a pair elsewhere, ``Linear((4, 4), 2)``, is refused)."""
+    if name in _PAIRS and isinstance(value, (tuple, list)):
         if len(value) != 2 or value[0] != value[1]:
             raise ValueError(f"{owner} supports square {name} only, got {value!r}")
         value = value[0]

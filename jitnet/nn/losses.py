@@ -94,7 +94,9 @@ def _check_target(owner, pred, target):
         )
     _check_not_empty(owner, pred)
     if host.dtype.kind not in "fiub":
-        raise ValueError(f"{owner} expected a numeric target, got dtype {host.dtype}")
+        # complex numbers are numbers too: name the kinds a target may hold
+        raise ValueError(f"{owner} expected a real target (bool, int or float), "
+                         f"got dtype {host.dtype}")
     return backend().asarray(host, pred.dtype)
 
 

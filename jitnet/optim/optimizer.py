@@ -598,7 +598,9 @@ class Optimizer:
                    lambda i: _describe(i, params[i]))
 
     def step(self):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}.step: the base Optimizer holds "
+                                  "parameter groups and updates nothing; use a subclass "
+                                  "(SGD, Adam)")
 
     def _to_update(self):
         """``[(group, its parameters that have a gradient)]``, once every parameter of

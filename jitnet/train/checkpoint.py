@@ -204,7 +204,14 @@ def load_checkpoint(path):
         return CheckpointError(f"cannot read checkpoint {path}: not a jitnet checkpoint "
                                f"({why}); delete it to start again")
 
-    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle and say so
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    # np.load reads a file as an .npz only when it starts as a zip; else (a damaged
+    # start, which zipfile.is_zipfile still accepts) it takes it for a pickle and says so
+    if start not in (b"PK\x03\x04", b"PK\x05\x06") or not zipfile.is_zipfile(path):
         raise refuse("not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as npz:

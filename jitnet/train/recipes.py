@@ -209,9 +209,14 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
                     mean=mean.tolist(), std=std.tolist(),
                     n_train=int(len(x_train)), n_test=int(len(x_test)))
 
+    state = rng.get_state()
     rng.manual_seed(seed)
-    model, optimizer, normalize, loader = _convnet_parts(x_train, y_train, settings)
-    scheduler = _schedule(optim, optimizer, settings["schedule"], epochs)
+    try:  # a setting refused here (momentum=-1, schedule="linear") reseeds nothing
+        model, optimizer, normalize, loader = _convnet_parts(x_train, y_train, settings)
+        scheduler = _schedule(optim, optimizer, settings["schedule"], epochs)
+    except BaseException:
+        rng.set_state(state)
+        raise
     metrics = fit(model, nn.SoftmaxCrossEntropyLoss(), optimizer, loader, x_test, y_test,
                   epochs=epochs, scheduler=scheduler, out_dir=out_dir, resume=resume,
                   quiet=quiet, eval_transform=normalize, model_name="convnet",
