@@ -696,7 +696,10 @@ def _bad_runs():
          r"^unknown ConvNet options \['momentun'\]; expected some of \['augment', 'batch_size', "
          r"'batchnorm', 'lr', 'momentum', 'nesterov', 'schedule', 'weight_decay'\]$"),
         ("unknown schedule", (x, y, x, y), {"schedule": "linear"},
-         r"^unknown schedule 'linear': expected 'cosine', 'step' or 'none'$"),
+         r"^unknown schedule 'linear': expected 'cosine', 'step' or 'none' \('constant' and "
+         r"None are 'none' too\)$"),
+        ("augment 'no'", (x, y, x, y), {"augment": "no"},
+         "train_convnet expected augment to be True or False, got 'no'"),
     ]
 
 
@@ -705,7 +708,7 @@ def _bad_runs():
 def test_train_convnet_checks_its_data_and_settings_before_any_work(
         name, arrays, options, message, tmp_path):
     # a setting of the wrong kind is a TypeError, one out of range or bad data a ValueError
-    error = TypeError if name.startswith("epochs ") else ValueError
+    error = TypeError if name.startswith(("epochs ", "augment ")) else ValueError
     with pytest.raises(error, match=message):
         train_convnet(*arrays, out_dir=tmp_path, quiet=True, **options)
     assert not any(tmp_path.iterdir())  # no checkpoint of a run that cannot be right

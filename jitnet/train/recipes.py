@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import rng
-from .._checks import check_int, check_real
+from .._checks import check_flag, check_int, check_real
 from ..targets import get_target
 from ._arguments import _check_images, _check_label_range
 from .evaluate import confusion_matrix, count_parameters, predict
@@ -204,6 +204,7 @@ def train_convnet(x_train, y_train, x_test, y_test, *, epochs=None, batch_size=N
         epochs = default_epochs(len(x_train))
     epochs = check_int("train_convnet", "epochs", epochs, 0)
     seed = check_int("train_convnet", "seed", seed, 0)
+    settings["augment"] = check_flag("train_convnet", "augment", settings["augment"])
     mean, std = channel_stats(x_train)
     settings.update(epochs=epochs, seed=seed, data=data_name,
                     mean=mean.tolist(), std=std.tolist(),
@@ -278,7 +279,8 @@ def _schedule(optim, optimizer, name, epochs):
         return optim.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.1)
     if name in (None, "none", "constant"):
         return None
-    raise ValueError(f"unknown schedule {name!r}: expected 'cosine', 'step' or 'none'")
+    raise ValueError(f"unknown schedule {name!r}: expected 'cosine', 'step' or 'none' "
+                     f"('constant' and None are 'none' too)")
 
 
 def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None,
