@@ -11,7 +11,7 @@ from .. import rng
 from .._checks import check_flag, check_int, check_real
 from ..targets import get_target
 from ._arguments import _check_images, _check_label_range
-from .evaluate import confusion_matrix, count_parameters, predict
+from .evaluate import confusion_matrix, predict
 from .files import atomic_write, write_json
 from .loop import fit
 
@@ -344,10 +344,10 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None,
             entry["images_per_second"] = (len(x_train) / entry["seconds"]
                                           if entry["seconds"] > 0 else 0.0)
         history.append(entry)
-    config = {key: value for key, value in _params(classifier).items()
+    config = {key: value for key, value in classifier.get_params().items()
               if isinstance(value, (int, float, str, bool, type(None), tuple, list))}
     config.update(n_train=int(len(x_train)), n_test=int(len(x_test)),
-                  feature_seconds=getattr(classifier, "feature_seconds_", None))
+                  feature_seconds=classifier.feature_seconds_)
     metrics = {
         "model": "hog-linear",
         "target": get_target(),
@@ -355,7 +355,7 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None,
         "train_seconds": float(seconds),
         # images through the whole fit (features once, then every epoch) per second
         "images_per_second": len(x_train) * max(len(history), 1) / seconds if seconds else 0.0,
-        "parameters": _hog_parameters(classifier),
+        "parameters": int(classifier.coef_.size + classifier.intercept_.size),
         "epochs": len(history),
         "config": config,
         "history": history,
@@ -369,22 +369,3 @@ def train_hog_linear(x_train, y_train, x_test, y_test, *, epochs=None, lr=None,
         atomic_write(Path(out_dir) / "checkpoint.npz", lambda f: np.savez(f, **state))
         write_json(Path(out_dir) / "metrics.json", metrics)
     return TrainResult(classifier, metrics, predictions)
-
-
-def _params(estimator):
-    if hasattr(estimator, "get_params"):
-        return estimator.get_params()
-    return {key: value for key, value in vars(estimator).items() if not key.endswith("_")}
-
-
-def _hog_parameters(classifier):
-    for name in ("coef_", "weight_"):
-        value = getattr(classifier, name, None)
-        if value is not None:
-            count = int(np.size(value))
-            bias = getattr(classifier, "intercept_", None)
-            return count + (int(np.size(bias)) if bias is not None else 0)
-    model = getattr(classifier, "model_", None)
-    if model is not None and hasattr(model, "parameters"):
-        return count_parameters(model)
-    return None
