@@ -102,6 +102,24 @@ def test_nan_pixel_matches_skimage(rng):
         assert np.isnan(got[0]).any() and not np.isnan(got[1]).any()
 
 
+def test_gradients_whose_squares_overflow_match_skimage():
+    # at 1e300 squared gradients are inf: the strongest channel is the one of the largest
+    # hypot, as skimage picks it, not the first of those tied at inf (the cpu kernel took
+    # the first, and so another bin, and NaN elsewhere, than skimage)
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 8, 8)) / 255.0
+    images[0] *= 1e300  # every gradient huge, or 0 on the border
+    images[1, 0] *= 1e300  # one huge channel beside two ordinary ones
+    images[1, 1, 2:5, 2:5] = 1e300 * (1 + 2.0**-50)
+    images[1, 2, :, 3] = 1e300
+    for norm in ("L1", "L2-Hys"):
+        kwargs = dict(pixels_per_cell=(4, 4), cells_per_block=(2, 2), block_norm=norm)
+        with jitnet.use_target("cpu"), np.errstate(all="ignore"):
+            got = jitnet.to_numpy(hog(images, channel_axis=1, **kwargs))
+        with np.errstate(all="ignore"):
+            want = skimage_rows(images, 1, **kwargs)
+        np.testing.assert_array_equal(got, want.astype(np.float32))
+
+
 def test_near_edge_directions_are_flagged():
     bounds = hog_module._bin_bounds(9)
     edges = np.deg2rad(bounds)

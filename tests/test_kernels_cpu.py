@@ -4,7 +4,9 @@ Tolerances are relative to the norm of the expected array: the kernels sum in
 a different order from BLAS, so float32 results differ in the last bits.
 """
 
+import copy
 import inspect
+import warnings
 
 import numba
 import numpy as np
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from jitnet.kernels import CONTRACT, cpu
 from jitnet.kernels import numpy_ref as ref
 
+import empty_inputs
 from cpu_patch import patch_cpu_kernel
 
 DTYPES = (np.float32, np.float64)
@@ -877,6 +880,45 @@ def test_an_empty_batch_gives_empty_results(module):
     kernel = np.ones((4, 3, 3, 3), np.float32)
     assert module.conv2d_forward(images, kernel, bias[:4], 1, 1, 1).shape == (0, 4, 8, 8)
     assert module.maxpool2d_forward(images, 2, 2)[0].shape == (0, 3, 4, 4)
+
+
+def _call_on_empty(module, name, args):
+    args = copy.deepcopy(args)
+    quiet = module is not ref  # the reference's mean of nothing warns; its NaN is the contract
+    with np.errstate(all="raise" if quiet else "ignore"), warnings.catch_warnings():
+        warnings.simplefilter("error" if quiet else "ignore")
+        result = getattr(module, name)(*args)
+    return empty_inputs.outputs(result, args)
+
+
+def _assert_same_outputs(got, want, dtype):
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        if w is None:
+            assert g is None, k
+            continue
+        if isinstance(w, float):
+            assert isinstance(g, float), k
+            np.testing.assert_equal(g, w, err_msg=str(k))  # NaN equals NaN
+            continue
+        g, w = np.asarray(g), np.asarray(w)
+        assert (g.shape, g.dtype) == (w.shape, w.dtype), k
+        np.testing.assert_allclose(g, w, rtol=RTOL[dtype], atol=0, err_msg=str(k))
+        zeros = w == 0
+        np.testing.assert_array_equal(np.signbit(g[zeros]), np.signbit(w[zeros]),
+                                      err_msg=f"{k}: the sign of zero")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", empty_inputs.NAMES)
+def test_an_empty_input_gives_the_reference_results(case, dtype):
+    """Every function of CONTRACT on an empty input, without a warning: the reference's
+    shapes, dtypes and values (empty outputs and input gradients, zero weight gradients,
+    NaN losses, parameters and running statistics updated as the reference updates
+    them, NaN after a batch of none in training)."""
+    name, args = empty_inputs.cases(dtype)[case]
+    _assert_same_outputs(_call_on_empty(cpu, name, args), _call_on_empty(ref, name, args),
+                         dtype)
 
 
 # --------------------------------------------------------------------------

@@ -170,7 +170,8 @@ def _strongest_gradient(images, n, r, x, zero):
             pick = True
         elif best != best:
             pick = False
-        elif abs(square - best) <= 1e-5 * best:
+        elif square == best or abs(square - best) <= 1e-5 * best:
+            # (squares that overflow to inf tie: hypot, finite up to 1.8e308, decides)
             pick = math.hypot(gr, gc) > math.hypot(g_row, g_col)
         else:
             pick = square > best

@@ -5,7 +5,9 @@ The simulator runs every CUDA thread as a Python thread, so shapes stay tiny
 (see conftest.py) so that grid-stride loops wrap and tiles have ragged edges.
 """
 
+import copy
 import inspect
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ import jitnet
 from jitnet import config
 from jitnet.kernels import CONTRACT
 from jitnet.kernels import numpy_ref as ref
+
+import empty_inputs
 
 cu = pytest.importorskip("jitnet.kernels.cuda")
 
@@ -636,6 +640,68 @@ def test_elu_backward_keeps_its_precision_far_below_zero(dtype):
     want = np.where(x > 0, dy, dy * 0.7 * np.exp(np.minimum(x, 0).astype(np.float64)))
     assert got.dtype == dtype
     np.testing.assert_allclose(got, want, rtol=5e-7 if dtype == np.float32 else 2e-15, atol=0)
+
+
+# --------------------------------------------------------------------------------------
+# empty inputs
+# --------------------------------------------------------------------------------------
+
+
+def _on_device(arg):
+    if isinstance(arg, list):
+        return [_on_device(a) for a in arg]
+    return _dev(arg) if isinstance(arg, np.ndarray) else arg
+
+
+@pytest.fixture
+def no_empty_launches(monkeypatch):
+    """Under the simulator, a launch of an empty grid or block fails the test, as on a
+    GPU (CUDA_ERROR_INVALID_VALUE); the simulator runs none of its threads, silently."""
+    if not cu.device.SIMULATOR:
+        return
+    from numba.cuda.simulator import kernel as simulator
+
+    launch = simulator.FakeCUDAKernel.__call__
+
+    def checked(kernel, *args):
+        if not kernel._device and simulator._kernel_context is None:
+            assert min(kernel.grid_dim) > 0 and min(kernel.block_dim) > 0, (
+                f"{kernel.fn.__name__}[{kernel.grid_dim}, {kernel.block_dim}]")
+        return launch(kernel, *args)
+
+    monkeypatch.setattr(simulator.FakeCUDAKernel, "__call__", checked)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", empty_inputs.NAMES)
+def test_an_empty_input_gives_the_reference_results(case, dtype, no_empty_launches):
+    """Every function of CONTRACT on an empty input, with no empty launch: the
+    reference's shapes, dtypes and values (empty outputs and input gradients, zero
+    weight gradients, NaN losses, parameters and running statistics updated as the
+    reference updates them, NaN after a batch of none in training); the outputs stay
+    on the device."""
+    name, args = empty_inputs.cases(dtype)[case]
+    on_device = [_on_device(a) for a in args]
+    got = empty_inputs.outputs(getattr(cu, name)(*on_device), on_device)
+    args = copy.deepcopy(args)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        # the reference's np.mean of nothing warns; its NaN is the contract
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = empty_inputs.outputs(getattr(ref, name)(*args), args)
+    assert len(got) == len(want)
+    for k, (g, w) in enumerate(zip(got, want)):
+        if w is None:
+            assert g is None, k
+        elif isinstance(w, float):
+            assert type(g) is float, k
+            np.testing.assert_equal(g, w, err_msg=str(k))  # NaN equals NaN
+        else:
+            on_host = name == "to_numpy" and k == 0  # its result, not its argument
+            assert jitnet.targets.is_device_array(g) != on_host, k
+            _assert_close(g, w, dtype, str(k))
+            zeros = w == 0
+            np.testing.assert_array_equal(np.signbit(cu.to_numpy(g)[zeros]),
+                                          np.signbit(w[zeros]), err_msg=f"{k}: sign of zero")
 
 
 # --------------------------------------------------------------------------------------

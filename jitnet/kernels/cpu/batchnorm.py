@@ -110,7 +110,7 @@ def _batchnorm2d_affine(x, weight, bias, running_mean, running_var, momentum, ep
     ``x * scale + shift`` per channel; updates the running statistics when training."""
     dtype = x.dtype
     if training:
-        n = x.size // x.shape[1]
+        n = x.size // max(x.shape[1], 1)  # zero channels: no statistics
         mean64 = _empty(x.shape[1])
         var64 = _empty(x.shape[1])
         _batchnorm2d_stats(x, mean64, var64)

@@ -48,6 +48,8 @@ def softmax_cross_entropy(scores, labels):
     """
     scores = np.ascontiguousarray(scores)
     dscores = np.empty_like(scores)
+    if scores.shape[0] == 0:  # the mean over no row (the kernel would divide by zero)
+        return float("nan"), dscores
     row_loss = _empty(scores.shape[0], dtype=np.float64)
     _softmax_cross_entropy(scores, np.ascontiguousarray(labels, dtype=np.int64), dscores, row_loss)
     return float(row_loss.sum() / scores.shape[0]), dscores
@@ -92,6 +94,8 @@ def multiclass_hinge(scores, labels, margin):
     """
     scores = np.ascontiguousarray(scores)
     dscores = np.empty_like(scores)
+    if scores.shape[0] == 0:
+        return float("nan"), dscores
     row_loss = _empty(scores.shape[0], dtype=np.float64)
     _multiclass_hinge(
         scores, np.ascontiguousarray(labels, dtype=np.int64), float(margin), dscores, row_loss
@@ -134,6 +138,8 @@ def bce_with_logits(scores, targets):
     """
     s = _flat(scores)
     ds = _empty(scores.shape, dtype=s.dtype)
+    if s.size == 0:  # the mean over nothing (the kernel would divide by zero)
+        return float("nan"), ds
     parts = _empty(64)
     _bce_with_logits(s, _flat(np.asarray(targets, dtype=s.dtype)), ds.reshape(-1), parts)
     return float(parts.sum() / s.size), ds
@@ -172,6 +178,8 @@ def mse(pred, target):
     """
     p = _flat(pred)
     dp = _empty(pred.shape, dtype=p.dtype)
+    if p.size == 0:
+        return float("nan"), dp
     parts = _empty(64)
     _regression(p, _flat(np.asarray(target, dtype=p.dtype)), False, dp.reshape(-1), parts)
     return float(parts.sum() / p.size), dp
@@ -187,6 +195,8 @@ def l1(pred, target):
     """
     p = _flat(pred)
     dp = _empty(pred.shape, dtype=p.dtype)
+    if p.size == 0:
+        return float("nan"), dp
     parts = _empty(64)
     _regression(p, _flat(np.asarray(target, dtype=p.dtype)), True, dp.reshape(-1), parts)
     return float(parts.sum() / p.size), dp

@@ -133,7 +133,9 @@ def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j, row_sums=None, relu=False, g
     """
     c = _empty((n_i, n_j), dtype=a.dtype)
     n_k = a.shape[0] if trans_a else a.shape[1]
-    if c.size == 0 or n_k == 0:
+    # no column (in_features = 0) but rows to sum: the launch below, a column of blocks
+    sums_only = n_j == 0 and n_i > 0 and n_k > 0 and row_sums is not None
+    if (c.size == 0 or n_k == 0) and not sums_only:
         if row_sums is not None and row_sums.size:
             _fill_kernel[_grid_1d(row_sums.size)](row_sums, row_sums.dtype.type(0))
         if c.size == 0:
@@ -148,7 +150,7 @@ def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j, row_sums=None, relu=False, g
     with_row_sums = row_sums is not None
     kernel = _make_matmul_kernel(a.dtype.str, tile, rpt, bool(trans_a), bool(trans_b),
                                  with_bias, with_row_sums, bool(relu), gate is not None)
-    grid = (_cdiv(n_j, tile), _cdiv(n_i, tile * rpt))
+    grid = (max(1, _cdiv(n_j, tile)), _cdiv(n_i, tile * rpt))
     kernel[grid, (tile, tile)](a, b, _dev(bias) if with_bias else c, c,
                                row_sums if with_row_sums else c,
                                c if gate is None else _dev(gate))
@@ -159,7 +161,7 @@ def _matmul(a, b, bias, trans_a, trans_b, n_i, n_j, row_sums=None, relu=False, g
 def _broadcast_rows_kernel(row, out):
     start, step = cuda.grid(1), cuda.gridsize(1)
     for i in range(start, out.size, step):
-        out[i] = row[i % row.size]
+        out[i] = row[i % row.size] + 0  # 0 + bias, as the matmul's sum: -0.0 gives +0.0
 
 
 def _broadcast_rows(row, n):

@@ -32,7 +32,7 @@ def batchnorm2d_forward(x, weight, bias, running_mean, running_var, momentum, ep
         ``1 / sqrt(var + eps)`` with the biased batch variance (or ``running_var``).
     """
     if training:
-        n = x.size // x.shape[1]
+        n = x.size // max(x.shape[1], 1)  # zero channels: nothing to normalise
         mean = x.mean(axis=(0, 2, 3))
         var = x.var(axis=(0, 2, 3))
         running_mean *= 1 - momentum
@@ -93,7 +93,7 @@ def batchnorm2d_backward(dy, x, weight, mean, invstd):
     (the mean and variance depend on ``x``, hence the two correction terms).
     """
     # n in x's dtype: NumPy 1.x would promote float32 / int(n) to float64 from n = 65536
-    n = x.dtype.type(x.size // x.shape[1])
+    n = x.dtype.type(x.size // max(x.shape[1], 1))  # (zero channels: empty gradients)
     c = (1, -1, 1, 1)
     xhat = (x - mean.reshape(c)) * invstd.reshape(c)
     dbias = dy.sum(axis=(0, 2, 3))

@@ -105,7 +105,8 @@ def mse(pred, target):
         ``2 * (pred - target) / pred.size``
     """
     diff = pred - target.astype(pred.dtype, copy=False)
-    return float(np.mean(diff * diff)), diff * pred.dtype.type(2.0 / pred.size)
+    # an empty pred: the mean of nothing is NaN, the gradient empty
+    return float(np.mean(diff * diff)), diff * pred.dtype.type(2.0 / max(pred.size, 1))
 
 
 def l1(pred, target):
@@ -123,4 +124,5 @@ def l1(pred, target):
         ``sign(pred - target) / pred.size`` (0 where they are equal, as PyTorch).
     """
     diff = pred - target.astype(pred.dtype, copy=False)
-    return float(np.mean(np.abs(diff))), np.sign(diff) * pred.dtype.type(1.0 / pred.size)
+    # an empty pred: the mean of nothing is NaN, the gradient empty
+    return float(np.mean(np.abs(diff))), np.sign(diff) * pred.dtype.type(1.0 / max(pred.size, 1))
