@@ -94,10 +94,15 @@ CONV_CASES = [
     # take the channel tiles for forward, input and weight gradient.
     (2, 32, 5, 6, 32, 3, 1, 1, 1),
     (1, 4, 5, 33, 7, 3, 1, 2, 1),  # row vectors, 3 column blocks, the last padded
-    (2, 16, 8, 9, 20, 3, 1, 1, 1),  # channel-block tiles: Cg*K*K = 144, 20 of 32 lanes
-    (2, 32, 6, 7, 40, 3, 1, 1, 2),  # channel-block tiles within two groups
+    (2, 16, 8, 9, 36, 3, 1, 1, 1),  # channel-block tiles: Cg*K*K = 144, 36 of 64 lanes
+    (2, 32, 6, 7, 72, 3, 1, 1, 2),  # channel-block tiles within two groups
+    (2, 16, 8, 9, 20, 3, 1, 1, 1),  # fewer outputs than a channel block: the row kernel
+    (1, 8, 4, 32, 40, 3, 1, 1, 1),  # planes 32 wide: the row kernel
     (2, 32, 6, 7, 20, 3, 1, 1, 1),  # input-channel tiles (Cg = 32), 20 of 24 outputs
     (2, 64, 7, 6, 18, 3, 2, 1, 2),  # input-channel tiles, strided, two groups
+    # cpu.conv_tiles._to_padded_nhwc copies wide planes or large images by channel
+    (1, 5, 6, 34, 8, 3, 2, 1, 1),  # 34 columns
+    (1, 64, 16, 17, 8, 3, 2, 1, 1),  # 64 x 16 x 17 elements an image
 ]
 
 
@@ -105,6 +110,27 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_fixed_cases(rng, dtype, case):
     _check_conv(rng, dtype, *case)
+
+
+@pytest.mark.parametrize("phases", [False, True], ids=["direct", "phases"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        (2, 3, 9, 11, 5, 3, 2, 1, 1),
+        (1, 4, 10, 7, 6, 5, 3, 2, 2),  # stride 3, two groups
+        (2, 6, 8, 8, 6, 1, 2, 0, 3),  # 1x1: one phase of four
+        (1, 2, 13, 9, 4, 4, 2, 1, 1),  # an even kernel
+        (2, 3, 7, 7, 4, 2, 3, 0, 1),  # a kernel smaller than the stride
+        (1, 3, 16, 16, 8, 7, 2, 3, 1),  # a 7x7 stem
+        (2, 4, 5, 5, 4, 3, 2, 2, 4),  # depthwise, padding past the kernel's reach
+    ],
+)
+def test_strided_conv2d_both_ways(rng, monkeypatch, case, phases):
+    # cpu.conv._phases_pay picks, per gradient, the direct kernels or a stride-1
+    # convolution of the input's phases (cpu.conv_phases); each must be right.
+    monkeypatch.setattr(cpu.conv, "_phases_pay", lambda *args: phases)
+    for dtype in DTYPES:
+        _check_conv(rng, dtype, *case)
 
 
 def test_prefetch_for_write_is_a_hint():
@@ -221,6 +247,10 @@ def test_conv2d_is_deterministic(rng, dtype):
     (4, 3, 16, 16, 8, 5, 1, 2, 1),  # the row weight gradient's 4 x 5 tiles (not 3x3)
     (4, 32, 16, 16, 64, 3, 1, 1, 1),  # row kernels, input-channel weight tiles
     (3, 16, 9, 8, 40, 3, 2, 1, 2),  # channel-block tiles
+    (3, 16, 9, 8, 72, 3, 1, 1, 2),  # channel-block tiles, stride 1
+    (3, 3, 17, 17, 8, 3, 2, 1, 1),  # the phases of a strided convolution
+    (3, 8, 17, 17, 8, 3, 2, 1, 8),  # depthwise
+    (3, 8, 17, 17, 16, 3, 1, 1, 8),  # depthwise, two outputs a channel
 ])
 def test_results_do_not_depend_on_the_thread_count(rng, case):
     """Chunked reductions sum in a fixed order: 1 thread and all threads agree bit for bit."""

@@ -165,7 +165,8 @@ def test_training_kernels_cached_reads_numbas_index(monkeypatch):
     for kernel in (cpu.conv_rows._conv2d_weight_rows, cpu.conv_rows._conv2d_weight_rows3x3,
                    cpu.conv_tiles._conv2d_weight_channel_tiles, cpu.conv_tiles._conv2d_weight_tiles,
                    cpu.conv_pooled._conv2d_weight_pooled,
-                   cpu.conv_pooled._conv2d_weight_pooled_taps):
+                   cpu.conv_pooled._conv2d_weight_pooled_taps,
+                   cpu.conv_depthwise._depthwise_weight_grad_kernel):
         monkeypatch.setattr(kernel._cache._cache_file, "_index_path", "/nonexistent")
     assert not precompile._training_kernels_cached(_small_net())
     assert precompile._training_kernels_cached(linear)

@@ -157,7 +157,8 @@ def _training_kernels_cached(model):
         rows, tiles, pooled = cpu.conv_rows, cpu.conv_tiles, cpu.conv_pooled
         groups.append((rows._conv2d_weight_rows, rows._conv2d_weight_rows3x3,
                        tiles._conv2d_weight_channel_tiles, tiles._conv2d_weight_tiles,
-                       pooled._conv2d_weight_pooled, pooled._conv2d_weight_pooled_taps))
+                       pooled._conv2d_weight_pooled, pooled._conv2d_weight_pooled_taps,
+                       cpu.conv_depthwise._depthwise_weight_grad_kernel))
     try:
         return all(any(os.path.exists(kernel._cache._cache_file._index_path) for kernel in group)
                    for group in groups)

@@ -6,7 +6,8 @@ normalises arguments and allocates outputs; the work happens in an
 ``@njit(parallel=True, cache=True)`` core named ``_<name>`` (STUMPY style).
 
 One module a layer: :mod:`.conv` (with the kernels of its layouts in
-:mod:`.conv_rows`, :mod:`.conv_tiles` and :mod:`.conv_pooled`), :mod:`.maxpool`,
+:mod:`.conv_rows`, :mod:`.conv_tiles` and :mod:`.conv_pooled`, the depthwise ones in
+:mod:`.conv_depthwise`, and strided convolutions' phases in :mod:`.conv_phases`), :mod:`.maxpool`,
 :mod:`.linear`, :mod:`.activations`, :mod:`.dropout`, :mod:`.batchnorm`,
 :mod:`.losses` and :mod:`.optim`; :mod:`.arrays` holds the target's arrays,
 :mod:`._tiles` the register tiles' shapes, :mod:`._common` Numba's options. The

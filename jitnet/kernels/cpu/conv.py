@@ -25,6 +25,11 @@ gradient sums a quarter of the dense kernel's multiply-adds.
 
 The input gradient is a forward convolution of the padded ``dy`` with the flipped
 kernel, so it takes the forward's kernels.
+
+Two kinds of convolution fill neither layout's lanes and have their own route: a
+depthwise one (:mod:`.conv_depthwise`, vectors along flat planes) and, where it
+pays, a strided one, run as a stride-1 convolution of its input's phases
+(:mod:`.conv_phases`, :func:`_phases_pay`).
 """
 
 import sys
@@ -36,6 +41,8 @@ from ._common import _square
 from ._tiles import _FB, _PIX, _blocks, _chunks, _conv_out_size
 from .activations import relu_forward
 from .arrays import _empty, _zeros
+from .conv_depthwise import _depthwise_forward, _depthwise_input_grad, _depthwise_weight_grad
+from .conv_phases import _from_phases, _phase_shape, _phase_weight, _phase_weight_grad, _phases
 from .conv_pooled import (
     _conv_weight_grad_pooled,
     _pooled_weight_grad_pays,
@@ -80,8 +87,13 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     """
     x, weight, b, s, p, groups, out_shape = _conv_arguments(x, weight, bias, stride, padding,
                                                            groups)
+    if _depthwise(weight.shape, groups):
+        return _depthwise_forward(x, weight, b, s, p)
     if s == 1 and _rows_pay(out_shape[1] // groups, out_shape[3]):
         return _conv_rows(x, weight, b, out_shape, p, p, groups)
+    if s > 1 and _phases_pay("forward", weight.shape, s):
+        xp = _phases(x, s, p, weight.shape[2], weight.shape[3], out_shape[2], out_shape[3])
+        return conv2d_forward(xp, _phase_weight(weight, s), b, 1, 0, groups)
     h, w = x.shape[2], x.shape[3]
     xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
     y = _empty(out_shape, dtype=x.dtype)
@@ -122,7 +134,8 @@ def conv2d_maxpool2d_forward(x, weight, bias, stride, padding, groups, pool_size
     x, weight, b, s, p, groups, out_shape = _conv_arguments(x, weight, bias, stride, padding,
                                                            groups)
     pool_2x2 = int(pool_size) == int(pool_stride) == 2
-    if s == 1 and pool_2x2 and _rows_pay(out_shape[1] // groups, out_shape[3]):
+    if (s == 1 and pool_2x2 and not _depthwise(weight.shape, groups)
+            and _rows_pay(out_shape[1] // groups, out_shape[3])):
         return _conv_rows(x, weight, b, out_shape, p, p, groups, pool=True, relu=relu)
     y, argmax = maxpool2d_forward(conv2d_forward(x, weight, b, s, p, groups), pool_size,
                                   pool_stride)
@@ -223,6 +236,15 @@ def _conv_input_grad(dy, weight, x_shape, s, p, groups):
     dtype = dy.dtype
     n, c, h, w = x_shape
     f, cg, kh, kw = weight.shape
+    if _depthwise(weight.shape, groups):
+        return _depthwise_input_grad(dy, weight, x_shape, s, p)
+    if s > 1 and _phases_pay("input", weight.shape, s):
+        sh, sw, kh2, kw2 = _phase_shape(kh, kw, s)
+        xp_shape = (n, c * sh * sw, dy.shape[2] + kh2 - 1, dy.shape[3] + kw2 - 1)
+        dxp = _conv_input_grad(dy, _phase_weight(weight, s), xp_shape, 1, 0, groups)
+        dx = _empty(x_shape, dtype=dtype)
+        _from_phases(dxp, dx, s, p, sh, sw)
+        return dx
     if _sparse_input_grad_pays(weight, s, groups, c) and _sparse_dy(dy):
         return _sparse_input_grad(dy, weight, x_shape, p)
     fg = f // groups
@@ -253,16 +275,30 @@ def _conv_weight_grad(dy, x, weight_shape, s, p, groups, dbias=None):
     32 channels: 1.9 vs 41 ms; 144 on 16x16: 2.2 vs 1.5 ms; 288: 8.4 vs 3.9 ms).
     With whole blocks of 32 input channels the tiles take their vectors from ``x``
     and leave ``dy`` in place (the reference net's second layer: 3.0 vs 4.0 ms).
+    Without them, the tiles copy ``dy`` into blocks of ``_FB`` output channels, and
+    the row kernel wins on fewer outputs or planes 32 wide (tiles vs rows, ms: 16 ->
+    16 on 32x32 2.56 vs 1.03, 16 on 16x16 0.58 vs 0.34; 16 -> 64 on 32x32 6.6 vs
+    4.3; 3 -> 32, 5x5, on 32x32 2.06 vs 1.29; but 48 -> 96 on 8x8 1.16 vs 3.31, 8
+    -> 64, 5x5, on 16x16 1.47 vs 1.67).
     """
     f, cg, kh, kw = weight_shape
-    if s == 1 and (cg * kh * kw <= 72 or f // groups < 16):
+    fg = f // groups
+    if s > 1 and _depthwise(weight_shape, groups):  # at stride 1 the row kernel is faster
+        return _depthwise_weight_grad(dy, x, weight_shape, s, p, dbias)
+    if s > 1 and _phases_pay("weight", weight_shape, s):
+        sh, sw, kh2, kw2 = _phase_shape(kh, kw, s)
+        xp = _phases(x, s, p, kh, kw, dy.shape[2], dy.shape[3])
+        dweight = _conv_weight_grad(dy, xp, (f, cg * sh * sw, kh2, kw2), 1, 0, groups, dbias)
+        return _phase_weight_grad(dweight, weight_shape, s)
+    if s == 1 and (cg * kh * kw <= 72 or fg < 16
+                   or (cg % _FB and (fg < _FB or dy.shape[3] >= 32))):
         return _conv_weight_grad_rows(dy, x, weight_shape, p, groups, dbias)
     n, _, h, w = x.shape
     ho, wo = dy.shape[2], dy.shape[3]
     xh = _conv_channel_last(x, groups, p, p, h + 2 * p, w + 2 * p)
     dweight = _empty(weight_shape, dtype=x.dtype)
     if cg % _FB == 0:
-        n_ft = groups * -(-(f // groups) // _PIX)
+        n_ft = groups * -(-fg // _PIX)
         n_tiles = n_ft * kh * kw * (cg // _FB)
         n_chunks = _chunks(n_tiles)
         part = _zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
@@ -273,10 +309,57 @@ def _conv_weight_grad(dy, x, weight_shape, s, p, groups, dbias=None):
         return dweight
     if dbias is not None:
         _conv_bias_grad(dy, dbias)
-    dyh = _zeros((n, groups, _blocks(f // groups), ho, wo, _FB), dtype=x.dtype)
+    dyh = _zeros((n, groups, _blocks(fg), ho, wo, _FB), dtype=x.dtype)
     _to_channel_blocks(dy, dyh)
-    n_tiles = groups * _blocks(f // groups) * -(-(cg * kh * kw) // _PIX)
+    n_tiles = groups * _blocks(fg) * -(-(cg * kh * kw) // _PIX)
     n_chunks = _chunks(n_tiles)
     part = _zeros((n_tiles, _PIX, _FB), dtype=x.dtype)
     _conv2d_weight_tiles(dyh, xh, dweight, s, n_chunks, part)
     return dweight
+
+
+def _depthwise(weight_shape, groups):
+    """True for a depthwise convolution (one input channel per group), which
+    :mod:`.conv_depthwise` runs: with one input channel per output channel, the other
+    kernels' channel tiles leave most lanes idle. ``benchmarks/bench_conv.py``, batch
+    64, 2 threads (2-core Zen 5), 3x3, ms before and after: 64 channels on 16x16,
+    forward 0.81 -> 0.29, backward 1.22 -> 0.80 (its weight gradient stays on the row
+    kernel, as fast); stride 2, forward 1.63 -> 0.26, backward 9.73 -> 1.01, weight
+    gradient alone 4.02 -> 0.34; 32 channels on 32x32, forward 1.30 -> 0.43, backward
+    2.47 -> 1.54."""
+    return weight_shape[1] == 1 and groups > 1
+
+
+def _phases_pay(kind, weight_shape, s):
+    """True when a stride-``s`` convolution's ``kind`` of work ("forward", "input" or
+    "weight" gradient) pays to run as a stride-1 one on its input's phases
+    (:mod:`.conv_phases`).
+
+    The phases fill the row kernel's vectors where the direct kernels' channel tiles
+    waste lanes on few channels or short sums, and the input gradient's tiles also
+    multiply the zeros of the dilated ``dy`` (three in four at stride 2); against
+    that, the phase kernel's zero taps (3x3, stride 2: 16 multiply-adds for 9; none
+    for 1x1, 2x2 or 4x4). Measured at batch 64, 2 threads (2-core Zen 5), direct vs
+    phases, ms (``benchmarks/bench_conv.py`` has more):
+
+    ======================  ===========  =============  ===========
+    C -> F, plane, kernel    forward      input grad     weight grad
+    ======================  ===========  =============  ===========
+    3 -> 16, 64x64, 3x3      0.76 / 0.60  6.46 / 0.98   2.62 / 1.08
+    3 -> 64, 64x64, 7x7      4.27 / 4.38  114.7 / 14.8  9.79 / 9.48
+    8 -> 16, 32x32, 3x3      0.50 / 0.52  1.65 / 0.83   1.05 / 0.68
+    16 -> 32, 32x32, 3x3     0.68 / 1.10  3.19 / 2.14   1.87 / 2.23
+    32 -> 64, 32x32, 3x3     2.72 / 3.68  6.73 / 8.29   3.49 / 5.94
+    32 -> 64, 32x32, 5x5     5.00 / 7.96  15.3 / 12.4   4.80 / 8.70
+    16 -> 32, 32x32, 1x1     0.40 / 0.27  0.81 / 0.34   0.50 / 0.24
+    64 -> 128, 16x16, 1x1    0.76 / 0.54  1.04 / 0.66   0.44 / 1.04
+    ======================  ===========  =============  ===========
+    """
+    f, cg, kh, kw = weight_shape
+    sh, sw, kh2, kw2 = _phase_shape(kh, kw, s)
+    taps = sh * sw * kh2 * kw2 / (kh * kw)  # the phases' multiply-adds per direct one
+    if kind == "forward":  # the channel tiles fill when each output sums enough
+        return taps == 1 or cg * kh * kw <= 32
+    if kind == "input":
+        return cg <= 16 or taps <= 1.5
+    return cg <= 8 or (taps == 1 and cg <= 16)
