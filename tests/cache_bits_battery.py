@@ -44,7 +44,7 @@ CONVOLUTIONS = (
     (7, 3, 28, 28, 16, 5, 1, 0, 1),
     (2, 16, 12, 12, 24, 3, 2, 1, 1),
     (3, 8, 11, 11, 16, 3, 2, 1, 8),  # depthwise, strided, two outputs a channel
-    (2, 40, 12, 12, 24, 3, 2, 1, 1),  # strided: the input gradient's dilated dy
+    (2, 40, 12, 12, 24, 3, 2, 1, 2),  # strided: the input gradient's dilated dy
 )
 
 #: Fully connected layers: (n, in, out).

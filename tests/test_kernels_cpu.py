@@ -112,7 +112,7 @@ def test_conv2d_fixed_cases(rng, dtype, case):
     _check_conv(rng, dtype, *case)
 
 
-@pytest.mark.parametrize("phases", [False, True], ids=["direct", "phases"])
+@pytest.mark.parametrize("route", ["direct", "phases", "sub-pixel"])
 @pytest.mark.parametrize(
     "case",
     [
@@ -125,10 +125,12 @@ def test_conv2d_fixed_cases(rng, dtype, case):
         (2, 4, 5, 5, 4, 3, 2, 2, 4),  # depthwise, padding past the kernel's reach
     ],
 )
-def test_strided_conv2d_both_ways(rng, monkeypatch, case, phases):
-    # cpu.conv._phases_pay picks, per gradient, the direct kernels or a stride-1
-    # convolution of the input's phases (cpu.conv_phases); each must be right.
-    monkeypatch.setattr(cpu.conv, "_phases_pay", lambda *args: phases)
+def test_strided_conv2d_every_way(rng, monkeypatch, case, route):
+    # cpu.conv picks, per gradient, the direct kernels, a stride-1 convolution of the
+    # input's phases (_phases_pay, cpu.conv_phases) or, for the input gradient, one
+    # stride-1 convolution a phase of dx (_sub_pixel_pays); each must be right.
+    monkeypatch.setattr(cpu.conv, "_phases_pay", lambda *args: route == "phases")
+    monkeypatch.setattr(cpu.conv, "_sub_pixel_pays", lambda *args: route == "sub-pixel")
     for dtype in DTYPES:
         _check_conv(rng, dtype, *case)
 
@@ -249,6 +251,7 @@ def test_conv2d_is_deterministic(rng, dtype):
     (3, 16, 9, 8, 40, 3, 2, 1, 2),  # channel-block tiles
     (3, 16, 9, 8, 72, 3, 1, 1, 2),  # channel-block tiles, stride 1
     (3, 3, 17, 17, 8, 3, 2, 1, 1),  # the phases of a strided convolution
+    (3, 16, 17, 17, 8, 3, 2, 1, 1),  # a strided input gradient, a phase of dx at a time
     (3, 8, 17, 17, 8, 3, 2, 1, 8),  # depthwise
     (3, 8, 17, 17, 16, 3, 1, 1, 8),  # depthwise, two outputs a channel
 ])

@@ -135,3 +135,41 @@ def _phase_weight_grad(dwp, weight_shape, s):
             taps = dweight[:, :, ra::s, rb::s]
             taps[...] = dwp[:, :, ra, rb, :taps.shape[2], :taps.shape[3]]
     return dweight
+
+
+@njit(**_JIT)
+def _from_phase(dxs, dx, s, p, ra, rb):
+    """Phase ``(ra, rb)`` of ``dx`` (N, C, H, W) from ``dxs`` (N, C, HS, WS): the pixels
+    with ``(h + p) % s == ra`` and ``(w + p) % s == rb``, ``dx[n, c, h, w] = dxs[n, c,
+    (h + p) // s, (w + p) // s]``, zero where that is past ``dxs``. The ``s * s``
+    phases together write every element of ``dx`` once."""
+    n_img, n_ch, h_n, w_n = dx.shape
+    hs_n, ws_n = dxs.shape[2], dxs.shape[3]
+    zero = dx.dtype.type(0)
+    h0, w0 = (ra - p) % s, (rb - p) % s  # the phase's first row and column
+    # columns w0 + k * s for k < k1 have a source column in dxs
+    k_n = max(0, -((w0 - w_n) // s))
+    k1 = min(k_n, max(0, ws_n - (w0 + p) // s))
+    # No race: iteration t owns this phase's pixels of the plane dx[t // C, t % C].
+    for t in prange(n_img * n_ch):
+        n = t // n_ch
+        c = t % n_ch
+        for h in range(h0, h_n, s):
+            q = (h + p) // s
+            row = dx[n, c, h]
+            if q >= hs_n:
+                for k in range(k_n):
+                    row[w0 + k * s] = zero
+                continue
+            src = dxs[n, c, q]
+            r0 = (w0 + p) // s
+            for k in range(k1):
+                row[w0 + k * s] = src[r0 + k]
+            for k in range(k1, k_n):
+                row[w0 + k * s] = zero
+
+
+def _sub_kernel(weight, s, ra, rb):
+    """The taps of ``weight`` (F, Cg, KH, KW) in phase ``(ra, rb)``: ``[f, c, t, u] =
+    weight[f, c, ra + t * s, rb + u * s]`` (empty past the kernel)."""
+    return np.ascontiguousarray(weight[:, :, ra::s, rb::s])
