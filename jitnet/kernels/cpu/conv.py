@@ -275,11 +275,12 @@ def _sub_pixel_input_grad(dy, weight, x_shape, s, p, groups):
     """``dx`` (N, C, H, W) of a stride-``s`` convolution as ``s * s`` stride-1 ones, one
     for each phase of ``dx``.
 
-    Pixel ``h`` of ``x`` is read by the taps ``a`` with ``a = (h + p) % s`` modulo
-    ``s``, at output ``i = (h + p) // s - t`` for tap ``a = (h + p) % s + t * s``. So
-    the pixels of one phase ``(ra, rb)`` get the input gradient of a stride-1
-    convolution with the taps of that phase alone (:func:`.conv_phases._sub_kernel`),
-    on an input ``T - 1`` larger than ``dy``, at ``(h + p) // s``
+    Row ``h`` of ``x`` (``h + p`` of the padded input) is read by tap ``a = (h + p) % s
+    + t * s`` of output row ``i = (h + p) // s - t``, for each ``t``: by the taps of
+    one phase, ``ra = (h + p) % s``, alone (likewise the columns). So the pixels of
+    phase ``(ra, rb)`` get the input gradient of a stride-1 convolution with that
+    phase's ``T x U`` taps (:func:`.conv_phases._sub_kernel`), on an input ``T - 1``
+    rows and ``U - 1`` columns larger than ``dy``, at ``((h + p) // s, (w + p) // s)``
     (:func:`.conv_phases._from_phase`). No multiply-add meets a zero: neither a dilated
     ``dy``'s nor a zero tap's.
     """
