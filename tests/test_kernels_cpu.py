@@ -97,7 +97,7 @@ CONV_CASES = [
     (2, 16, 8, 9, 36, 3, 1, 1, 1),  # channel-block tiles: Cg*K*K = 144, 36 of 64 lanes
     (2, 32, 6, 7, 72, 3, 1, 1, 2),  # channel-block tiles within two groups
     (2, 16, 8, 9, 20, 3, 1, 1, 1),  # fewer outputs than a channel block: the row kernel
-    (1, 8, 4, 32, 40, 3, 1, 1, 1),  # planes 32 wide: the row kernel
+    (1, 16, 4, 32, 40, 3, 1, 1, 1),  # planes 32 wide: the row kernel
     (2, 32, 6, 7, 20, 3, 1, 1, 1),  # input-channel tiles (Cg = 32), 20 of 24 outputs
     (2, 64, 7, 6, 18, 3, 2, 1, 2),  # input-channel tiles, strided, two groups
     # cpu.conv_tiles._to_padded_nhwc copies wide planes or large images by channel
@@ -110,6 +110,51 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_fixed_cases(rng, dtype, case):
     _check_conv(rng, dtype, *case)
+
+
+@pytest.mark.parametrize("case, rows", [
+    ((2, 16, 8, 9, 20, 3, 1, 1, 1), True),  # fewer outputs than a channel block
+    ((1, 16, 4, 32, 40, 3, 1, 1, 1), True),  # planes 32 wide
+    ((2, 16, 8, 9, 36, 3, 1, 1, 1), False),  # channel-block tiles
+    ((2, 32, 8, 9, 20, 3, 1, 1, 1), False),  # input-channel tiles (whole blocks of 32)
+    ((2, 3, 8, 9, 20, 3, 1, 1, 1), True),  # short sums (Cg * K * K = 27)
+])
+def test_stride1_weight_gradient_route(rng, monkeypatch, case, rows):
+    # cpu.conv._conv_weight_grad's choice between the row kernel and the tiles, as its
+    # docstring's measurements have it
+    calls = []
+    row_kernel = cpu.conv._conv_weight_grad_rows
+    monkeypatch.setattr(cpu.conv, "_conv_weight_grad_rows",
+                        lambda *args: calls.append(args) or row_kernel(*args))
+    _check_conv(rng, np.float64, *case)
+    assert bool(calls) == rows
+
+
+def test_strided_routes_follow_the_measurements():
+    # cpu.conv's choices for the shapes its docstrings measured; weight (F, Cg, K, K)
+    pays, sub_pixel = cpu.conv._phases_pay, cpu.conv._sub_pixel_pays
+    assert pays("forward", (16, 3, 3, 3), 2) and pays("forward", (128, 64, 1, 1), 2)
+    assert not pays("forward", (64, 3, 7, 7), 2) and not pays("forward", (64, 32, 3, 3), 2)
+    assert pays("input", (16, 3, 3, 3), 2) and pays("input", (64, 32, 5, 5), 2)
+    assert not pays("input", (64, 32, 3, 3), 2)
+    assert pays("weight", (16, 8, 3, 3), 2) and pays("weight", (32, 16, 1, 1), 2)
+    assert not pays("weight", (32, 16, 3, 3), 2) and not pays("weight", (128, 64, 1, 1), 2)
+    assert sub_pixel((32, 16, 3, 3), 2, 1) and sub_pixel((128, 64, 3, 3), 2, 1)
+    assert not sub_pixel((32, 3, 3, 3), 2, 1) and not sub_pixel((32, 32, 3, 3), 2, 1)
+    assert not sub_pixel((64, 32, 3, 3), 2, 2) and not sub_pixel((128, 64, 1, 1), 2, 1)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_convolutions_take_their_kernels(rng, monkeypatch, stride):
+    calls = []
+    for name in ("_depthwise_forward", "_depthwise_input_grad", "_depthwise_weight_grad"):
+        kernel = getattr(cpu.conv, name)
+        monkeypatch.setattr(cpu.conv, name, lambda *args, name=name, kernel=kernel:
+                            calls.append(name) or kernel(*args))
+    _check_conv(rng, np.float32, 2, 6, 9, 9, 12, 3, stride, 1, 6)
+    # the stride-1 weight gradient stays on the row kernel (as fast)
+    assert sorted(set(calls)) == sorted(["_depthwise_forward", "_depthwise_input_grad"]
+                                        + (["_depthwise_weight_grad"] if stride > 1 else []))
 
 
 @pytest.mark.parametrize("route", ["direct", "phases", "sub-pixel"])
