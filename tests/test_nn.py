@@ -70,12 +70,31 @@ DTYPES = ["float32", "float64"]
         (4, 4, 3, 1, 2, 4, False),
         (3, 5, 1, 2, 0, 1, True),
         (2, 3, 5, 1, 2, 1, True),
+        (4, 8, 3, 2, 1, 4, True),  # depthwise, strided, two outputs a channel
+        (8, 16, 3, 2, 1, 1, True),  # on cpu: the input gradient a phase of dx at a time
+        (3, 4, 7, 2, 3, 1, True),  # a 7x7/2 stem (cpu: the input's phases)
     ],
 )
 def test_conv2d(target, rng, dtype, c, f, k, stride, padding, groups, bias):
     ours = nn.Conv2d(c, f, k, stride=stride, padding=padding, groups=groups, bias=bias, dtype=dtype)
     theirs = torch.nn.Conv2d(c, f, k, stride=stride, padding=padding, groups=groups, bias=bias)
     compare_with_torch(ours, theirs, rng.standard_normal((2, c, 7, 6)), rng, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_depthwise_separable_net(target, rng, dtype):
+    # a strided stem, a depthwise and a pointwise convolution, as MobileNet stacks them
+    ours = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1, dtype=dtype), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, dtype=dtype), nn.ReLU(),
+        nn.Conv2d(8, 16, 1, dtype=dtype), nn.ReLU(), nn.Flatten(),
+        nn.Linear(16 * 3 * 3, 5, dtype=dtype))
+    theirs = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(16 * 3 * 3, 5))
+    compare_with_torch(ours, theirs, rng.standard_normal((3, 3, 10, 9)), rng, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
