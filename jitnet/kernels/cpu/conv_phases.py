@@ -30,6 +30,14 @@ def _phase_shape(kh, kw, s):
     return min(s, kh), min(s, kw), -(-kh // s), -(-kw // s)
 
 
+@njit(inline="always")
+def _phase_columns(rb, s, p, w_n, wp_n):
+    """``(j0, j1)``: the columns ``j < WP`` of column phase ``rb`` that hold a column of
+    the image, ``0 <= j * s + rb - p < W`` (the others are padding)."""
+    j0 = min(max(-((rb - p) // s), 0), wp_n)
+    return j0, min(max(-((rb - p - w_n) // s), j0), wp_n)
+
+
 @njit(**_JIT)
 def _to_phases(x, xp, s, p, sh, sw):
     """``x`` (N, C, H, W) into its phases ``xp`` (N, C * SH * SW, HP, WP), every element
@@ -48,9 +56,7 @@ def _to_phases(x, xp, s, p, sh, sw):
         for ra in range(sh):
             for rb in range(sw):
                 plane = xp[n, (c * sh + ra) * sw + rb]
-                # columns j with 0 <= j * s + rb - p < W
-                j0 = min(max(-((rb - p) // s), 0), wp_n)
-                j1 = min(max(-((rb - p - w_n) // s), j0), wp_n)
+                j0, j1 = _phase_columns(rb, s, p, w_n, wp_n)
                 for i in range(hp_n):
                     h = i * s + ra - p
                     row = plane[i]
@@ -92,9 +98,7 @@ def _from_phases(dxp, dx, s, p, sh, sw):
                 continue
             for rb in range(sw):
                 src = dxp[n, (c * sh + ra) * sw + rb, i]
-                # columns w = j * s + rb - p of dx, for 0 <= w < W and j < WP
-                j0 = min(max(-((rb - p) // s), 0), wp_n)
-                j1 = min(max(-((rb - p - w_n) // s), j0), wp_n)
+                j0, j1 = _phase_columns(rb, s, p, w_n, wp_n)  # to columns j * s + rb - p
                 for j in range(j0, j1):
                     row[j * s + rb - p] = src[j]
 
@@ -147,9 +151,10 @@ def _from_phase(dxs, dx, s, p, ra, rb):
     hs_n, ws_n = dxs.shape[2], dxs.shape[3]
     zero = dx.dtype.type(0)
     h0, w0 = (ra - p) % s, (rb - p) % s  # the phase's first row and column
-    # columns w0 + k * s for k < k1 have a source column in dxs
+    r0 = (w0 + p) // s  # column w0's source column in dxs
+    # the phase's columns w0 + k * s, k < K; those with k < k1 have a source in dxs
     k_n = max(0, -((w0 - w_n) // s))
-    k1 = min(k_n, max(0, ws_n - (w0 + p) // s))
+    k1 = min(k_n, max(0, ws_n - r0))
     # No race: iteration t owns this phase's pixels of the plane dx[t // C, t % C].
     for t in prange(n_img * n_ch):
         n = t // n_ch
@@ -162,7 +167,6 @@ def _from_phase(dxs, dx, s, p, ra, rb):
                     row[w0 + k * s] = zero
                 continue
             src = dxs[n, c, q]
-            r0 = (w0 + p) // s
             for k in range(k1):
                 row[w0 + k * s] = src[r0 + k]
             for k in range(k1, k_n):
